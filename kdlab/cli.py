@@ -1,0 +1,165 @@
+"""The ``kdlab`` command: subcommands mapped to the plain functions of :mod:`kdlab.api`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, KdlabError
+
+EPILOG = ("Overrides are dotted keys: optim.lr=0.01 seed=3 train.epochs=5 method.T=2 'seeds=[0,1]'. "
+          "Values use YAML syntax.")
+
+
+def _split_args(items: Sequence[str], need_config: bool) -> tuple[str | None, list[str]]:
+    """First positional is the config file unless it looks like an override."""
+    items = list(items)
+    config = None
+    if items and "=" not in items[0]:
+        config = items.pop(0)
+    if need_config and config is None:
+        raise ConfigError("a config file is required as the first argument")
+    bad = [a for a in items if "=" not in a]
+    if bad:
+        raise ConfigError(f"unexpected argument {bad[0]!r}: overrides look like key.path=value")
+    return config, items
+
+
+def _print_summary(title: str, summary: dict[str, Any], run_dir: Path) -> None:
+    keys = ["top1", "top5", "nll", "ece", "best_top1", "teacher_top1", "agreement", "kl_teacher_student",
+            "pstar_l1_train", "pstar_l1_test", "train_time"]
+    print(f"{title}: {run_dir}")
+    for k in keys:
+        if k in summary:
+            v = summary[k]
+            print(f"  {k:<20} {v:.4f}" if isinstance(v, float) else f"  {k:<20} {v}")
+
+
+def cmd_train_teacher(a: argparse.Namespace) -> int:
+    from .runs import train_teacher
+
+    config, overrides = _split_args(a.args, need_config=False)
+    res = train_teacher(config, overrides, resume=a.resume)
+    _print_summary("teacher" + (" (already finished)" if res.reused else ""), res.summary, res.run_dir)
+    return 0
+
+
+def cmd_distill(a: argparse.Namespace) -> int:
+    from .runs import distill
+
+    config, overrides = _split_args(a.args, need_config=False)
+    res = distill(config, overrides, resume=a.resume)
+    _print_summary("student" + (" (already finished)" if res.reused else ""), res.summary, res.run_dir)
+    return 0
+
+
+def cmd_study(a: argparse.Namespace) -> int:
+    from .study import run_study
+
+    config, overrides = _split_args(a.args, need_config=True)
+    res = run_study(config, overrides)
+    print(res.table)
+    return 0
+
+
+def cmd_quickstart(a: argparse.Namespace) -> int:
+    from .api import quickstart
+
+    _, overrides = _split_args(a.args, need_config=False)
+    res = quickstart(overrides)
+    print(res.table)
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from .runs import evaluate
+
+    target, overrides = _split_args(a.args, need_config=True)
+    source = target if target.endswith((".yaml", ".yml")) else {"path": target}
+    out = evaluate(source, overrides)
+    if a.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for k, v in out.items():
+            print(f"{k:<20} {v:.4f}" if isinstance(v, float) else f"{k:<20} {v}")
+    return 0
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    from .listing import listing
+
+    print(listing(a.what))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="kdlab", description="Student-oriented teacher training and knowledge "
+                                "distillation: train teachers, distil students, compare them.", epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"kdlab {__version__}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, fn, help_: str, args_help: str, resume: bool = False) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG)
+        sp.add_argument("args", nargs="*", metavar="ARG", help=args_help)
+        if resume:
+            sp.add_argument("--resume", action="store_true",
+                            help="continue an interrupted run in out_dir (or reuse a finished one)")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    add("train-teacher", cmd_train_teacher, "train a teacher network",
+        "[CONFIG.yaml] [key=value ...]", resume=True)
+    add("distill", cmd_distill, "train a student, distilled from a teacher (method none: alone)",
+        "[CONFIG.yaml] [key=value ...]", resume=True)
+    add("study", cmd_study, "run teacher methods x distillation methods x seeds and print the comparison table "
+        "(finished runs are reused, interrupted ones resumed)", "CONFIG.yaml [key=value ...]")
+    e = add("eval", cmd_eval, "evaluate a checkpoint on the test split",
+            "RUN_DIR | CHECKPOINT.pt | EVAL.yaml [key=value ...] (e.g. checkpoint=best teacher.path=runs/t)")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ls = sub.add_parser("list", help="list models, teacher methods, distillation methods or data sets",
+                        description="list registered components")
+    ls.add_argument("what", nargs="?", default="all",
+                    choices=["all", "models", "teacher-methods", "distill-methods", "methods", "datasets"])
+    ls.set_defaults(fn=cmd_list)
+    add("quickstart", cmd_quickstart, "train a teacher, a KD student and the student alone over 3 seeds on "
+        "embedded data (a few minutes on a CPU) and print the comparison table", "[key=value ...]")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not getattr(a, "fn", None):
+        parser.print_help()
+        return 2
+    try:
+        return a.fn(a)
+    except KdlabError as e:
+        if a.debug:
+            traceback.print_exc()
+        print(f"kdlab: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("kdlab: interrupted; finished epochs are checkpointed: rerun with --resume (study and quickstart "
+              "resume by themselves)", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug: one line unless --debug
+        if a.debug or os.environ.get("KDLAB_DEBUG"):
+            traceback.print_exc()
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"kdlab: internal error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Configuration: typed schemas, YAML loading and dotted overrides."""
+
+from .components import Component
+from .loader import apply_overrides, dump_yaml, load_config, parse_overrides
+from .schema import (
+    DistillRunConfig,
+    EvalConfig,
+    OptimConfig,
+    ScheduleConfig,
+    StudyConfig,
+    TeacherRef,
+    TeacherRunConfig,
+    TrainConfig,
+)
+
+
+def schema_for(raw: dict):
+    """The schema a config mapping is written for: study, distill, eval or teacher run."""
+    student = raw.get("student")
+    if isinstance(student, dict) and "model" in student:
+        return StudyConfig
+    if "student" in raw:
+        return DistillRunConfig
+    if "path" in raw:
+        return EvalConfig
+    return TeacherRunConfig
+
+
+__all__ = ["schema_for",
+    "Component", "DistillRunConfig", "EvalConfig", "OptimConfig", "ScheduleConfig", "StudyConfig", "TeacherRef",
+    "TeacherRunConfig", "TrainConfig", "apply_overrides", "dump_yaml", "load_config", "parse_overrides",
+]

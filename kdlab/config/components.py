@@ -1,0 +1,125 @@
+"""Config fields that name a registered component: ``{name: kd, T: 4}`` or just ``kd``.
+
+The parameters are validated against the registry entry's parameter model, so an unknown or ill-typed parameter
+is reported with its full dotted key (``student.method.T``), like every other config error.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_serializer
+from pydantic_core import PydanticCustomError
+
+from ..errors import ConfigError
+from ..registry import DATASETS, DISTILL_METHODS, MODELS, TEACHER_METHODS, Registry, hint
+
+
+class Component(BaseModel):
+    """A registry name with validated parameters (defaults filled in)."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    params: dict[str, Any] = {}
+
+    @model_serializer
+    def _flat(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.params[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.params.get(key, default)
+
+
+def _component_validator(registry: Registry, default: str | None = None):
+    """``default``: the name used when only parameters are given (e.g. ``method.T=2`` with the default method)."""
+
+    def validate(value: Any) -> Any:
+        if isinstance(value, Component):
+            value = value.model_dump()
+        if isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, dict):
+            raise PydanticCustomError(
+                "kdlab_component", "{msg}", {"msg": f"expected a {registry.kind} name or mapping, got {value!r}",
+                                            "subloc": ()})
+        raw = dict(value)
+        name = raw.pop("name", default)
+        if not isinstance(name, str):
+            raise PydanticCustomError("kdlab_component", "{msg}",
+                                      {"msg": f"a {registry.kind} needs a 'name'", "subloc": ("name",)})
+        try:
+            entry = registry.get(name)
+        except ConfigError as e:
+            raise PydanticCustomError("kdlab_component", "{msg}", {"msg": str(e), "subloc": ("name",)}) from None
+        try:
+            params = entry.validate(raw)
+        except ValidationError as e:
+            loc, msg = describe_first_error(e, entry.params)
+            raise PydanticCustomError("kdlab_component", "{msg}", {"msg": msg, "subloc": loc}) from None
+        return Component(name=name, params=params.model_dump())
+
+    return validate
+
+
+DataSpec = Annotated[Component, BeforeValidator(_component_validator(DATASETS))]
+ModelSpec = Annotated[Component, BeforeValidator(_component_validator(MODELS))]
+TeacherMethodSpec = Annotated[Component, BeforeValidator(_component_validator(TEACHER_METHODS))]
+DistillMethodSpec = Annotated[Component, BeforeValidator(_component_validator(DISTILL_METHODS))]
+TeacherMethodOrStandard = Annotated[Component, BeforeValidator(_component_validator(TEACHER_METHODS, "standard"))]
+DistillMethodOrKD = Annotated[Component, BeforeValidator(_component_validator(DISTILL_METHODS, "kd"))]
+
+
+def _strip(ann: Any) -> Any:
+    """Unwrap Optional / Union / Annotated to the first model or container type."""
+    origin = typing.get_origin(ann)
+    if origin is typing.Annotated:
+        return _strip(typing.get_args(ann)[0])
+    if origin in (typing.Union, types.UnionType):
+        for a in typing.get_args(ann):
+            if a is not type(None):
+                return _strip(a)
+    return ann
+
+
+def _fields_at(model_cls: Any, loc: tuple) -> list[str]:
+    """Field names of the (sub)model that contains ``loc`` (used to suggest the nearest valid key)."""
+    cur = model_cls
+    for part in loc[:-1]:
+        cur = _strip(cur)
+        if typing.get_origin(cur) in (list, dict):
+            cur = typing.get_args(cur)[-1]
+        elif isinstance(cur, type) and issubclass(cur, BaseModel) and part in cur.model_fields:
+            cur = cur.model_fields[part].annotation
+        else:
+            return []
+    cur = _strip(cur)
+    return list(cur.model_fields) if isinstance(cur, type) and issubclass(cur, BaseModel) else []
+
+
+def describe_first_error(exc: ValidationError, model_cls: type[BaseModel]) -> tuple[tuple, str]:
+    """(location, one-line description) of the first error, with the nearest valid key for unknown keys."""
+    errors = exc.errors()
+    err = errors[0]
+    loc = tuple(err["loc"])
+    etype = err["type"]
+    if etype == "kdlab_component":
+        ctx = err.get("ctx", {})
+        loc = loc + tuple(ctx.get("subloc", ()))
+        msg = ctx.get("msg", err["msg"])
+    elif etype == "extra_forbidden":
+        h = hint(str(loc[-1]), _fields_at(model_cls, loc))
+        msg = "unknown key" + (f"; {h}" if h else "")
+    elif etype == "missing":
+        msg = "required key is missing"
+    else:
+        msg = err["msg"]
+        if "input" in err and not isinstance(err["input"], dict | list):
+            msg += f" (got {err['input']!r})"
+    if len(errors) > 1:
+        msg += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    return loc, msg

@@ -1,0 +1,170 @@
+"""Typed configuration: the single source of truth for everything a user sets.
+
+YAML files and dotted command-line overrides are only serialised forms of these models; unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+from .components import (
+    DataSpec,
+    DistillMethodOrKD,
+    DistillMethodSpec,
+    ModelSpec,
+    TeacherMethodOrStandard,
+    TeacherMethodSpec,
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class OptimConfig(Strict):
+    """Optimizer.  Defaults: the CIFAR-100 recipe of the papers (SGD, momentum 0.9, wd 5e-4, lr 0.05)."""
+
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: PositiveFloat = 0.05
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    nesterov: bool = False
+
+
+class ScheduleConfig(Strict):
+    """Learning-rate schedule, evaluated per epoch (with an optional per-step linear warm-up)."""
+
+    name: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[NonNegativeInt] = [150, 180, 210]
+    gamma: PositiveFloat = 0.1
+    warmup_epochs: NonNegativeInt = 0
+    min_lr: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _sorted(self) -> ScheduleConfig:
+        if list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"milestones must be increasing, got {self.milestones}")
+        return self
+
+
+class TrainConfig(Strict):
+    """The training loop: length, batching, device, logging and checkpointing."""
+
+    epochs: PositiveInt = 240
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt = 512
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    eval_every: PositiveInt = 1
+    save_every: NonNegativeInt = Field(0, description="also keep checkpoints/epoch_XXX.pt every k epochs (0: never)")
+    progress: Literal["auto", "bar", "log", "off"] = "auto"
+    tensorboard: bool = Field(True, description="write TensorBoard logs when the tensorboard package is installed")
+    deterministic: bool = True
+    drop_last: bool = False
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        # YAML 1.1 reads a bare ``off`` / ``on`` as a boolean
+        return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _device(self) -> TrainConfig:
+        d = self.device
+        if not (d in ("auto", "cpu", "cuda", "mps") or (d.startswith("cuda:") and d[5:].isdigit())):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {d!r}")
+        return self
+
+
+class TeacherRunConfig(Strict):
+    """``kdlab train-teacher``: train one teacher."""
+
+    seed: int = 0
+    out_dir: str | None = Field(None, description="run folder (default: runs/teacher-<model>-<method>-s<seed>)")
+    data: DataSpec
+    model: ModelSpec
+    method: TeacherMethodOrStandard = Field("standard", validate_default=True)
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    train: TrainConfig = TrainConfig()
+
+
+class TeacherRef(Strict):
+    """Which teacher to distil from: a teacher run folder (or a checkpoint file) and which of its checkpoints."""
+
+    path: str = Field(description="teacher run folder or checkpoint file")
+    checkpoint: str = Field("last", description="last | best | epoch_XXX (ignored when path is a file)")
+
+
+class DistillRunConfig(Strict):
+    """``kdlab distill``: train a student, with a teacher unless the method is ``none``."""
+
+    seed: int = 0
+    out_dir: str | None = Field(None, description="run folder (default: runs/student-<model>-<method>-s<seed>)")
+    data: DataSpec
+    teacher: TeacherRef | None = None
+    student: ModelSpec
+    method: DistillMethodOrKD = Field("kd", validate_default=True)
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    train: TrainConfig = TrainConfig()
+
+
+class StudyRole(Strict):
+    """Shared training settings of one side of a study (the teachers or the students)."""
+
+    model: ModelSpec
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    train: TrainConfig = TrainConfig()
+
+
+class StudyTeachers(StudyRole):
+    methods: dict[str, TeacherMethodSpec] = Field(
+        default_factory=lambda: {"standard": "standard"}, validate_default=True,
+        description="label -> teacher method; each is trained once per seed")
+
+
+class StudyStudents(StudyRole):
+    methods: dict[str, DistillMethodSpec] = Field(
+        default_factory=lambda: {"alone": "none", "kd": "kd"}, validate_default=True,
+        description="label -> distillation method; 'none' runs once per seed, the others once per teacher")
+    teacher_checkpoint: str = "last"
+
+
+class StudyConfig(Strict):
+    """``kdlab study``: teacher methods x distillation methods x seeds on one data set and one pair."""
+
+    name: str = "study"
+    out_dir: str = "runs/study"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    data: DataSpec
+    teacher: StudyTeachers
+    student: StudyStudents
+
+    @model_validator(mode="after")
+    def _unique_seeds(self) -> StudyConfig:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        return self
+
+
+class EvalConfig(Strict):
+    """``kdlab eval``: evaluate a checkpoint on a data set's test split."""
+
+    path: str = Field(description="run folder or checkpoint file")
+    checkpoint: str = "last"
+    data: DataSpec | None = Field(None, description="default: the data set the run was trained on")
+    teacher: TeacherRef | None = Field(None, description="also report agreement and KL with this teacher")
+    batch_size: PositiveInt = 512
+    device: str = "auto"

@@ -1,0 +1,24 @@
+"""Data sets: registered loaders returning in-memory :class:`DataBundle` objects."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from ..registry import DATASETS
+from . import arrays, digits, mixed_feature, mnist1d  # noqa: F401  (registration)
+from .base import ArrayLoader, Batch, DataBundle, Split
+
+__all__ = ["ArrayLoader", "Batch", "DataBundle", "Split", "load_dataset"]
+
+
+def load_dataset(spec) -> DataBundle:
+    """Build (or reuse) the data set named by a config component ``{name: ..., **params}``."""
+    return _cached(json.dumps(spec.model_dump(), sort_keys=True))
+
+
+@lru_cache(maxsize=4)
+def _cached(key: str) -> DataBundle:
+    raw = json.loads(key)
+    name = raw.pop("name")
+    return DATASETS.get(name).obj(**raw).check()

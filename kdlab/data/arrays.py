@@ -1,0 +1,56 @@
+"""Bring-your-own arrays: a folder holding ``train.npz`` and ``test.npz``.
+
+Each file holds ``x`` (N x C x H x W images, N x C x L sequences or N x D vectors, any float dtype) and ``y``
+(N integer labels in [0, K)).  Any other array with N rows (e.g. ``p_star``) is kept as a per-sample extra.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ..registry import register_dataset
+from .base import DataBundle, Split
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+
+
+@register_dataset("arrays", input_shape="from the files", classes="from the files")
+def arrays(root: str, num_classes: int | None = None) -> DataBundle:
+    """Your own data: ``root/train.npz`` and ``root/test.npz`` with arrays ``x`` and ``y``."""
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"data.root: folder {folder} not found; it must contain train.npz and test.npz "
+                        "with arrays x (inputs) and y (integer labels)")
+    splits = {}
+    for name in ("train", "test"):
+        path = folder / f"{name}.npz"
+        if not path.is_file():
+            raise DataError(f"data.root: {path} is missing (expected train.npz and test.npz in {folder})")
+        arr = _read(path)
+        if "x" not in arr or "y" not in arr:
+            raise DataError(f"{path} must hold arrays 'x' and 'y' (found {sorted(arr)})")
+        x, y = arr.pop("x"), arr.pop("y")
+        if len(x) != len(y):
+            raise DataError(f"{path}: x has {len(x)} rows but y has {len(y)}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{path}: y must hold integer labels, got dtype {y.dtype}")
+        extras = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arr.items() if len(v) == len(y)}
+        splits[name] = Split(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                             torch.from_numpy(y.astype(np.int64)), extras)
+    if splits["train"].x.shape[1:] != splits["test"].x.shape[1:]:
+        raise DataError(f"{folder}: train inputs are {tuple(splits['train'].x.shape[1:])} but test inputs are "
+                        f"{tuple(splits['test'].x.shape[1:])}")
+    k = num_classes or int(max(splits["train"].y.max(), splits["test"].y.max())) + 1
+    return DataBundle(name="arrays", train=splits["train"], test=splits["test"], num_classes=k,
+                      input_shape=tuple(splits["train"].x.shape[1:]))

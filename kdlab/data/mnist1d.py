@@ -1,0 +1,43 @@
+"""MNIST-1D (Greydanus 2020), generated locally with the ``mnist1d`` package's generator (never downloaded)."""
+
+from __future__ import annotations
+
+import random
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ..registry import register_dataset
+from .augment import make_crop_flip
+from .base import DataBundle, Split
+
+
+@register_dataset("mnist1d", input_shape="1x40", classes=10)
+def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42,
+            iid_noise_scale: float = 2e-2, corr_noise_scale: float = 0.25, shear_scale: float = 0.75,
+            augment: Literal["none", "shift"] = "none") -> DataBundle:
+    """MNIST-1D: 40-step sequences from 10 digit templates (default 5000 samples, 80/20 split).
+
+    ``augment: shift`` applies a random translation of up to 2 steps (a padded crop).
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples, args.train_split, args.seed = num_samples, train_split, seed
+    args.iid_noise_scale, args.corr_noise_scale, args.shear_scale = iid_noise_scale, corr_noise_scale, shear_scale
+    # The generator reseeds NumPy's and Python's global RNGs; do not leak that into the caller.
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    def split(x, y):
+        return Split(torch.as_tensor(x, dtype=torch.float32).unsqueeze(1), torch.as_tensor(y, dtype=torch.int64))
+
+    return DataBundle(
+        name="mnist1d", train=split(d["x"], d["y"]), test=split(d["x_test"], d["y_test"]),
+        num_classes=10, input_shape=(1, args.final_seq_length), class_names=[str(i) for i in range(10)],
+        augment=make_crop_flip(pad=2, flip=False) if augment == "shift" else None,
+    )

@@ -1,0 +1,58 @@
+"""Evaluation measures on logits: accuracy, NLL, ECE, agreement, KL, distance to a true label distribution."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def topk_accuracy(logits: Tensor, labels: Tensor, k: int = 1) -> float:
+    """Percentage of samples whose label is among the ``k`` largest logits."""
+    k = min(k, logits.shape[1])
+    hit = (logits.topk(k, dim=1).indices == labels[:, None]).any(1)
+    return 100.0 * hit.float().mean().item()
+
+
+def nll(logits: Tensor, labels: Tensor) -> float:
+    return F.cross_entropy(logits.float(), labels).item()
+
+
+def ece(logits: Tensor, labels: Tensor, bins: int = 15) -> float:
+    """Expected calibration error (percent) with ``bins`` equal-width confidence bins (Guo et al. 2017)."""
+    probs = logits.float().softmax(1)
+    conf, pred = probs.max(1)
+    correct = (pred == labels).float()
+    # bin i holds confidences in (i/bins, (i+1)/bins]
+    idx = (conf * bins).ceil().long().clamp(1, bins) - 1
+    conf_sum = torch.zeros(bins).index_add_(0, idx, conf)
+    acc_sum = torch.zeros(bins).index_add_(0, idx, correct)
+    gap = (conf_sum - acc_sum).abs()  # = n_b * |conf_b - acc_b|
+    return 100.0 * (gap.sum() / len(labels)).item()
+
+
+def agreement(a: Tensor, b: Tensor) -> float:
+    """Top-1 agreement (percent) of two sets of logits (student fidelity)."""
+    return 100.0 * (a.argmax(1) == b.argmax(1)).float().mean().item()
+
+
+def kl_divergence(p_logits: Tensor, q_logits: Tensor, temperature: float = 1.0) -> float:
+    """Mean over samples of KL(softmax(p/T) || softmax(q/T))."""
+    lp = F.log_softmax(p_logits.float() / temperature, 1)
+    lq = F.log_softmax(q_logits.float() / temperature, 1)
+    return (lp.exp() * (lp - lq)).sum(1).mean().item()
+
+
+def l1_to_distribution(logits: Tensor, target: Tensor) -> float:
+    """Mean over samples of ||softmax(logits) - target||_1 (SoTeacher's approximation error to p*(x))."""
+    return (logits.float().softmax(1) - target.float()).abs().sum(1).mean().item()
+
+
+def classification_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
+    logits, labels = logits.cpu(), labels.cpu()
+    out = {"top1": topk_accuracy(logits, labels, 1)}
+    if logits.shape[1] >= 5:
+        out["top5"] = topk_accuracy(logits, labels, 5)
+    out["nll"] = nll(logits, labels)
+    out["ece"] = ece(logits, labels)
+    return out

@@ -1,0 +1,240 @@
+"""The one training loop, used for teachers and students alike.
+
+``fit`` owns optimisation, evaluation, logging and checkpointing; everything method-specific lives in the
+:class:`~kdlab.methods.base.Objective` (see its docstring for the events).  Each epoch's randomness (data order,
+augmentation, dropout) is derived from ``(seed, epoch)``, so a run resumed from the checkpoint of epoch ``e``
+repeats epoch ``e + 1`` exactly and ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .. import __version__
+from ..config.schema import OptimConfig, ScheduleConfig, TrainConfig
+from ..data.base import ArrayLoader, DataBundle
+from ..errors import DivergenceError
+from ..methods.base import Objective
+from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .device import derive_seed, resolve_device, seed_everything, set_deterministic
+from .metrics import topk_accuracy
+from .progress import Progress
+from .schedule import lr_at
+from .state import LoopState
+
+EpochHook = Callable[[int, dict[str, Any]], None]
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]]
+    best: dict[str, Any]
+    test_logits: Tensor
+    train_time: float
+    resumed_from: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
+    cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, device: torch.device, batch_size: int = 512) -> Tensor:
+    """Logits of ``model`` (in eval mode) for all of ``x``, on the CPU."""
+    was_training = model.training
+    model.eval()
+    outs = [model(x[i:i + batch_size].to(device, non_blocking=True)).float().cpu()
+            for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Make ``dst`` hold ``src``'s bytes atomically (a hard link when the file system allows)."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: OptimConfig,
+        schedule: ScheduleConfig, train: TrainConfig, seed: int, run_dir: str | os.PathLike | None = None,
+        resume: bool = False, meta: dict[str, Any] | None = None, desc: str = "train",
+        hooks: list[EpochHook] = ()) -> FitResult:
+    """Train ``model`` by minimising ``objective`` on ``data.train``; evaluate on ``data.test``."""
+    device = resolve_device(train.device)
+    set_deterministic(train.deterministic)
+    model.to(device)
+    objective.to(device)
+    loader = ArrayLoader(data.train, train.batch_size, device, shuffle=True, drop_last=train.drop_last,
+                         augment=data.augment, seed=seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    seen = {id(p) for p in params}
+    params += [p for p in objective.parameters() if p.requires_grad and id(p) not in seen]
+    opt = build_optimizer(params, optim)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    state = LoopState(epoch=0, epochs=train.epochs, step=0, steps_per_epoch=len(loader), num_train=len(data.train),
+                      num_classes=data.num_classes, device=device, run_dir=run_dir)
+
+    start_epoch, history, best = 0, [], {"epoch": 0, "test_top1": -math.inf}
+    last_path = checkpoint_dir(run_dir) / "last.pt" if run_dir else None
+    if resume and last_path is not None and last_path.exists():
+        ck = load_checkpoint(last_path, map_location=device)
+        model.load_state_dict(ck["model_state"])
+        objective.load_state_dict(ck["objective_state"])
+        opt.load_state_dict(ck["optimizer_state"])
+        start_epoch, history, best = int(ck["epoch"]), list(ck["history"]), dict(ck["best"])
+        state.step = start_epoch * len(loader)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # drop log lines of an epoch that was interrupted before its checkpoint
+        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    writer = _tensorboard(run_dir) if (train.tensorboard and run_dir is not None) else None
+
+    state.epoch = start_epoch
+    objective.on_fit_start(model, state)
+    progress = Progress(train.progress, desc, train.epochs, len(loader), start_epoch)
+    check_every = 1 if device.type == "cpu" else 25
+    test_logits = None
+    t_start = time.perf_counter()
+    try:
+        for epoch in range(start_epoch, train.epochs):
+            state.epoch = epoch
+            seed_everything(derive_seed(seed, epoch, 3))
+            warm = epoch < schedule.warmup_epochs
+            lr = lr_at(schedule, optim.lr, epoch if not warm else epoch + 1 / len(loader), train.epochs)
+            _set_lr(opt, lr)
+            model.train()
+            objective.train()
+            objective.on_epoch_start(model, state)
+            t_epoch = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            parts_sum: dict[str, Tensor] = {}
+            n = 0
+            bad = torch.zeros((), device=device, dtype=torch.bool)
+            for i, batch in enumerate(loader.epoch(epoch)):
+                if warm:
+                    _set_lr(opt, lr_at(schedule, optim.lr, epoch + (i + 1) / len(loader), train.epochs))
+                out = objective(model, batch, state)
+                bad |= ~torch.isfinite(out.loss.detach())
+                if (i + 1) % check_every == 0 and bool(bad):
+                    _diverged(epoch, i, check_every, last_path)
+                opt.zero_grad(set_to_none=True)
+                out.loss.backward()
+                opt.step()
+                bs = batch.y.shape[0]
+                n += bs
+                loss_sum += out.loss.detach() * bs
+                correct += (out.logits.detach().argmax(1) == batch.y).sum()
+                for k, v in out.parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v.detach() * bs
+                state.step += 1
+                progress.step()
+            if bool(bad):
+                _diverged(epoch, len(loader) - 1, check_every, last_path)
+            rec: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "loss": loss_sum.item() / max(n, 1),
+                                   "acc": 100.0 * correct.item() / max(n, 1)}
+            rec.update({k: float(v) / max(n, 1) for k, v in parts_sum.items()})
+            rec["train_time"] = time.perf_counter() - t_epoch
+            objective.on_epoch_end(model, state)
+            if (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs:
+                test_logits = predict(model, data.test.x, device, train.eval_batch_size)
+                rec["test_top1"] = topk_accuracy(test_logits, data.test.y, 1)
+                rec["test_nll"] = torch.nn.functional.cross_entropy(test_logits, data.test.y).item()
+            rec.update(objective.eval_metrics(model, state))
+            is_best = rec.get("test_top1", -math.inf) > best["test_top1"]
+            if is_best:
+                best = {"epoch": epoch + 1, "test_top1": rec["test_top1"]}
+            history.append(rec)
+            if run_dir is not None:
+                with open(run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                if writer is not None:
+                    for k, v in rec.items():
+                        if k != "epoch" and isinstance(v, int | float):
+                            writer.add_scalar(k, v, epoch + 1)
+                _save(run_dir, model, objective, opt, epoch + 1, best, history, meta, seed, is_best,
+                      train.save_every)
+            progress.end_epoch(epoch + 1, rec)
+            for hook in hooks:
+                hook(epoch + 1, rec)
+    finally:
+        progress.close()
+        if writer is not None:
+            writer.close()
+    if test_logits is None:  # resumed after the last epoch had finished
+        test_logits = predict(model, data.test.x, device, train.eval_batch_size)
+    train_time = sum(h.get("train_time", 0.0) for h in history)
+    return FitResult(history, best, test_logits, train_time, resumed_from=start_epoch,
+                     extra={"wall_time": time.perf_counter() - t_start})
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def _diverged(epoch: int, step: int, window: int, last_path: Path | None) -> None:
+    where = f"epoch {epoch + 1}, step {step + 1}" if window == 1 else \
+        f"epoch {epoch + 1}, within steps {max(step + 2 - window, 1)}-{step + 1}"
+    keep = ""
+    if last_path is not None and last_path.exists():
+        keep = f"; the last good checkpoint is kept at {last_path}"
+    raise DivergenceError(f"loss became NaN/Inf at {where}{keep} (try a lower optim.lr)")
+
+
+def _save(run_dir: Path, model: nn.Module, objective: Objective, opt: torch.optim.Optimizer, epoch: int,
+          best: dict, history: list, meta: dict | None, seed: int, is_best: bool, save_every: int) -> None:
+    ck_dir = checkpoint_dir(run_dir)
+    payload = {
+        "kdlab_version": __version__,
+        "model": getattr(model, "kdlab_spec", None),
+        "model_state": model.state_dict(),
+        "objective_state": objective.state_dict(),
+        "optimizer_state": opt.state_dict(),
+        "epoch": epoch,
+        "best": best,
+        "history": history,
+        "seed": seed,
+        **(meta or {}),
+    }
+    last = ck_dir / "last.pt"
+    save_checkpoint(last, payload)
+    if is_best:
+        _link_or_copy(last, ck_dir / "best.pt")
+    if save_every and epoch % save_every == 0:
+        _link_or_copy(last, ck_dir / f"epoch_{epoch:03d}.pt")
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # noqa: BLE001 - tensorboard is optional
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))

@@ -1,0 +1,29 @@
+"""User-facing errors: each carries a one-line message and the process exit code the CLI uses."""
+
+
+class KdlabError(Exception):
+    """An error caused by the user's input or environment, reported as one line without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(KdlabError):
+    """Invalid configuration: unknown key, wrong type, unknown component name."""
+
+    exit_code = 2
+
+
+class DataError(KdlabError):
+    """A data set is missing, malformed or inconsistent with the model."""
+
+
+class CheckpointError(KdlabError):
+    """A checkpoint is missing, unreadable, corrupted or does not match the requested model/data."""
+
+
+class DivergenceError(KdlabError):
+    """Training produced a non-finite loss; the last good checkpoint is kept."""
+
+
+class RunFolderError(KdlabError):
+    """A run folder is in a state that the requested action would damage (e.g. overwrite finished work)."""

@@ -1,0 +1,49 @@
+"""``kdlab list``: the registered components, with parameter counts, papers and default settings."""
+
+from __future__ import annotations
+
+from .registry import DATASETS, DISTILL_METHODS, MODELS, TEACHER_METHODS, Entry
+from .study.table import markdown_table
+
+_SAMPLE_SHAPES = {"image": (3, 32, 32), "sequence": (1, 40), "any": (3, 32, 32)}
+
+
+def _defaults(entry: Entry) -> str:
+    fields = entry.params.model_fields
+    parts = [f"{k}={f.default!r}" for k, f in fields.items() if not f.is_required()]
+    return ", ".join(parts) if parts else "-"
+
+
+def _model_rows() -> list[list[str]]:
+    from .models import build_model, count_parameters
+
+    rows = []
+    for e in MODELS.entries():
+        shape = _SAMPLE_SHAPES[e.meta.get("input", "any")]
+        try:
+            n = count_parameters(build_model(e.name, {}, 100, shape))
+            count = f"{n / 1e6:.2f}M"
+        except Exception:  # noqa: BLE001 - a model that needs parameters has no default count
+            count = "-"
+        rows.append([e.name, e.meta.get("input", "any"), count, e.summary])
+    return rows
+
+
+def listing(what: str = "all") -> str:
+    blocks = []
+    if what in ("all", "models"):
+        blocks.append("Models (parameters at 100 classes, 3x32x32 images / 1x40 sequences)\n\n" +
+                      markdown_table(["name", "input", "params", "description"], _model_rows()))
+    if what in ("all", "teacher-methods", "methods"):
+        rows = [[e.name, e.meta.get("paper", ""), _defaults(e), e.summary] for e in TEACHER_METHODS.entries()]
+        blocks.append("Teacher methods\n\n" + markdown_table(["name", "paper", "defaults", "description"], rows))
+    if what in ("all", "distill-methods", "methods"):
+        rows = [[e.name, e.meta.get("paper", ""), _defaults(e), e.summary] for e in DISTILL_METHODS.entries()]
+        blocks.append("Distillation methods\n\n" + markdown_table(["name", "paper", "defaults", "description"],
+                                                                  rows))
+    if what in ("all", "datasets"):
+        rows = [[e.name, str(e.meta.get("input_shape", "")), str(e.meta.get("classes", "")), e.summary]
+                for e in DATASETS.entries()]
+        blocks.append("Data sets (no download needed)\n\n" +
+                      markdown_table(["name", "input", "classes", "description"], rows))
+    return "\n\n".join(blocks)

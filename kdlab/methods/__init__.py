@@ -1,0 +1,29 @@
+"""Teacher-training and distillation methods, behind one step interface (:mod:`kdlab.methods.base`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+
+from ..registry import DISTILL_METHODS, TEACHER_METHODS
+from . import distill as _distill_methods  # noqa: F401  (registration)
+from . import teacher as _teacher_methods  # noqa: F401
+from .base import CrossEntropy, DistillObjective, Objective, StepOutput
+
+__all__ = ["CrossEntropy", "DistillObjective", "Objective", "StepOutput", "build_distill_objective",
+           "build_teacher_objective", "needs_teacher"]
+
+
+def build_teacher_objective(spec, model: nn.Module, data: Any, run_dir=None, epochs: int = 1) -> Objective:
+    return TEACHER_METHODS.get(spec.name).build(spec.params, model=model, data=data, run_dir=run_dir, epochs=epochs)
+
+
+def build_distill_objective(spec, teacher: nn.Module | None, student: nn.Module, data: Any, run_dir=None,
+                            epochs: int = 1) -> Objective:
+    return DISTILL_METHODS.get(spec.name).build(spec.params, teacher=teacher, student=student, data=data,
+                                                run_dir=run_dir, epochs=epochs)
+
+
+def needs_teacher(method_name: str) -> bool:
+    return bool(DISTILL_METHODS.get(method_name).meta.get("needs_teacher", True))

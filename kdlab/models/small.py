@@ -1,0 +1,71 @@
+"""Small models for sequences and vectors: a 1D CNN (MNIST-1D) and an MLP (any input)."""
+
+from __future__ import annotations
+
+import math
+
+import torch.nn as nn
+from torch import Tensor
+
+from ..registry import MODELS
+from .contract import ContractModel, ConvBNAct, Stage, init_weights
+
+
+class CNN1d(ContractModel):
+    """Stem conv + stages of conv-BN-ReLU blocks on (C, L) sequences; stages after the first halve L."""
+
+    def __init__(self, num_classes: int, in_channels: int, channels: list[int], blocks_per_stage: int = 1,
+                 kernel_size: int = 5):
+        super().__init__()
+        if len(channels) < 2:
+            raise ValueError("channels must list the stem width and at least one stage width")
+        pad = kernel_size // 2
+        stages: list[nn.Module] = [ConvBNAct(nn.Conv1d(in_channels, channels[0], kernel_size, padding=pad,
+                                                       bias=False), channels[0], nn.BatchNorm1d)]
+        for i in range(1, len(channels)):
+            blocks = []
+            for j in range(blocks_per_stage):
+                cin = channels[i - 1] if j == 0 else channels[i]
+                stride = 2 if (j == 0 and i > 1) else 1
+                conv = nn.Conv1d(cin, channels[i], kernel_size, stride=stride, padding=pad, bias=False)
+                blocks.append(ConvBNAct(conv, channels[i], nn.BatchNorm1d))
+            stages.append(Stage(*blocks))
+        self.stages = nn.ModuleList(stages)
+        self.stage_channels = list(channels)
+        self.classifier = nn.Linear(channels[-1], num_classes)
+        init_weights(self)
+
+
+@MODELS.register("cnn1d", input="sequence", family="cnn1d")
+def cnn1d(num_classes: int, in_channels: int = 1, channels: tuple[int, ...] = (32, 32, 64, 128),
+          blocks_per_stage: int = 1, kernel_size: int = 5) -> CNN1d:
+    """1D CNN: stem + one stage per extra width; stages after the first downsample by 2."""
+    return CNN1d(num_classes, in_channels, list(channels), blocks_per_stage, kernel_size)
+
+
+class _Flatten(nn.Module):
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = x.flatten(1)
+        return x, x
+
+
+class MLP(ContractModel):
+    """Flatten, then Linear-BN-ReLU hidden layers (one stage each), then a linear classifier."""
+
+    def __init__(self, num_classes: int, input_size: int, hidden: list[int]):
+        super().__init__()
+        if not hidden:
+            raise ValueError("hidden must list at least one layer width")
+        stages: list[nn.Module] = [_Flatten()]
+        widths = [input_size, *hidden]
+        for a, b in zip(widths[:-1], widths[1:]):
+            stages.append(ConvBNAct(nn.Linear(a, b, bias=False), b, nn.BatchNorm1d))
+        self.stages = nn.ModuleList(stages)
+        self.stage_channels = widths
+        self.classifier = nn.Linear(hidden[-1], num_classes)
+
+
+@MODELS.register("mlp", input="any", family="mlp")
+def mlp(num_classes: int, input_shape: tuple[int, ...], hidden: tuple[int, ...] = (256, 256)) -> MLP:
+    """Multi-layer perceptron on the flattened input."""
+    return MLP(num_classes, math.prod(input_shape), list(hidden))

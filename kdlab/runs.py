@@ -1,0 +1,269 @@
+"""Single runs: train a teacher, distil a student, evaluate a checkpoint.
+
+A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per epoch),
+``checkpoints/`` (``last.pt``, ``best.pt``, ``epoch_XXX.pt``), ``test_logits.npy`` and, once finished,
+``summary.json``.  A finished run is never trained again; an unfinished one continues with ``resume``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import yaml
+
+from .config import DistillRunConfig, EvalConfig, TeacherRef, TeacherRunConfig, dump_yaml, load_config
+from .data import DataBundle, load_dataset
+from .engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint
+from .engine.device import resolve_device, seed_everything
+from .engine.metrics import agreement, classification_metrics, kl_divergence, l1_to_distribution
+from .engine.trainer import FitResult, checkpoint_dir, fit, predict
+from .errors import CheckpointError, ConfigError, RunFolderError
+from .methods import build_distill_objective, build_teacher_objective, needs_teacher
+from .models import build_model, count_parameters
+
+# settings that do not change what a run computes, and so may differ when a run is resumed
+VOLATILE_KEYS = {"out_dir", "train.progress", "train.device", "train.tensorboard", "train.eval_batch_size"}
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    reused: bool = False  # True when the run had already finished
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    keys = sorted((set(a) | set(b)) - VOLATILE_KEYS)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def check_run_dir(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+    """Check, without writing, that ``run_dir`` may be used for this config; return the finished summary if
+    there is one."""
+    summary_path, cfg_path = run_dir / "summary.json", run_dir / "config.yaml"
+    if cfg_path.exists():
+        try:
+            old = yaml.safe_load(cfg_path.read_text()) or {}
+        except (yaml.YAMLError, OSError):
+            raise RunFolderError(f"{cfg_path} is unreadable; move the folder away or choose another out_dir") \
+                from None
+        diff = config_differences(old, plain_cfg)
+        finished = summary_path.exists()
+        state = "finished" if finished else "unfinished"
+        if not resume:
+            hint = "pass --resume to continue it" if not finished else "pass --resume to reuse it"
+            raise RunFolderError(f"{run_dir} already holds a{'n' if not finished else ''} {state} run; "
+                                 f"{hint} or choose another out_dir")
+        if diff:
+            more = f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""
+            raise RunFolderError(f"{run_dir} holds a run with different settings ({diff[0]}{more}); "
+                                 "choose another out_dir")
+        if finished:
+            return json.loads(summary_path.read_text())
+    elif (checkpoint_dir(run_dir) / "last.pt").exists():
+        raise RunFolderError(f"{run_dir} has checkpoints but no config.yaml; move it away or choose another out_dir")
+    return None
+
+
+def init_run_dir(run_dir: Path, plain_cfg: dict[str, Any]) -> None:
+    """Called once everything is validated, so a run that cannot start leaves no folder behind."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", dump_yaml(plain_cfg))
+
+
+def _save_logits(path: Path, logits: torch.Tensor) -> None:
+    buf = io.BytesIO()
+    np.save(buf, logits.numpy().astype(np.float32))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _base_summary(kind: str, cfg: Any, model: nn.Module, fitres: FitResult, data: DataBundle) -> dict[str, Any]:
+    m = classification_metrics(fitres.test_logits, data.test.y)
+    return {
+        "kind": kind, "dataset": cfg.data.name, "seed": cfg.seed, "epochs": cfg.train.epochs,
+        **m, "best_top1": fitres.best["test_top1"], "best_epoch": fitres.best["epoch"],
+        "params": count_parameters(model), "train_time": round(fitres.train_time, 3),
+    }
+
+
+def _pstar_metrics(model: nn.Module, data: DataBundle, device: torch.device, batch_size: int) -> dict[str, float]:
+    """Distance of the model's predictions to the true label distribution (mixed-feature data only)."""
+    out = {}
+    for split_name, split in (("train", data.train), ("test", data.test)):
+        if "p_star" in split.extras:
+            logits = predict(model, split.x, device, batch_size)
+            out[f"pstar_l1_{split_name}"] = l1_to_distribution(logits, split.extras["p_star"])
+    return out
+
+
+def default_out_dir(kind: str, model: str, method: str, seed: int) -> str:
+    return str(Path("runs") / f"{kind}-{model}-{method}-s{seed}")
+
+
+def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, hooks=()) -> RunResult:
+    """Train a teacher as the config says; returns its run folder and summary."""
+    cfg = load_config(TeacherRunConfig, config, overrides)
+    out_dir = cfg.out_dir or default_out_dir("teacher", cfg.model.name, cfg.method.name, cfg.seed)
+    cfg = cfg.model_copy(update={"out_dir": out_dir})
+    run_dir = Path(out_dir)
+    plain = cfg.model_dump(mode="json")
+    done = check_run_dir(run_dir, plain, resume)
+    if done is not None:
+        return RunResult(run_dir, done, reused=True)
+    data = load_dataset(cfg.data)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model.name, cfg.model.params, data.num_classes, data.input_shape)
+    objective = build_teacher_objective(cfg.method, model, data, run_dir, cfg.train.epochs)
+    init_run_dir(run_dir, plain)
+    res = fit(model, objective, data, optim=cfg.optim, schedule=cfg.schedule, train=cfg.train, seed=cfg.seed,
+              run_dir=run_dir, resume=resume, meta={"kind": "teacher", "config": plain}, hooks=hooks,
+              desc=f"teacher {cfg.model.name}/{cfg.method.name} s{cfg.seed}")
+    device = resolve_device(cfg.train.device)
+    summary = _base_summary("teacher", cfg, model, res, data)
+    summary.update({"model": cfg.model.name, "method": cfg.method.name})
+    summary.update(_pstar_metrics(model, data, device, cfg.train.eval_batch_size))
+    _save_logits(run_dir / "test_logits.npy", res.test_logits)
+    atomic_write_json(run_dir / "summary.json", summary)
+    return RunResult(run_dir, summary)
+
+
+def resolve_checkpoint(ref: TeacherRef | str, checkpoint: str = "last") -> Path:
+    """A run folder + checkpoint name (last / best / epoch_XXX), or a checkpoint file, -> the file's path."""
+    if isinstance(ref, TeacherRef):
+        path, checkpoint = Path(ref.path), ref.checkpoint
+    else:
+        path = Path(ref)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise CheckpointError(f"checkpoint or run folder not found: {path}")
+    name = checkpoint if checkpoint.endswith(".pt") else f"{checkpoint}.pt"
+    file = checkpoint_dir(path) / name
+    if not file.exists():
+        avail = sorted(p.stem for p in checkpoint_dir(path).glob("*.pt"))
+        listing = ", ".join(avail) if avail else "none"
+        raise CheckpointError(f"{path} has no checkpoint {checkpoint!r} (available: {listing})")
+    return file
+
+
+def load_model(path: Path, data: DataBundle | None, device: torch.device, role: str = "teacher"
+               ) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model stored in a checkpoint and check it fits ``data``."""
+    ck = load_checkpoint(path, map_location=device)
+    spec = ck.get("model")
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise CheckpointError(f"{path} does not describe its model (not written by kdlab?)")
+    if data is not None:
+        if spec["num_classes"] != data.num_classes:
+            raise CheckpointError(f"{role} checkpoint {path} predicts {spec['num_classes']} classes but data set "
+                                  f"{data.name!r} has {data.num_classes}")
+        if tuple(spec["input_shape"]) != tuple(data.input_shape):
+            raise CheckpointError(f"{role} checkpoint {path} takes inputs of shape {tuple(spec['input_shape'])} "
+                                  f"but data set {data.name!r} has {tuple(data.input_shape)}")
+    try:
+        model = build_model(spec["name"], spec.get("params", {}), spec["num_classes"], tuple(spec["input_shape"]))
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: cannot rebuild its model: {e}") from None
+    try:
+        model.load_state_dict(ck["model_state"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "state mismatch"
+        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), "")
+        raise CheckpointError(f"checkpoint {path} does not match model {spec['name']!r}: "
+                              f"{first} {detail}".strip()) from None
+    model.to(device).eval()
+    return model, ck
+
+
+def load_teacher(ref: TeacherRef, data: DataBundle, device: torch.device) -> tuple[nn.Module, Path]:
+    path = resolve_checkpoint(ref)
+    model, _ = load_model(path, data, device, role="teacher")
+    model.requires_grad_(False)
+    return model, path
+
+
+def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=()) -> RunResult:
+    """Train a student (distilled from a teacher unless the method is ``none``); returns folder and summary."""
+    cfg = load_config(DistillRunConfig, config, overrides)
+    wants_teacher = needs_teacher(cfg.method.name)
+    if wants_teacher and cfg.teacher is None:
+        raise ConfigError(f"teacher: method {cfg.method.name!r} needs a teacher; set teacher.path to a teacher run "
+                          "folder or checkpoint")
+    out_dir = cfg.out_dir or default_out_dir("student", cfg.student.name, cfg.method.name, cfg.seed)
+    cfg = cfg.model_copy(update={"out_dir": out_dir})
+    run_dir = Path(out_dir)
+    plain = cfg.model_dump(mode="json")
+    done = check_run_dir(run_dir, plain, resume)
+    if done is not None:
+        return RunResult(run_dir, done, reused=True)
+    device = resolve_device(cfg.train.device)
+    data = load_dataset(cfg.data)
+    teacher = teacher_path = None
+    if cfg.teacher is not None and wants_teacher:
+        teacher, teacher_path = load_teacher(cfg.teacher, data, device)
+    seed_everything(cfg.seed)
+    student = build_model(cfg.student.name, cfg.student.params, data.num_classes, data.input_shape, key="student")
+    objective = build_distill_objective(cfg.method, teacher, student, data, run_dir, cfg.train.epochs)
+    init_run_dir(run_dir, plain)
+    res = fit(student, objective, data, optim=cfg.optim, schedule=cfg.schedule, train=cfg.train, seed=cfg.seed,
+              run_dir=run_dir, resume=resume, meta={"kind": "student", "config": plain}, hooks=hooks,
+              desc=f"student {cfg.student.name}/{cfg.method.name} s{cfg.seed}")
+    summary = _base_summary("student", cfg, student, res, data)
+    summary.update({"model": cfg.student.name, "method": cfg.method.name})
+    if teacher is not None:
+        t_logits = predict(teacher, data.test.x, device, cfg.train.eval_batch_size)
+        summary.update({
+            "teacher_path": str(teacher_path),
+            "teacher_top1": classification_metrics(t_logits, data.test.y)["top1"],
+            "agreement": agreement(res.test_logits, t_logits),
+            "kl_teacher_student": kl_divergence(t_logits, res.test_logits),
+        })
+    _save_logits(run_dir / "test_logits.npy", res.test_logits)
+    atomic_write_json(run_dir / "summary.json", summary)
+    return RunResult(run_dir, summary)
+
+
+def evaluate(config: Any, overrides: list[str] = ()) -> dict[str, Any]:
+    """Metrics of a checkpoint on a data set's test split (and its agreement with a teacher, if given)."""
+    cfg = load_config(EvalConfig, config, overrides)
+    device = resolve_device(cfg.device)
+    path = resolve_checkpoint(cfg.path, cfg.checkpoint)
+    if cfg.data is not None:
+        data_spec = cfg.data
+    else:
+        ck_cfg = load_checkpoint(path).get("config") or {}
+        if "data" not in ck_cfg:
+            raise ConfigError("data: the checkpoint does not record its data set; set data.name")
+        data_spec = load_config(EvalConfig, {"path": cfg.path, "data": ck_cfg["data"]}).data
+    data = load_dataset(data_spec)
+    model, ck = load_model(path, data, device, role="evaluated")
+    logits = predict(model, data.test.x, device, cfg.batch_size)
+    out: dict[str, Any] = {"checkpoint": str(path), "dataset": data.name, "model": ck["model"]["name"],
+                           "epoch": ck.get("epoch"), **classification_metrics(logits, data.test.y)}
+    out.update(_pstar_metrics(model, data, device, cfg.batch_size))
+    if cfg.teacher is not None:
+        teacher, _ = load_teacher(cfg.teacher, data, device)
+        t_logits = predict(teacher, data.test.x, device, cfg.batch_size)
+        out.update({"teacher_top1": classification_metrics(t_logits, data.test.y)["top1"],
+                    "agreement": agreement(logits, t_logits), "kl_teacher_student": kl_divergence(t_logits, logits)})
+    return out
+

@@ -1,0 +1,40 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+TINY_DATA = {"name": "mixed-feature", "num_train": 192, "num_test": 96}
+TINY_TRAIN = {"epochs": 2, "batch_size": 32, "progress": "off", "eval_batch_size": 256}
+
+
+def teacher_cfg(out_dir, **kw):
+    cfg = {"seed": 0, "out_dir": str(out_dir), "data": dict(TINY_DATA), "model": "resnet8",
+           "optim": {"lr": 0.05}, "schedule": {"milestones": [1]}, "train": dict(TINY_TRAIN)}
+    cfg.update(kw)
+    return cfg
+
+
+def student_cfg(out_dir, teacher_dir=None, method="kd", **kw):
+    cfg = {"seed": 0, "out_dir": str(out_dir), "data": dict(TINY_DATA), "student": "resnet8", "method": method,
+           "optim": {"lr": 0.05}, "schedule": {"milestones": [1]}, "train": dict(TINY_TRAIN)}
+    if teacher_dir is not None:
+        cfg["teacher"] = {"path": str(teacher_dir)}
+    cfg.update(kw)
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path, monkeypatch):
+    """Runs with a default out_dir write under ./runs: keep them in the test's own folder."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def trained_teacher(tmp_path_factory):
+    """One tiny finished teacher run shared by the tests that only read it."""
+    from kdlab.runs import train_teacher
+
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    return train_teacher(teacher_cfg(out, train={**TINY_TRAIN, "save_every": 1}))

@@ -1,0 +1,129 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import TINY_DATA, teacher_cfg
+from kdlab.cli import main
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_every_subcommand_has_help(capsys):
+    for cmd in ["train-teacher", "distill", "study", "eval", "list", "quickstart"]:
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+        assert "usage: kdlab " + cmd in capsys.readouterr().out
+
+
+def test_train_distill_eval_end_to_end(tmp_path, capsys):
+    tcfg = write(tmp_path / "t.yaml", teacher_cfg(tmp_path / "teacher"))
+    code, out, _ = run(capsys, "train-teacher", tcfg, "train.epochs=1", "seed=1")
+    assert code == 0 and "top1" in out
+    assert (tmp_path / "teacher" / "summary.json").exists()
+    code, out, _ = run(capsys, "distill", "data.name=mixed-feature", f"data.num_train={TINY_DATA['num_train']}",
+                       f"data.num_test={TINY_DATA['num_test']}", "student=resnet8", "method.T=2",
+                       f"teacher.path={tmp_path / 'teacher'}", "train.epochs=1", "train.progress=off",
+                       f"out_dir={tmp_path / 'student'}")
+    assert code == 0 and "agreement" in out
+    summary = json.loads((tmp_path / "student" / "summary.json").read_text())
+    assert summary["method"] == "kd" and 0 <= summary["agreement"] <= 100
+    code, out, _ = run(capsys, "eval", tmp_path / "student", f"teacher.path={tmp_path / 'teacher'}", "--json")
+    res = json.loads(out)
+    assert code == 0 and res["top1"] == pytest.approx(summary["top1"]) and res["agreement"] == summary["agreement"]
+    code, out, _ = run(capsys, "eval", tmp_path / "teacher" / "checkpoints" / "last.pt")
+    assert code == 0 and "top1" in out
+
+
+def test_study_and_quickstart_tiny(tmp_path, capsys):
+    overrides = [f"out_dir={tmp_path / 'qs'}", "seeds=[0, 1]", f"data.num_train={TINY_DATA['num_train']}",
+                 f"data.num_test={TINY_DATA['num_test']}", "teacher.train.epochs=1", "student.train.epochs=1",
+                 "teacher.train.progress=off", "student.train.progress=off"]
+    code, out, err = run(capsys, "quickstart", *overrides)
+    assert code == 0
+    assert "| standard" in out and "student kd" in out and "student alone" in out and "(n=2)" in out
+    assert "9 runs" not in err and "6 runs trained, 0 reused" in err
+    code, out2, err = run(capsys, "study", tmp_path / "qs" / "study.yaml")
+    assert code == 0 and "0 runs trained, 6 reused" in err
+    assert out2 == out
+
+
+@pytest.mark.parametrize("argv, code, fragment", [
+    (["train-teacher", "data.name=digits", "model.name=resnt8"], 2, "model.name: unknown model 'resnt8'; did you mean"),
+    (["train-teacher", "data.name=digits", "model=resnet8", "optim.lr=fast"], 2, "optim.lr: Input should be a valid"),
+    (["train-teacher", "data.name=digits", "model=resnet8", "optim.lrate=1"], 2, "optim.lrate: unknown key"),
+    (["distill", "data.name=digits", "student=resnet8"], 2, "teacher: method 'kd' needs a teacher"),
+    (["distill", "data.name=digits", "student=resnet8", "method=none", "method.T=3"], 2, "method.T: unknown key"),
+    (["study", "missing.yaml"], 2, "config file not found: missing.yaml"),
+    (["train-teacher", "data=arrays", "data.root=/nonexistent/folder", "model=mlp"], 1,
+     "data.root: folder /nonexistent/folder not found"),
+    (["eval", "/nonexistent/run"], 1, "checkpoint or run folder not found"),
+    (["train-teacher", "data=digits", "model=cnn1d"], 2, "model 'cnn1d' takes sequence inputs"),
+])
+def test_bad_input_gives_one_line_and_exit_code(capsys, argv, code, fragment):
+    got, out, err = run(capsys, *argv)
+    assert got == code
+    assert fragment in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not Path("runs").exists()  # a run that cannot start leaves nothing behind
+
+
+def test_mismatched_and_unreadable_teacher_checkpoints(tmp_path, capsys, trained_teacher):
+    tdir = trained_teacher.run_dir
+    # class-count mismatch: the teacher has 10 classes, this data set 4
+    code, _, err = run(capsys, "distill", "data.name=mixed-feature", "data.num_classes=4", "data.num_train=64",
+                       "student=resnet8", f"teacher.path={tdir}", f"out_dir={tmp_path / 's1'}")
+    assert code == 1 and "predicts 10 classes but data set 'mixed-feature' has 4" in err
+    assert not (tmp_path / "s1").exists()  # nothing half-made
+    code, _, err = run(capsys, "distill", "data=mixed-feature", "data.num_train=64", "student=resnet8",
+                       f"teacher.path={tdir}", "teacher.checkpoint=epoch_099", f"out_dir={tmp_path / 's2'}")
+    assert code == 1 and "has no checkpoint 'epoch_099' (available: best, epoch_001, epoch_002, last)" in err
+    # wrong architecture stored under the right name: the state dict does not fit
+    from kdlab.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(tdir / "checkpoints" / "last.pt")
+    ck["model"]["name"] = "resnet20"
+    bad = tmp_path / "bad.pt"
+    save_checkpoint(bad, ck)
+    code, _, err = run(capsys, "eval", bad)
+    assert code == 1 and "does not match model 'resnet20'" in err
+    bad.write_bytes(bad.read_bytes()[:1000])
+    code, _, err = run(capsys, "eval", bad)
+    assert code == 1 and "corrupted or truncated" in err
+
+
+def test_list(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    for name in ["resnet32x4", "wrn_40_2", "cnn1d", "mlp", "standard", "kd", "none", "digits", "mnist1d",
+                 "mixed-feature", "7.43M"]:
+        assert name in out
+    code, out, _ = run(capsys, "list", "datasets")
+    assert code == 0 and "mnist1d" in out and "resnet8" not in out
+
+
+def test_train_teacher_refuses_to_overwrite(tmp_path, capsys, trained_teacher):
+    tdir = trained_teacher.run_dir
+    cfg = write(tmp_path / "t.yaml", yaml.safe_load((tdir / "config.yaml").read_text()))
+    code, _, err = run(capsys, "train-teacher", cfg)
+    assert code == 1 and "already holds a finished run" in err
+    code, out, _ = run(capsys, "train-teacher", cfg, "--resume")
+    assert code == 0 and "already finished" in out
+
+
+def test_ci_runs_the_readme_test_command():
+    root = Path(__file__).resolve().parents[1]
+    readme, ci = (root / "README.md").read_text(), (root / ".ci" / "run").read_text()
+    assert 'pip install -e ".[test]" && pytest -q' in readme and "pip install -e . && kdlab quickstart" in readme
+    assert 'pip install -q -e ".[test]"' in ci and "\npytest -q\n" in ci and "ruff check ." in ci

@@ -1,0 +1,149 @@
+import json
+
+import pytest
+import torch
+
+from conftest import TINY_TRAIN, student_cfg, teacher_cfg
+from kdlab.config.schema import ScheduleConfig
+from kdlab.data.base import ArrayLoader
+from kdlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from kdlab.engine.schedule import lr_at
+from kdlab.errors import CheckpointError, DivergenceError
+from kdlab.methods.base import CrossEntropy, StepOutput
+from kdlab.registry import TEACHER_METHODS
+from kdlab.runs import distill, train_teacher
+
+
+def _weights(run_dir):
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model_state"]
+
+
+def _interrupt_at(monkeypatch, epoch, step):
+    original = ArrayLoader.epoch
+
+    def epoch_fn(self, e=0):
+        for i, b in enumerate(original(self, e)):
+            if e == epoch and i == step:
+                raise KeyboardInterrupt
+            yield b
+
+    monkeypatch.setattr(ArrayLoader, "epoch", epoch_fn)
+    return original
+
+
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypatch, trained_teacher, role):
+    train = {**TINY_TRAIN, "epochs": 4}
+    if role == "teacher":
+        make = lambda d: teacher_cfg(d, train=train, schedule={"milestones": [2]})
+        run = train_teacher
+    else:
+        make = lambda d: student_cfg(d, trained_teacher.run_dir, train=train, schedule={"milestones": [2]})
+        run = distill
+    full = run(make(tmp_path / "full"))
+    original = _interrupt_at(monkeypatch, epoch=2, step=3)
+    with pytest.raises(KeyboardInterrupt):
+        run(make(tmp_path / "cut"))
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 2
+    assert not (tmp_path / "cut" / "summary.json").exists()
+    monkeypatch.setattr(ArrayLoader, "epoch", original)
+    resumed = run(make(tmp_path / "cut"), resume=True)
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert resumed.summary["top1"] == full.summary["top1"]
+    lines = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
+    ref = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in lines] == [r["loss"] for r in ref]
+
+
+def test_run_folder_contents_and_checkpoints(trained_teacher):
+    d = trained_teacher.run_dir
+    assert {p.name for p in d.iterdir()} >= {"config.yaml", "metrics.jsonl", "summary.json", "test_logits.npy",
+                                           "checkpoints"}
+    assert {p.name for p in (d / "checkpoints").iterdir()} == {"last.pt", "best.pt", "epoch_001.pt",
+                                                              "epoch_002.pt"}
+    ck = load_checkpoint(d / "checkpoints" / "epoch_001.pt")
+    assert ck["epoch"] == 1 and ck["model"]["name"] == "resnet8" and ck["model"]["num_classes"] == 10
+    assert ck["config"]["model"]["name"] == "resnet8" and ck["kind"] == "teacher"
+    s = trained_teacher.summary
+    assert {"top1", "top5", "nll", "ece", "pstar_l1_train", "pstar_l1_test"} <= set(s)
+    import numpy as np
+
+    logits = np.load(d / "test_logits.npy")
+    assert logits.shape == (96, 10)
+    assert s["top1"] == pytest.approx(100 * (logits.argmax(1) == _test_labels()).mean(), abs=1e-4)
+
+
+def _test_labels():
+    from conftest import TINY_DATA
+    from kdlab.data.mixed_feature import mixed_feature
+
+    params = {k: v for k, v in TINY_DATA.items() if k != "name"}
+    return mixed_feature(**params).test.y.numpy()
+
+
+def test_corrupted_or_truncated_checkpoint_is_detected(tmp_path):
+    p = tmp_path / "c.pt"
+    save_checkpoint(p, {"model": {"name": "x"}, "w": torch.ones(3)})
+    assert torch.equal(load_checkpoint(p)["w"], torch.ones(3))
+    raw = p.read_bytes()
+    p.write_bytes(raw[:-10])
+    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+        load_checkpoint(p)
+    p.write_bytes(raw[:-10] + b"0123456789")
+    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+        load_checkpoint(p)
+    p.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a kdlab checkpoint"):
+        load_checkpoint(p)
+
+
+class _NaNAt(CrossEntropy):
+    """Test method: cross-entropy that turns NaN at epoch 2 (1-based), step 3."""
+
+    def forward(self, model, batch, state):
+        out = super().forward(model, batch, state)
+        if state.epoch == 1 and state.step % state.steps_per_epoch == 2:
+            return StepOutput(out.loss * float("nan"), out.logits, out.parts)
+        return out
+
+
+if "test-nan" not in TEACHER_METHODS:
+    TEACHER_METHODS.add("test-nan", _NaNAt, summary="test only")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = teacher_cfg(tmp_path / "r", method="test-nan", train={**TINY_TRAIN, "epochs": 3})
+    with pytest.raises(DivergenceError) as e:
+        train_teacher(cfg)
+    msg = str(e.value)
+    assert "epoch 2, step 3" in msg and "last.pt" in msg and "\n" not in msg
+    ck = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert ck["epoch"] == 1 and all(torch.isfinite(v).all() for v in ck["model_state"].values()
+                                    if v.is_floating_point())
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_schedules():
+    ms = ScheduleConfig(name="multistep", milestones=[3, 6], gamma=0.1)
+    assert [round(lr_at(ms, 1.0, e, 10), 6) for e in range(8)] == [1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01]
+    cos = ScheduleConfig(name="cosine", min_lr=0.0)
+    assert lr_at(cos, 1.0, 0, 10) == pytest.approx(1.0)
+    assert lr_at(cos, 1.0, 5, 10) == pytest.approx(0.5)
+    warm = ScheduleConfig(name="constant", warmup_epochs=2)
+    assert lr_at(warm, 1.0, 0.5, 10) == pytest.approx(0.25) and lr_at(warm, 1.0, 2, 10) == 1.0
+
+
+def test_finished_run_is_not_overwritten_and_changed_settings_are_refused(trained_teacher):
+    from kdlab.errors import RunFolderError
+
+    cfg = teacher_cfg(trained_teacher.run_dir, train={**TINY_TRAIN, "save_every": 1})
+    with pytest.raises(RunFolderError, match="already holds a finished run"):
+        train_teacher(cfg)
+    again = train_teacher(cfg, resume=True)
+    assert again.reused and again.summary == trained_teacher.summary
+    with pytest.raises(RunFolderError, match=r"different settings \(optim.lr: 0.05 -> 0.1"):
+        train_teacher(cfg, ["optim.lr=0.1"], resume=True)
