@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
+from .._autoload import import_submodules
 from ..registry import DATASETS
-from . import arrays, digits, mixed_feature, mnist1d  # noqa: F401  (registration)
 from .base import ArrayLoader, Batch, DataBundle, Split
+
+import_submodules(__name__, __path__)  # every data set module registers itself
 
 __all__ = ["ArrayLoader", "Batch", "DataBundle", "Split", "load_dataset"]
 

@@ -6,10 +6,12 @@ from typing import Any
 
 import torch.nn as nn
 
+from .._autoload import import_submodules
 from ..errors import ConfigError
 from ..registry import MODELS
-from . import resnet_cifar, small, wrn  # noqa: F401  (registration)
 from .contract import ContractModel, Features
+
+import_submodules(__name__, __path__)  # every model module registers itself
 
 __all__ = ["ContractModel", "Features", "build_model", "count_parameters"]
 

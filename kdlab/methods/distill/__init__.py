@@ -1,3 +1,5 @@
-"""Distillation methods (registered in :data:`kdlab.registry.DISTILL_METHODS`)."""
+"""Distillation methods (registered in :data:`kdlab.registry.DISTILL_METHODS`); every module here is loaded."""
 
-from . import kd, none  # noqa: F401
+from ..._autoload import import_submodules
+
+import_submodules(__name__, __path__)

@@ -1,3 +1,5 @@
-"""Teacher-training methods (registered in :data:`kdlab.registry.TEACHER_METHODS`)."""
+"""Teacher-training methods (registered in :data:`kdlab.registry.TEACHER_METHODS`); every module here is loaded."""
 
-from . import standard  # noqa: F401
+from ..._autoload import import_submodules
+
+import_submodules(__name__, __path__)
