@@ -110,7 +110,7 @@ def _pstar_metrics(model: nn.Module, data: DataBundle, device: torch.device, bat
     out = {}
     for split_name, split in (("train", data.train), ("test", data.test)):
         if "p_star" in split.extras:
-            logits = predict(model, split.x, device, batch_size)
+            logits = predict(model, data.eval_loader(split_name, batch_size, device))
             out[f"pstar_l1_{split_name}"] = l1_to_distribution(logits, split.extras["p_star"])
     return out
 
@@ -230,7 +230,8 @@ def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=
     summary = _base_summary("student", cfg, student, res, data)
     summary.update({"model": cfg.student.name, "method": cfg.method.name})
     if teacher is not None:
-        t_logits = predict(teacher, data.test.x, device, cfg.train.eval_batch_size)
+        t_logits = predict(teacher, data.eval_loader("test", cfg.train.eval_batch_size, device,
+                                                    cfg.train.num_workers))
         summary.update({
             "teacher_path": str(teacher_path),
             "teacher_top1": classification_metrics(t_logits, data.test.y)["top1"],
@@ -256,13 +257,13 @@ def evaluate(config: Any, overrides: list[str] = ()) -> dict[str, Any]:
         data_spec = load_config(EvalConfig, {"path": cfg.path, "data": ck_cfg["data"]}).data
     data = load_dataset(data_spec)
     model, ck = load_model(path, data, device, role="evaluated")
-    logits = predict(model, data.test.x, device, cfg.batch_size)
+    logits = predict(model, data.eval_loader("test", cfg.batch_size, device))
     out: dict[str, Any] = {"checkpoint": str(path), "dataset": data.name, "model": ck["model"]["name"],
                            "epoch": ck.get("epoch"), **classification_metrics(logits, data.test.y)}
     out.update(_pstar_metrics(model, data, device, cfg.batch_size))
     if cfg.teacher is not None:
         teacher, _ = load_teacher(cfg.teacher, data, device)
-        t_logits = predict(teacher, data.test.x, device, cfg.batch_size)
+        t_logits = predict(teacher, data.eval_loader("test", cfg.batch_size, device))
         out.update({"teacher_top1": classification_metrics(t_logits, data.test.y)["top1"],
                     "agreement": agreement(logits, t_logits), "kl_teacher_student": kl_divergence(t_logits, logits)})
     return out

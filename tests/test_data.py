@@ -145,3 +145,47 @@ def test_arrays_dataset_reads_npz_and_reports_missing(tmp_path):
     np.savez(tmp_path / "bad" / "train.npz", x=np.array([[0.0, np.nan]] * 3), y=np.array([0, 1, 1]))
     with pytest.raises(DataError, match="NaN or Inf"):
         load_dataset(spec(name="arrays", root=str(tmp_path / "bad")))
+
+
+class _NoisyDataset(torch.utils.data.Dataset):
+    """Items with a random per-item transform, like torchvision's per-image augmentation."""
+
+    def __init__(self, n):
+        self.x = torch.arange(n, dtype=torch.float32)[:, None]
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i] + torch.rand(1), int(i) % 3
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_dataset_loader_is_reproducible_per_epoch_and_carries_indices(workers):
+    from kdlab.data import DatasetLoader, DatasetSplit
+
+    split = DatasetSplit(_NoisyDataset(40), torch.arange(40) % 3)
+    loader = DatasetLoader(split, 8, torch.device("cpu"), shuffle=True, seed=3, num_workers=workers)
+    assert len(loader) == 5
+
+    def run(epoch):
+        return [(b.x.clone(), b.y.clone(), b.index.clone()) for b in loader.epoch(epoch)]
+
+    a, b, c = run(1), run(1), run(2)
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[2], q[2]) for p, q in zip(a, b))
+    assert not all(torch.equal(p[2], q[2]) for p, q in zip(a, c))
+    idx = torch.cat([p[2] for p in a])
+    assert sorted(idx.tolist()) == list(range(40))
+    for x, y, i in a:
+        assert torch.equal(y, i % 3) and ((x[:, 0] - i.float()) >= 0).all() and ((x[:, 0] - i.float()) < 1).all()
+
+
+def test_dataset_loader_same_batches_with_or_without_workers():
+    from kdlab.data import DatasetLoader, DatasetSplit
+
+    split = DatasetSplit(_NoisyDataset(30), torch.arange(30) % 3)
+    outs = []
+    for workers in (0, 2):
+        loader = DatasetLoader(split, 8, torch.device("cpu"), shuffle=True, seed=9, num_workers=workers)
+        outs.append(torch.cat([b.x for b in loader.epoch(4)]))
+    assert torch.equal(outs[0], outs[1])

@@ -71,6 +71,8 @@ class TrainConfig(Strict):
     tensorboard: bool = Field(True, description="write TensorBoard logs when the tensorboard package is installed")
     deterministic: bool = True
     drop_last: bool = False
+    num_workers: NonNegativeInt = Field(4, description="DataLoader worker processes for data sets read from "
+                                        "image folders (in-memory data sets need none)")
 
     @field_validator("progress", mode="before")
     @classmethod

@@ -7,11 +7,11 @@ from functools import lru_cache
 
 from .._autoload import import_submodules
 from ..registry import DATASETS
-from .base import ArrayLoader, Batch, DataBundle, Split
+from .base import ArrayLoader, Batch, DataBundle, DatasetLoader, DatasetSplit, Split
 
 import_submodules(__name__, __path__)  # every data set module registers itself
 
-__all__ = ["ArrayLoader", "Batch", "DataBundle", "Split", "load_dataset"]
+__all__ = ["ArrayLoader", "Batch", "DataBundle", "DatasetLoader", "DatasetSplit", "Split", "load_dataset"]
 
 
 def load_dataset(spec) -> DataBundle:

@@ -1,16 +1,20 @@
-"""In-memory data sets and the batches every method receives.
+"""Data sets and the batches every method receives.
 
-A :class:`DataBundle` is a train and a test :class:`Split` of tensors plus the facts models and methods need
-(number of classes, input shape).  Every batch carries the dataset index of each sample (``Batch.index``), which
-index-keyed methods (SoTeacher's consistency buffer, CRD's memory) rely on.
+A :class:`DataBundle` is a train and a test split plus the facts models and methods need (number of classes,
+input shape).  A split is either held in memory (:class:`Split`: tensors, batched on the training device, with
+batched augmentation) or read through a ``torch.utils.data.Dataset`` (:class:`DatasetSplit`: image folders,
+per-image transforms in DataLoader worker processes).  Both give the same :class:`Batch` (x, y, index): every
+batch carries the dataset index of each sample, which index-keyed methods (SoTeacher's consistency buffer, CRD's
+memory) rely on.  Randomness of epoch ``e`` (order, augmentation) depends only on ``(seed, e)``.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -19,6 +23,7 @@ from ..engine.device import derive_seed
 from ..errors import DataError
 
 Augment = Callable[[Tensor, torch.Generator], Tensor]
+Prepare = Callable[[Tensor], Tensor]
 
 
 class Batch(NamedTuple):
@@ -29,6 +34,9 @@ class Batch(NamedTuple):
 
 @dataclass
 class Split:
+    """An in-memory split.  ``x`` may be stored compactly (e.g. uint8 images); ``DataBundle.prepare`` turns a
+    batch of it into model inputs on the device."""
+
     x: Tensor
     y: Tensor
     extras: dict[str, Tensor] = field(default_factory=dict)
@@ -38,14 +46,37 @@ class Split:
 
 
 @dataclass
+class DatasetSplit:
+    """A split read by a ``torch.utils.data.Dataset`` whose items are ``(input tensor, label)``."""
+
+    dataset: Any
+    targets: Tensor
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    @property
+    def y(self) -> Tensor:
+        return self.targets
+
+
+class Loader(Protocol):
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int = 0) -> Iterator[Batch]: ...
+
+
+@dataclass
 class DataBundle:
     name: str
-    train: Split
-    test: Split
+    train: Split | DatasetSplit
+    test: Split | DatasetSplit
     num_classes: int
     input_shape: tuple[int, ...]
     class_names: list[str] | None = None
-    augment: Augment | None = None
+    augment: Augment | None = None  # batched training augmentation of in-memory splits, on the device
+    prepare: Prepare | None = None  # batched conversion to model inputs (after augmentation), e.g. normalisation
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -57,22 +88,41 @@ class DataBundle:
         """'image' for (C, H, W) inputs, 'sequence' for (C, L)."""
         return {3: "image", 2: "sequence"}.get(len(self.input_shape), "vector")
 
+    def train_loader(self, batch_size: int, device: torch.device, seed: int = 0, drop_last: bool = False,
+                     num_workers: int = 0) -> Loader:
+        return _loader(self.train, batch_size, device, True, drop_last, self.augment, self.prepare, seed,
+                       num_workers)
+
+    def eval_loader(self, split: str | Split | DatasetSplit = "test", batch_size: int = 512,
+                    device: torch.device | str = "cpu", num_workers: int = 0) -> Loader:
+        s = getattr(self, split) if isinstance(split, str) else split
+        return _loader(s, batch_size, torch.device(device), False, False, None, self.prepare, 0, num_workers)
+
     def check(self) -> DataBundle:
         """Fail before training on inputs a model cannot learn from (NaN/Inf, labels out of range)."""
         for split_name, split in (("train", self.train), ("test", self.test)):
             if len(split) == 0:
                 raise DataError(f"{self.name}: the {split_name} split is empty")
-            if tuple(split.x.shape[1:]) != tuple(self.input_shape):
-                raise DataError(f"{self.name}: {split_name} inputs have shape {tuple(split.x.shape[1:])}, "
-                                f"expected {tuple(self.input_shape)}")
-            if not torch.isfinite(split.x).all():
-                bad = int((~torch.isfinite(split.x)).flatten(1).any(1).nonzero()[0])
-                raise DataError(f"{self.name}: {split_name} sample {bad} contains NaN or Inf")
+            if isinstance(split, Split):
+                if tuple(split.x.shape[1:]) != tuple(self.input_shape):
+                    raise DataError(f"{self.name}: {split_name} inputs have shape {tuple(split.x.shape[1:])}, "
+                                    f"expected {tuple(self.input_shape)}")
+                if split.x.is_floating_point() and not torch.isfinite(split.x).all():
+                    bad = int((~torch.isfinite(split.x)).flatten(1).any(1).nonzero()[0])
+                    raise DataError(f"{self.name}: {split_name} sample {bad} contains NaN or Inf")
             lo, hi = int(split.y.min()), int(split.y.max())
             if lo < 0 or hi >= self.num_classes:
                 raise DataError(f"{self.name}: {split_name} labels span [{lo}, {hi}] but the data set has "
                                 f"{self.num_classes} classes")
         return self
+
+
+def _loader(split, batch_size, device, shuffle, drop_last, augment, prepare, seed, num_workers) -> Loader:
+    if isinstance(split, Split):
+        return ArrayLoader(split, batch_size, device, shuffle=shuffle, drop_last=drop_last, augment=augment,
+                           prepare=prepare, seed=seed)
+    return DatasetLoader(split, batch_size, device, shuffle=shuffle, drop_last=drop_last, prepare=prepare,
+                         seed=seed, num_workers=num_workers)
 
 
 class ArrayLoader:
@@ -83,13 +133,15 @@ class ArrayLoader:
     """
 
     def __init__(self, split: Split, batch_size: int, device: torch.device, shuffle: bool = False,
-                 drop_last: bool = False, augment: Augment | None = None, seed: int = 0):
+                 drop_last: bool = False, augment: Augment | None = None, prepare: Prepare | None = None,
+                 seed: int = 0):
         self.n = len(split)
         self.batch_size = batch_size
         self.device = device
         self.shuffle = shuffle
         self.drop_last = drop_last and self.n >= batch_size
         self.augment = augment
+        self.prepare = prepare
         self.seed = seed
         self.x = split.x.to(device)
         self.y = split.y.to(device)
@@ -111,6 +163,76 @@ class ArrayLoader:
             x = self.x.index_select(0, idx)
             if aug_gen is not None:
                 x = self.augment(x, aug_gen)
+            if self.prepare is not None:
+                x = self.prepare(x)
             yield Batch(x, self.y.index_select(0, idx), idx)
+
+    __iter__ = epoch
+
+
+class _SeededItems(torch.utils.data.Dataset):
+    """Reads item ``i`` with the RNGs seeded from ``(epoch seed, i)``: its random transform depends on nothing
+    else, whichever worker process reads it and however many there are."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        i, epoch_seed = key
+        s = derive_seed(epoch_seed, i)
+        torch.manual_seed(s)
+        random.seed(s)
+        x, y = self.dataset[i]
+        return x, y, i
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """Yields ``(index, epoch seed)``; the order (shuffled or not) is a function of the epoch seed."""
+
+    def __init__(self, n: int, shuffle: bool):
+        self.n, self.shuffle, self.epoch_seed = n, shuffle, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.epoch_seed)).tolist()
+        else:
+            order = range(self.n)
+        return iter([(i, self.epoch_seed) for i in order])
+
+
+class DatasetLoader:
+    """Batches of a :class:`DatasetSplit` through a ``DataLoader`` (worker processes apply per-image transforms).
+
+    The order of epoch ``e`` and the random transform of each item derive from ``(seed, e, index)`` only, so an
+    epoch is reproducible with any number of (persistent) workers.
+    """
+
+    def __init__(self, split: DatasetSplit, batch_size: int, device: torch.device, shuffle: bool = False,
+                 drop_last: bool = False, prepare: Prepare | None = None, seed: int = 0, num_workers: int = 0):
+        self.device = device
+        self.prepare = prepare
+        self.seed = seed
+        self.sampler = _EpochSampler(len(split), shuffle)
+        self.loader = torch.utils.data.DataLoader(
+            _SeededItems(split.dataset), batch_size=batch_size, sampler=self.sampler, drop_last=drop_last,
+            num_workers=num_workers, pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, epoch: int = 0) -> Iterator[Batch]:
+        self.sampler.epoch_seed = derive_seed(self.seed, epoch, 1)
+        nb = self.device.type == "cuda"
+        for x, y, idx in self.loader:
+            x = x.to(self.device, non_blocking=nb)
+            if self.prepare is not None:
+                x = self.prepare(x)
+            yield Batch(x, y.to(self.device, non_blocking=nb), idx.to(self.device, non_blocking=nb))
 
     __iter__ = epoch

@@ -19,6 +19,7 @@ class LoopState:
     num_classes: int
     device: torch.device
     run_dir: Path | None = None
+    train_loader: Any = None  # for objectives with an initialisation stage over the training data
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

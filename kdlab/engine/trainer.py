@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .. import __version__
 from ..config.schema import OptimConfig, ScheduleConfig, TrainConfig
-from ..data.base import ArrayLoader, DataBundle
+from ..data.base import DataBundle, Loader
 from ..errors import DivergenceError
 from ..methods.base import Objective
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
@@ -55,12 +55,11 @@ def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, device: torch.device, batch_size: int = 512) -> Tensor:
-    """Logits of ``model`` (in eval mode) for all of ``x``, on the CPU."""
+def predict(model: nn.Module, loader: Loader) -> Tensor:
+    """Logits of ``model`` (in eval mode) for every batch of ``loader``, in order, on the CPU."""
     was_training = model.training
     model.eval()
-    outs = [model(x[i:i + batch_size].to(device, non_blocking=True)).float().cpu()
-            for i in range(0, len(x), batch_size)]
+    outs = [model(b.x).float().cpu() for b in loader.epoch(0)]
     model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0)
 
@@ -91,15 +90,15 @@ def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: Opti
     set_deterministic(train.deterministic)
     model.to(device)
     objective.to(device)
-    loader = ArrayLoader(data.train, train.batch_size, device, shuffle=True, drop_last=train.drop_last,
-                         augment=data.augment, seed=seed)
+    loader = data.train_loader(train.batch_size, device, seed, train.drop_last, train.num_workers)
+    test_loader = data.eval_loader("test", train.eval_batch_size, device, train.num_workers)
     params = [p for p in model.parameters() if p.requires_grad]
     seen = {id(p) for p in params}
     params += [p for p in objective.parameters() if p.requires_grad and id(p) not in seen]
     opt = build_optimizer(params, optim)
     run_dir = Path(run_dir) if run_dir is not None else None
     state = LoopState(epoch=0, epochs=train.epochs, step=0, steps_per_epoch=len(loader), num_train=len(data.train),
-                      num_classes=data.num_classes, device=device, run_dir=run_dir)
+                      num_classes=data.num_classes, device=device, run_dir=run_dir, train_loader=loader)
 
     start_epoch, history, best = 0, [], {"epoch": 0, "test_top1": -math.inf}
     last_path = checkpoint_dir(run_dir) / "last.pt" if run_dir else None
@@ -164,7 +163,7 @@ def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: Opti
             rec["train_time"] = time.perf_counter() - t_epoch
             objective.on_epoch_end(model, state)
             if (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs:
-                test_logits = predict(model, data.test.x, device, train.eval_batch_size)
+                test_logits = predict(model, test_loader)
                 rec["test_top1"] = topk_accuracy(test_logits, data.test.y, 1)
                 rec["test_nll"] = torch.nn.functional.cross_entropy(test_logits, data.test.y).item()
             rec.update(objective.eval_metrics(model, state))
@@ -189,7 +188,7 @@ def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: Opti
         if writer is not None:
             writer.close()
     if test_logits is None:  # resumed after the last epoch had finished
-        test_logits = predict(model, data.test.x, device, train.eval_batch_size)
+        test_logits = predict(model, test_loader)
     train_time = sum(h.get("train_time", 0.0) for h in history)
     return FitResult(history, best, test_logits, train_time, resumed_from=start_epoch,
                      extra={"wall_time": time.perf_counter() - t_start})
