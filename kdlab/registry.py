@@ -91,8 +91,7 @@ class Entry:
     def build(self, params: dict[str, Any], **context: Any) -> Any:
         """Call the component with its parameters plus whichever ``context`` values its signature accepts."""
         accepted = _signature(self.obj).parameters
-        takes_all = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
-        extra = {k: v for k, v in context.items() if takes_all or k in accepted}
+        extra = {k: v for k, v in context.items() if k in accepted}
         return self.obj(**params, **extra)
 
 

@@ -1,0 +1,117 @@
+"""Base class of distillation methods: student loss = gamma * CE + alpha * KD + beta * method loss.
+
+The convention of the CRD benchmark code behind the seeds' tables (REFERENCE.md section 2): feature methods are
+trained jointly with logit KD (gamma = alpha = 1, T = 4) plus their own term weighted by beta.  A method
+subclasses :class:`Distiller`, declares its parameters (``Params``, inheriting the shared ones), its default beta
+for standard and for SoTeacher teachers (``BETA``), and implements :meth:`Distiller.method_loss`.  Trainable
+connectors (regressors, embeddings, paraphrasers) are submodules built in ``__init__`` from
+``self.student_shapes`` / ``self.teacher_shapes``, so the loop optimises them with the student and checkpoints
+save them.
+
+Shared options:
+
+* ``switch_epoch`` (late distillation, seed 003): before this epoch the student trains on the one-hot labels alone
+  (cross-entropy), from it on with the full distillation loss;
+* ``beta_preset``: ``standard`` or ``soteacher`` (SoTeacher App. G halves every feature-loss weight), used when
+  ``beta`` is not given.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor
+
+from ..data.base import Batch
+from ..engine.state import LoopState
+from ..models.contract import Features
+from ..registry import StrictParams
+from .base import DistillObjective, StepOutput
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
+    """T^2 * KL(softmax(t/T) || softmax(s/T)), summed over classes, mean over the batch (Hinton et al. 2015)."""
+    t = temperature
+    log_p_s = F.log_softmax(student_logits / t, dim=1)
+    log_p_t = F.log_softmax(teacher_logits / t, dim=1)
+    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * (t * t)
+
+
+class DistillerParams(StrictParams):
+    gamma: float = Field(1.0, ge=0, description="weight of the cross-entropy with the labels")
+    alpha: float = Field(1.0, ge=0, description="weight of logit KD")
+    beta: float | None = Field(None, ge=0, description="weight of the method's own loss (default: BETA[preset])")
+    T: float = Field(4.0, gt=0, description="KD temperature")
+    beta_preset: Literal["standard", "soteacher"] = "standard"
+    switch_epoch: int = Field(0, ge=0, description="late distillation: cross-entropy only before this epoch")
+
+
+@torch.no_grad()
+def probe_features(model: nn.Module, input_shape: tuple[int, ...]) -> Features:
+    """Features of ``model`` on a zero batch of 2 (eval mode), to size connectors before training."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    out = model(torch.zeros(2, *input_shape, device=dev), features=True)
+    model.train(was)
+    return out
+
+
+class Distiller(DistillObjective):
+    """gamma * CE(s, y) + alpha * KD(s, t) + beta * method_loss(student features, teacher features)."""
+
+    Params = DistillerParams
+    BETA: dict[str, float] = {"standard": 0.0, "soteacher": 0.0}
+    #: whether method_loss needs the Features of both networks (False: logits only)
+    needs_features: bool = True
+
+    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, gamma: float = 1.0,
+                 alpha: float = 1.0, beta: float | None = None, T: float = 4.0,
+                 beta_preset: str = "standard", switch_epoch: int = 0):
+        super().__init__(teacher)
+        self.gamma, self.alpha, self.T, self.switch_epoch = gamma, alpha, T, switch_epoch
+        self.beta = self.BETA[beta_preset] if beta is None else beta
+        self.input_shape = tuple(data.input_shape) if data is not None else None
+        if self.needs_features and student is not None and self.input_shape is not None:
+            t, s = probe_features(teacher, self.input_shape), probe_features(student, self.input_shape)
+            self.teacher_shapes = [tuple(f.shape[1:]) for f in t.stages]
+            self.student_shapes = [tuple(f.shape[1:]) for f in s.stages]
+            self.teacher_dim, self.student_dim = t.embedding.shape[1], s.embedding.shape[1]
+
+    def method_loss(self, s: Features, t: Features, batch: Batch, state: LoopState) -> Tensor | dict[str, Tensor]:
+        """The method's own term (weighted by beta); a dict of named terms is summed."""
+        raise NotImplementedError
+
+    def teacher_outputs(self, batch: Batch) -> Features | Tensor:
+        with torch.no_grad():
+            return self.teacher(batch.x, features=True) if self.needs_features else self.teacher(batch.x)
+
+    def forward(self, model: nn.Module, batch: Batch, state: LoopState) -> StepOutput:
+        if state is not None and state.epoch < self.switch_epoch:
+            logits = model(batch.x)
+            ce = F.cross_entropy(logits, batch.y)
+            return StepOutput(ce, logits, {"ce": ce.detach()})
+        t = self.teacher_outputs(batch)
+        s = model(batch.x, features=True) if self.needs_features else model(batch.x)
+        s_logits = s.logits if self.needs_features else s
+        t_logits = t.logits if self.needs_features else t
+        ce = F.cross_entropy(s_logits, batch.y)
+        parts = {"ce": ce.detach()}
+        loss = self.gamma * ce
+        if self.alpha:
+            kd = kd_loss(s_logits, t_logits, self.T)
+            loss = loss + self.alpha * kd
+            parts["kd"] = kd.detach()
+        if self.beta:
+            m = self.method_loss(s, t, batch, state)
+            if isinstance(m, dict):
+                parts.update({k: v.detach() for k, v in m.items()})
+                m = sum(m.values())
+            else:
+                parts["method"] = m.detach()
+            loss = loss + self.beta * m
+        return StepOutput(loss, s_logits, parts)
