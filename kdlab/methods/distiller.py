@@ -82,6 +82,14 @@ class Distiller(DistillObjective):
             self.student_shapes = [tuple(f.shape[1:]) for f in s.stages]
             self.teacher_dim, self.student_dim = t.embedding.shape[1], s.embedding.shape[1]
 
+    def on_fit_start(self, model: nn.Module, state: LoopState) -> None:
+        # a resumed run restores the initialised connectors from its checkpoint instead of initialising again
+        if state.epoch == 0:
+            self.initialize(model, state)
+
+    def initialize(self, model: nn.Module, state: LoopState) -> None:
+        """Initialisation stage before distillation (AB, FT, FSP); ``state.train_loader`` gives the data."""
+
     def method_loss(self, s: Features, t: Features, batch: Batch, state: LoopState) -> Tensor | dict[str, Tensor]:
         """The method's own term (weighted by beta); a dict of named terms is summed."""
         raise NotImplementedError

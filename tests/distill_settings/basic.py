@@ -1,0 +1,4 @@
+SETTINGS = {
+    "none": {"params": {}},
+    "kd": {"params": {"T": 4.0}},
+}
