@@ -162,7 +162,8 @@ class Registry:
 MODELS = Registry("model", inject=("num_classes", "in_channels", "input_shape"))
 DATASETS = Registry("dataset")
 TEACHER_METHODS = Registry("teacher method", inject=("model", "data", "run_dir", "epochs"))
-DISTILL_METHODS = Registry("distillation method", inject=("teacher", "student", "data", "run_dir", "epochs"))
+DISTILL_METHODS = Registry("distillation method",
+                           inject=("teacher", "student", "data", "run_dir", "epochs", "teacher_path", "device"))
 
 register_model = MODELS.register
 register_dataset = DATASETS.register

@@ -222,7 +222,8 @@ def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=
         teacher, teacher_path = load_teacher(cfg.teacher, data, device)
     seed_everything(cfg.seed)
     student = build_model(cfg.student.name, cfg.student.params, data.num_classes, data.input_shape, key="student")
-    objective = build_distill_objective(cfg.method, teacher, student, data, run_dir, cfg.train.epochs)
+    objective = build_distill_objective(cfg.method, teacher, student, data, run_dir, cfg.train.epochs,
+                                        teacher_path=teacher_path, device=device)
     init_run_dir(run_dir, plain)
     res = fit(student, objective, data, optim=cfg.optim, schedule=cfg.schedule, train=cfg.train, seed=cfg.seed,
               run_dir=run_dir, resume=resume, meta={"kind": "student", "config": plain}, hooks=hooks,

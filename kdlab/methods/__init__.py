@@ -20,9 +20,12 @@ def build_teacher_objective(spec, model: nn.Module, data: Any, run_dir=None, epo
 
 
 def build_distill_objective(spec, teacher: nn.Module | None, student: nn.Module, data: Any, run_dir=None,
-                            epochs: int = 1) -> Objective:
+                            epochs: int = 1, teacher_path=None, device=None) -> Objective:
+    """``teacher_path``: the teacher's checkpoint file (methods that read other checkpoints of the teacher run,
+    like RCO, find them beside it); ``device``: where the teacher lives."""
     return DISTILL_METHODS.get(spec.name).build(spec.params, teacher=teacher, student=student, data=data,
-                                                run_dir=run_dir, epochs=epochs)
+                                                run_dir=run_dir, epochs=epochs, teacher_path=teacher_path,
+                                                device=device)
 
 
 def needs_teacher(method_name: str) -> bool:
