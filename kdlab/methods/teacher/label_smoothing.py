@@ -1,0 +1,29 @@
+"""Label smoothing (Szegedy et al. 2016) as a teacher regulariser (SoTeacher App. I)."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import Field
+
+from ...data.base import Batch
+from ...engine.state import LoopState
+from ...registry import StrictParams, register_teacher_method
+from ..base import Objective, StepOutput
+
+
+@register_teacher_method("label-smoothing", paper="Szegedy et al. 2016")
+class LabelSmoothing(Objective):
+    """Cross-entropy with targets (1 - eps) one-hot + eps / K."""
+
+    class Params(StrictParams):
+        epsilon: float = Field(0.1, ge=0, lt=1)
+
+    def __init__(self, epsilon: float = 0.1):
+        super().__init__()
+        self.epsilon = epsilon
+
+    def forward(self, model: nn.Module, batch: Batch, state: LoopState) -> StepOutput:
+        logits = model(batch.x)
+        loss = F.cross_entropy(logits, batch.y, label_smoothing=self.epsilon)
+        return StepOutput(loss, logits, {"ce_smoothed": loss.detach()})

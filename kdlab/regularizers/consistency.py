@@ -1,0 +1,144 @@
+"""Consistency regularization by temporal ensembling (SoTeacher, Sec. 4 and App. E; Laine & Aila 2017).
+
+For each training sample the regulariser keeps the running mean of the model's softmax predictions, one per
+epoch (each on that epoch's freshly augmented view): after epoch e the row of sample i holds
+(1 / (e + 1)) * sum_{e' <= e} softmax(f(x_i))_{e'}.  The loss of a mini-batch is
+
+    lambda_CR(t) * mean_i || softmax(f(x_i)) - buffer_i ||_2^2    (squared error summed over classes),
+
+computed before the batch's rows are updated, and zero during the first epoch (there is no history yet).  The
+update is buffer_i <- (1 - tau) buffer_i + tau * softmax(f(x_i)).detach() with tau = 1 / (1 + e), e the 0-based
+epoch, as in the authors' released code.
+
+Weight schedules (t the 0-based epoch, T the number of epochs, lambda_max the maximum weight):
+``linear`` lambda_max (t+1)/T (default); ``cosine`` lambda_max cos((1 - (t+1)/T) pi/2);
+``cyclic`` lambda_max sqrt(1 - (1 - (t+1)/T)^2); ``piecewise`` 0 / lambda_max/2 / lambda_max over the thirds of
+training; ``step`` 0 before ``start_epoch``, lambda_max from it on.
+
+The buffer (num_samples x num_classes floats) lives in memory (a module buffer, saved with checkpoints) or, with
+``buffer="memmap"``, in memory-mapped files in the run folder (ImageNet: 1.28 M x 1000 floats = 5.1 GB).  The
+memory-mapped buffer is double-buffered: epoch e reads the file written by epoch e - 1 and writes the other, so
+an interruption in the middle of an epoch never damages the state its checkpoint refers to (only the last
+checkpoint can be resumed from in this mode).  Both modes do the same float32 arithmetic and train identically.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+Schedule = Literal["linear", "cosine", "cyclic", "piecewise", "step"]
+
+
+def consistency_weight(schedule: Schedule, epoch: int, epochs: int, lambda_max: float, start_epoch: int = 0) -> float:
+    """lambda_CR at 0-based ``epoch`` of ``epochs``."""
+    r = (epoch + 1) / epochs
+    if schedule == "linear":
+        return lambda_max * r
+    if schedule == "cosine":
+        return lambda_max * math.cos((1 - r) * math.pi / 2)
+    if schedule == "cyclic":
+        return lambda_max * math.sqrt(max(0.0, 1 - (1 - r) ** 2))
+    if schedule == "piecewise":
+        t = epoch + 1
+        return 0.0 if t <= epochs / 3 else (lambda_max / 2 if t <= 2 * epochs / 3 else lambda_max)
+    if schedule == "step":
+        return lambda_max if epoch >= start_epoch else 0.0
+    raise ValueError(f"unknown consistency schedule {schedule!r}")
+
+
+class ConsistencyRegularizer(nn.Module):
+    """``cr = ConsistencyRegularizer(num_samples, num_classes, epochs)``; in the step:
+    ``loss = ce + cr(logits, index, epoch)`` (returns the weighted term and updates the buffer)."""
+
+    def __init__(self, num_samples: int, num_classes: int, epochs: int, lambda_max: float = 1.0,
+                 schedule: Schedule = "linear", start_epoch: int = 0,
+                 buffer: Literal["memory", "memmap"] = "memory", folder: str | Path | None = None):
+        super().__init__()
+        consistency_weight(schedule, 0, max(epochs, 1), lambda_max, start_epoch)  # validates the name
+        self.num_samples, self.num_classes, self.epochs = num_samples, num_classes, epochs
+        self.lambda_max, self.schedule, self.start_epoch = lambda_max, schedule, start_epoch
+        self.mode = buffer
+        if buffer == "memory":
+            self.register_buffer("average", torch.zeros(num_samples, num_classes))
+        elif buffer == "memmap":
+            if folder is None:
+                raise ValueError("a memory-mapped consistency buffer needs a folder (the run folder)")
+            self.folder = Path(folder)
+            self._files: list[np.memmap] | None = None
+        else:
+            raise ValueError(f"buffer must be 'memory' or 'memmap', got {buffer!r}")
+
+    # -- memory-mapped storage ------------------------------------------------------------------------------
+    def _open(self) -> list[np.memmap]:
+        if self._files is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            files = []
+            for k in (0, 1):
+                path = self.folder / f"consistency_buffer_{k}.f32"
+                mode = "r+" if path.exists() and path.stat().st_size == 4 * self.num_samples * self.num_classes \
+                    else "w+"
+                files.append(np.memmap(path, dtype=np.float32, mode=mode, shape=(self.num_samples, self.num_classes)))
+            self._files = files
+        return self._files
+
+    def _rows(self, index: Tensor, epoch: int) -> Tensor:
+        """Running mean through epoch - 1 of the given samples."""
+        if self.mode == "memory":
+            return self.average[index]
+        src = self._open()[(epoch - 1) % 2]
+        return torch.from_numpy(src[index.cpu().numpy()])
+
+    def _write(self, index: Tensor, rows: Tensor, epoch: int) -> None:
+        if self.mode == "memory":
+            self.average[index] = rows
+        else:
+            self._open()[epoch % 2][index.cpu().numpy()] = rows.detach().cpu().numpy()
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Memmap mode: the epoch's output file starts as a copy of its input, for samples it does not visit."""
+        if self.mode == "memmap" and epoch > 0:
+            files = self._open()
+            files[epoch % 2][:] = files[(epoch - 1) % 2]
+
+    def on_epoch_end(self, epoch: int) -> None:
+        if self.mode == "memmap":
+            self._open()[epoch % 2].flush()
+
+    # -- the term -------------------------------------------------------------------------------------------
+    def weight(self, epoch: int) -> float:
+        return consistency_weight(self.schedule, epoch, self.epochs, self.lambda_max, self.start_epoch)
+
+    def forward(self, logits: Tensor, index: Tensor, epoch: int) -> Tensor:
+        probs = F.softmax(logits.float(), dim=1)
+        if epoch == 0:
+            loss = logits.new_zeros(())
+            old = None
+        else:
+            old = self._rows(index, epoch).to(probs.device)
+            loss = self.weight(epoch) * (probs - old).pow(2).sum(1).mean()
+        with torch.no_grad():
+            tau = 1.0 / (1 + epoch)
+            new = probs.detach() if old is None else (1 - tau) * old + tau * probs.detach()
+            self._write(index, new, epoch)
+        return loss
+
+    def buffer_snapshot(self, epoch: int) -> Tensor:
+        """The running means after ``epoch`` (a copy, on the CPU)."""
+        if self.mode == "memory":
+            return self.average.detach().cpu().clone()
+        return torch.from_numpy(np.array(self._open()[epoch % 2]))
+
+    def get_extra_state(self) -> Any:
+        return {"mode": self.mode}
+
+    def set_extra_state(self, state: Any) -> None:
+        if state.get("mode") != self.mode:
+            raise ValueError(f"checkpoint holds a {state.get('mode')} consistency buffer, config asks for {self.mode}")

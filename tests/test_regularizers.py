@@ -1,0 +1,110 @@
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from kdlab.regularizers import ConsistencyRegularizer, LipschitzRegularizer, consistency_weight
+
+
+def tiny_net():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 2, bias=False), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(3 * 2 * 2, 4), nn.Conv1d(1, 2, 1))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.arange(24, dtype=torch.float32).reshape(3, 2, 2, 2) - 11.5)
+        net[1].weight.copy_(torch.tensor([0.5, -2.0, 1.0]))
+        net[1].running_var.copy_(torch.tensor([1.0, 3.0, 0.25]))
+        net[4].weight.copy_(torch.randn(4, 12, generator=torch.Generator().manual_seed(1)))  # no tied columns
+        net[5].weight.copy_(torch.tensor([[[2.0]], [[-3.0]]]))
+    return net
+
+
+def hand_values(net, mode):
+    w = net[0].weight.detach()
+    if mode == "reference":
+        conv = w.abs().sum().item()
+    else:  # max over the 2 input channels of sum over outputs and taps
+        conv = max(w[:, c].abs().sum().item() for c in range(2))
+    conv1d = 5.0 if mode == "reference" else 5.0  # one input channel: |2| + |-3| both ways
+    eps = net[1].eps
+    bn = max(0.5 / math.sqrt(1 + eps), 2.0 / math.sqrt(3 + eps), 1.0 / math.sqrt(0.25 + eps))
+    lin_w = net[4].weight.detach()
+    lin = max(lin_w[:, j].abs().sum().item() for j in range(12))
+    return conv + conv1d + bn + lin
+
+
+@pytest.mark.parametrize("mode", ["reference", "exact"])
+def test_lipschitz_equals_hand_computed_value(mode):
+    net = tiny_net()
+    reg = LipschitzRegularizer(net, mode)
+    assert reg().item() == pytest.approx(hand_values(net, mode), rel=1e-6)
+    assert reg.ignored_layers() == []
+
+
+def test_lipschitz_exact_is_smaller_and_handles_groups():
+    conv = nn.Conv2d(4, 6, 3, groups=2, bias=False)
+    net = nn.Sequential(conv)
+    ref, exact = LipschitzRegularizer(net, "reference")(), LipschitzRegularizer(net, "exact")()
+    w = conv.weight.detach().abs()  # (6, 2, 3, 3): group 0 = outputs 0-2 on inputs 0-1, group 1 = 3-5 on 2-3
+    per_input = [w[0:3, 0].sum(), w[0:3, 1].sum(), w[3:6, 0].sum(), w[3:6, 1].sum()]
+    assert exact.item() == pytest.approx(max(per_input).item(), rel=1e-6)
+    assert exact < ref
+
+
+def test_lipschitz_gradients_flow_as_described():
+    net = tiny_net()
+    LipschitzRegularizer(net, "reference")().backward()
+    assert torch.equal(net[0].weight.grad, torch.sign(net[0].weight.detach()))
+    # batch norm: only gamma of the arg-max channel (channel 2: 1/sqrt(0.25) = 2 > 2/sqrt(3) > 0.5) gets
+    # gradient, sign(gamma)/sqrt(var + eps)
+    g = net[1].weight.grad
+    assert g[0] == 0 and g[1] == 0 and g[2].item() == pytest.approx(1 / math.sqrt(0.25 + net[1].eps), rel=1e-5)
+    assert net[1].bias.grad is None and not net[1].running_var.requires_grad
+    # linear: only the arg-max column
+    lg = net[4].weight.grad
+    col = net[4].weight.detach().abs().sum(0).argmax()
+    assert torch.equal(lg[:, col], torch.sign(net[4].weight.detach()[:, col]))
+    assert (lg.abs().sum(0) > 0).sum() == 1
+
+
+def test_lipschitz_lists_ignored_layers():
+    net = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3), nn.GroupNorm(1, 3))
+    reg = LipschitzRegularizer(net)
+    assert [type(m) for m in reg.ignored_layers()] == [nn.LayerNorm, nn.GroupNorm]
+
+
+def test_schedules():
+    T = 9
+    lin = [consistency_weight("linear", t, T, 2.0) for t in range(T)]
+    assert lin == pytest.approx([2.0 * (t + 1) / T for t in range(T)])
+    cos = [consistency_weight("cosine", t, T, 1.0) for t in range(T)]
+    assert cos == pytest.approx([math.cos((1 - (t + 1) / T) * math.pi / 2) for t in range(T)])
+    cyc = [consistency_weight("cyclic", t, T, 1.0) for t in range(T)]
+    assert cyc == pytest.approx([math.sqrt(1 - (1 - (t + 1) / T) ** 2) for t in range(T)])
+    assert [consistency_weight("piecewise", t, T, 1.0) for t in range(T)] == [0, 0, 0, .5, .5, .5, 1, 1, 1]
+    assert [consistency_weight("step", t, T, 1.0, start_epoch=4) for t in range(T)] == [0] * 4 + [1] * 5
+    assert lin[-1] / 2 == cos[-1] == cyc[-1] == 1.0
+
+
+@pytest.mark.parametrize("buffer", ["memory", "memmap"])
+def test_consistency_buffer_is_the_mean_of_per_epoch_predictions(buffer, tmp_path):
+    n, k, epochs = 10, 4, 5
+    cr = ConsistencyRegularizer(n, k, epochs, lambda_max=1.0, buffer=buffer, folder=tmp_path)
+    torch.manual_seed(0)
+    preds = [torch.randn(n, k) for _ in range(3)]
+    for e, logits in enumerate(preds):
+        cr.on_epoch_start(e)
+        order = torch.randperm(n)
+        for chunk in order.split(3):  # shuffled mini-batches, each sample once per epoch
+            loss = cr(logits[chunk], chunk, e)
+            if e == 0:
+                assert loss.item() == 0.0
+            else:  # the loss uses the running mean of the previous epochs only, before the update
+                mean_prev = torch.stack([p.softmax(1) for p in preds[:e]]).mean(0)[chunk]
+                expected = consistency_weight("linear", e, epochs, 1.0) * \
+                    (logits[chunk].softmax(1) - mean_prev).pow(2).sum(1).mean()
+                assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+        cr.on_epoch_end(e)
+    explicit = torch.stack([p.softmax(1) for p in preds]).mean(0)
+    assert torch.allclose(cr.buffer_snapshot(2), explicit, atol=1e-6)
