@@ -22,11 +22,10 @@ def tiny_net():
 
 def hand_values(net, mode):
     w = net[0].weight.detach()
-    if mode == "reference":
-        conv = w.abs().sum().item()
-    else:  # max over the 2 input channels of sum over outputs and taps
-        conv = max(w[:, c].abs().sum().item() for c in range(2))
-    conv1d = 5.0 if mode == "reference" else 5.0  # one input channel: |2| + |-3| both ways
+    # reference: entry-wise; exact: max over the 2 input channels of the sum over outputs and taps
+    per_input = max(w[:, c].abs().sum().item() for c in range(2))
+    conv = w.abs().sum().item() if mode == "reference" else per_input
+    conv1d = 5.0  # one input channel: |2| + |-3| in both modes
     eps = net[1].eps
     bn = max(0.5 / math.sqrt(1 + eps), 2.0 / math.sqrt(3 + eps), 1.0 / math.sqrt(0.25 + eps))
     lin_w = net[4].weight.detach()
