@@ -83,3 +83,37 @@ def test_ece_perfectly_calibrated_is_zero_and_agreement_kl():
 def test_l1_to_distribution():
     logits = torch.tensor([[0.0, 0.0]])
     assert metrics.l1_to_distribution(logits, torch.tensor([[1.0, 0.0]])) == pytest.approx(1.0)
+
+
+def test_temperature_scaling_reduces_nll_of_an_overconfident_model():
+    torch.manual_seed(0)
+    n, k = 2000, 5
+    true_logits = torch.randn(n, k)
+    labels = torch.distributions.Categorical(logits=true_logits).sample()
+    overconfident = 4.0 * true_logits  # right ranking, far too sharp
+    t = metrics.fit_temperature(overconfident[:1000], labels[:1000])
+    assert t == pytest.approx(4.0, rel=0.15)
+    before = metrics.calibration_metrics(overconfident[1000:], labels[1000:], t)
+    assert before["nll_ts"] < before["nll"] and before["ece_ts"] < before["ece"]
+
+
+def test_linear_cka():
+    torch.manual_seed(0)
+    x = torch.randn(50, 8)
+    assert metrics.linear_cka(x, x) == pytest.approx(1.0, abs=1e-9)
+    q, _ = torch.linalg.qr(torch.randn(8, 8))
+    assert metrics.linear_cka(x, 3.0 * x @ q) == pytest.approx(1.0, abs=1e-9)  # orthogonal + isotropic scaling
+    assert metrics.linear_cka(x, torch.randn(50, 4)) < 0.5
+    # hand case: one-dimensional representations: CKA = squared correlation
+    a = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    b = torch.tensor([[1.0], [3.0], [2.0], [5.0]])
+    r = torch.corrcoef(torch.cat([a, b], 1).T.double())[0, 1].item()
+    assert metrics.linear_cka(a, b) == pytest.approx(r * r, rel=1e-9)
+
+
+def test_reliability_bins():
+    logits = torch.tensor([[math.log(0.9), math.log(0.1)], [math.log(0.6), math.log(0.4)]])
+    bins = metrics.reliability_bins(logits, torch.tensor([0, 1]))
+    assert bins["count"][13] == 1 and bins["count"][8] == 1  # 0.9 -> bin (13/15, 14/15], 0.6 -> (8/15, 9/15]
+    assert bins["accuracy"][13] == 1.0 and bins["accuracy"][8] == 0.0
+    assert bins["confidence"][13] == pytest.approx(0.9)

@@ -56,3 +56,56 @@ def classification_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
     out["nll"] = nll(logits, labels)
     out["ece"] = ece(logits, labels)
     return out
+
+
+def fit_temperature(logits: Tensor, labels: Tensor, steps: int = 100) -> float:
+    """The temperature T > 0 minimising the NLL of softmax(logits / T) (Guo et al. 2017), by L-BFGS on log T.
+
+    Fit it on held-out data, never on the data it is evaluated on.
+    """
+    logits, labels = logits.detach().float().cpu(), labels.cpu()
+    log_t = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.exp())
+
+
+def calibration_metrics(logits: Tensor, labels: Tensor, temperature: float | None = None) -> dict[str, float]:
+    """ECE and NLL, and with a fitted ``temperature`` also after temperature scaling."""
+    out = {"ece": ece(logits, labels), "nll": nll(logits, labels)}
+    if temperature is not None:
+        out.update({"temperature": temperature, "ece_ts": ece(logits / temperature, labels),
+                    "nll_ts": nll(logits / temperature, labels)})
+    return out
+
+
+def linear_cka(x: Tensor, y: Tensor) -> float:
+    """Linear centred kernel alignment of two representations of the same n samples (Kornblith et al. 2019):
+    ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F) after centring each feature.  1 for identical representations,
+    invariant to orthogonal transforms and isotropic scaling; feature dimensions may differ."""
+    x = x.double().flatten(1)
+    y = y.double().flatten(1)
+    x = x - x.mean(0, keepdim=True)
+    y = y - y.mean(0, keepdim=True)
+    cross = (y.T @ x).pow(2).sum()
+    return float(cross / ((x.T @ x).pow(2).sum().sqrt() * (y.T @ y).pow(2).sum().sqrt()))
+
+
+def reliability_bins(logits: Tensor, labels: Tensor, bins: int = 15) -> dict[str, list[float]]:
+    """Per confidence bin: mean confidence, accuracy and count (for reliability diagrams)."""
+    probs = logits.float().softmax(1)
+    conf, pred = probs.max(1)
+    correct = (pred == labels).float()
+    idx = (conf * bins).ceil().long().clamp(1, bins) - 1
+    n = torch.zeros(bins).index_add_(0, idx, torch.ones_like(conf))
+    c = torch.zeros(bins).index_add_(0, idx, conf)
+    a = torch.zeros(bins).index_add_(0, idx, correct)
+    safe = n.clamp(min=1)
+    return {"confidence": (c / safe).tolist(), "accuracy": (a / safe).tolist(), "count": n.tolist()}
