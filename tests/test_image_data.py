@@ -117,6 +117,29 @@ def test_cifar_pickles_cannot_run_code(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+def test_cifar_download_uses_torchvision_archive_and_reports_failures(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    calls = []
+
+    def fake_download(url, root, filename=None, md5=None):
+        calls.append((url, filename, md5))
+        make_cifar100(tmp_path / "dl")
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_download)
+    b = cifar100(root=str(tmp_path / "dl"), download=True)
+    assert len(b.train) == 20 and calls[0][0].endswith("cifar-100-python.tar.gz") and calls[0][2]
+    cifar100(root=str(tmp_path / "dl"), download=True)
+    assert len(calls) == 1  # present: not fetched again
+
+    def offline(url, root, filename=None, md5=None):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
+    one_line_error(cifar10, "data.download: could not fetch .*cifar-10-python.tar.gz", root=str(tmp_path / "x"),
+                   download=True)
+
+
 # ------------------------------------------------- batched crop + flip at CIFAR size
 
 
@@ -277,6 +300,8 @@ def test_imagenet_image_folder(tmp_path):
 
 
 def test_imagenet_errors(tmp_path):
+    with pytest.raises(ConfigError, match="crop_fraction"):
+        imagenet(root=str(tmp_path), crop_fraction=1.5)
     msg = one_line_error(imagenet, "train not found; expected ImageNet in the ImageFolder layout",
                          root=str(tmp_path / "none"))
     assert "val/<wnid>" in msg

@@ -30,7 +30,7 @@ def apply_crop_flip(x: Tensor, params: CropFlip, pad_h: int, pad_w: int, fill: f
     """Crop each image of ``x`` (B, C, H, W), padded with ``fill``, at its offsets; flip those marked flipped.
 
     This is torchvision's ``RandomCrop(size, padding)`` (constant padding) followed by ``RandomHorizontalFlip``,
-    given the same decisions, done as one gather over the batch.
+    given the same decisions, done as two gathers over the whole batch.
     """
     b, c, h, w = x.shape
     dev = x.device

@@ -87,6 +87,9 @@ def _locate(root: str, base: str, files: list[str], title: str, download: bool, 
     def complete(folder: Path) -> bool:
         return all((folder / f).is_file() for f in files)
 
+    def partial(folder: Path) -> bool:
+        return folder.is_dir() and (folder.name == base or any((folder / f).exists() for f in files))
+
     found = next((c for c in candidates if complete(c)), None)
     if found is None and download:
         _download(root_path, tv_class)
@@ -94,8 +97,7 @@ def _locate(root: str, base: str, files: list[str], title: str, download: bool, 
     if found is not None:
         return found
     how = f"download {title} (python version) from {SITE} and unpack it there, or set data.download=true"
-    folder = next((c for c in candidates if c.is_dir() and (c.name == base or any((c / f).exists() for f in files))),
-                  None)
+    folder = next((c for c in candidates if partial(c)), None)
     if folder is None:
         raise DataError(f"data.root: {root_path / base} not found; {how}")
     missing = [f for f in files if not (folder / f).is_file()]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..registry import register_dataset
 from ._files import image_files, one_line
 from .base import DataBundle, DatasetSplit
@@ -75,6 +75,11 @@ def _class_images(folder: Path, wnid: str, listed_in: str) -> list[str]:
     return files
 
 
+def _check_size(name: str, image_size: int) -> None:
+    if image_size < 8:
+        raise ConfigError(f"{name}: image_size must be at least 8, got {image_size}")
+
+
 def _tiny_folder(root: str) -> Path:
     path = Path(root).expanduser()
     for cand in (path, path / "tiny-imagenet-200"):
@@ -130,6 +135,7 @@ def tinyimagenet(root: str = "data/tiny-imagenet-200", image_size: int = 64, aug
     RandomCrop(64, padding=4), RandomHorizontalFlip; images are resized first when ``image_size`` is not 64.
     Normalisation: mean (0.4802, 0.4481, 0.3975), std (0.2302, 0.2265, 0.2262).
     """
+    _check_size("tinyimagenet", image_size)
     folder = _tiny_folder(root)
     listed = _read_lines(folder / "wnids.txt")
     if not listed:
@@ -163,6 +169,9 @@ def imagenet(root: str = "data/imagenet", image_size: int = 224, crop_fraction: 
     for training, Resize(256) + CenterCrop(224) for evaluation (256 = ``image_size`` / ``crop_fraction``).
     Normalisation: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225).
     """
+    _check_size("imagenet", image_size)
+    if not 0 < crop_fraction <= 1:
+        raise ConfigError(f"imagenet: crop_fraction must be in (0, 1], got {crop_fraction}")
     folder = Path(root).expanduser()
     for part in ("train", "val"):
         if not (folder / part).is_dir():

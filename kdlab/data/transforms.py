@@ -25,7 +25,7 @@ IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 class Normalize:
-    """A ``DataBundle.prepare``: uint8 images (B, C, H, W) -> ``(x / 255 - mean) / std`` per channel, in float32.
+    """A ``DataBundle.prepare``: uint8 pixels (B, C, H, W) -> ``(x / 255 - mean) / std`` per channel, in float32.
 
     Equal, bit for bit, to torchvision's ``ToTensor()`` then ``Normalize(mean, std)`` applied image by image.
     """
@@ -43,7 +43,7 @@ class Normalize:
 
     def __call__(self, x: Tensor) -> Tensor:
         mean, std = self._stats(x.device)
-        return x.float().div_(255).sub_(mean).div_(std)
+        return x.float().div(255).sub_(mean).div_(std)  # div, not div_: .float() of a float input is the input
 
     def __repr__(self) -> str:
         return f"Normalize(mean={self.mean}, std={self.std})"
