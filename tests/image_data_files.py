@@ -1,0 +1,115 @@
+"""Tiny copies of the paper-scale data sets, written in their exact on-disk formats."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+class _Py2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2 ``str`` (BINSTRING opcodes) and names numpy's ``numpy.core`` module, as the
+    cPickle files of the CIFAR site do (Python 3 would write bytes as ``_codecs.encode`` calls)."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_py2_str(self, obj: bytes) -> None:
+        n = len(obj)
+        head = pickle.SHORT_BINSTRING + bytes([n]) if n < 256 else pickle.BINSTRING + struct.pack("<i", n)
+        self.write(head + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+
+
+def py2_pickle(obj) -> bytes:
+    buf = io.BytesIO()
+    _Py2Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue().replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+
+
+def _batch(rng, n: int, num_classes: int, label_key: bytes) -> dict:
+    return {b"batch_label": b"training batch 1 of 1", label_key: rng.integers(0, num_classes, n).tolist(),
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"filenames": [f"img_{i}.png".encode() for i in range(n)]}
+
+
+def make_cifar100(root: Path, n_train: int = 20, n_test: int = 10, seed: int = 0) -> Path:
+    """``root/cifar-100-python`` with train, test and meta."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, n in (("train", n_train), ("test", n_test)):
+        d = _batch(rng, n, 100, b"fine_labels")
+        d[b"coarse_labels"] = [y // 5 for y in d[b"fine_labels"]]
+        (folder / name).write_bytes(py2_pickle(d))
+    meta = {b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]}
+    (folder / "meta").write_bytes(py2_pickle(meta))
+    return folder
+
+
+def make_cifar10(root: Path, per_batch: int = 4, n_test: int = 10, seed: int = 0) -> Path:
+    """``root/cifar-10-batches-py`` with data_batch_1..5, test_batch and batches.meta."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}").write_bytes(py2_pickle(_batch(rng, per_batch, 10, b"labels")))
+    (folder / "test_batch").write_bytes(py2_pickle(_batch(rng, n_test, 10, b"labels")))
+    meta = {b"label_names": [f"class{i}".encode() for i in range(10)], b"num_cases_per_batch": per_batch,
+            b"num_vis": 3072}
+    (folder / "batches.meta").write_bytes(py2_pickle(meta))
+    return folder
+
+
+# a distinct solid colour per class, so a decoded JPEG still shows which class it belongs to
+COLOURS = [(220, 30, 30), (30, 220, 30), (30, 30, 220), (220, 220, 30)]
+
+
+def _jpeg(path: Path, colour, size=(64, 64), mode: str = "RGB") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", size, colour)
+    (img.convert(mode) if mode != "RGB" else img).save(path, "JPEG", quality=95)
+
+
+TINY_WNIDS = ["n03000000", "n01000000", "n02000000"]  # wnids.txt order; classes are sorted
+
+
+def make_tiny_imagenet(root: Path, per_class: int = 4) -> Path:
+    """``root/tiny-imagenet-200``: 3 wnids, ``per_class`` train images each, 6 val images (2 per class,
+    interleaved) listed in val/val_annotations.txt; one train image is greyscale, as some real ones are."""
+    folder = root / "tiny-imagenet-200"
+    folder.mkdir(parents=True)
+    (folder / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
+    words = [f"{w}\tname{w[-7]}, synonym" for w in TINY_WNIDS] + ["n09999999\tunused class"]
+    (folder / "words.txt").write_text("\n".join(words) + "\n")
+    for w in TINY_WNIDS:
+        k = sorted(TINY_WNIDS).index(w)
+        for i in range(per_class):
+            grey = (k, i) == (1, 0)
+            _jpeg(folder / "train" / w / "images" / f"{w}_{i}.JPEG", COLOURS[k], mode="L" if grey else "RGB")
+        (folder / "train" / w / f"{w}_boxes.txt").write_text(f"{w}_0.JPEG\t0\t0\t63\t63\n")
+    lines = []
+    for i in range(6):
+        w = TINY_WNIDS[i % 3]
+        _jpeg(folder / "val" / "images" / f"val_{i}.JPEG", COLOURS[sorted(TINY_WNIDS).index(w)])
+        lines.append(f"val_{i}.JPEG\t{w}\t0\t0\t63\t63")
+    (folder / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    _jpeg(folder / "test" / "images" / "test_0.JPEG", (0, 0, 0))
+    return folder
+
+
+def make_image_folder(root: Path, wnids=("n02000000", "n01000000"), train_per_class: int = 3,
+                      val_per_class: int = 2, size=(50, 40)) -> Path:
+    """An ImageNet-style tree ``root/{train,val}/<wnid>/*.JPEG`` with non-square images."""
+    for part, n in (("train", train_per_class), ("val", val_per_class)):
+        for w in wnids:
+            k = sorted(wnids).index(w)
+            for i in range(n):
+                _jpeg(root / part / w / f"{w}_{i}.JPEG", COLOURS[k], size=size)
+    return root
