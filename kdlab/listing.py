@@ -44,6 +44,6 @@ def listing(what: str = "all") -> str:
     if what in ("all", "datasets"):
         rows = [[e.name, str(e.meta.get("input_shape", "")), str(e.meta.get("classes", "")), e.summary]
                 for e in DATASETS.entries()]
-        blocks.append("Data sets (no download needed)\n\n" +
+        blocks.append("Data sets\n\n" +
                       markdown_table(["name", "input", "classes", "description"], rows))
     return "\n\n".join(blocks)

@@ -189,3 +189,23 @@ def test_dataset_loader_same_batches_with_or_without_workers():
         loader = DatasetLoader(split, 8, torch.device("cpu"), shuffle=True, seed=9, num_workers=workers)
         outs.append(torch.cat([b.x for b in loader.epoch(4)]))
     assert torch.equal(outs[0], outs[1])
+
+
+class _BrokenDataset(_NoisyDataset):
+    def __getitem__(self, i):
+        from kdlab.errors import DataError
+
+        if i == 5:
+            raise DataError("cannot read image 5.JPEG: truncated file")
+        return super().__getitem__(i)
+
+
+def test_worker_errors_stay_one_line():
+    from kdlab.data import DatasetLoader, DatasetSplit
+    from kdlab.errors import DataError
+
+    loader = DatasetLoader(DatasetSplit(_BrokenDataset(12), torch.arange(12) % 3), 4, torch.device("cpu"),
+                           num_workers=2)
+    with pytest.raises(DataError) as e:
+        list(loader.epoch(0))
+    assert str(e.value) == "cannot read image 5.JPEG: truncated file"

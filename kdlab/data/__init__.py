@@ -1,4 +1,4 @@
-"""Data sets: registered loaders returning in-memory :class:`DataBundle` objects."""
+"""Data sets: registered loaders returning :class:`DataBundle` objects (in-memory or folder-backed splits)."""
 
 from __future__ import annotations
 

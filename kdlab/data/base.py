@@ -229,10 +229,15 @@ class DatasetLoader:
     def epoch(self, epoch: int = 0) -> Iterator[Batch]:
         self.sampler.epoch_seed = derive_seed(self.seed, epoch, 1)
         nb = self.device.type == "cuda"
-        for x, y, idx in self.loader:
-            x = x.to(self.device, non_blocking=nb)
-            if self.prepare is not None:
-                x = self.prepare(x)
-            yield Batch(x, y.to(self.device, non_blocking=nb), idx.to(self.device, non_blocking=nb))
+        try:
+            for x, y, idx in self.loader:
+                x = x.to(self.device, non_blocking=nb)
+                if self.prepare is not None:
+                    x = self.prepare(x)
+                yield Batch(x, y.to(self.device, non_blocking=nb), idx.to(self.device, non_blocking=nb))
+        except DataError as e:
+            # a worker's error comes back with its traceback in the message: keep the original one line
+            last = str(e).strip().splitlines()[-1]
+            raise DataError(last.split("DataError: ", 1)[-1]) from None
 
     __iter__ = epoch
