@@ -20,10 +20,10 @@ import yaml
 
 from .config import DistillRunConfig, EvalConfig, TeacherRef, TeacherRunConfig, dump_yaml, load_config
 from .data import DataBundle, load_dataset
+from .diagnostics import diagnose
 from .engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint
 from .engine.device import resolve_device, seed_everything
-from .engine.metrics import agreement, classification_metrics, kl_divergence, l1_to_distribution
-from .engine.trainer import FitResult, checkpoint_dir, fit, predict
+from .engine.trainer import FitResult, checkpoint_dir, fit
 from .errors import CheckpointError, ConfigError, RunFolderError
 from .methods import build_distill_objective, build_teacher_objective, needs_teacher
 from .models import build_model, count_parameters
@@ -96,23 +96,14 @@ def _save_logits(path: Path, logits: torch.Tensor) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _base_summary(kind: str, cfg: Any, model: nn.Module, fitres: FitResult, data: DataBundle) -> dict[str, Any]:
-    m = classification_metrics(fitres.test_logits, data.test.y)
+def _summary(kind: str, cfg: Any, model: nn.Module, fitres: FitResult, data: DataBundle, device: torch.device,
+             teacher: nn.Module | None = None) -> tuple[dict[str, Any], torch.Tensor]:
+    measures, logits = diagnose(model, data, device, cfg.train.eval_batch_size, teacher, cfg.train.num_workers)
     return {
         "kind": kind, "dataset": cfg.data.name, "seed": cfg.seed, "epochs": cfg.train.epochs,
-        **m, "best_top1": fitres.best["test_top1"], "best_epoch": fitres.best["epoch"],
+        **measures, "best_top1": fitres.best["test_top1"], "best_epoch": fitres.best["epoch"],
         "params": count_parameters(model), "train_time": round(fitres.train_time, 3),
-    }
-
-
-def _pstar_metrics(model: nn.Module, data: DataBundle, device: torch.device, batch_size: int) -> dict[str, float]:
-    """Distance of the model's predictions to the true label distribution (mixed-feature data only)."""
-    out = {}
-    for split_name, split in (("train", data.train), ("test", data.test)):
-        if "p_star" in split.extras:
-            logits = predict(model, data.eval_loader(split_name, batch_size, device))
-            out[f"pstar_l1_{split_name}"] = l1_to_distribution(logits, split.extras["p_star"])
-    return out
+    }, logits
 
 
 def default_out_dir(kind: str, model: str, method: str, seed: int) -> str:
@@ -129,7 +120,7 @@ def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, 
     done = check_run_dir(run_dir, plain, resume)
     if done is not None:
         return RunResult(run_dir, done, reused=True)
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data, cfg.holdout)
     seed_everything(cfg.seed)
     model = build_model(cfg.model.name, cfg.model.params, data.num_classes, data.input_shape)
     objective = build_teacher_objective(cfg.method, model, data, run_dir, cfg.train.epochs)
@@ -137,11 +128,9 @@ def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, 
     res = fit(model, objective, data, optim=cfg.optim, schedule=cfg.schedule, train=cfg.train, seed=cfg.seed,
               run_dir=run_dir, resume=resume, meta={"kind": "teacher", "config": plain}, hooks=hooks,
               desc=f"teacher {cfg.model.name}/{cfg.method.name} s{cfg.seed}")
-    device = resolve_device(cfg.train.device)
-    summary = _base_summary("teacher", cfg, model, res, data)
+    summary, logits = _summary("teacher", cfg, model, res, data, resolve_device(cfg.train.device))
     summary.update({"model": cfg.model.name, "method": cfg.method.name})
-    summary.update(_pstar_metrics(model, data, device, cfg.train.eval_batch_size))
-    _save_logits(run_dir / "test_logits.npy", res.test_logits)
+    _save_logits(run_dir / "test_logits.npy", logits)
     atomic_write_json(run_dir / "summary.json", summary)
     return RunResult(run_dir, summary)
 
@@ -216,7 +205,7 @@ def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=
     if done is not None:
         return RunResult(run_dir, done, reused=True)
     device = resolve_device(cfg.train.device)
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data, cfg.holdout)
     teacher = teacher_path = None
     if cfg.teacher is not None and wants_teacher:
         teacher, teacher_path = load_teacher(cfg.teacher, data, device)
@@ -228,18 +217,11 @@ def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=
     res = fit(student, objective, data, optim=cfg.optim, schedule=cfg.schedule, train=cfg.train, seed=cfg.seed,
               run_dir=run_dir, resume=resume, meta={"kind": "student", "config": plain}, hooks=hooks,
               desc=f"student {cfg.student.name}/{cfg.method.name} s{cfg.seed}")
-    summary = _base_summary("student", cfg, student, res, data)
+    summary, logits = _summary("student", cfg, student, res, data, device, teacher)
     summary.update({"model": cfg.student.name, "method": cfg.method.name})
     if teacher is not None:
-        t_logits = predict(teacher, data.eval_loader("test", cfg.train.eval_batch_size, device,
-                                                    cfg.train.num_workers))
-        summary.update({
-            "teacher_path": str(teacher_path),
-            "teacher_top1": classification_metrics(t_logits, data.test.y)["top1"],
-            "agreement": agreement(res.test_logits, t_logits),
-            "kl_teacher_student": kl_divergence(t_logits, res.test_logits),
-        })
-    _save_logits(run_dir / "test_logits.npy", res.test_logits)
+        summary["teacher_path"] = str(teacher_path)
+    _save_logits(run_dir / "test_logits.npy", logits)
     atomic_write_json(run_dir / "summary.json", summary)
     return RunResult(run_dir, summary)
 
@@ -249,23 +231,17 @@ def evaluate(config: Any, overrides: list[str] = ()) -> dict[str, Any]:
     cfg = load_config(EvalConfig, config, overrides)
     device = resolve_device(cfg.device)
     path = resolve_checkpoint(cfg.path, cfg.checkpoint)
+    ck_cfg = load_checkpoint(path).get("config") or {}
     if cfg.data is not None:
         data_spec = cfg.data
-    else:
-        ck_cfg = load_checkpoint(path).get("config") or {}
-        if "data" not in ck_cfg:
-            raise ConfigError("data: the checkpoint does not record its data set; set data.name")
+    elif "data" in ck_cfg:
         data_spec = load_config(EvalConfig, {"path": cfg.path, "data": ck_cfg["data"]}).data
-    data = load_dataset(data_spec)
+    else:
+        raise ConfigError("data: the checkpoint does not record its data set; set data.name")
+    holdout = cfg.holdout if cfg.holdout is not None else ck_cfg.get("holdout", 0.0)
+    data = load_dataset(data_spec, holdout)
     model, ck = load_model(path, data, device, role="evaluated")
-    logits = predict(model, data.eval_loader("test", cfg.batch_size, device))
-    out: dict[str, Any] = {"checkpoint": str(path), "dataset": data.name, "model": ck["model"]["name"],
-                           "epoch": ck.get("epoch"), **classification_metrics(logits, data.test.y)}
-    out.update(_pstar_metrics(model, data, device, cfg.batch_size))
-    if cfg.teacher is not None:
-        teacher, _ = load_teacher(cfg.teacher, data, device)
-        t_logits = predict(teacher, data.eval_loader("test", cfg.batch_size, device))
-        out.update({"teacher_top1": classification_metrics(t_logits, data.test.y)["top1"],
-                    "agreement": agreement(logits, t_logits), "kl_teacher_student": kl_divergence(t_logits, logits)})
-    return out
-
+    teacher = load_teacher(cfg.teacher, data, device)[0] if cfg.teacher is not None else None
+    measures, _ = diagnose(model, data, device, cfg.batch_size, teacher)
+    return {"checkpoint": str(path), "dataset": data.name, "model": ck["model"]["name"], "epoch": ck.get("epoch"),
+            **measures}

@@ -147,3 +147,18 @@ def test_finished_run_is_not_overwritten_and_changed_settings_are_refused(traine
     assert again.reused and again.summary == trained_teacher.summary
     with pytest.raises(RunFolderError, match=r"different settings \(optim.lr: 0.05 -> 0.1"):
         train_teacher(cfg, ["optim.lr=0.1"], resume=True)
+
+
+def test_holdout_gives_temperature_scaled_calibration_and_students_report_similarity(tmp_path):
+    from kdlab.config import TeacherRunConfig, load_config
+    from kdlab.data import load_dataset
+
+    t = train_teacher(teacher_cfg(tmp_path / "t", holdout=0.25))
+    assert {"temperature", "ece_ts", "nll_ts"} <= set(t.summary) and t.summary["temperature"] > 0
+    data = load_dataset(load_config(TeacherRunConfig, teacher_cfg(tmp_path / "x")).data, 0.25)
+    assert len(data.train) == 144 and len(data.holdout) == 48
+    full = load_dataset(load_config(TeacherRunConfig, teacher_cfg(tmp_path / "x")).data)
+    assert torch.equal(torch.cat([data.train.y, data.holdout.y]).sort().values, full.train.y.sort().values)
+    s = distill(student_cfg(tmp_path / "s", t.run_dir, holdout=0.25))
+    assert 0 <= s.summary["cka_teacher_student"] <= 1 and s.summary["kl_teacher_student"] >= 0
+    assert "ece_ts" in s.summary

@@ -88,10 +88,15 @@ class TrainConfig(Strict):
         return self
 
 
+HOLDOUT = Field(0.0, ge=0, lt=1, description="fraction of the training data held out (stratified, fixed) to fit "
+                "the temperature of temperature scaling; the model trains on the rest")
+
+
 class TeacherRunConfig(Strict):
     """``kdlab train-teacher``: train one teacher."""
 
     seed: int = 0
+    holdout: float = HOLDOUT
     out_dir: str | None = Field(None, description="run folder (default: runs/teacher-<model>-<method>-s<seed>)")
     data: DataSpec
     model: ModelSpec
@@ -112,6 +117,7 @@ class DistillRunConfig(Strict):
     """``kdlab distill``: train a student, with a teacher unless the method is ``none``."""
 
     seed: int = 0
+    holdout: float = HOLDOUT
     out_dir: str | None = Field(None, description="run folder (default: runs/student-<model>-<method>-s<seed>)")
     data: DataSpec
     teacher: TeacherRef | None = None
@@ -150,6 +156,7 @@ class StudyConfig(Strict):
     name: str = "study"
     out_dir: str = "runs/study"
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    holdout: float = HOLDOUT
     data: DataSpec
     teacher: StudyTeachers
     student: StudyStudents
@@ -170,3 +177,5 @@ class EvalConfig(Strict):
     teacher: TeacherRef | None = Field(None, description="also report agreement and KL with this teacher")
     batch_size: PositiveInt = 512
     device: str = "auto"
+    holdout: float | None = Field(None, ge=0, lt=1, description="held-out fraction of the training data for "
+                                  "temperature scaling (default: the run's own)")

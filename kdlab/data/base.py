@@ -78,6 +78,7 @@ class DataBundle:
     augment: Augment | None = None  # batched training augmentation of in-memory splits, on the device
     prepare: Prepare | None = None  # batched conversion to model inputs (after augmentation), e.g. normalisation
     meta: dict[str, Any] = field(default_factory=dict)
+    holdout: Split | DatasetSplit | None = None  # held out of the training data (temperature fitting)
 
     @property
     def in_channels(self) -> int:
@@ -241,3 +242,35 @@ class DatasetLoader:
             raise DataError(last.split("DataError: ", 1)[-1]) from None
 
     __iter__ = epoch
+
+
+def subset(split: Split | DatasetSplit, index: Tensor) -> Split | DatasetSplit:
+    """The samples ``index`` of a split (extras included)."""
+    extras = {k: v[index] for k, v in split.extras.items()}
+    if isinstance(split, Split):
+        return Split(split.x[index], split.y[index], extras)
+    return DatasetSplit(torch.utils.data.Subset(split.dataset, index.tolist()), split.targets[index], extras)
+
+
+def hold_out(bundle: DataBundle, fraction: float, seed: int = 0) -> DataBundle:
+    """A copy of ``bundle`` whose training split loses a stratified ``fraction`` to ``bundle.holdout``.
+
+    The split depends only on the labels and ``seed``, so teachers and students of a study share it.
+    """
+    if fraction <= 0:
+        return bundle
+    y = bundle.train.y
+    g = torch.Generator().manual_seed(seed)
+    held = []
+    for c in range(bundle.num_classes):
+        members = (y == c).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=g)]
+        held.append(members[: int(round(fraction * len(members)))])
+    held_idx = torch.cat(held).sort().values
+    keep = torch.ones(len(y), dtype=torch.bool)
+    keep[held_idx] = False
+    if len(held_idx) == 0 or not keep.any():
+        raise DataError(f"{bundle.name}: holdout {fraction} leaves an empty training or held-out split")
+    from dataclasses import replace
+
+    return replace(bundle, train=subset(bundle.train, keep.nonzero().flatten()), holdout=subset(bundle.train, held_idx))

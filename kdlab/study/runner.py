@@ -58,7 +58,8 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
     plan: list[PlannedRun] = []
 
     def role_cfg(role, seed: int, run_dir: Path) -> dict[str, Any]:
-        return {"seed": seed, "out_dir": str(run_dir), "data": data, "optim": role.optim.model_dump(),
+        return {"seed": seed, "out_dir": str(run_dir), "data": data, "holdout": cfg.holdout,
+                "optim": role.optim.model_dump(),
                 "schedule": role.schedule.model_dump(), "train": role.train.model_dump()}
 
     for tlabel, tspec in cfg.teacher.methods.items():

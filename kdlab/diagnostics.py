@@ -1,0 +1,75 @@
+"""What a run reports about a trained model: accuracy, calibration (before and after temperature scaling),
+distance to the true label distribution, and agreement / KL / CKA with a teacher."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .data.base import DataBundle, Loader
+from .engine.metrics import (
+    agreement,
+    calibration_metrics,
+    classification_metrics,
+    fit_temperature,
+    kl_divergence,
+    l1_to_distribution,
+    linear_cka,
+)
+
+CKA_SAMPLES = 5000  # linear CKA of n x d representations; more samples add little
+
+
+@torch.no_grad()
+def predict_with_embeddings(model: nn.Module, loader: Loader) -> tuple[Tensor, Tensor]:
+    """Logits and pooled penultimate embeddings (the feature contract's ``embedding``) on the CPU."""
+    was = model.training
+    model.eval()
+    logits, emb = [], []
+    for b in loader.epoch(0):
+        f = model(b.x, features=True)
+        logits.append(f.logits.float().cpu())
+        emb.append(f.embedding.float().flatten(1).cpu())
+    model.train(was)
+    return torch.cat(logits), torch.cat(emb)
+
+
+def pstar_metrics(logits_by_split: dict[str, Tensor], data: DataBundle) -> dict[str, float]:
+    out = {}
+    for name, logits in logits_by_split.items():
+        split = getattr(data, name)
+        if split is not None and "p_star" in split.extras:
+            out[f"pstar_l1_{name}"] = l1_to_distribution(logits, split.extras["p_star"])
+    return out
+
+
+def diagnose(model: nn.Module, data: DataBundle, device: torch.device, batch_size: int = 512,
+             teacher: nn.Module | None = None, num_workers: int = 0) -> tuple[dict[str, Any], Tensor]:
+    """All reported measures of ``model`` (and of its relation to ``teacher``); also returns the test logits."""
+    from .engine.trainer import predict
+
+    def loader(split):
+        return data.eval_loader(split, batch_size, device, num_workers)
+
+    logits, emb = predict_with_embeddings(model, loader("test"))
+    out: dict[str, Any] = classification_metrics(logits, data.test.y)
+    splits = {"test": logits}
+    if "p_star" in data.train.extras:
+        splits["train"] = predict(model, loader("train"))
+    out.update(pstar_metrics(splits, data))
+    if data.holdout is not None:
+        held = predict(model, loader("holdout"))
+        out.update(calibration_metrics(logits, data.test.y, fit_temperature(held, data.holdout.y)))
+    if teacher is not None:
+        t_logits, t_emb = predict_with_embeddings(teacher, loader("test"))
+        n = min(len(emb), CKA_SAMPLES)
+        out.update({
+            "teacher_top1": classification_metrics(t_logits, data.test.y)["top1"],
+            "agreement": agreement(logits, t_logits),
+            "kl_teacher_student": kl_divergence(t_logits, logits),
+            "cka_teacher_student": linear_cka(t_emb[:n], emb[:n]),
+        })
+    return out, logits
