@@ -61,19 +61,23 @@ def cmd_distill(a: argparse.Namespace) -> int:
 
 def cmd_study(a: argparse.Namespace) -> int:
     from .study import run_study
+    from .study.runner import check_no_failures
 
     config, overrides = _split_args(a.args, need_config=True)
-    res = run_study(config, overrides)
+    res = run_study(config, overrides, workers=a.workers)
     print(res.table)
+    check_no_failures(res)
     return 0
 
 
 def cmd_quickstart(a: argparse.Namespace) -> int:
     from .api import quickstart
+    from .study.runner import check_no_failures
 
     _, overrides = _split_args(a.args, need_config=False)
-    res = quickstart(overrides)
+    res = quickstart(overrides, workers=a.workers)
     print(res.table)
+    check_no_failures(res)
     return 0
 
 
@@ -120,8 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
         "[CONFIG.yaml] [key=value ...]", resume=True)
     add("distill", cmd_distill, "train a student, distilled from a teacher (method none: alone)",
         "[CONFIG.yaml] [key=value ...]", resume=True)
-    add("study", cmd_study, "run teacher methods x distillation methods x seeds and print the comparison table "
-        "(finished runs are reused, interrupted ones resumed)", "CONFIG.yaml [key=value ...]")
+    st = add("study", cmd_study, "run teacher methods x pairs x distillation methods x seeds and print the "
+             "tables (finished runs are reused, interrupted ones resumed)", "CONFIG.yaml [key=value ...]")
+    st.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="train up to N runs at once in worker processes (default 1)")
     e = add("eval", cmd_eval, "evaluate a checkpoint on the test split",
             "RUN_DIR | CHECKPOINT.pt | EVAL.yaml [key=value ...] (e.g. checkpoint=best teacher.path=runs/t)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -130,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", nargs="?", default="all",
                     choices=["all", "models", "teacher-methods", "distill-methods", "methods", "datasets"])
     ls.set_defaults(fn=cmd_list)
-    add("quickstart", cmd_quickstart, "train a teacher, a KD student and the student alone over 3 seeds on "
-        "embedded data (a few minutes on a CPU) and print the comparison table", "[key=value ...]")
+    qs = add("quickstart", cmd_quickstart, "train teachers, KD students and the student alone over 3 seeds on "
+             "embedded data (a few minutes on a CPU) and print the comparison table", "[key=value ...]")
+    qs.add_argument("--workers", type=int, default=1, metavar="N", help="runs at once (worker processes)")
     return p
 
 

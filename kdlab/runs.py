@@ -23,6 +23,7 @@ from .data import DataBundle, load_dataset
 from .diagnostics import diagnose
 from .engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint
 from .engine.device import resolve_device, seed_everything
+from .engine.locks import run_lock
 from .engine.trainer import FitResult, checkpoint_dir, fit
 from .errors import CheckpointError, ConfigError, RunFolderError
 from .methods import build_distill_objective, build_teacher_objective, needs_teacher
@@ -120,11 +121,21 @@ def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, 
     done = check_run_dir(run_dir, plain, resume)
     if done is not None:
         return RunResult(run_dir, done, reused=True)
+    # build everything before touching the run folder: a run that cannot start leaves nothing behind
     data = load_dataset(cfg.data, cfg.holdout)
     seed_everything(cfg.seed)
     model = build_model(cfg.model.name, cfg.model.params, data.num_classes, data.input_shape)
     objective = build_teacher_objective(cfg.method, model, data, run_dir, cfg.train.epochs)
-    init_run_dir(run_dir, plain)
+    with run_lock(run_dir):
+        done = check_run_dir(run_dir, plain, resume)  # another process may have finished it meanwhile
+        if done is not None:
+            return RunResult(run_dir, done, reused=True)
+        init_run_dir(run_dir, plain)
+        return _train_teacher(cfg, run_dir, plain, data, model, objective, resume, hooks)
+
+
+def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, plain: dict, data: DataBundle, model: nn.Module,
+                   objective, resume: bool, hooks) -> RunResult:
     res = fit(model, objective, data, optim=cfg.optim, schedule=cfg.schedule, train=cfg.train, seed=cfg.seed,
               run_dir=run_dir, resume=resume, meta={"kind": "teacher", "config": plain}, hooks=hooks,
               desc=f"teacher {cfg.model.name}/{cfg.method.name} s{cfg.seed}")
@@ -213,7 +224,17 @@ def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=
     student = build_model(cfg.student.name, cfg.student.params, data.num_classes, data.input_shape, key="student")
     objective = build_distill_objective(cfg.method, teacher, student, data, run_dir, cfg.train.epochs,
                                         teacher_path=teacher_path, device=device)
-    init_run_dir(run_dir, plain)
+    with run_lock(run_dir):
+        done = check_run_dir(run_dir, plain, resume)
+        if done is not None:
+            return RunResult(run_dir, done, reused=True)
+        init_run_dir(run_dir, plain)
+        return _train_student(cfg, run_dir, plain, data, device, student, objective, teacher, teacher_path, resume,
+                              hooks)
+
+
+def _train_student(cfg: DistillRunConfig, run_dir: Path, plain: dict, data: DataBundle, device: torch.device,
+                   student: nn.Module, objective, teacher, teacher_path, resume: bool, hooks) -> RunResult:
     res = fit(student, objective, data, optim=cfg.optim, schedule=cfg.schedule, train=cfg.train, seed=cfg.seed,
               run_dir=run_dir, resume=resume, meta={"kind": "student", "config": plain}, hooks=hooks,
               desc=f"student {cfg.student.name}/{cfg.method.name} s{cfg.seed}")

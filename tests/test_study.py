@@ -1,17 +1,20 @@
 import csv
 import json
+import multiprocessing as mp
 
 import pytest
 
 from conftest import TINY_DATA, TINY_TRAIN
+from kdlab.config import StudyConfig, load_config
 from kdlab.data.base import ArrayLoader
+from kdlab.errors import ConfigError
 from kdlab.study import plan_study, run_study
 from kdlab.study.table import mean_std
 
 
-def study_cfg(out):
+def study_cfg(out, seeds=(0, 1)):
     return {
-        "name": "tiny", "out_dir": str(out), "seeds": [0, 1], "data": dict(TINY_DATA),
+        "name": "tiny", "out_dir": str(out), "seeds": list(seeds), "data": dict(TINY_DATA),
         "teacher": {"model": "resnet8", "methods": {"standard": "standard", "wd0": "standard"},
                     "train": dict(TINY_TRAIN), "schedule": {"milestones": [1]}},
         "student": {"model": {"name": "mlp", "hidden": [16]},
@@ -21,15 +24,57 @@ def study_cfg(out):
 
 
 def test_plan_trains_each_teacher_once_and_alone_once_per_seed(tmp_path):
-    from kdlab.config import StudyConfig, load_config
-
     plan = plan_study(load_config(StudyConfig, study_cfg(tmp_path)))
     kinds = [(p.kind, p.teacher_label, p.method_label, p.seed) for p in plan]
     assert len(kinds) == len(set(kinds)) == 4 + 2 + 8
     assert sum(1 for k in kinds if k[0] == "teacher") == 4
     assert sum(1 for k in kinds if k[2] == "alone") == 2
     kd = next(p for p in plan if p.method_label == "kd" and p.teacher_label == "wd0" and p.seed == 1)
-    assert kd.config["teacher"]["path"] == str(tmp_path / "teachers" / "wd0" / "seed1")
+    assert kd.config["teacher"]["path"] == str(tmp_path / "teachers" / "resnet8" / "wd0" / "seed1")
+    assert kd.needs == [tmp_path / "teachers" / "resnet8" / "wd0" / "seed1"]
+    order = [p.run_dir for p in plan]
+    assert all(order.index(d) < order.index(p.run_dir) for p in plan for d in p.needs)
+
+
+def test_pairs_sweeps_and_trajectory_plan(tmp_path):
+    cfg = study_cfg(tmp_path, seeds=[0])
+    del cfg["teacher"]["model"], cfg["student"]["model"]
+    cfg["pairs"] = [{"teacher": "resnet8x4", "student": "resnet8"},
+                    {"teacher": "resnet8x4", "student": {"name": "mlp", "hidden": [8]}, "student_lr": 0.01}]
+    cfg["teacher"]["methods"]["sftn"] = "sftn"
+    cfg["teacher"]["train"] = {**TINY_TRAIN, "epochs": 4, "save_every": 2}
+    cfg["sweeps"] = [{"role": "student", "method": "kd", "param": "T", "values": [1.0, 4.0, 8.0]}]
+    cfg["trajectory"] = {"every": 2, "teachers": ["standard"], "method": "kd"}
+    plan = plan_study(load_config(StudyConfig, cfg))
+    teachers = [p for p in plan if p.kind == "teacher"]
+    # standard and wd0 shared by both pairs; SFTN trained once per student architecture
+    assert sorted(str(p.run_dir.relative_to(tmp_path)) for p in teachers) == sorted([
+        "teachers/resnet8x4/standard/seed0", "teachers/resnet8x4/wd0/seed0",
+        "teachers/resnet8x4/sftn-for-resnet8/seed0", "teachers/resnet8x4/sftn-for-mlp-hidden=8/seed0"])
+    sftn = next(p for p in teachers if "for-mlp" in str(p.run_dir))
+    assert sftn.config["method"]["student"] == {"name": "mlp", "hidden": [8]}
+    labels = {p.method_label for p in plan if p.kind == "student"}
+    assert labels == {"alone", "kd", "kdT2", "kd[T=1.0]", "kd[T=8.0]", "kd@2", "kd@4"}  # T=4 is kd itself
+    traj = [p for p in plan if p.method_label == "kd@2"]
+    assert {p.config["teacher"]["checkpoint"] for p in traj} == {"epoch_002"}
+    mlp_runs = [p for p in plan if p.kind == "student" and p.arch.startswith("mlp(hidden=[8])")]
+    assert mlp_runs and all(p.config["optim"]["lr"] == 0.01 for p in mlp_runs)
+
+
+def test_study_config_errors_name_the_key(tmp_path):
+    cfg = study_cfg(tmp_path)
+    cfg["sweeps"] = [{"role": "teacher", "method": "nope", "param": "x", "values": [1]}]
+    with pytest.raises(ConfigError, match="sweeps: teacher method label 'nope'"):
+        load_config(StudyConfig, cfg)
+    cfg = study_cfg(tmp_path)
+    cfg["trajectory"] = {"every": 3}
+    with pytest.raises(ConfigError, match="needs teacher.train.save_every"):
+        load_config(StudyConfig, cfg)
+
+
+def _cell(runs, pred):
+    mu, sd, n = mean_std([s["top1"] for d, s in runs.items() if pred(d)])
+    return f"{mu:.2f} ± {sd:.2f} (n={n})"
 
 
 def test_study_stop_restart_and_table_matches_run_folders(tmp_path, monkeypatch):
@@ -49,30 +94,58 @@ def test_study_stop_restart_and_table_matches_run_folders(tmp_path, monkeypatch)
     monkeypatch.setattr(ArrayLoader, "epoch", original)
     finished_before = {p.parent for p in out.rglob("summary.json")}
     assert len(finished_before) == 4
-    cut = out / "students" / "alone" / "seed0"
+    cut = next(p for p in (out / "students").rglob("seed0") if "alone" in p.parts)
     assert (cut / "checkpoints" / "last.pt").exists() and not (cut / "summary.json").exists()
     mtimes = {p: (p / "summary.json").stat().st_mtime_ns for p in finished_before}
 
     res = run_study(study_cfg(out), log=lambda s: None)
-    assert res.reused == 4 and res.ran == 14 - 4
+    assert res.reused == 4 and res.ran == 14 - 4 and not res.failed
     assert all((p / "summary.json").stat().st_mtime_ns == m for p, m in mtimes.items())  # not rerun
     assert len(list(out.rglob("summary.json"))) == 14
 
-    # every number in the table is the mean/std of the run folders' summaries
     runs = {p.parent: json.loads(p.read_text()) for p in out.rglob("summary.json")}
+    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]]
+            for ln in res.table.split("Teacher quality")[0].splitlines() if ln.startswith("|")}
+    assert rows["Teacher resnet8"][0] == _cell(runs, lambda d: d.parts[-2] == "standard" and "teachers" in d.parts)
+    assert rows["Teacher resnet8"][1].startswith(_cell(runs, lambda d: d.parts[-2] == "wd0" and "teachers" in d.parts))
+    alone = _cell(runs, lambda d: "alone" in d.parts)
+    assert rows["Student mlp(hidden=[16]) (alone)"] == [alone, alone]
+    for m in ("kd", "kdT2"):
+        std = _cell(runs, lambda d, m=m: d.parts[-3:-1] == ("standard", m))
+        wd0 = _cell(runs, lambda d, m=m: d.parts[-3:-1] == ("wd0", m))
+        assert rows[m][0] == std and rows[m][1].startswith(wd0)
+        mu = lambda t, m=m: mean_std([s["top1"] for d, s in runs.items() if d.parts[-3:-1] == (t, m)])[0]
+        assert rows[m][1].endswith(f"({mu('wd0') - mu('standard'):+.2f})")
+    best = max(mean_std([s["top1"] for d, s in runs.items() if d.parts[-3:-1] == ("standard", m)])[0]
+               for m in ("kd", "kdT2"))
+    assert rows["**Best**"][0] == f"{best:.2f}"
+    assert "agreement %" in res.table and "ECE" in res.table
+    csv_rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(csv_rows) == 14 and {r["kind"] for r in csv_rows} == {"teacher", "student"}
 
-    def cell(pred):
-        mu, sd, n = mean_std([s["top1"] for d, s in runs.items() if pred(d)])
-        return f"{mu:.2f} ± {sd:.2f} (n={n})"
 
-    lines = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]]
-             for ln in res.table.splitlines() if ln.startswith("| standard") or ln.startswith("| wd0")}
-    for t in ("standard", "wd0"):
-        row = lines[t]
-        assert row[0] == cell(lambda p, t=t: "teachers" in p.parts and t in p.parts)
-        assert row[2] == cell(lambda p: "alone" in p.parts)
-        assert row[3] == cell(lambda p, t=t: p.parts[-3:-1] == (t, "kd"))
-        assert row[4] == cell(lambda p, t=t: p.parts[-3:-1] == (t, "kdT2"))
-    rows = list(csv.DictReader((out / "results.csv").open()))
-    assert len(rows) == 14 and {r["kind"] for r in rows} == {"teacher", "student"}
-    assert (out / "results.md").read_text().count("| standard") == 1
+def test_parallel_workers_give_the_same_results(tmp_path):
+    seq = run_study(study_cfg(tmp_path / "a", seeds=[0]), log=lambda s: None)
+    par = run_study(study_cfg(tmp_path / "b", seeds=[0]), log=lambda s: None, workers=2)
+    key = lambda r: (r["kind"], r["teacher_label"], r["method_label"])
+    assert {key(r): r["top1"] for r in seq.records} == {key(r): r["top1"] for r in par.records}
+    assert par.ran == 7 and not par.failed
+
+
+def _study_proc(out):
+    run_study(study_cfg(out, seeds=[0]), log=lambda s: None)
+
+
+def test_two_studies_sharing_a_folder_do_not_duplicate_runs(tmp_path):
+    out = tmp_path / "shared"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_study_proc, args=(out,)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    for metrics in out.rglob("metrics.jsonl"):
+        epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
+        assert epochs == [1, 2], metrics  # trained once, not twice
+    assert len(list(out.rglob("summary.json"))) == 7

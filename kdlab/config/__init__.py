@@ -17,7 +17,7 @@ from .schema import (
 def schema_for(raw: dict):
     """The schema a config mapping is written for: study, distill, eval or teacher run."""
     student = raw.get("student")
-    if isinstance(student, dict) and "model" in student:
+    if "seeds" in raw or "pairs" in raw or (isinstance(student, dict) and ("model" in student or "methods" in student)):
         return StudyConfig
     if "student" in raw:
         return DistillRunConfig

@@ -61,7 +61,7 @@ def _component_validator(registry: Registry, default: str | None = None):
         except ValidationError as e:
             loc, msg = describe_first_error(e, entry.params)
             raise PydanticCustomError("kdlab_component", "{msg}", {"msg": msg, "subloc": loc}) from None
-        return Component(name=name, params=params.model_dump())
+        return Component(name=name, params=params.model_dump(mode="json"))
 
     return validate
 

@@ -131,7 +131,7 @@ class DistillRunConfig(Strict):
 class StudyRole(Strict):
     """Shared training settings of one side of a study (the teachers or the students)."""
 
-    model: ModelSpec
+    model: ModelSpec | None = Field(None, description="the architecture (or give study.pairs)")
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
@@ -140,18 +140,46 @@ class StudyRole(Strict):
 class StudyTeachers(StudyRole):
     methods: dict[str, TeacherMethodSpec] = Field(
         default_factory=lambda: {"standard": "standard"}, validate_default=True,
-        description="label -> teacher method; each is trained once per seed")
+        description="label -> teacher method; each is trained once per (teacher architecture, seed); the first "
+                    "label is the baseline the tables compare against")
 
 
 class StudyStudents(StudyRole):
     methods: dict[str, DistillMethodSpec] = Field(
         default_factory=lambda: {"alone": "none", "kd": "kd"}, validate_default=True,
-        description="label -> distillation method; 'none' runs once per seed, the others once per teacher")
+        description="label -> distillation method; methods without a teacher ('none', online methods) run once "
+                    "per (student architecture, seed), the others once per teacher")
     teacher_checkpoint: str = "last"
 
 
+class PairConfig(Strict):
+    """One teacher/student architecture pair of a study."""
+
+    teacher: ModelSpec
+    student: ModelSpec
+    student_lr: PositiveFloat | None = Field(None, description="student learning rate for this pair (the papers "
+                                             "use 0.01 for ShuffleNet / MobileNet students)")
+
+
+class SweepConfig(Strict):
+    """Variants of one method with one parameter swept (hyper-parameter effect figures)."""
+
+    role: Literal["teacher", "student"]
+    method: str = Field(description="a label of teacher.methods or student.methods")
+    param: str
+    values: list[float | int | str | bool] = Field(min_length=1)
+
+
+class TrajectoryConfig(Strict):
+    """Students distilled from teacher checkpoints every ``every`` epochs (SoTeacher seed 000, Fig. 1)."""
+
+    every: PositiveInt
+    teachers: list[str] | None = Field(None, description="teacher method labels (default: all)")
+    method: str = Field("kd", description="the student method label distilled from each checkpoint")
+
+
 class StudyConfig(Strict):
-    """``kdlab study``: teacher methods x distillation methods x seeds on one data set and one pair."""
+    """``kdlab study``: teacher methods x teacher/student pairs x distillation methods x seeds (+ sweeps)."""
 
     name: str = "study"
     out_dir: str = "runs/study"
@@ -160,12 +188,37 @@ class StudyConfig(Strict):
     data: DataSpec
     teacher: StudyTeachers
     student: StudyStudents
+    pairs: list[PairConfig] | None = Field(None, description="default: [teacher.model -> student.model]")
+    sweeps: list[SweepConfig] = []
+    trajectory: TrajectoryConfig | None = None
 
     @model_validator(mode="after")
-    def _unique_seeds(self) -> StudyConfig:
+    def _consistent(self) -> StudyConfig:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        if self.pairs is None and (self.teacher.model is None or self.student.model is None):
+            raise ValueError("give teacher.model and student.model, or a list of pairs")
+        for sw in self.sweeps:
+            labels = self.teacher.methods if sw.role == "teacher" else self.student.methods
+            if sw.method not in labels:
+                raise ValueError(f"sweeps: {sw.role} method label {sw.method!r} is not one of {sorted(labels)}")
+        if self.trajectory is not None:
+            tr = self.trajectory
+            every = self.teacher.train.save_every
+            if every == 0 or tr.every % every:
+                raise ValueError(f"trajectory.every={tr.every} needs teacher.train.save_every dividing it "
+                                 f"(got {every})")
+            for lbl in tr.teachers or []:
+                if lbl not in self.teacher.methods:
+                    raise ValueError(f"trajectory.teachers: {lbl!r} is not a teacher method label")
+            if tr.method not in self.student.methods:
+                raise ValueError(f"trajectory.method: {tr.method!r} is not a student method label")
         return self
+
+    def pair_list(self) -> list[PairConfig]:
+        if self.pairs is not None:
+            return list(self.pairs)
+        return [PairConfig(teacher=self.teacher.model, student=self.student.model)]
 
 
 class EvalConfig(Strict):

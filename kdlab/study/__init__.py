@@ -1,5 +1,6 @@
-"""Studies: teacher methods x distillation methods x seeds, with result tables."""
+"""Studies: teacher methods x teacher/student pairs x distillation methods x seeds, with tables and figures."""
 
-from .runner import StudyResult, plan_study, run_study
+from .plan import PlannedRun, plan_study
+from .runner import StudyResult, run_study
 
-__all__ = ["StudyResult", "plan_study", "run_study"]
+__all__ = ["PlannedRun", "StudyResult", "plan_study", "run_study"]

@@ -112,7 +112,8 @@ class SFTN(Objective):
     """SFTN: the teacher trained jointly with student branches attached after its stages."""
 
     class Params(StrictParams):
-        student: ModelSpec = Field(description="architecture of the student branches")
+        student: ModelSpec | None = Field(None, description="architecture of the student branches (required; in a "
+                                          "study it defaults to the pair's student)")
         lambda_t: float = Field(1.0, ge=0)
         lambda_kl: float = Field(3.0, ge=0, description="3 for CIFAR-100, 1 for ImageNet")
         lambda_ce: float = Field(1.0, ge=0)
@@ -128,6 +129,9 @@ class SFTN(Objective):
                  detach_teacher_features: bool = False, block_map=None, pretrained: str | None = None,
                  branch_only_epochs: int = 0):
         super().__init__()
+        if student is None:
+            raise ConfigError("method.student: sftn needs the architecture of its student branches, "
+                              "e.g. method.student=resnet8")
         self.weights = dict(lambda_t=lambda_t, lambda_kl=lambda_kl, lambda_ce=lambda_ce, tau=tau,
                             kl_direction=kl_direction)
         self.detach = detach_teacher_features

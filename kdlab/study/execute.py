@@ -1,0 +1,132 @@
+"""Run a study's plan: in order in this process, or with ``workers`` processes, each run after the runs it needs.
+
+A run that has finished is reused (its summary is read back); an interrupted one resumes from its checkpoint;
+a run whose prerequisite failed is skipped and reported.  Each run folder is locked while it trains, so two
+studies sharing a folder never train the same run twice.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import KdlabError
+from .plan import PlannedRun
+
+
+@dataclass
+class Outcome:
+    run: PlannedRun
+    summary: dict[str, Any] | None
+    reused: bool = False
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def run_one(kind: str, config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    from ..runs import distill, train_teacher
+
+    res = (train_teacher if kind == "teacher" else distill)(config, resume=True)
+    return res.summary, res.reused
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _call(kind: str, config: dict[str, Any]) -> tuple[dict[str, Any] | None, bool, str | None]:
+    try:
+        summary, reused = run_one(kind, config)
+        return summary, reused, None
+    except KdlabError as e:
+        return None, False, str(e)
+
+
+def execute(plan: list[PlannedRun], workers: int = 1, log: Callable[[str], None] = print) -> list[Outcome]:
+    if workers <= 1:
+        return _sequential(plan, log)
+    return _parallel(plan, workers, log)
+
+
+def _label(run: PlannedRun) -> str:
+    who = run.method_label if run.kind == "teacher" or run.teacher_label is None else \
+        f"{run.teacher_label}/{run.method_label}"
+    return f"{run.kind} {run.arch} {who} seed {run.seed}"
+
+
+def _report(i: int, n: int, out: Outcome, t0: float, log: Callable[[str], None]) -> None:
+    if out.reused:
+        return
+    elapsed = time.perf_counter() - t0
+    if out.error:
+        log(f"[{i}/{n}] {_label(out.run)}: FAILED: {out.error}")
+    else:
+        left = elapsed / i * (n - i)
+        log(f"[{i}/{n}] {_label(out.run)}: top-1 {out.summary['top1']:.2f}% ({out.seconds:.0f}s; study "
+            f"{elapsed:.0f}s, ~{left:.0f}s left) -> {out.run.run_dir}")
+
+
+def _sequential(plan: list[PlannedRun], log) -> list[Outcome]:
+    outcomes: dict[Path, Outcome] = {}
+    t0 = time.perf_counter()
+    for i, run in enumerate(plan, 1):
+        failed = [d for d in run.needs if outcomes.get(d) is not None and outcomes[d].error]
+        if failed:
+            out = Outcome(run, None, error=f"skipped: {failed[0]} failed")
+        else:
+            t = time.perf_counter()
+            try:
+                summary, reused = run_one(run.kind, run.config)
+                out = Outcome(run, summary, reused, seconds=time.perf_counter() - t)
+            except KdlabError as e:
+                out = Outcome(run, None, error=str(e))
+        outcomes[run.run_dir] = out
+        _report(i, len(plan), out, t0, log)
+    return [outcomes[r.run_dir] for r in plan]
+
+
+def _parallel(plan: list[PlannedRun], workers: int, log) -> list[Outcome]:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    outcomes: dict[Path, Outcome] = {}
+    pending = list(plan)
+    running: dict[Future, tuple[PlannedRun, float]] = {}
+    t0 = time.perf_counter()
+    done_count = 0
+    ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no forked torch/CUDA state
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+        while pending or running:
+            for run in list(pending):
+                if len(running) >= workers:
+                    break
+                deps = [outcomes.get(d) for d in run.needs]
+                if any(d is not None and d.error for d in deps):
+                    pending.remove(run)
+                    outcomes[run.run_dir] = Outcome(run, None, error="skipped: a run it needs failed")
+                    done_count += 1
+                    _report(done_count, len(plan), outcomes[run.run_dir], t0, log)
+                elif all(d is not None for d in deps):
+                    pending.remove(run)
+                    config = dict(run.config)
+                    config["train"] = {**config["train"], "progress": "off"}  # interleaved bars are unreadable
+                    running[pool.submit(_call, run.kind, config)] = (run, time.perf_counter())
+            if not running:
+                continue
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                run, started = running.pop(fut)
+                try:
+                    summary, reused, error = fut.result()
+                except Exception as e:  # noqa: BLE001 - a crashed worker must not stop the study
+                    summary, reused, error = None, False, f"{type(e).__name__}: {e}"
+                outcomes[run.run_dir] = Outcome(run, summary, reused, error, time.perf_counter() - started)
+                done_count += 1
+                _report(done_count, len(plan), outcomes[run.run_dir], t0, log)
+    return [outcomes[r.run_dir] for r in plan]

@@ -1,0 +1,147 @@
+"""From a study config to the list of runs it needs, each with its folder, config and the runs it waits for.
+
+Layout under ``out_dir``::
+
+    teachers/<teacher arch>/<teacher label>/seed<k>/
+    students/<teacher arch>--<student arch>/<teacher label>/<method label>/seed<k>/   distilled students
+    students/<student arch>/<method label>/seed<k>/        students without a teacher ('none', online methods)
+
+A teacher architecture's teachers are trained once per (method, seed) and shared by all pairs that use it.
+Sweeps add method variants labelled ``<label>[<param>=<value>]``; the trajectory adds students labelled
+``<label>@<epoch>`` distilled from the teacher's ``epoch_XXX`` checkpoints.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config.schema import PairConfig, StudyConfig
+from ..methods import needs_teacher
+from ..registry import MODELS
+
+
+@dataclass
+class PlannedRun:
+    kind: str  # teacher | student
+    pair: str | None  # "<teacher arch>--<student arch>" for distilled students, else None
+    arch: str  # the trained model's architecture label
+    teacher_label: str | None
+    method_label: str
+    seed: int
+    run_dir: Path
+    config: dict[str, Any]
+    needs: list[Path] = field(default_factory=list)  # run folders that must be finished first
+    info: dict[str, Any] = field(default_factory=dict)  # sweep / trajectory facts for tables and figures
+
+
+def slug(text: str) -> str:
+    """A folder-safe label: resnet_cifar(depth=8, filters=[32, 32]) -> resnet_cifar-depth=8-filters=32-32."""
+    s = re.sub(r"[\[\]'\"]", "", text)
+    s = re.sub(r"[\(\)\s,:/]+", "-", s).strip("-")
+    return re.sub(r"-+", "-", s)
+
+
+def arch_label(spec) -> str:
+    return MODELS.describe(spec.name, spec.params)
+
+
+def expand_sweeps(methods: dict[str, Any], sweeps, role: str) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Method labels -> plain specs, with the sweep variants added; and label -> {param, value, base}."""
+    out = {lbl: spec.model_dump() for lbl, spec in methods.items()}
+    info: dict[str, dict] = {}
+    for sw in sweeps:
+        if sw.role != role:
+            continue
+        base = out[sw.method]
+        for v in sw.values:
+            if base.get(sw.param) == v:  # the base configuration itself: no duplicate run
+                info.setdefault(sw.method, {"param": sw.param, "value": v, "base": sw.method})
+                continue
+            lbl = f"{sw.method}[{sw.param}={v}]"
+            out[lbl] = {**base, sw.param: v}
+            info[lbl] = {"param": sw.param, "value": v, "base": sw.method}
+    return out, info
+
+
+def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
+    out = Path(cfg.out_dir)
+    data = cfg.data.model_dump()
+    teachers, t_info = expand_sweeps(cfg.teacher.methods, cfg.sweeps, "teacher")
+    students, s_info = expand_sweeps(cfg.student.methods, cfg.sweeps, "student")
+    plan: list[PlannedRun] = []
+    seen: set[Path] = set()
+
+    def role_cfg(role, seed: int, run_dir: Path, lr: float | None = None) -> dict[str, Any]:
+        optim = role.optim.model_dump()
+        if lr is not None:
+            optim["lr"] = lr
+        return {"seed": seed, "out_dir": str(run_dir), "data": data, "holdout": cfg.holdout, "optim": optim,
+                "schedule": role.schedule.model_dump(), "train": role.train.model_dump()}
+
+    def add(run: PlannedRun) -> None:
+        if run.run_dir not in seen:
+            seen.add(run.run_dir)
+            plan.append(run)
+
+    pairs: list[PairConfig] = cfg.pair_list()
+    multi = len(pairs) > 1
+
+    def teacher_key(tlabel: str, s_arch: str) -> str:
+        # a teacher trained for a particular student (SFTN's branches) is not shared with other pairs
+        student_specific = "student" in teachers[tlabel] and teachers[tlabel]["student"] is None
+        return f"{tlabel}-for-{slug(s_arch)}" if student_specific and multi else tlabel
+
+    teacher_runs: dict[tuple[str, str, int], PlannedRun] = {}
+    for pair in pairs:
+        t_arch, s_arch = arch_label(pair.teacher), arch_label(pair.student)
+        for tlabel, tspec in teachers.items():
+            spec = dict(tspec)
+            if "student" in spec and spec["student"] is None:
+                spec["student"] = pair.student.model_dump()
+            key = teacher_key(tlabel, s_arch)
+            for seed in cfg.seeds:
+                d = out / "teachers" / slug(t_arch) / key / f"seed{seed}"
+                c = role_cfg(cfg.teacher, seed, d) | {"model": pair.teacher.model_dump(), "method": spec}
+                run = PlannedRun("teacher", None, t_arch, tlabel, tlabel, seed, d, c, info=t_info.get(tlabel, {}))
+                add(run)
+                teacher_runs.setdefault((t_arch, key, seed), run)
+    for pair in pairs:
+        t_arch, s_arch = arch_label(pair.teacher), arch_label(pair.student)
+        pair_key = f"{slug(t_arch)}--{slug(s_arch)}"
+
+        def t_run_of(tlabel: str, seed: int, t_arch=t_arch, s_arch=s_arch) -> PlannedRun:
+            return teacher_runs[(t_arch, teacher_key(tlabel, s_arch), seed)]
+        for mlabel, mspec in students.items():
+            base = {"student": pair.student.model_dump(), "method": mspec}
+            if not needs_teacher(mspec["name"]):
+                for seed in cfg.seeds:
+                    d = out / "students" / slug(s_arch) / mlabel / f"seed{seed}"
+                    c = role_cfg(cfg.student, seed, d, pair.student_lr) | base
+                    add(PlannedRun("student", None, s_arch, None, mlabel, seed, d, c, info=s_info.get(mlabel, {})))
+                continue
+            for tlabel in teachers:
+                for seed in cfg.seeds:
+                    t_run = t_run_of(tlabel, seed)
+                    d = out / "students" / pair_key / tlabel / mlabel / f"seed{seed}"
+                    teacher = {"path": str(t_run.run_dir), "checkpoint": cfg.student.teacher_checkpoint}
+                    c = role_cfg(cfg.student, seed, d, pair.student_lr) | base | {"teacher": teacher}
+                    add(PlannedRun("student", pair_key, s_arch, tlabel, mlabel, seed, d, c, [t_run.run_dir],
+                                   info=s_info.get(mlabel, {})))
+        if cfg.trajectory is not None:
+            tr = cfg.trajectory
+            mspec = students[tr.method]
+            for tlabel in tr.teachers or list(cfg.teacher.methods):
+                for epoch in range(tr.every, cfg.teacher.train.epochs + 1, tr.every):
+                    for seed in cfg.seeds:
+                        t_run = t_run_of(tlabel, seed)
+                        mlabel = f"{tr.method}@{epoch}"
+                        d = out / "students" / pair_key / tlabel / mlabel / f"seed{seed}"
+                        teacher = {"path": str(t_run.run_dir), "checkpoint": f"epoch_{epoch:03d}"}
+                        c = role_cfg(cfg.student, seed, d, pair.student_lr) | {
+                            "student": pair.student.model_dump(), "method": mspec, "teacher": teacher}
+                        add(PlannedRun("student", pair_key, s_arch, tlabel, mlabel, seed, d, c, [t_run.run_dir],
+                                       info={"trajectory_epoch": epoch, "base": tr.method}))
+    return plan
