@@ -1,7 +1,8 @@
 """Single runs: train a teacher, distil a student, evaluate a checkpoint.
 
 A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per epoch),
-``checkpoints/`` (``last.pt``, ``best.pt``, ``epoch_XXX.pt``), ``test_logits.npy`` and, once finished,
+``checkpoints/`` (``last.pt``, ``best.pt``, ``epoch_XXX.pt``), ``test_logits.npy`` / ``test_labels.npy`` and,
+once finished,
 ``summary.json``.  A finished run is never trained again; an unfinished one continues with ``resume``.
 """
 
@@ -91,10 +92,16 @@ def init_run_dir(run_dir: Path, plain_cfg: dict[str, Any]) -> None:
     atomic_write_text(run_dir / "config.yaml", dump_yaml(plain_cfg))
 
 
-def _save_logits(path: Path, logits: torch.Tensor) -> None:
+def _save_array(path: Path, array: np.ndarray) -> None:
     buf = io.BytesIO()
-    np.save(buf, logits.numpy().astype(np.float32))
+    np.save(buf, array)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _save_predictions(run_dir: Path, logits: torch.Tensor, data: DataBundle) -> None:
+    """Test-set logits and labels, so tables and figures (deviation, reliability) need no model or data set."""
+    _save_array(run_dir / "test_logits.npy", logits.numpy().astype(np.float32))
+    _save_array(run_dir / "test_labels.npy", data.test.y.cpu().numpy().astype(np.int64))
 
 
 def _summary(kind: str, cfg: Any, model: nn.Module, fitres: FitResult, data: DataBundle, device: torch.device,
@@ -141,7 +148,7 @@ def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, plain: dict, data: Data
               desc=f"teacher {cfg.model.name}/{cfg.method.name} s{cfg.seed}")
     summary, logits = _summary("teacher", cfg, model, res, data, resolve_device(cfg.train.device))
     summary.update({"model": cfg.model.name, "method": cfg.method.name})
-    _save_logits(run_dir / "test_logits.npy", logits)
+    _save_predictions(run_dir, logits, data)
     atomic_write_json(run_dir / "summary.json", summary)
     return RunResult(run_dir, summary)
 
@@ -242,7 +249,7 @@ def _train_student(cfg: DistillRunConfig, run_dir: Path, plain: dict, data: Data
     summary.update({"model": cfg.student.name, "method": cfg.method.name})
     if teacher is not None:
         summary["teacher_path"] = str(teacher_path)
-    _save_logits(run_dir / "test_logits.npy", logits)
+    _save_predictions(run_dir, logits, data)
     atomic_write_json(run_dir / "summary.json", summary)
     return RunResult(run_dir, summary)
 
