@@ -2,8 +2,7 @@
 
 A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per epoch),
 ``checkpoints/`` (``last.pt``, ``best.pt``, ``epoch_XXX.pt``), ``test_logits.npy`` / ``test_labels.npy`` and,
-once finished,
-``summary.json``.  A finished run is never trained again; an unfinished one continues with ``resume``.
+once finished, ``summary.json``.  A finished run is never trained again; an unfinished one continues with ``resume``.
 """
 
 from __future__ import annotations
