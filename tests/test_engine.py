@@ -63,7 +63,7 @@ def test_run_folder_contents_and_checkpoints(trained_teacher):
     d = trained_teacher.run_dir
     assert {p.name for p in d.iterdir()} >= {"config.yaml", "metrics.jsonl", "summary.json", "test_logits.npy",
                                            "checkpoints"}
-    assert {p.name for p in (d / "checkpoints").iterdir()} == {"last.pt", "best.pt", "epoch_001.pt",
+    assert {p.name for p in (d / "checkpoints").iterdir()} == {"last.pt", "prev.pt", "best.pt", "epoch_001.pt",
                                                               "epoch_002.pt"}
     ck = load_checkpoint(d / "checkpoints" / "epoch_001.pt")
     assert ck["epoch"] == 1 and ck["model"]["name"] == "resnet8" and ck["model"]["num_classes"] == 10
@@ -162,3 +162,21 @@ def test_holdout_gives_temperature_scaled_calibration_and_students_report_simila
     s = distill(student_cfg(tmp_path / "s", t.run_dir, holdout=0.25))
     assert 0 <= s.summary["cka_teacher_student"] <= 1 and s.summary["kl_teacher_student"] >= 0
     assert "ece_ts" in s.summary
+
+
+def test_corrupted_last_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeypatch, capsys):
+    train = {**TINY_TRAIN, "epochs": 4}
+    make = lambda d: teacher_cfg(d, train=train, schedule={"milestones": [2]})
+    train_teacher(make(tmp_path / "full"))
+    _interrupt_at(monkeypatch, epoch=3, step=1)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(make(tmp_path / "cut"))
+    monkeypatch.undo()
+    ck_dir = tmp_path / "cut" / "checkpoints"
+    assert load_checkpoint(ck_dir / "prev.pt")["epoch"] == 2 and load_checkpoint(ck_dir / "last.pt")["epoch"] == 3
+    raw = (ck_dir / "last.pt").read_bytes()
+    (ck_dir / "last.pt").write_bytes(raw[: len(raw) // 2])  # truncated, as by a crash of the storage layer
+    train_teacher(make(tmp_path / "cut"), resume=True)
+    assert "resuming from the previous checkpoint" in capsys.readouterr().err
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)

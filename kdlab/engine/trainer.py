@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from torch import Tensor
 from .. import __version__
 from ..config.schema import OptimConfig, ScheduleConfig, TrainConfig
 from ..data.base import DataBundle, Loader
-from ..errors import DivergenceError
+from ..errors import CheckpointError, DivergenceError
 from ..methods.base import Objective
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .device import derive_seed, resolve_device, seed_everything, set_deterministic
@@ -103,7 +104,7 @@ def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: Opti
     start_epoch, history, best = 0, [], {"epoch": 0, "test_top1": -math.inf}
     last_path = checkpoint_dir(run_dir) / "last.pt" if run_dir else None
     if resume and last_path is not None and last_path.exists():
-        ck = load_checkpoint(last_path, map_location=device)
+        ck = _load_resumable(last_path, device)
         model.load_state_dict(ck["model_state"])
         objective.load_state_dict(ck["objective_state"])
         opt.load_state_dict(ck["optimizer_state"])
@@ -208,6 +209,20 @@ def _diverged(epoch: int, step: int, window: int, last_path: Path | None) -> Non
     raise DivergenceError(f"loss became NaN/Inf at {where}{keep} (try a lower optim.lr)")
 
 
+def _load_resumable(last: Path, device: torch.device) -> dict[str, Any]:
+    """``last.pt``, or the checkpoint before it when ``last.pt`` is truncated or corrupted."""
+    try:
+        return load_checkpoint(last, map_location=device)
+    except CheckpointError as e:
+        prev = last.with_name("prev.pt")
+        if not prev.exists():
+            raise
+        ck = load_checkpoint(prev, map_location=device)
+        print(f"kdlab: {e}; resuming from the previous checkpoint {prev} (epoch {ck['epoch']})", file=sys.stderr,
+              flush=True)
+        return ck
+
+
 def _save(run_dir: Path, model: nn.Module, objective: Objective, opt: torch.optim.Optimizer, epoch: int,
           best: dict, history: list, meta: dict | None, seed: int, is_best: bool, save_every: int) -> None:
     ck_dir = checkpoint_dir(run_dir)
@@ -224,6 +239,8 @@ def _save(run_dir: Path, model: nn.Module, objective: Objective, opt: torch.opti
         **(meta or {}),
     }
     last = ck_dir / "last.pt"
+    if last.exists():  # keep the previous checkpoint: the fallback if the new one turns out corrupted
+        _link_or_copy(last, ck_dir / "prev.pt")
     save_checkpoint(last, payload)
     if is_best:
         _link_or_copy(last, ck_dir / "best.pt")

@@ -16,10 +16,11 @@ Weight schedules (t the 0-based epoch, T the number of epochs, lambda_max the ma
 training; ``step`` 0 before ``start_epoch``, lambda_max from it on.
 
 The buffer (num_samples x num_classes floats) lives in memory (a module buffer, saved with checkpoints) or, with
-``buffer="memmap"``, in memory-mapped files in the run folder (ImageNet: 1.28 M x 1000 floats = 5.1 GB).  The
-memory-mapped buffer is double-buffered: epoch e reads the file written by epoch e - 1 and writes the other, so
-an interruption in the middle of an epoch never damages the state its checkpoint refers to (only the last
-checkpoint can be resumed from in this mode).  Both modes do the same float32 arithmetic and train identically.
+``buffer="memmap"``, in memory-mapped files in the run folder (ImageNet: 1.28 M x 1000 floats = 5.1 GB each).
+The memory-mapped buffer rotates over three files: epoch e reads the file written by epoch e - 1 and writes file
+e mod 3, so an interruption in the middle of an epoch never damages the state that the last checkpoint, or the
+one before it (the fallback when the last is corrupted), refers to.  Only those two checkpoints can be resumed
+from in this mode.  Both modes do the same float32 arithmetic and train identically.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 Schedule = Literal["linear", "cosine", "cyclic", "piecewise", "step"]
+_FILES = 3  # memmap rotation: the epoch being written never touches the last two checkpoints' files
 
 
 def consistency_weight(schedule: Schedule, epoch: int, epochs: int, lambda_max: float, start_epoch: int = 0) -> float:
@@ -81,7 +83,7 @@ class ConsistencyRegularizer(nn.Module):
         if self._files is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             files = []
-            for k in (0, 1):
+            for k in range(_FILES):
                 path = self.folder / f"consistency_buffer_{k}.f32"
                 mode = "r+" if path.exists() and path.stat().st_size == 4 * self.num_samples * self.num_classes \
                     else "w+"
@@ -93,24 +95,24 @@ class ConsistencyRegularizer(nn.Module):
         """Running mean through epoch - 1 of the given samples."""
         if self.mode == "memory":
             return self.average[index]
-        src = self._open()[(epoch - 1) % 2]
+        src = self._open()[(epoch - 1) % _FILES]
         return torch.from_numpy(src[index.cpu().numpy()])
 
     def _write(self, index: Tensor, rows: Tensor, epoch: int) -> None:
         if self.mode == "memory":
             self.average[index] = rows
         else:
-            self._open()[epoch % 2][index.cpu().numpy()] = rows.detach().cpu().numpy()
+            self._open()[epoch % _FILES][index.cpu().numpy()] = rows.detach().cpu().numpy()
 
     def on_epoch_start(self, epoch: int) -> None:
         """Memmap mode: the epoch's output file starts as a copy of its input, for samples it does not visit."""
         if self.mode == "memmap" and epoch > 0:
             files = self._open()
-            files[epoch % 2][:] = files[(epoch - 1) % 2]
+            files[epoch % _FILES][:] = files[(epoch - 1) % _FILES]
 
     def on_epoch_end(self, epoch: int) -> None:
         if self.mode == "memmap":
-            self._open()[epoch % 2].flush()
+            self._open()[epoch % _FILES].flush()
 
     # -- the term -------------------------------------------------------------------------------------------
     def weight(self, epoch: int) -> float:
@@ -134,7 +136,7 @@ class ConsistencyRegularizer(nn.Module):
         """The running means after ``epoch`` (a copy, on the CPU)."""
         if self.mode == "memory":
             return self.average.detach().cpu().clone()
-        return torch.from_numpy(np.array(self._open()[epoch % 2]))
+        return torch.from_numpy(np.array(self._open()[epoch % _FILES]))
 
     def get_extra_state(self) -> Any:
         return {"mode": self.mode}
