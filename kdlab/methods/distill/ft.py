@@ -14,9 +14,9 @@ L2-normalised, as in AT) by the mean absolute difference; ``mode="paper"`` flatt
 L2-normalises it and takes the L1 norm of the difference per sample, averaged over the batch.  Both use the
 code's modules: paraphraser conv3x3 x3 (C -> C -> kC -> kC) + LeakyReLU(0.1) and a mirrored transposed-conv
 decoder, no BN; translator conv3x3 x3 (C_S -> C_S -> kC_T -> kC_T) with BN + LeakyReLU(0.1).  The paraphraser
-is trained for ``init_epochs`` (30) by SGD at ``init_lr`` (0.01, the code's rate for the CIFAR ResNet/WRN
-students; 0.05 for the others), momentum 0.9, weight decay 5e-4, then frozen; the translator trains with the
-student.
+is trained for ``init_epochs`` (30) by SGD at ``init_lr`` (0.01: the code picks it for CIFAR ResNet/WRN
+students and the run's learning rate for the others), momentum 0.9, weight decay 5e-4, then frozen; the
+translator trains with the student.
 
 Features: the last stage's output (``Features.stages[-1]``, the reference's ``feat[-2]``).  Heterogeneous pairs:
 the translator maps the student's channels to the teacher factor's; factor maps of different spatial size are

@@ -7,7 +7,7 @@ selectivities; the student's distribution matches the teacher's in squared maxim
     MMD^2 = 1/C_T^2 sum_{i,i'} k(f_T^i, f_T^i') + 1/C_S^2 sum_{j,j'} k(f_S^j, f_S^j')
             - 2/(C_T C_S) sum_{i,j} k(f_T^i, f_S^j),       k(x, y) = (x^T y + c)^d     (paper, Eqs. 4-6)
 
-with the polynomial kernel d = 2, c = 0 (the paper's best, and the code's).  Paper and code (CRD benchmark
+with the polynomial kernel d = 2, c = 0 (one of the paper's kernels, and the code's).  Paper and code (CRD benchmark
 ``NSTLoss``) agree; the code averages MMD^2 over the batch and leaves the paper's lambda/2 to beta.  The teacher
 term has no gradient; it is kept so the loss is the MMD^2 itself (0 for identical features).
 

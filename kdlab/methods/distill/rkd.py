@@ -6,7 +6,7 @@ The student matches relations between the embeddings of a batch rather than the 
   L_D = sum_(i,j) huber(psi_D(s_i, s_j), psi_D(t_i, t_j))                          (paper, Eqs. 4-5)
 * angle-wise: psi_A(t_i, t_j, t_k) = <e_ij, e_kj>, e_ij = (t_i - t_j) / ||t_i - t_j||_2 (the cosine of the angle
   at t_j);  L_A = sum_(i,j,k) huber(psi_A(s), psi_A(t))                             (paper, Eqs. 6-7)
-* L_RKD = w_d * L_D + w_a * L_A with w_d = 25, w_a = 50 (the paper's and the code's weights).
+* L_RKD = w_d * L_D + w_a * L_A with w_d = 25, w_a = 50, the CRD benchmark code's weights.
 
 Paper vs. code (CRD benchmark ``RKDLoss``, after the authors' code): the code averages the Huber (smooth L1,
 delta = 1) terms over all n^2 pairs and n^3 triplets (degenerate ones included, where both relations are 0)
