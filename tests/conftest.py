@@ -3,7 +3,10 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# the tests train tiny models: a second intra-op thread buys nothing there and, on a busy machine, OpenMP threads
+# waiting for each other make small kernels many times slower
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the subprocesses some tests start
 
 TINY_DATA = {"name": "mixed-feature", "num_train": 192, "num_test": 96}
 TINY_TRAIN = {"epochs": 2, "batch_size": 32, "progress": "off", "eval_batch_size": 256}

@@ -53,6 +53,7 @@ CASES = [(n, p) for n in DISTILL_METHODS.names() if n in SETTINGS for p in PAIRS
 
 @pytest.mark.parametrize("name, pair", CASES)
 def test_method_trains_and_resumes(name, pair, teachers, tmp_path, monkeypatch):
+    """Both pairs: finite, decreasing loss.  The homogeneous pair also: interrupted + resumed = uninterrupted."""
     t_arch, s_arch = PAIRS[pair]
     params = SETTINGS[name]["params"]
     full = distill(_cfg(tmp_path / "full", teachers[t_arch], s_arch, name, params))
@@ -60,6 +61,8 @@ def test_method_trains_and_resumes(name, pair, teachers, tmp_path, monkeypatch):
     losses = [h["loss"] for h in hist]
     assert all(math.isfinite(v) for v in losses), losses
     assert losses[-1] < losses[0], losses
+    if pair != "homogeneous":
+        return
 
     original = ArrayLoader.epoch
 
