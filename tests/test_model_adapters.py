@@ -93,6 +93,8 @@ def test_user_module_by_target_honours_the_contract():
     assert model.stage_channels == [4, 8, 16, 32]
     out = check_contract(model)
     assert torch.equal(out.embedding, out.stages[-1].mean((2, 3)))
+    outs, _ = model.forward_stages(out.stages[0], 1)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(outs, out.stages[1:], strict=True))
     # a factory gets num_classes (and in_channels when it names it) from the data set
     model = build_model("module", {"target": "test_model_adapters:make_tiny", "kwargs": {"classes": 5}}, 5,
                         (1, 32, 32))

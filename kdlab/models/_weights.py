@@ -1,4 +1,4 @@
-"""Load a local state-dict file (torchvision's format: a plain mapping of parameter names to tensors)."""
+"""Load a local state-dict file (torchvision's format: a plain mapping of parameter names to tensors) into a model."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ import torch.nn as nn
 from ..errors import CheckpointError
 
 
+def first_line(e: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
 def load_weights(module: nn.Module, path: str, what: str) -> None:
     """Load ``path`` into ``module`` strictly; any problem is a one-line :class:`CheckpointError` about ``what``."""
     file = Path(path).expanduser()
@@ -19,8 +25,7 @@ def load_weights(module: nn.Module, path: str, what: str) -> None:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"{what}: cannot read weights file {file}: {first}") from None
+        raise CheckpointError(f"{what}: cannot read weights file {file}: {first_line(e)}") from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{what}: {file} is not a state dict (a mapping of parameter names to tensors)")
     own = module.state_dict()

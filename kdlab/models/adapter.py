@@ -4,8 +4,10 @@
     model: {name: module, target: "mypkg.nets:make_net", kwargs: {depth: 18}}
 
 ``target`` names a class or factory as ``package.module:attribute``; kdlab imports that module and calls the
-attribute with ``kwargs``, adding ``num_classes`` and ``in_channels`` when its signature takes them.  The result must
-be an ``nn.Module`` whose forward returns the logits and whose last linear layer is the classifier.
+attribute with ``kwargs``, adding the data set's ``num_classes`` when the signature names it or takes ``**kwargs``
+(torchvision's and timm's factories) and ``in_channels`` when it names it.  The result must be an ``nn.Module`` whose
+forward returns the logits and whose last linear layer is the classifier.  ``weights`` (both adapters) loads a
+local state-dict file in the wrapped model's own key names (for torchvision: its released ``.pth`` files).
 
 How stages are found.  torchvision ResNets (ResNet, ResNeXt, wide ResNets) are wrapped explicitly, like kdlab's
 ``imagenet_resnet*``: stem, ``layer1`` .. ``layer4``, with true pre-activations.  Any other model is run once at
@@ -39,6 +41,7 @@ import inspect
 import itertools
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +51,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..registry import MODELS, hint
-from ._weights import load_weights
+from ._weights import first_line, load_weights
 from .contract import ContractModel, Features
 from .torchvision_resnet import TorchvisionResNet, set_stem
 
@@ -114,9 +117,8 @@ class HookedModel(ContractModel):
         try:
             records, logits = _probe(net, x)
         except Exception as e:  # noqa: BLE001 - the user's model decides what it raises
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise ValueError(f"{label}: its forward fails on inputs of shape {tuple(input_shape)}: "
-                             f"{type(e).__name__}: {first}") from None
+                             f"{first_line(e)}") from None
         if not isinstance(logits, Tensor) or tuple(logits.shape) != (1, num_classes):
             raise ValueError(f"{label}: its forward must return logits of shape (N, {num_classes}), got "
                              f"{tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__}")
@@ -211,7 +213,7 @@ class HookedModel(ContractModel):
                     ok = torch.allclose(self._run_from(i, outs[i - 1]), logits, rtol=1e-4, atol=1e-4)
                     why = "" if ok else "the outputs differ (does a skip connection jump over a stage boundary?)"
                 except Exception as e:  # noqa: BLE001 - any failure means the model cannot be run from here
-                    why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                    why = first_line(e)
                 if why:
                     blocked[i] = why
         self.train(was_training)
@@ -234,28 +236,41 @@ class HookedModel(ContractModel):
                             f"some torchvision models return auxiliary outputs: pass kwargs: {{aux_logits: false}})")
         return out
 
-    def forward(self, x: Tensor, features: bool = False) -> Tensor | Features:
-        if not features:
-            return self._output(self.net(x))
+    @contextmanager
+    def _capturing(self) -> Iterator[dict[str, Tensor]]:
+        """Collect the stage outputs (by name) and the classifier's input (key "") of the forwards run inside.
+        The hooks live only this long, so copies and pickles of the model carry none."""
         seen: dict[str, Tensor] = {}
 
-        def keep(name: str, out: Tensor) -> None:
-            seen[name] = out
+        def keep(name: str, value: Tensor) -> None:
+            seen[name] = value
 
         handles = [self.net.get_submodule(n).register_forward_hook(lambda m, a, o, n=n: keep(n, o))
                    for n in self._stage_names]
         handles.append(self.classifier.register_forward_pre_hook(lambda m, a: keep("", a[0])))
         try:
-            logits = self._output(self.net(x))
+            yield seen
         finally:
             for h in handles:
                 h.remove()
+
+    def forward(self, x: Tensor, features: bool = False) -> Tensor | Features:
+        if not features:
+            return self._output(self.net(x))
+        with self._capturing() as seen:
+            logits = self._output(self.net(x))
         outs = [seen[n] for n in self._stage_names]
         return Features(logits, outs, list(outs), seen[""].flatten(1))
 
+    def forward_stages(self, x: Tensor, start: int = 0) -> tuple[list[Tensor], list[Tensor]]:
+        with self._capturing() as seen:
+            self.forward_from(start, x)
+        outs = [seen[n] for n in self._stage_names[start:]]
+        return outs, list(outs)
+
     def forward_from(self, start: int, h: Tensor) -> Tensor:
         if start == 0:
-            return self.forward(h)
+            return self._output(self.net(h))
         if not 0 < start < len(self._stage_names):
             raise IndexError(f"{self.label}: stage index {start} out of range 0..{len(self._stage_names) - 1}")
         if start in self._blocked:

@@ -50,7 +50,7 @@ class InvertedResidual(nn.Module):
 class MobileNetV2Cifar(ContractModel):
     def __init__(self, num_classes: int, in_channels: int = 3, expansion: int = 6, width: float = 0.5):
         super().__init__()
-        cin = int(32 * width)
+        stem_width = cin = int(32 * width)
         groups: list[list[nn.Module]] = []
         for t, c, n, s in _GROUPS:
             cout = int(c * width)
@@ -59,7 +59,6 @@ class MobileNetV2Cifar(ContractModel):
                 blocks.append(InvertedResidual(cin, cout, s if j == 0 else 1, expansion if t is None else t))
                 cin = cout
             groups.append(blocks)
-        stem_width = int(32 * width)
         stages: list[nn.Module] = [ConvBNAct(nn.Conv2d(in_channels, stem_width, 3, 2, 1, bias=False), stem_width)]
         stages += [Stage(*[b for g in idx for b in groups[g]]) for idx in _STAGE_GROUPS]
         self.stages = nn.ModuleList(stages)
