@@ -141,3 +141,22 @@ def test_bad_adapter_parameters_are_one_line_config_errors(name, params, match):
     with pytest.raises(ConfigError, match=match) as e:
         build_model(name, params, 10, SHAPE)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("teacher, student", [("resnet32x4", "ShuffleV2"), ("resnet32x4", "resnet8x2"),
+                                              ("vgg13", "vgg8"), ("resnet8", "module")])
+def test_sftn_branches_run_on_the_zoo_and_on_adapted_students(teacher, student):
+    from kdlab.methods.teacher.sftn import SFTN
+
+    class Data:
+        input_shape, num_classes, train, name = (3, 32, 32), 10, range(4), "probe"
+
+    spec = {"name": student, **({"target": "test_model_adapters:TinyNet"} if student == "module" else {})}
+    t = build_model(teacher, {}, 10, Data.input_shape)
+    obj = SFTN(t, Data(), spec)
+    f = t(torch.randn(2, 3, 32, 32), features=True)
+    assert obj.pairs
+    sum(branch(f.stages[i]).sum() for (i, _), branch in zip(obj.pairs, obj.branches)).backward()
+    assert all(p.grad is not None for p in t.stages[1].parameters())  # branch losses reach the teacher
+    if student == "module":  # the stages a branch never runs are dropped from the wrapped model too
+        assert all(isinstance(branch.student.net.stem, nn.Identity) for branch in obj.branches)

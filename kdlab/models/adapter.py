@@ -101,6 +101,21 @@ def _area(shape: tuple[int, ...]) -> int:
     return math.prod(shape[2:])
 
 
+class _StageView(nn.ModuleList):
+    """The stage modules of a wrapped model, by name.  Registering them in the adapter too would duplicate them in
+    its state dict, so this list is built on demand; assigning an item replaces the module inside the wrapped model
+    (SFTN's branches replace the stages they never run by ``nn.Identity``)."""
+
+    def __init__(self, net: nn.Module, names: list[str]):
+        super().__init__([net.get_submodule(n) for n in names])
+        self.__dict__["_owner"] = (net, names)  # kept out of the module tree
+
+    def __setitem__(self, idx: int, module: nn.Module) -> None:
+        net, names = self.__dict__["_owner"]
+        net.set_submodule(names[idx], module)
+        super().__setitem__(idx, module)
+
+
 class HookedModel(ContractModel):
     """An ``nn.Module`` classifier with stages found by a probe forward (see the module docstring)."""
 
@@ -222,9 +237,8 @@ class HookedModel(ContractModel):
     # -- the contract ---------------------------------------------------------------------------------------------
 
     @property
-    def stages(self) -> nn.ModuleList:  # type: ignore[override]
-        # a view on the wrapped model's modules; registering them again would duplicate them in the state dict
-        return nn.ModuleList([self.net.get_submodule(n) for n in self._stage_names])
+    def stages(self) -> _StageView:  # type: ignore[override]
+        return _StageView(self.net, self._stage_names)
 
     @property
     def classifier(self) -> nn.Linear:  # type: ignore[override]
