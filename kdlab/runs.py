@@ -185,8 +185,11 @@ def load_model(path: Path, data: DataBundle | None, device: torch.device, role: 
         if tuple(spec["input_shape"]) != tuple(data.input_shape):
             raise CheckpointError(f"{role} checkpoint {path} takes inputs of shape {tuple(spec['input_shape'])} "
                                   f"but data set {data.name!r} has {tuple(data.input_shape)}")
+    params = dict(spec.get("params", {}))
+    if params.get("weights"):  # pretrained weights the model started from: the checkpoint's own state replaces them
+        params["weights"] = None
     try:
-        model = build_model(spec["name"], spec.get("params", {}), spec["num_classes"], tuple(spec["input_shape"]))
+        model = build_model(spec["name"], params, spec["num_classes"], tuple(spec["input_shape"]))
     except ConfigError as e:
         raise CheckpointError(f"{path}: cannot rebuild its model: {e}") from None
     try:

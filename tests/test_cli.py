@@ -91,7 +91,7 @@ def test_mismatched_and_unreadable_teacher_checkpoints(tmp_path, capsys, trained
     assert not (tmp_path / "s1").exists()  # nothing half-made
     code, _, err = run(capsys, "distill", "data=mixed-feature", "data.num_train=64", "student=resnet8",
                        f"teacher.path={tdir}", "teacher.checkpoint=epoch_099", f"out_dir={tmp_path / 's2'}")
-    assert code == 1 and "has no checkpoint 'epoch_099' (available: best, epoch_001, epoch_002, last)" in err
+    assert code == 1 and "has no checkpoint 'epoch_099' (available: best, epoch_001, epoch_002, last, prev)" in err
     # wrong architecture stored under the right name: the state dict does not fit
     from kdlab.engine.checkpoint import load_checkpoint, save_checkpoint
 

@@ -20,8 +20,10 @@ class _Data:
         self.name = "probe"
 
 
-# the pairs of the SFTN tables that the current model zoo provides (CIFAR size, 100 classes)
-PAIRS = [("wrn_40_2", "wrn_16_2"), ("wrn_40_2", "wrn_40_1"), ("resnet32x4", "resnet8x4"), ("resnet8x4", "resnet8")]
+# the pairs of the SFTN tables (CIFAR-100 at 32x32; the ImageNet pair at 224x224)
+PAIRS = [("wrn_40_2", "wrn_16_2"), ("wrn_40_2", "wrn_40_1"), ("wrn_40_2", "ShuffleV2"),
+         ("resnet32x4", "resnet8x4"), ("resnet32x4", "resnet8x2"), ("resnet32x4", "ShuffleV1"),
+         ("resnet32x4", "ShuffleV2"), ("ResNet50", "vgg8"), ("imagenet_resnet50", "imagenet_resnet34")]
 
 
 def _state(epoch=0):
@@ -32,14 +34,21 @@ def _state(epoch=0):
 @pytest.mark.parametrize("teacher, student", PAIRS)
 def test_branch_shapes_for_the_papers_pairs(teacher, student):
     torch.manual_seed(0)
-    data = _Data((3, 32, 32))
-    t = build_model(teacher, {}, 100, data.input_shape)
+    imagenet = teacher.startswith("imagenet")
+    classes = 1000 if imagenet else 100
+    data = _Data((3, 224, 224) if imagenet else (3, 32, 32), classes)
+    t = build_model(teacher, {}, classes, data.input_shape)
     obj = SFTN(t, data, {"name": student})
-    assert obj.pairs == [(1, 1), (2, 2)]
-    x = torch.randn(2, 3, 32, 32)
+    n_t = len(t.stages) - 1
+    s_stages = len(build_model(student, {}, classes, data.input_shape).stages) - 1
+    if n_t == s_stages:  # same depth in blocks: teacher stage i feeds student stage i + 1
+        assert obj.pairs == [(i, i) for i in range(1, n_t)]
+    else:  # paired by resolution
+        assert obj.pairs and all(1 <= i < n_t and 1 <= j < s_stages for i, j in obj.pairs)
+    x = torch.randn(2, *data.input_shape)
     f = t(x, features=True)
     for (i, _), branch in zip(obj.pairs, obj.branches):
-        assert branch(f.stages[i]).shape == (2, 100)
+        assert branch(f.stages[i]).shape == (2, classes)
     out = obj(t, Batch(x, torch.tensor([1, 2]), torch.arange(2)), _state())
     assert torch.isfinite(out.loss) and set(out.parts) == {"ce_teacher", "kl_branches", "ce_branches"}
 
