@@ -209,3 +209,31 @@ def test_worker_errors_stay_one_line():
     with pytest.raises(DataError) as e:
         list(loader.epoch(0))
     assert str(e.value) == "cannot read image 5.JPEG: truncated file"
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_sharded_loaders_reassemble_the_single_process_batches(world):
+    from kdlab.data import DatasetLoader, DatasetSplit
+    from kdlab.data.augment import make_crop_flip
+
+    b = mixed_feature(num_train=50, num_test=20, seed=0)
+    aug = make_crop_flip(pad=1, flip=True)
+    single = ArrayLoader(b.train, 16, torch.device("cpu"), shuffle=True, augment=aug, seed=4)
+    parts = [ArrayLoader(b.train, 16, torch.device("cpu"), shuffle=True, augment=aug, seed=4, shard=(r, world))
+             for r in range(world)]
+    whole = list(single.epoch(2))
+    pieces = [list(p.epoch(2)) for p in parts]
+    # 50 = 3 x 16 + 2: the last global batch of 2 is kept for 2 processes, dropped for 3 (one would get nothing)
+    assert all(len(p) == len(whole) - (world > 2) for p in pieces)
+    for k, batch in enumerate(whole[:len(pieces[0])]):
+        joined = [pieces[r][k] for r in range(world)]
+        assert torch.equal(torch.cat([j.index for j in joined]), batch.index)
+        assert torch.equal(torch.cat([j.x for j in joined]), batch.x)  # same augmentation as one process
+    # evaluation: contiguous shards that cover the split once
+    ev = [b.eval_loader("test", 8, "cpu", shard=(r, world)) for r in range(world)]
+    assert torch.equal(torch.cat([bt.index for e in ev for bt in e.epoch(0)]), torch.arange(20))
+    ds = DatasetSplit(_NoisyDataset(30), torch.arange(30) % 3)
+    one = torch.cat([bt.x for bt in DatasetLoader(ds, 8, torch.device("cpu"), shuffle=True, seed=1).epoch(3)])
+    many = [list(DatasetLoader(ds, 8, torch.device("cpu"), shuffle=True, seed=1, shard=(r, world)).epoch(3))
+            for r in range(world)]
+    assert torch.equal(torch.cat([torch.cat([m[k].x for m in many]) for k in range(len(many[0]))]), one)

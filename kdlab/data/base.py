@@ -10,7 +10,6 @@ memory) rely on.  Randomness of epoch ``e`` (order, augmentation) depends only o
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -90,14 +89,16 @@ class DataBundle:
         return {3: "image", 2: "sequence"}.get(len(self.input_shape), "vector")
 
     def train_loader(self, batch_size: int, device: torch.device, seed: int = 0, drop_last: bool = False,
-                     num_workers: int = 0) -> Loader:
+                     num_workers: int = 0, shard: tuple[int, int] = (0, 1)) -> Loader:
+        """``batch_size`` is the global batch; with ``shard = (rank, world)`` this process gets its part."""
         return _loader(self.train, batch_size, device, True, drop_last, self.augment, self.prepare, seed,
-                       num_workers)
+                       num_workers, shard)
 
     def eval_loader(self, split: str | Split | DatasetSplit = "test", batch_size: int = 512,
-                    device: torch.device | str = "cpu", num_workers: int = 0) -> Loader:
+                    device: torch.device | str = "cpu", num_workers: int = 0,
+                    shard: tuple[int, int] = (0, 1)) -> Loader:
         s = getattr(self, split) if isinstance(split, str) else split
-        return _loader(s, batch_size, torch.device(device), False, False, None, self.prepare, 0, num_workers)
+        return _loader(s, batch_size, torch.device(device), False, False, None, self.prepare, 0, num_workers, shard)
 
     def check(self) -> DataBundle:
         """Fail before training on inputs a model cannot learn from (NaN/Inf, labels out of range)."""
@@ -118,24 +119,52 @@ class DataBundle:
         return self
 
 
-def _loader(split, batch_size, device, shuffle, drop_last, augment, prepare, seed, num_workers) -> Loader:
+def _loader(split, batch_size, device, shuffle, drop_last, augment, prepare, seed, num_workers,
+            shard=(0, 1)) -> Loader:
     if isinstance(split, Split):
         return ArrayLoader(split, batch_size, device, shuffle=shuffle, drop_last=drop_last, augment=augment,
-                           prepare=prepare, seed=seed)
+                           prepare=prepare, seed=seed, shard=shard)
     return DatasetLoader(split, batch_size, device, shuffle=shuffle, drop_last=drop_last, prepare=prepare,
-                         seed=seed, num_workers=num_workers)
+                         seed=seed, num_workers=num_workers, shard=shard)
+
+
+def batch_plan(n: int, batch_size: int, order: Tensor, drop_last: bool, shard: tuple[int, int]
+               ) -> list[tuple[Tensor, slice]]:
+    """The global batches of ``order`` and, for process ``rank`` of ``world``, its contiguous part of each.
+
+    Every process sees the same global batches, so the union of their parts is the single-process batch; a final
+    global batch smaller than ``world`` is dropped when training on several processes (a process with no sample
+    could not take part in the step).
+    """
+    rank, world = shard
+    out = []
+    for b in range(0, n, batch_size):
+        idx = order[b:b + batch_size]
+        if len(idx) < batch_size and (drop_last or len(idx) < world):
+            break
+        bounds = [len(idx) * r // world for r in range(world + 1)]
+        out.append((idx, slice(bounds[rank], bounds[rank + 1])))
+    return out
+
+
+def shard_range(n: int, shard: tuple[int, int]) -> tuple[int, int]:
+    """The contiguous part ``[start, stop)`` of ``n`` evaluation samples that process ``rank`` of ``world`` reads."""
+    rank, world = shard
+    return n * rank // world, n * (rank + 1) // world
 
 
 class ArrayLoader:
     """Batches of an in-memory split, kept on the training device; shuffling and augmentation are batched.
 
     The order of epoch ``e`` depends only on ``(seed, e)``, so an interrupted run that restarts epoch ``e`` sees
-    exactly the batches it would have seen: resuming needs no saved RNG state.
+    exactly the batches it would have seen: resuming needs no saved RNG state.  With ``shard = (rank, world)``
+    each process takes its part of every global training batch (augmented as a whole first, so the union of the
+    parts equals the single-process batch) or, for evaluation (no shuffling), its contiguous part of the split.
     """
 
     def __init__(self, split: Split, batch_size: int, device: torch.device, shuffle: bool = False,
                  drop_last: bool = False, augment: Augment | None = None, prepare: Prepare | None = None,
-                 seed: int = 0):
+                 seed: int = 0, shard: tuple[int, int] = (0, 1)):
         self.n = len(split)
         self.batch_size = batch_size
         self.device = device
@@ -144,11 +173,18 @@ class ArrayLoader:
         self.augment = augment
         self.prepare = prepare
         self.seed = seed
+        self.shard = shard
+        self.lo, self.hi = (0, self.n) if shuffle else shard_range(self.n, shard)
         self.x = split.x.to(device)
         self.y = split.y.to(device)
 
+    def _plan(self, order: Tensor) -> list[tuple[Tensor, slice]]:
+        if self.shuffle:
+            return batch_plan(self.n, self.batch_size, order, self.drop_last, self.shard)
+        return batch_plan(self.hi - self.lo, self.batch_size, order[self.lo:self.hi], False, (0, 1))
+
     def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
+        return len(self._plan(torch.arange(self.n)))
 
     def epoch(self, epoch: int = 0) -> Iterator[Batch]:
         if self.shuffle:
@@ -159,11 +195,11 @@ class ArrayLoader:
         aug_gen = None
         if self.augment is not None:
             aug_gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, epoch, 2))
-        for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+        for idx, part in self._plan(order):
             x = self.x.index_select(0, idx)
             if aug_gen is not None:
                 x = self.augment(x, aug_gen)
+            x, idx = x[part], idx[part]
             if self.prepare is not None:
                 x = self.prepare(x)
             yield Batch(x, self.y.index_select(0, idx), idx)
@@ -190,21 +226,26 @@ class _SeededItems(torch.utils.data.Dataset):
         return x, y, i
 
 
-class _EpochSampler(torch.utils.data.Sampler):
-    """Yields ``(index, epoch seed)``; the order (shuffled or not) is a function of the epoch seed."""
+class _EpochBatches(torch.utils.data.Sampler):
+    """Yields this process's batches of ``(index, epoch seed)`` keys; the order is a function of the epoch seed."""
 
-    def __init__(self, n: int, shuffle: bool):
-        self.n, self.shuffle, self.epoch_seed = n, shuffle, 0
+    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, shard: tuple[int, int]):
+        self.n, self.batch_size, self.shuffle, self.drop_last, self.shard = n, batch_size, shuffle, drop_last, shard
+        self.epoch_seed = 0
+
+    def _plan(self) -> list[list[int]]:
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.epoch_seed))
+            return [idx[part].tolist() for idx, part in batch_plan(self.n, self.batch_size, order, self.drop_last,
+                                                                   self.shard)]
+        lo, hi = shard_range(self.n, self.shard)
+        return [idx.tolist() for idx, _ in batch_plan(hi - lo, self.batch_size, torch.arange(lo, hi), False, (0, 1))]
 
     def __len__(self) -> int:
-        return self.n
+        return len(self._plan())
 
     def __iter__(self):
-        if self.shuffle:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.epoch_seed)).tolist()
-        else:
-            order = range(self.n)
-        return iter([(i, self.epoch_seed) for i in order])
+        return iter([[(i, self.epoch_seed) for i in b] for b in self._plan()])
 
 
 class DatasetLoader:
@@ -215,14 +256,16 @@ class DatasetLoader:
     """
 
     def __init__(self, split: DatasetSplit, batch_size: int, device: torch.device, shuffle: bool = False,
-                 drop_last: bool = False, prepare: Prepare | None = None, seed: int = 0, num_workers: int = 0):
+                 drop_last: bool = False, prepare: Prepare | None = None, seed: int = 0, num_workers: int = 0,
+                 shard: tuple[int, int] = (0, 1)):
         self.device = device
         self.prepare = prepare
         self.seed = seed
-        self.sampler = _EpochSampler(len(split), shuffle)
+        self.shuffle = shuffle
+        self.sampler = _EpochBatches(len(split), batch_size, shuffle, drop_last, shard)
         self.loader = torch.utils.data.DataLoader(
-            _SeededItems(split.dataset), batch_size=batch_size, sampler=self.sampler, drop_last=drop_last,
-            num_workers=num_workers, pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+            _SeededItems(split.dataset), batch_sampler=self.sampler, num_workers=num_workers,
+            pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
 
     def __len__(self) -> int:
         return len(self.loader)
