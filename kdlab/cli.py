@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -32,6 +33,8 @@ def _split_args(items: Sequence[str], need_config: bool) -> tuple[str | None, li
 
 
 def _print_summary(title: str, summary: dict[str, Any], run_dir: Path) -> None:
+    if not summary:  # a process other than rank 0 of a torchrun job
+        return
     keys = ["top1", "top5", "nll", "ece", "best_top1", "teacher_top1", "agreement", "kl_teacher_student",
             "pstar_l1_train", "pstar_l1_test", "train_time"]
     print(f"{title}: {run_dir}")
@@ -166,6 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kdlab: internal error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    from .engine import distributed
+
+    with contextlib.suppress(Exception):  # a peer that already failed: nothing left to synchronise with
+        distributed.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ once finished, ``summary.json``.  A finished run is never trained again; an unfi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import yaml
 from .config import DistillRunConfig, EvalConfig, TeacherRef, TeacherRunConfig, dump_yaml, load_config
 from .data import DataBundle, load_dataset
 from .diagnostics import diagnose
+from .engine import distributed
 from .engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint
 from .engine.device import resolve_device, seed_everything
 from .engine.locks import run_lock
@@ -85,10 +87,19 @@ def check_run_dir(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> dic
     return None
 
 
-def init_run_dir(run_dir: Path, plain_cfg: dict[str, Any]) -> None:
-    """Called once everything is validated, so a run that cannot start leaves no folder behind."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_yaml(plain_cfg))
+def _check_and_init(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+    """Under the run's lock, once everything is validated (a run that cannot start leaves no folder behind):
+    the finished summary if another process completed the run meanwhile, else the folder made ready."""
+    done = check_run_dir(run_dir, plain_cfg, resume)
+    if done is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(plain_cfg))
+    return done
+
+
+def _exclusive(run_dir: Path):
+    """The run folder's lock; in a torchrun job rank 0 holds it for all the job's processes."""
+    return run_lock(run_dir) if distributed.env().main else contextlib.nullcontext()
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
@@ -124,7 +135,8 @@ def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, 
     cfg = cfg.model_copy(update={"out_dir": out_dir})
     run_dir = Path(out_dir)
     plain = cfg.model_dump(mode="json")
-    done = check_run_dir(run_dir, plain, resume)
+    distributed.process_device(resolve_device(cfg.train.device))
+    done = distributed.on_main(lambda: check_run_dir(run_dir, plain, resume))
     if done is not None:
         return RunResult(run_dir, done, reused=True)
     # build everything before touching the run folder: a run that cannot start leaves nothing behind
@@ -132,11 +144,10 @@ def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, 
     seed_everything(cfg.seed)
     model = build_model(cfg.model.name, cfg.model.params, data.num_classes, data.input_shape)
     objective = build_teacher_objective(cfg.method, model, data, run_dir, cfg.train.epochs)
-    with run_lock(run_dir):
-        done = check_run_dir(run_dir, plain, resume)  # another process may have finished it meanwhile
-        if done is not None:
+    with _exclusive(run_dir):
+        done = distributed.on_main(lambda: _check_and_init(run_dir, plain, resume))
+        if done is not None:  # another process finished it meanwhile
             return RunResult(run_dir, done, reused=True)
-        init_run_dir(run_dir, plain)
         return _train_teacher(cfg, run_dir, plain, data, model, objective, resume, hooks)
 
 
@@ -145,6 +156,8 @@ def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, plain: dict, data: Data
     res = fit(model, objective, data, optim=cfg.optim, schedule=cfg.schedule, train=cfg.train, seed=cfg.seed,
               run_dir=run_dir, resume=resume, meta={"kind": "teacher", "config": plain}, hooks=hooks,
               desc=f"teacher {cfg.model.name}/{cfg.method.name} s{cfg.seed}")
+    if not distributed.env().main:
+        return RunResult(run_dir, {})
     summary, logits = _summary("teacher", cfg, model, res, data, resolve_device(cfg.train.device))
     summary.update({"model": cfg.model.name, "method": cfg.method.name})
     _save_predictions(run_dir, logits, data)
@@ -221,10 +234,10 @@ def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=
     cfg = cfg.model_copy(update={"out_dir": out_dir})
     run_dir = Path(out_dir)
     plain = cfg.model_dump(mode="json")
-    done = check_run_dir(run_dir, plain, resume)
+    device = distributed.process_device(resolve_device(cfg.train.device))
+    done = distributed.on_main(lambda: check_run_dir(run_dir, plain, resume))
     if done is not None:
         return RunResult(run_dir, done, reused=True)
-    device = resolve_device(cfg.train.device)
     data = load_dataset(cfg.data, cfg.holdout)
     teacher = teacher_path = None
     if cfg.teacher is not None and wants_teacher:
@@ -233,11 +246,10 @@ def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=
     student = build_model(cfg.student.name, cfg.student.params, data.num_classes, data.input_shape, key="student")
     objective = build_distill_objective(cfg.method, teacher, student, data, run_dir, cfg.train.epochs,
                                         teacher_path=teacher_path, device=device)
-    with run_lock(run_dir):
-        done = check_run_dir(run_dir, plain, resume)
+    with _exclusive(run_dir):
+        done = distributed.on_main(lambda: _check_and_init(run_dir, plain, resume))
         if done is not None:
             return RunResult(run_dir, done, reused=True)
-        init_run_dir(run_dir, plain)
         return _train_student(cfg, run_dir, plain, data, device, student, objective, teacher, teacher_path, resume,
                               hooks)
 
@@ -247,6 +259,8 @@ def _train_student(cfg: DistillRunConfig, run_dir: Path, plain: dict, data: Data
     res = fit(student, objective, data, optim=cfg.optim, schedule=cfg.schedule, train=cfg.train, seed=cfg.seed,
               run_dir=run_dir, resume=resume, meta={"kind": "student", "config": plain}, hooks=hooks,
               desc=f"student {cfg.student.name}/{cfg.method.name} s{cfg.seed}")
+    if not distributed.env().main:
+        return RunResult(run_dir, {})
     summary, logits = _summary("student", cfg, student, res, data, device, teacher)
     summary.update({"model": cfg.student.name, "method": cfg.method.name})
     if teacher is not None:

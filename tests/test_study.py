@@ -52,7 +52,7 @@ def test_pairs_sweeps_and_trajectory_plan(tmp_path):
         "teachers/resnet8x4/standard/seed0", "teachers/resnet8x4/wd0/seed0",
         "teachers/resnet8x4/sftn-for-resnet8/seed0", "teachers/resnet8x4/sftn-for-mlp-hidden=8/seed0"])
     sftn = next(p for p in teachers if "for-mlp" in str(p.run_dir))
-    assert sftn.config["method"]["student"] == {"name": "mlp", "hidden": [8]}
+    assert sftn.config["method"]["student"] == {"name": "mlp", "hidden": [8], "batch_norm": True}
     labels = {p.method_label for p in plan if p.kind == "student"}
     assert labels == {"alone", "kd", "kdT2", "kd[T=1.0]", "kd[T=8.0]", "kd@2", "kd@4"}  # T=4 is kd itself
     traj = [p for p in plan if p.method_label == "kd@2"]

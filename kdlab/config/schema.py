@@ -73,6 +73,11 @@ class TrainConfig(Strict):
     drop_last: bool = False
     num_workers: NonNegativeInt = Field(4, description="DataLoader worker processes for data sets read from "
                                         "image folders (in-memory data sets need none)")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast precision of the step "
+                                                       "(fp16 needs CUDA and uses a gradient scaler)")
+    channels_last: bool = Field(False, description="channels-last memory format for image models and batches")
+    compile: bool = Field(False, description="torch.compile the trained model")
+    sync_bn: bool = Field(False, description="SyncBatchNorm across processes (torchrun, CUDA only)")
 
     @field_validator("progress", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ repeats epoch ``e + 1`` exactly and ends with the same weights as an uninterrupt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -25,10 +26,12 @@ from torch import Tensor
 from .. import __version__
 from ..config.schema import OptimConfig, ScheduleConfig, TrainConfig
 from ..data.base import DataBundle, Loader
-from ..errors import CheckpointError, DivergenceError
+from ..errors import CheckpointError, ConfigError, DivergenceError
 from ..methods.base import Objective
+from . import distributed
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .device import derive_seed, resolve_device, seed_everything, set_deterministic
+from .distributed import DistEnv
 from .metrics import topk_accuracy
 from .progress import Progress
 from .schedule import lr_at
@@ -82,22 +85,70 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+class _Step(nn.Module):
+    """The model and the objective as one module, so DistributedDataParallel sees every trained parameter."""
+
+    def __init__(self, model: nn.Module, objective: Objective):
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, batch, state):
+        return self.objective(self.model, batch, state)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision: fp16 needs CUDA; use bf16 or fp32 on the CPU")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def _prepare_model(model: nn.Module, objective: Objective, train: TrainConfig, device: torch.device,
+                   world: DistEnv) -> tuple[nn.Module, Callable]:
+    """Device, memory format, SyncBatchNorm, compilation and DDP; returns the model to call and the step."""
+    if train.sync_bn and world.active:
+        if device.type != "cuda":
+            raise ConfigError("train.sync_bn: SyncBatchNorm needs CUDA (PyTorch has no CPU implementation)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    fmt = torch.channels_last if train.channels_last else torch.contiguous_format
+    model.to(device, memory_format=fmt)
+    objective.to(device, memory_format=fmt)
+    run_model = torch.compile(model) if train.compile else model
+    step: Callable = _Step(run_model, objective)
+    if world.active:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        step = DDP(step, device_ids=ids, find_unused_parameters=any(True for _ in objective.parameters()))
+    return model, step
+
+
 def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: OptimConfig,
         schedule: ScheduleConfig, train: TrainConfig, seed: int, run_dir: str | os.PathLike | None = None,
         resume: bool = False, meta: dict[str, Any] | None = None, desc: str = "train",
         hooks: list[EpochHook] = ()) -> FitResult:
-    """Train ``model`` by minimising ``objective`` on ``data.train``; evaluate on ``data.test``."""
+    """Train ``model`` by minimising ``objective`` on ``data.train``; evaluate on ``data.test``.
+
+    Launched by torchrun with several processes, the step runs under DistributedDataParallel; every process
+    returns the same result and only rank 0 writes to ``run_dir``.
+    """
     device = resolve_device(train.device)
+    world = distributed.env()
+    if world.active and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+    distributed.setup(device)
     set_deterministic(train.deterministic)
-    model.to(device)
-    objective.to(device)
-    loader = data.train_loader(train.batch_size, device, seed, train.drop_last, train.num_workers)
-    test_loader = data.eval_loader("test", train.eval_batch_size, device, train.num_workers)
+    model, step_fn = _prepare_model(model, objective, train, device, world)
+    loader = data.train_loader(train.batch_size, device, seed, train.drop_last, train.num_workers, world.shard)
+    test_loader = data.eval_loader("test", train.eval_batch_size, device, train.num_workers, world.shard)
     params = [p for p in model.parameters() if p.requires_grad]
     seen = {id(p) for p in params}
     params += [p for p in objective.parameters() if p.requires_grad and id(p) not in seen]
     opt = build_optimizer(params, optim)
+    scaler = torch.amp.GradScaler("cuda") if train.precision == "fp16" else None
     run_dir = Path(run_dir) if run_dir is not None else None
+    writes = run_dir is not None and world.main
     state = LoopState(epoch=0, epochs=train.epochs, step=0, steps_per_epoch=len(loader), num_train=len(data.train),
                       num_classes=data.num_classes, device=device, run_dir=run_dir, train_loader=loader)
 
@@ -110,16 +161,21 @@ def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: Opti
         opt.load_state_dict(ck["optimizer_state"])
         start_epoch, history, best = int(ck["epoch"]), list(ck["history"]), dict(ck["best"])
         state.step = start_epoch * len(loader)
-    if run_dir is not None:
+    if writes:
         run_dir.mkdir(parents=True, exist_ok=True)
         # drop log lines of an epoch that was interrupted before its checkpoint
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-    writer = _tensorboard(run_dir) if (train.tensorboard and run_dir is not None) else None
+    writer = _tensorboard(run_dir) if (train.tensorboard and writes) else None
 
     state.epoch = start_epoch
     objective.on_fit_start(model, state)
-    progress = Progress(train.progress, desc, train.epochs, len(loader), start_epoch)
-    check_every = 1 if device.type == "cpu" else 25
+    if world.active:  # an initialisation stage ran on each process's shard: start from rank 0's parts
+        for t in objective.state_dict().values():
+            if isinstance(t, Tensor):
+                torch.distributed.broadcast(t, 0)
+    progress = Progress(train.progress if world.main else "off", desc, train.epochs, len(loader), start_epoch)
+    check_every = 1 if device.type == "cpu" and not world.active else 25
+    channels_last = train.channels_last and len(data.input_shape) == 3
     test_logits = None
     t_start = time.perf_counter()
     try:
@@ -133,38 +189,47 @@ def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: Opti
             objective.train()
             objective.on_epoch_start(model, state)
             t_epoch = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
+            totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, samples
             parts_sum: dict[str, Tensor] = {}
-            n = 0
-            bad = torch.zeros((), device=device, dtype=torch.bool)
+            bad = torch.zeros((), device=device)
             for i, batch in enumerate(loader.epoch(epoch)):
                 if warm:
                     _set_lr(opt, lr_at(schedule, optim.lr, epoch + (i + 1) / len(loader), train.epochs))
-                out = objective(model, batch, state)
-                bad |= ~torch.isfinite(out.loss.detach())
-                if (i + 1) % check_every == 0 and bool(bad):
+                if channels_last:
+                    batch = batch._replace(x=batch.x.contiguous(memory_format=torch.channels_last))
+                with _autocast(device, train.precision):
+                    out = step_fn(batch, state)
+                bad += (~torch.isfinite(out.loss.detach())).float()
+                if (i + 1) % check_every == 0 and _any(bad):
                     _diverged(epoch, i, check_every, last_path)
                 opt.zero_grad(set_to_none=True)
-                out.loss.backward()
-                opt.step()
+                if scaler is not None:
+                    scaler.scale(out.loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    out.loss.backward()
+                    opt.step()
                 bs = batch.y.shape[0]
-                n += bs
-                loss_sum += out.loss.detach() * bs
-                correct += (out.logits.detach().argmax(1) == batch.y).sum()
+                totals[0] += out.loss.detach().double() * bs
+                totals[1] += (out.logits.detach().argmax(1) == batch.y).sum()
+                totals[2] += bs
                 for k, v in out.parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0.0) + v.detach() * bs
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v.detach().double() * bs
                 state.step += 1
                 progress.step()
-            if bool(bad):
+            if _any(bad):
                 _diverged(epoch, len(loader) - 1, check_every, last_path)
-            rec: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "loss": loss_sum.item() / max(n, 1),
-                                   "acc": 100.0 * correct.item() / max(n, 1)}
-            rec.update({k: float(v) / max(n, 1) for k, v in parts_sum.items()})
+            names = sorted(parts_sum)
+            reduced = distributed.all_reduce_sum(torch.stack([*totals, *(parts_sum[k] for k in names)]))
+            n = max(float(reduced[2]), 1.0)
+            rec: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "loss": float(reduced[0]) / n,
+                                   "acc": 100.0 * float(reduced[1]) / n}
+            rec.update({k: float(v) / n for k, v in zip(names, reduced[3:])})
             rec["train_time"] = time.perf_counter() - t_epoch
             objective.on_epoch_end(model, state)
             if (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs:
-                test_logits = predict(model, test_loader)
+                test_logits = distributed.all_gather_cat(predict(model, test_loader))
                 rec["test_top1"] = topk_accuracy(test_logits, data.test.y, 1)
                 rec["test_nll"] = torch.nn.functional.cross_entropy(test_logits, data.test.y).item()
             rec.update(objective.eval_metrics(model, state))
@@ -172,7 +237,7 @@ def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: Opti
             if is_best:
                 best = {"epoch": epoch + 1, "test_top1": rec["test_top1"]}
             history.append(rec)
-            if run_dir is not None:
+            if writes:
                 with open(run_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 if writer is not None:
@@ -181,6 +246,7 @@ def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: Opti
                             writer.add_scalar(k, v, epoch + 1)
                 _save(run_dir, model, objective, opt, epoch + 1, best, history, meta, seed, is_best,
                       train.save_every)
+            distributed.barrier()
             progress.end_epoch(epoch + 1, rec)
             for hook in hooks:
                 hook(epoch + 1, rec)
@@ -189,10 +255,15 @@ def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: Opti
         if writer is not None:
             writer.close()
     if test_logits is None:  # resumed after the last epoch had finished
-        test_logits = predict(model, test_loader)
+        test_logits = distributed.all_gather_cat(predict(model, test_loader))
     train_time = sum(h.get("train_time", 0.0) for h in history)
     return FitResult(history, best, test_logits, train_time, resumed_from=start_epoch,
                      extra={"wall_time": time.perf_counter() - t_start})
+
+
+def _any(flag: Tensor) -> bool:
+    """Whether any process saw a non-finite loss (all processes stop together, none waits for the others)."""
+    return bool(distributed.all_reduce_sum(flag.clone()) > 0)
 
 
 def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:

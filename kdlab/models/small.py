@@ -50,22 +50,30 @@ class _Flatten(nn.Module):
 
 
 class MLP(ContractModel):
-    """Flatten, then Linear-BN-ReLU hidden layers (one stage each), then a linear classifier."""
+    """Flatten, then Linear-BN-ReLU hidden layers (one stage each), then a linear classifier.
 
-    def __init__(self, num_classes: int, input_size: int, hidden: list[int]):
+    ``batch_norm: false`` gives Linear(+bias)-ReLU layers: no statistic depends on how a batch is split, which makes
+    runs on several processes numerically comparable to one process.
+    """
+
+    def __init__(self, num_classes: int, input_size: int, hidden: list[int], batch_norm: bool = True):
         super().__init__()
         if not hidden:
             raise ValueError("hidden must list at least one layer width")
         stages: list[nn.Module] = [_Flatten()]
         widths = [input_size, *hidden]
         for a, b in zip(widths[:-1], widths[1:]):
-            stages.append(ConvBNAct(nn.Linear(a, b, bias=False), b, nn.BatchNorm1d))
+            if batch_norm:
+                stages.append(ConvBNAct(nn.Linear(a, b, bias=False), b, nn.BatchNorm1d))
+            else:
+                stages.append(ConvBNAct(nn.Linear(a, b), b, lambda _: nn.Identity()))
         self.stages = nn.ModuleList(stages)
         self.stage_channels = widths
         self.classifier = nn.Linear(hidden[-1], num_classes)
 
 
 @MODELS.register("mlp", input="any", family="mlp")
-def mlp(num_classes: int, input_shape: tuple[int, ...], hidden: tuple[int, ...] = (256, 256)) -> MLP:
+def mlp(num_classes: int, input_shape: tuple[int, ...], hidden: tuple[int, ...] = (256, 256),
+        batch_norm: bool = True) -> MLP:
     """Multi-layer perceptron on the flattened input."""
-    return MLP(num_classes, math.prod(input_shape), list(hidden))
+    return MLP(num_classes, math.prod(input_shape), list(hidden), batch_norm)

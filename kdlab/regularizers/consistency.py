@@ -35,6 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..engine.distributed import all_gather_cat, barrier, is_main_process
+
 Schedule = Literal["linear", "cosine", "cyclic", "piecewise", "step"]
 _FILES = 3  # memmap rotation: the epoch being written never touches the last two checkpoints' files
 
@@ -100,19 +102,24 @@ class ConsistencyRegularizer(nn.Module):
 
     def _write(self, index: Tensor, rows: Tensor, epoch: int) -> None:
         if self.mode == "memory":
-            self.average[index] = rows
-        else:
+            # with several processes each holds the whole buffer: every process writes every process's rows
+            self.average[all_gather_cat(index)] = all_gather_cat(rows)
+        else:  # one shared file: each process writes its own rows
             self._open()[epoch % _FILES][index.cpu().numpy()] = rows.detach().cpu().numpy()
 
     def on_epoch_start(self, epoch: int) -> None:
         """Memmap mode: the epoch's output file starts as a copy of its input, for samples it does not visit."""
         if self.mode == "memmap" and epoch > 0:
-            files = self._open()
-            files[epoch % _FILES][:] = files[(epoch - 1) % _FILES]
+            if is_main_process():
+                files = self._open()
+                files[epoch % _FILES][:] = files[(epoch - 1) % _FILES]
+                files[epoch % _FILES].flush()
+            barrier()  # no process writes its rows before the copy is complete
 
     def on_epoch_end(self, epoch: int) -> None:
         if self.mode == "memmap":
             self._open()[epoch % _FILES].flush()
+            barrier()  # every process's rows are on disk before anyone reads them next epoch
 
     # -- the term -------------------------------------------------------------------------------------------
     def weight(self, epoch: int) -> float:

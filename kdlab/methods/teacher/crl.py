@@ -17,6 +17,7 @@ from pydantic import Field
 from torch import Tensor
 
 from ...data.base import Batch
+from ...engine.distributed import all_gather_cat
 from ...engine.state import LoopState
 from ...registry import StrictParams, register_teacher_method
 from ..base import Objective, StepOutput
@@ -61,6 +62,6 @@ class CRL(Objective):
         conf = probs.max(1).values
         hist = self.correct_before[batch.index] / self.epochs_done.clamp(min=1)
         rank = correctness_ranking_loss(conf, hist)
-        with torch.no_grad():
-            self.correct_now[batch.index] = (logits.argmax(1) == batch.y).float()
+        with torch.no_grad():  # every process keeps the history of all samples
+            self.correct_now[all_gather_cat(batch.index)] = all_gather_cat((logits.argmax(1) == batch.y).float())
         return StepOutput(ce + self.weight * rank, logits, {"ce": ce.detach(), "crl": rank.detach()})

@@ -1,0 +1,69 @@
+"""torchrun with 2 CPU processes (gloo) against one process with the same global batch."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from kdlab.engine.checkpoint import load_checkpoint
+from kdlab.runs import train_teacher
+
+TOL = 1e-4  # float sums in another order (two half-batch means averaged by the all-reduce)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(tmp_path, cfg: dict, nproc: int = 2) -> subprocess.CompletedProcess:
+    f = tmp_path / "cfg.yaml"
+    f.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "kdlab", "train-teacher", str(f)]
+    return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+def _cfg(out, method="standard"):
+    # no batch norm: the only difference left between 1 and 2 processes is the order of float sums
+    return {"seed": 0, "out_dir": str(out), "data": {"name": "digits", "augment": "shift"},
+            "model": {"name": "mlp", "hidden": [32], "batch_norm": False}, "method": method,
+            "optim": {"lr": 0.05}, "schedule": {"milestones": [2]},
+            "train": {"epochs": 3, "batch_size": 64, "progress": "off", "drop_last": True}}
+
+
+@pytest.mark.parametrize("method", ["standard", "soteacher"])
+def test_two_processes_match_one_process(tmp_path, method):
+    one = train_teacher(_cfg(tmp_path / "one", method))
+    res = _torchrun(tmp_path, _cfg(tmp_path / "two", method))
+    assert res.returncode == 0, res.stderr[:3000]
+    a = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")
+    for k, v in a["model_state"].items():
+        assert torch.allclose(v, b["model_state"][k], atol=TOL, rtol=TOL), k
+    for k, v in a["objective_state"].items():  # SoTeacher's consistency buffer holds every process's rows
+        if isinstance(v, torch.Tensor):
+            assert torch.allclose(v, b["objective_state"][k], atol=TOL, rtol=TOL), k
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert abs(two["top1"] - one.summary["top1"]) <= 100 / 450 + 1e-9  # at most one test sample flips
+    ha = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    hb = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in hb] == [1, 2, 3]
+    for ra, rb in zip(ha, hb):  # metrics reduced over the processes
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4) and rb["acc"] == pytest.approx(ra["acc"], abs=0.2)
+    assert sorted(p.name for p in tmp_path.glob("two/*")) == sorted(p.name for p in tmp_path.glob("one/*"))
+
+
+def test_sync_bn_on_cpu_is_a_clear_error(tmp_path):
+    cfg = _cfg(tmp_path / "x")
+    cfg["model"] = {"name": "mlp", "hidden": [8]}
+    cfg["train"]["sync_bn"] = True
+    res = _torchrun(tmp_path, cfg)
+    assert res.returncode != 0 and "train.sync_bn: SyncBatchNorm needs CUDA" in res.stderr
