@@ -74,7 +74,7 @@ def fit_temperature(logits: Tensor, labels: Tensor, steps: int = 100) -> float:
         return loss
 
     opt.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def calibration_metrics(logits: Tensor, labels: Tensor, temperature: float | None = None) -> dict[str, float]:
