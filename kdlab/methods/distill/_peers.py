@@ -1,0 +1,46 @@
+"""Shared part of the collaborative methods (DML, KDCL): students trained together, no pretrained teacher.
+
+The run's model is the first student; the others ("peers") are submodules of the objective, so the loop's
+optimizer trains them with the same settings and every checkpoint saves them.  Peers are built with
+``build_model`` from ``peer`` (a registered model name, with ``peer_params``) or, by default, from the student's
+own architecture.  All members see the same batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+from pydantic import Field
+from torch import Tensor
+
+from ...errors import ConfigError
+from ...registry import StrictParams
+from ..base import Objective
+
+
+class PeerParams(StrictParams):
+    peer: str | None = Field(None, description="model of the peers (default: the student's architecture)")
+    peer_params: dict[str, Any] = Field({}, description="parameters of the peer model")
+    num_peers: int = Field(1, ge=1, description="peers trained with the student")
+
+
+class PeerObjective(Objective):
+    def __init__(self, student: nn.Module | None, data, peer: str | None = None,
+                 peer_params: dict[str, Any] | None = None, num_peers: int = 1):
+        super().__init__()
+        from ...models import build_model  # the model registry imports nothing from methods; import on use
+
+        if data is None:
+            raise ConfigError("a collaborative method needs the data set (to build its peers)")
+        if peer is None:
+            spec = getattr(student, "kdlab_spec", None)
+            if spec is None:
+                raise ConfigError("method.peer: the student does not say how it was built; name the peer model")
+            peer, peer_params = spec["name"], spec.get("params", {})
+        self.peers = nn.ModuleList(
+            build_model(peer, dict(peer_params or {}), data.num_classes, tuple(data.input_shape), key="method.peer")
+            for _ in range(num_peers))
+
+    def all_logits(self, model: nn.Module, x: Tensor) -> list[Tensor]:
+        return [model(x)] + [p(x) for p in self.peers]

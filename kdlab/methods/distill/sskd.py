@@ -1,0 +1,163 @@
+"""Self-supervised knowledge distillation (Xu, Liu, Li & Loy, ECCV 2020, "Knowledge Distillation Meets
+Self-Supervision").
+
+Every batch is expanded with transformed copies of each input (images: rotations by 90, 180, 270 degrees), so the
+networks see 4B inputs.  Both networks carry a self-supervision head (Linear-ReLU-Linear on the pooled
+embedding); the rows of ``A = cos(head(x~_i), head(x_j))`` compare each transformed copy with every original of
+the batch (a 3B x B matrix whose "correct" column is the copy's own original).  The student's loss (paper Eq. 7)::
+
+    lambda1 * CE(s(x), y) + lambda2 * KD_T(s(x), t(x))
+      + lambda3 * KD_tf_T(s(x~), t(x~))          on the transformed copies  ("tf", label-level knowledge)
+      + lambda4 * KL_ss_T(softmax(A_t) || softmax(A_s))                         ("ss", self-supervision)
+
+with KD at T = 4, the tf term at T = 4 and the ss term at T = 0.5 (each KL scaled by T^2, averaged over the kept
+rows).  Noisy teacher knowledge is dropped: on the transformed copies, rows where the teacher ranks the true
+class (tf) or the own original (ss) first are kept, plus the ``ratio_tf`` (1.0) / ``ratio_ss`` (0.75) fraction of
+the other rows that it ranks best.
+
+The teacher's head is trained first, in the initialisation stage, with the teacher frozen (eval mode): ``ss_epochs``
+(60) epochs of cross-entropy over the rows of A_t (no temperature), SGD lr 0.05 (x0.1 at epochs 30 and 45),
+momentum 0.9, weight decay 5e-4, exactly as the authors' code (xuguodong03/SSKD, student.py) does before training
+the student; the head is then frozen and saved with the run's objective.  The student's head is trained with the
+student.
+
+Defaults: lambda1..4 = 1.0, 1.0, 2.7, 10.0 (standard teacher) or 1.0, 1.0, 1.0, 10.0 (``beta_preset:
+soteacher``), the settings of the SoTeacher paper; ``gamma`` / ``alpha`` are lambda1 / lambda2 and ``tf_weight``
+/ ``ss_weight`` are lambda3 / lambda4 (``beta`` scales both and defaults to 1).  The authors' code defaults to
+lambda1 = 0.1, lambda2 = 0.9 instead.  Where kdlab differs from that code: the code draws an independent random
+crop for each rotated copy (rotating the flipped image first); kdlab rotates the batch as augmented by the data
+set, so the four copies share one crop.  The running accuracy is the student's on the untransformed inputs.
+
+Works for any pair (each network has its own head; only the B x 3B similarity matrices are compared).  Inputs:
+square images (rotations) and 1D sequences, where kdlab uses the four transforms identity, time reversal, sign
+flip and both (kdlab's choice: the paper is image-only); vector inputs are rejected.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor
+
+from ...errors import ConfigError
+from ...registry import register_distill_method
+from ..base import StepOutput
+from ..distiller import Distiller, DistillerParams, kd_loss
+
+__all__ = ["SSKD", "keep_confident", "similarity_rows", "transform_batch"]
+
+TF_WEIGHT = {"standard": 2.7, "soteacher": 1.0}
+
+
+def transform_batch(x: Tensor) -> Tensor:
+    """(B, ...) -> (4B, ...): each input followed by its three transformed copies (rotations for images)."""
+    if x.dim() == 4:
+        if x.shape[2] != x.shape[3]:
+            raise ConfigError(f"sskd: rotations need square images, got {tuple(x.shape[2:])}")
+        views = [torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
+    elif x.dim() == 3:
+        rev = x.flip(2)
+        views = [x, rev, -x, -rev]
+    else:
+        raise ConfigError("sskd: needs image or sequence inputs (vectors have no natural transformations)")
+    return torch.stack(views, dim=1).flatten(0, 1)
+
+
+def similarity_rows(rep: Tensor) -> Tensor:
+    """Cosine similarity of every transformed copy (3B rows) with every original (B columns)."""
+    rep = F.normalize(rep.view(-1, 4, rep.shape[1]), dim=2)
+    return rep[:, 1:].flatten(0, 1) @ rep[:, 0].t()
+
+
+def keep_confident(scores: Tensor, target: Tensor, ratio: float) -> Tensor:
+    """Rows where ``scores`` rank ``target`` first, plus the ``ratio`` of the others where it ranks best."""
+    rank = (scores > scores.gather(1, target.unsqueeze(1))).sum(1)
+    wrong = int((rank > 0).sum())
+    n_keep = scores.shape[0] - wrong + int(wrong * ratio)
+    return torch.sort(torch.argsort(rank, stable=True)[:n_keep]).values
+
+
+def _head(dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
+
+
+class SSKDParams(DistillerParams):
+    beta: float | None = Field(None, ge=0, description="scale of both self-supervised terms (default 1)")
+    tf_weight: float | None = Field(None, ge=0, description="lambda3 (default: 2.7 standard, 1.0 soteacher)")
+    ss_weight: float = Field(10.0, ge=0, description="lambda4")
+    tf_T: float = Field(4.0, gt=0, description="temperature of the transformed-copy KD")
+    ss_T: float = Field(0.5, gt=0, description="temperature of the similarity KL")
+    ratio_tf: float = Field(1.0, ge=0, le=1, description="share of teacher-misranked copies kept (tf)")
+    ratio_ss: float = Field(0.75, ge=0, le=1, description="share of teacher-misranked rows kept (ss)")
+    ss_epochs: int = Field(60, ge=0, description="epochs of training the teacher's head before distillation")
+    ss_lr: float = Field(0.05, gt=0, description="learning rate of the teacher's head")
+    ss_milestones: list[int] = Field([30, 45], description="epochs where the head's learning rate drops x0.1")
+
+
+@register_distill_method("sskd", needs_teacher=True, paper="Xu et al. 2020")
+class SSKD(Distiller):
+    """SSKD: CE + KD + KD on rotated copies + KL of self-supervised similarity distributions."""
+
+    Params = SSKDParams
+    BETA = {"standard": 1.0, "soteacher": 1.0}
+
+    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None,
+                 tf_weight: float | None = None, ss_weight: float = 10.0, tf_T: float = 4.0, ss_T: float = 0.5,
+                 ratio_tf: float = 1.0, ratio_ss: float = 0.75, ss_epochs: int = 60, ss_lr: float = 0.05,
+                 ss_milestones: list[int] = (30, 45), beta_preset: str = "standard", **kw):
+        super().__init__(teacher, student, data, beta_preset=beta_preset, **kw)
+        if student is None or data is None:
+            raise ConfigError("sskd: needs the student and the data set (to size its heads)")
+        transform_batch(torch.zeros(1, *data.input_shape))  # fail now on unsupported inputs
+        self.tf_weight = TF_WEIGHT[beta_preset] if tf_weight is None else tf_weight
+        self.ss_weight, self.tf_T, self.ss_T = ss_weight, tf_T, ss_T
+        self.ratio_tf, self.ratio_ss = ratio_tf, ratio_ss
+        self.ss_epochs, self.ss_lr, self.ss_milestones = ss_epochs, ss_lr, list(ss_milestones)
+        self.head_s = _head(self.student_dim)
+        self.head_t = _head(self.teacher_dim)
+        self.head_t.requires_grad_(False)  # trained in the initialisation stage only, never by the loop's optimizer
+
+    def initialize(self, model: nn.Module, state) -> None:
+        """Train the teacher's self-supervision head on the frozen teacher (authors' first stage)."""
+        head = self.head_t
+        head.requires_grad_(True)
+        opt = torch.optim.SGD(head.parameters(), lr=self.ss_lr, momentum=0.9, weight_decay=5e-4)
+        for epoch in range(self.ss_epochs):
+            for g in opt.param_groups:
+                g["lr"] = self.ss_lr * 0.1 ** sum(epoch >= m for m in self.ss_milestones)
+            for batch in state.train_loader.epoch(epoch):
+                with torch.no_grad():
+                    emb = self.teacher(transform_batch(batch.x), features=True).embedding
+                sim = similarity_rows(head(emb))
+                target = torch.arange(sim.shape[1], device=sim.device).repeat_interleave(3)
+                loss = F.cross_entropy(sim, target)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        head.requires_grad_(False)
+
+    def forward(self, model: nn.Module, batch, state) -> StepOutput:
+        if state is not None and state.epoch < self.switch_epoch:
+            return super().forward(model, batch, state)
+        x4 = transform_batch(batch.x)
+        s = model(x4, features=True)
+        with torch.no_grad():
+            t = self.teacher(x4, features=True)
+            t_sim = similarity_rows(self.head_t(t.embedding))
+        s_sim = similarity_rows(self.head_s(s.embedding))
+        orig = torch.arange(x4.shape[0], device=x4.device) % 4 == 0
+        s_out, t_out = s.logits[orig], t.logits[orig]
+        s_aug, t_aug = s.logits[~orig], t.logits[~orig]
+
+        ce = F.cross_entropy(s_out, batch.y)
+        kd = kd_loss(s_out, t_out, self.T)
+        keep = keep_confident(t_aug, batch.y.repeat_interleave(3), self.ratio_tf)
+        tf = kd_loss(s_aug[keep], t_aug[keep], self.tf_T) if keep.numel() else s_aug.sum() * 0
+        own = torch.arange(batch.y.shape[0], device=x4.device).repeat_interleave(3)
+        keep = keep_confident(t_sim, own, self.ratio_ss)
+        ss = kd_loss(s_sim[keep], t_sim[keep], self.ss_T) if keep.numel() else s_sim.sum() * 0
+        loss = self.gamma * ce + self.alpha * kd + self.beta * (self.tf_weight * tf + self.ss_weight * ss)
+        parts = {"ce": ce.detach(), "kd": kd.detach(), "tf": tf.detach(), "ss": ss.detach()}
+        return StepOutput(loss, s_out, parts)

@@ -1,0 +1,18 @@
+"""Settings of CRD, SSKD, OFD, DKD, KD+, RCO, DML and KDCL for the registry harness.
+
+The harness data set has 192 training samples in 10 classes and 4 epochs, so some defaults are scaled down:
+CRD draws 64 negatives (a sample has only ~170 samples of other classes); SSKD trains the teacher's head for one
+epoch instead of 60; DKD's warm-up lasts 2 epochs; the harness teacher run keeps no epoch_XXX.pt checkpoints, so
+RCO names its two anchors (tests/test_advanced_methods.py covers the default anchors from ``train.save_every``).
+"""
+
+SETTINGS = {
+    "crd": {"params": {"nce_k": 64, "nce_m": 0.9}},
+    "sskd": {"params": {"ss_epochs": 1}},
+    "ofd": {"params": {}},
+    "dkd": {"params": {"warmup": 2}},
+    "kdplus": {"params": {"mix": ["mixup", "cutmix", "noise"]}},
+    "rco": {"params": {"anchors": ["best", "last"]}},
+    "dml": {"params": {}},
+    "kdcl": {"params": {}},
+}
