@@ -26,7 +26,9 @@ kinds (each x~ picks one kind uniformly when several are listed):
 The student and the teacher see the x~ in a separate forward pass (the student's batch-norm statistics see them
 too).  Late distillation is respected: no OOD term before the base method's ``switch_epoch``.  Everything the
 base method keeps (connectors, memories, peers) lives inside this objective, under ``base.``, and is saved with
-the run.  ``mixup`` and ``noise`` work on any input kind; ``cutmix`` on images and 1D sequences.
+the run.  Pairs of architectures: whatever the base method supports (its own adapters); the OOD term needs only
+the logits.  ``mixup`` and ``noise`` work on any input kind, 1D sequences included; ``cutmix`` on images and 1D
+sequences.
 """
 
 from __future__ import annotations
