@@ -13,6 +13,7 @@ from kdlab.data.base import ArrayLoader, DataBundle, Split
 from kdlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from kdlab.engine.state import LoopState
 from kdlab.errors import CheckpointError, ConfigError
+from kdlab.methods.distill._contrast_memory import BankMemory, QueueMemory
 from kdlab.methods.distill.ofd import gaussian_margin
 from kdlab.models import build_model
 from kdlab.registry import DISTILL_METHODS
@@ -160,3 +161,35 @@ def test_peers_are_trained_and_saved_with_the_objective(tmp_path):
     assert [p.kdlab_spec["name"] for p in obj.peers] == ["cnn1d", "cnn1d"]  # the student's architecture
     assert any(k.startswith("peers.1.") for k in obj.state_dict())
     assert not DISTILL_METHODS.get("dml").meta["needs_teacher"]
+
+
+def _memory_worker(rank, world, port, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    bank = BankMemory(8, 2, torch.arange(8) % 2, momentum=0.0)
+    queue = QueueMemory(4, 2)
+    index = torch.tensor([0, 1]) + 2 * rank  # each process its own samples
+    v = torch.full((2, 2), float(rank + 1))
+    bank.update(index, index % 2, v, v)
+    queue.update(index, index % 2, v, v)
+    torch.save({k: t.clone() for k, t in {**bank.state_dict(), **{f"q.{k}": t for k, t in queue.state_dict().items()}}
+                .items()}, f"{out}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_crd_memory_is_the_same_on_every_process(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_memory_worker, args=(2, port, str(tmp_path)), nprocs=2)
+    a, b = torch.load(tmp_path / "0.pt"), torch.load(tmp_path / "1.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    r = 1 / 2 ** 0.5
+    assert torch.allclose(a["student"][:4], torch.full((4, 2), r))  # rows 0-1 from rank 0, 2-3 from rank 1
+    assert a["q.indices"].tolist() == [0, 1, 2, 3] and int(a["q.ptr"]) == 0

@@ -6,7 +6,9 @@ continues with exactly the memory it stopped with.
 * :class:`QueueMemory`: a first-in first-out queue of the last ``size`` embeddings and their labels/indices, for
   data sets too large for a per-sample memory (MoCo-style bound; not in the CRD paper or code).
 
-Both initialise their slots uniformly in ``[-1/sqrt(dim/3), 1/sqrt(dim/3)]`` like the reference.
+Both initialise their slots uniformly in ``[-1/sqrt(dim/3), 1/sqrt(dim/3)]`` like the reference.  With several
+processes (torchrun) every update gathers the indices and embeddings of all processes first, so every process
+holds the same memory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+
+from ...engine.distributed import all_gather_cat
 
 
 def _uniform_init(n: int, dim: int) -> Tensor:
@@ -76,8 +80,9 @@ class BankMemory(nn.Module):
     @torch.no_grad()
     def update(self, index: Tensor, y: Tensor, v_s: Tensor, v_t: Tensor) -> None:
         m = self.momentum
+        index = all_gather_cat(index)
         for bank, v in ((self.student, v_s), (self.teacher, v_t)):
-            mixed = bank[index] * m + v.detach() * (1 - m)
+            mixed = bank[index] * m + all_gather_cat(v.detach().to(bank.dtype)) * (1 - m)
             bank.index_copy_(0, index, F.normalize(mixed, dim=1))
 
 
@@ -102,17 +107,20 @@ class QueueMemory(nn.Module):
     def rows(self, index: Tensor, y: Tensor, k: int, v_s: Tensor, v_t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         keys, exclude = (self.labels, y) if self.negatives == "other_class" else (self.indices, index)
         neg, valid = sample_excluding(keys, exclude, k, self.replace)
-        s_rows = torch.cat([v_s.detach().unsqueeze(1), self.student[neg]], dim=1)
-        t_rows = torch.cat([v_t.detach().unsqueeze(1), self.teacher[neg]], dim=1)
+        s_rows = torch.cat([v_s.detach().to(self.student.dtype).unsqueeze(1), self.student[neg]], dim=1)
+        t_rows = torch.cat([v_t.detach().to(self.teacher.dtype).unsqueeze(1), self.teacher[neg]], dim=1)
         return s_rows, t_rows, valid
 
     @torch.no_grad()
     def update(self, index: Tensor, y: Tensor, v_s: Tensor, v_t: Tensor) -> None:
         size = self.labels.numel()
+        index, y = all_gather_cat(index), all_gather_cat(y)
+        v_s = all_gather_cat(v_s.detach().to(self.student.dtype))
+        v_t = all_gather_cat(v_t.detach().to(self.teacher.dtype))
         index, y, v_s, v_t = index[-size:], y[-size:], v_s[-size:], v_t[-size:]  # a batch larger than the queue
         pos = (self.ptr + torch.arange(index.numel(), device=index.device)) % size
-        self.student.index_copy_(0, pos, v_s.detach())
-        self.teacher.index_copy_(0, pos, v_t.detach())
+        self.student.index_copy_(0, pos, v_s)
+        self.teacher.index_copy_(0, pos, v_t)
         self.labels.index_copy_(0, pos, y.long())
         self.indices.index_copy_(0, pos, index.long())
         self.ptr.copy_((self.ptr + index.numel()) % size)

@@ -21,6 +21,9 @@ differ, kdlab follows the code:
 * ``Z`` is estimated once, from the first batch, and then kept (a buffer, saved with the run);
 * the memory is updated within the step, after the scores and before the gradient step.
 
+With several processes (torchrun), Z is the mean over the processes' first batches and the memory gathers every
+process's embeddings (every process holds the same memory); scores are computed in float32 under mixed precision.
+
 Options kdlab adds: ``memory: queue`` keeps only the last ``queue_size`` embeddings of both networks (the
 positive is then the other network's current, detached embedding of the sample; entries of the anchor's class are
 skipped), for data sets too large for a per-sample memory (e.g. ImageNet: 1.28 M x 128 x 2 floats);
@@ -38,11 +41,13 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
+from ...engine.distributed import all_reduce_sum, is_active
 from ...errors import ConfigError
 from ...registry import register_distill_method
 from ..distiller import Distiller, DistillerParams
@@ -65,8 +70,13 @@ class Embed(nn.Module):
 
 
 def contrast_scores(anchor: Tensor, rows: Tensor, temperature: float) -> Tensor:
-    """exp(<anchor_b, rows_b,j> / T) for each of the (B, k+1) rows of the memory; not yet divided by Z."""
-    return torch.exp(torch.bmm(rows, anchor.unsqueeze(2)).squeeze(2) / temperature)
+    """exp(<anchor_b, rows_b,j> / T) for each of the (B, k+1) rows of the memory; not yet divided by Z.
+
+    Always in float32: exp(1 / 0.07) overflows half precision, so mixed-precision autocast is switched off here.
+    """
+    with torch.autocast(anchor.device.type, enabled=False):
+        dots = torch.bmm(rows.float(), anchor.float().unsqueeze(2)).squeeze(2)
+    return torch.exp(dots / temperature)
 
 
 def nce_loss(p: Tensor, num_data: int, valid: Tensor | None = None) -> Tensor:
@@ -127,6 +137,7 @@ class CRD(Distiller):
                               f"in this training set; set method.nce_k <= {limit}")
         # normalisation constants of the two score sets, fixed from the first batch (-1: not yet)
         self.register_buffer("z", torch.full((2,), -1.0))
+        self._z_ready = False
 
     def method_loss(self, s, t, batch, state) -> Tensor:
         v_s, v_t = self.embed_s(s.embedding), self.embed_t(t.embedding)
@@ -136,9 +147,13 @@ class CRD(Distiller):
             mem_s, mem_t, valid = self.memory.rows(batch.index, batch.y, self.nce_k, v_s, v_t)
         out_s = contrast_scores(v_s, mem_t, self.nce_t)  # student anchor against the teacher memory
         out_t = contrast_scores(v_t, mem_s, self.nce_t)
-        with torch.no_grad():
-            first = torch.stack([out_s.mean(), out_t.mean()]) * self.num_data
-            self.z.copy_(torch.where(self.z < 0, first, self.z))
+        if not self._z_ready:  # checked once per process: the first batch of a fresh run sets Z
+            with torch.no_grad():
+                if bool((self.z < 0).any()):
+                    first = torch.stack([out_s.mean(), out_t.mean()]) * self.num_data
+                    first = all_reduce_sum(first) / (dist.get_world_size() if is_active() else 1)
+                    self.z.copy_(torch.where(self.z < 0, first, self.z))
+            self._z_ready = True
         loss = nce_loss(out_s / self.z[0], self.num_data, valid) + nce_loss(out_t / self.z[1], self.num_data, valid)
         self.memory.update(batch.index, batch.y, v_s, v_t)
         return loss

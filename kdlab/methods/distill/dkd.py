@@ -54,7 +54,7 @@ def dkd_terms(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, te
               ) -> tuple[Tensor, Tensor]:
     """(TCKD, NCKD), each T^2 * KL(teacher || student) averaged over the batch (DKD Eq. 7)."""
     t = temperature
-    s, te = student_logits / t, teacher_logits / t
+    s, te = student_logits.float() / t, teacher_logits.float() / t
     b_s, b_t = _binary_log_probs(s, target), _binary_log_probs(te, target)
     tckd = F.kl_div(b_s, b_t, reduction="batchmean", log_target=True) * t * t
     n_s = F.log_softmax(_non_target(s, target), dim=1)

@@ -74,7 +74,7 @@ def margin_relu(t: Tensor, margin: Tensor) -> Tensor:
 def partial_l2(s: Tensor, t: Tensor, margin: Tensor) -> Tensor:
     """Partial L2 distance between the student's feature and the margin-ReLU'd teacher feature, summed over
     channels and positions and averaged over the batch."""
-    target = margin_relu(t, margin)
+    s, target = s.float(), margin_relu(t.float(), margin.float())  # float32: the sum overflows half precision
     keep = (s > target) | (target > 0)
     return ((s - target).pow(2) * keep).sum() / s.shape[0]
 
