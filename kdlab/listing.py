@@ -30,6 +30,28 @@ def _parameter_count(entry: Entry) -> str:
     return "-"
 
 
+_WEIGHTS = ("gamma", "alpha", "beta", "T", "beta_preset")
+
+
+def _distill_row(entry: Entry) -> list[str]:
+    fields = entry.params.model_fields
+
+    def default(name: str) -> str:
+        f = fields.get(name)
+        return "-" if f is None or f.is_required() else f"{f.default:g}" if isinstance(f.default, float) else \
+            str(f.default)
+
+    beta = getattr(entry.obj, "BETA", None)
+    if "beta" in fields and beta and any(beta.values()) and fields["beta"].default is None:
+        beta_txt = f"{beta['standard']:g} / {beta['soteacher']:g}"
+    else:
+        beta_txt = default("beta")
+    others = ", ".join(f"{k}={f.default!r}" for k, f in fields.items()
+                       if k not in _WEIGHTS and k != "switch_epoch" and not f.is_required()) or "-"
+    return [entry.name, entry.meta.get("paper", ""), default("gamma"), default("alpha"), beta_txt, default("T"),
+            others, entry.summary]
+
+
 def _model_rows() -> list[list[str]]:
     return [[e.name, e.meta.get("input", "any"), _parameter_count(e), e.summary] for e in MODELS.entries()]
 
@@ -43,9 +65,10 @@ def listing(what: str = "all") -> str:
         rows = [[e.name, e.meta.get("paper", ""), _defaults(e), e.summary] for e in TEACHER_METHODS.entries()]
         blocks.append("Teacher methods\n\n" + markdown_table(["name", "paper", "defaults", "description"], rows))
     if what in ("all", "distill-methods", "methods"):
-        rows = [[e.name, e.meta.get("paper", ""), _defaults(e), e.summary] for e in DISTILL_METHODS.entries()]
-        blocks.append("Distillation methods\n\n" + markdown_table(["name", "paper", "defaults", "description"],
-                                                                  rows))
+        blocks.append("Distillation methods (student loss = gamma CE + alpha KD + beta method loss; beta for a "
+                      "standard / a SoTeacher teacher)\n\n" +
+                      markdown_table(["name", "paper", "gamma", "alpha", "beta", "T", "other defaults", "description"],
+                                     [_distill_row(e) for e in DISTILL_METHODS.entries()]))
     if what in ("all", "datasets"):
         rows = [[e.name, str(e.meta.get("input_shape", "")), str(e.meta.get("classes", "")), e.summary]
                 for e in DATASETS.entries()]
