@@ -67,7 +67,8 @@ def cmd_study(a: argparse.Namespace) -> int:
     from .study.runner import check_no_failures
 
     config, overrides = _split_args(a.args, need_config=True)
-    res = run_study(config, overrides, workers=a.workers)
+    ray_options = {"address": a.ray_address, "gpus_per_run": a.gpus_per_run, "cpus_per_run": a.cpus_per_run}
+    res = run_study(config, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options)
     print(res.table)
     check_no_failures(res)
     return 0
@@ -130,7 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     st = add("study", cmd_study, "run teacher methods x pairs x distillation methods x seeds and print the "
              "tables (finished runs are reused, interrupted ones resumed)", "CONFIG.yaml [key=value ...]")
     st.add_argument("--workers", type=int, default=1, metavar="N",
-                    help="train up to N runs at once in worker processes (default 1)")
+                    help="train up to N runs at once (local worker processes, or Ray tasks in flight)")
+    st.add_argument("--launcher", choices=["local", "ray"], default="local",
+                    help="local processes (default) or one Ray task per run")
+    st.add_argument("--ray-address", default=None, metavar="ADDR",
+                    help="Ray cluster address (default: a local Ray instance, or RAY_ADDRESS)")
+    st.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs per Ray task (default 0)")
+    st.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs per Ray task (default 1)")
     e = add("eval", cmd_eval, "evaluate a checkpoint on the test split",
             "RUN_DIR | CHECKPOINT.pt | EVAL.yaml [key=value ...] (e.g. checkpoint=best teacher.path=runs/t)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")

@@ -42,7 +42,9 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _call(kind: str, config: dict[str, Any]) -> tuple[dict[str, Any] | None, bool, str | None]:
+def _call(kind: str, config: dict[str, Any], cwd: str | None = None) -> tuple[dict[str, Any] | None, bool, str | None]:
+    if cwd is not None:  # a Ray worker: relative paths (runs, data roots) mean what they mean for the driver
+        os.chdir(cwd)
     try:
         summary, reused = run_one(kind, config)
         return summary, reused, None
@@ -50,7 +52,11 @@ def _call(kind: str, config: dict[str, Any]) -> tuple[dict[str, Any] | None, boo
         return None, False, str(e)
 
 
-def execute(plan: list[PlannedRun], workers: int = 1, log: Callable[[str], None] = print) -> list[Outcome]:
+def execute(plan: list[PlannedRun], workers: int = 1, log: Callable[[str], None] = print,
+            launcher: str = "local", ray_options: dict[str, Any] | None = None) -> list[Outcome]:
+    """``launcher``: ``local`` (this process, or ``workers`` processes) or ``ray`` (one Ray task per run)."""
+    if launcher == "ray":
+        return _ray(plan, workers, log, **(ray_options or {}))
     if workers <= 1:
         return _sequential(plan, log)
     return _parallel(plan, workers, log)
@@ -129,4 +135,60 @@ def _parallel(plan: list[PlannedRun], workers: int, log) -> list[Outcome]:
                 outcomes[run.run_dir] = Outcome(run, summary, reused, error, time.perf_counter() - started)
                 done_count += 1
                 _report(done_count, len(plan), outcomes[run.run_dir], t0, log)
+    return [outcomes[r.run_dir] for r in plan]
+
+
+def _ray(plan: list[PlannedRun], workers: int, log, address: str | None = None, gpus_per_run: float = 0.0,
+         cpus_per_run: float = 1.0) -> list[Outcome]:
+    """One Ray task per run, each started once the runs it needs have finished.  Workers must see the study
+    folder (and data) at the driver's working directory: a shared file system on a cluster."""
+    try:
+        import ray
+    except ImportError:
+        raise KdlabError("--launcher ray needs Ray: pip install 'ray>=2.9'") from None
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise KdlabError(f"cannot reach the Ray cluster {address or '(local)'}: {e}") from None
+    task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(_call)
+    cwd = os.getcwd()
+    cap = workers if workers > 1 else max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_run, 1e-9)))
+    outcomes: dict[Path, Outcome] = {}
+    pending = list(plan)
+    running: dict[Any, tuple[PlannedRun, float]] = {}
+    t0 = time.perf_counter()
+    done_count = 0
+    try:
+        while pending or running:
+            for run in list(pending):
+                if len(running) >= cap:
+                    break
+                deps = [outcomes.get(d) for d in run.needs]
+                if any(d is not None and d.error for d in deps):
+                    pending.remove(run)
+                    outcomes[run.run_dir] = Outcome(run, None, error="skipped: a run it needs failed")
+                    done_count += 1
+                    _report(done_count, len(plan), outcomes[run.run_dir], t0, log)
+                elif all(d is not None for d in deps):
+                    pending.remove(run)
+                    config = dict(run.config)
+                    config["train"] = {**config["train"], "progress": "off"}
+                    running[task.remote(run.kind, config, cwd)] = (run, time.perf_counter())
+            if not running:
+                continue
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                run, started_at = running.pop(ref)
+                try:
+                    summary, reused, error = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - a lost worker must not stop the study
+                    summary, reused, error = None, False, f"{type(e).__name__}: {str(e).splitlines()[0]}"
+                outcomes[run.run_dir] = Outcome(run, summary, reused, error, time.perf_counter() - started_at)
+                done_count += 1
+                _report(done_count, len(plan), outcomes[run.run_dir], t0, log)
+    finally:
+        if started:
+            ray.shutdown()
     return [outcomes[r.run_dir] for r in plan]

@@ -47,8 +47,11 @@ def record(run: PlannedRun, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None] | None = None,
-              workers: int = 1) -> StudyResult:
-    """Run what is missing of a study and write its results; returns the records and the markdown tables."""
+              workers: int = 1, launcher: str = "local", ray_options: dict[str, Any] | None = None) -> StudyResult:
+    """Run what is missing of a study and write its results; returns the records and the markdown tables.
+
+    ``launcher``: ``local`` (in this process, or ``workers`` processes) or ``ray`` (one Ray task per run).
+    """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     cfg = load_config(StudyConfig, config, overrides)
     out = Path(cfg.out_dir)
@@ -56,7 +59,7 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     atomic_write_text(out / "study.yaml", dump_yaml(cfg))
     plan = plan_study(cfg)
     t0 = time.perf_counter()
-    outcomes = execute(plan, workers, log)
+    outcomes = execute(plan, workers, log, launcher, ray_options)
     return write_results(cfg, outcomes, log, time.perf_counter() - t0)
 
 

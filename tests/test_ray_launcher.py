@@ -1,0 +1,39 @@
+"""``kdlab study --launcher ray``: one Ray task per run, on a local Ray instance."""
+
+import pytest
+
+from test_study import study_cfg
+
+from kdlab.cli import main
+from kdlab.study import run_study
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def test_ray_launcher_gives_the_same_study_as_local_runs(tmp_path, local_ray, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative out_dir: the tasks must write where the driver looks
+    local = run_study(study_cfg("local", seeds=[0]), log=lambda s: None)
+    remote = run_study(study_cfg("remote", seeds=[0]), log=lambda s: None, launcher="ray", workers=2)
+    assert not remote.failed and remote.ran == 7
+    key = lambda r: (r["kind"], r["teacher_label"], r["method_label"])
+    assert {key(r): r["top1"] for r in local.records} == {key(r): r["top1"] for r in remote.records}
+    assert len(list((tmp_path / "remote").rglob("summary.json"))) == 7
+    again = run_study(study_cfg("remote", seeds=[0]), log=lambda s: None, launcher="ray")
+    assert again.reused == 7 and again.ran == 0
+
+
+def test_unreachable_ray_cluster_is_a_one_line_error(tmp_path, capsys):
+    import yaml
+
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(yaml.safe_dump(study_cfg(tmp_path / "s", seeds=[0])))
+    code = main(["study", str(cfg), "--launcher", "ray", "--ray-address", "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot reach the Ray cluster 127.0.0.1:1" in err and err.count("\n") == 1
