@@ -47,8 +47,9 @@ def record(run: PlannedRun, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None] | None = None,
-              workers: int = 1) -> StudyResult:
-    """Run what is missing of a study and write its results; returns the records and the markdown tables."""
+              workers: int = 1, report: bool = True) -> StudyResult:
+    """Run what is missing of a study and write its results (and with ``report`` its figures, report.md and
+    report.html); returns the records and the markdown tables."""
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     cfg = load_config(StudyConfig, config, overrides)
     out = Path(cfg.out_dir)
@@ -57,7 +58,20 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     plan = plan_study(cfg)
     t0 = time.perf_counter()
     outcomes = execute(plan, workers, log)
-    return write_results(cfg, outcomes, log, time.perf_counter() - t0)
+    result = write_results(cfg, outcomes, log, time.perf_counter() - t0)
+    if report:
+        write_report_logged(out, log)
+    return result
+
+
+def write_report_logged(out: Path, log: Callable[[str], None]) -> None:
+    from ..report import write_report  # matplotlib is imported only when a report is written
+
+    try:
+        _, html = write_report(out)
+        log(f"report in {html} (figures in {out / 'figures'})")
+    except KdlabError as e:  # e.g. every run failed: the study's own failure report says more
+        log(f"report not written: {e}")
 
 
 def write_results(cfg: StudyConfig, outcomes: list[Outcome], log: Callable[[str], None],
