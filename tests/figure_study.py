@@ -10,7 +10,6 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
 import yaml
 
 from conftest import TINY_DATA, TINY_TRAIN
@@ -38,12 +37,7 @@ def tiny_study(tmp_path_factory) -> Path:
     """The study folder, trained once per test session."""
     if "dir" not in _built:
         out = tmp_path_factory.mktemp("figures") / "study"
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # 34 tiny runs: a second thread only waits on the other one (shared CPU)
-        try:
-            res = run_study(tiny_config(out), log=lambda s: None)
-        finally:
-            torch.set_num_threads(threads)
+        res = run_study(tiny_config(out), log=lambda s: None)
         assert not res.failed and len(res.records) == 34
         _built["dir"] = out
     return _built["dir"]
