@@ -39,6 +39,7 @@ from .plotting import (
     hline,
     integer_x,
     legend,
+    n_seeds,
     new_figure,
     save,
     set_x_axis,
@@ -69,10 +70,10 @@ def plot_trajectory(records: list[dict], out_path: str | Path) -> Path | None:
             band(row[2], m.student, c, label=f"from {m.teacher_label} teacher")
         for i, (name, vals) in enumerate(tr.references.items()):
             hline(row[2], vals, "0.45", name, linestyle=["--", ":", "-."][i % 3])
-        title(row[0], f"Teacher {tr.pair.teacher}: test accuracy (n={n} seeds)")
-        title(row[1], f"Teacher {tr.pair.teacher}: training loss (n={n} seeds)")
+        title(row[0], f"Teacher {tr.pair.teacher}: test accuracy ({n_seeds(n)})")
+        title(row[1], f"Teacher {tr.pair.teacher}: training loss ({n_seeds(n)})")
         title(row[2], f"{tr.method} student {tr.pair.student} distilled from\nthe teacher's checkpoint at that "
-              f"epoch (n={n} seeds)")
+              f"epoch ({n_seeds(n)})")
         row[0].set(xlabel="teacher epoch", ylabel="teacher test top-1 (%)")
         row[1].set(xlabel="teacher epoch", ylabel="training loss (mean per example)")
         row[2].set(xlabel="teacher checkpoint epoch", ylabel="student test top-1 (%)")
@@ -87,27 +88,37 @@ def plot_trajectory(records: list[dict], out_path: str | Path) -> Path | None:
 
 
 def _sweep_panel(ax, sw: curves.Sweep, colours: dict[str, str], xlabel: str, heading: str) -> None:
+    """Students on the left axis; a teacher sweep's teacher on a right axis of its own, so that a change of a
+    few points stays visible next to students that are many points less accurate."""
     lines = ([sw.teacher] if sw.teacher is not None and sw.teacher.x else []) + sw.students
     order = categorical_order(lines)
+    tax = ax.twinx() if lines and lines[0] is sw.teacher else None
     for i, s in enumerate(lines):
         is_teacher = s is sw.teacher
-        c = "black" if is_teacher else colours.get(s.key) or colour(i)
-        band(ax, s, c, order, marker="s" if is_teacher else "o", linestyle="--" if is_teacher else "-")
+        target, c = (tax, "black") if is_teacher else (ax, colours.get(s.key) or colour(i))
+        band(target, s, c, order, marker="s" if is_teacher else "o", linestyle="--" if is_teacher else "-",
+             label=f"{sw.base} teacher (right axis)" if is_teacher else None)
         if sw.base_value in s.x:  # the configuration the tables report (the seed figure's triangle)
             x = x_positions([sw.base_value], order)[0]
-            ax.plot([x], [s.mean[s.x.index(sw.base_value)]], marker="^", markersize=10, color=c, linestyle="none")
+            target.plot([x], [s.mean[s.x.index(sw.base_value)]], marker="^", markersize=10, color=c,
+                        linestyle="none")
         for name, vals in sw.references.items():
             if name.startswith(s.label + " ("):
-                hline(ax, vals, c, name, linestyle=":")
+                hline(target, vals, c, name, linestyle=":")
     for name, vals in sw.references.items():
         if not any(name.startswith(s.label + " (") for s in lines):
             hline(ax, vals, "0.45", name)
     set_x_axis(ax, lines, order, xlabel)
     if order is None and all(isinstance(x, int) for s in lines for x in s.x):
         integer_x(ax)
-    ax.set(ylabel="test top-1 (%)")
-    title(ax, f"{heading}\n{sw.pair.title}\n(n={len(sw.seeds)} seeds; ▲ the configuration of the tables)")
-    legend(ax)
+    ax.set(ylabel="student test top-1 (%)")
+    title(ax, f"{heading}\n{sw.pair.title}\n({n_seeds(len(sw.seeds))}; ▲ the configuration of the tables)")
+    if tax is not None:
+        tax.set_ylabel("teacher test top-1 (%), dashed")
+        handles = [h for a in (ax, tax) for h in zip(*a.get_legend_handles_labels())]
+        ax.legend([h for h, _ in handles], [lbl for _, lbl in handles], fontsize=7)
+    else:
+        legend(ax)
 
 
 def _sweep_figure(panels: list[curves.Sweep], out_path, colours, xlabel, panel_title, heading) -> Path:

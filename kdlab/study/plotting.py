@@ -98,6 +98,10 @@ def blank(ax) -> None:
     ax.set_axis_off()
 
 
+def n_seeds(n: int) -> str:
+    return f"n={n} seed" + ("" if n == 1 else "s")
+
+
 def title(ax, text: str, size: float = 8.5) -> None:
     ax.set_title(text, fontsize=size)
 
