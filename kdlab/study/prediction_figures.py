@@ -28,23 +28,24 @@ def _pooled(recs: list[dict]) -> tuple[np.ndarray, np.ndarray, list[int]] | None
 
 
 def _reliability_rows(records: list[dict]) -> list[list[tuple[str, list[dict]]]]:
-    """Rows of (panel title, runs pooled in it): per pair the teachers (once per set of teacher runs), then per
-    distillation method its students by teacher method; then the students trained without a teacher."""
+    """Rows of (panel title, runs pooled in it), one column per teacher method: per pair its teachers (a set of
+    teacher runs already shown for another pair is left empty), then per distillation method its students; last
+    the students trained without a teacher."""
     teachers = curves.plain_teacher_labels(records)
     distill, alone = curves.plain_student_labels(records)
-    rows, seen = [], set()
     pairs = curves.pairs_of(records)
-    teacher_rows = [[(f"{t} teacher {p.teacher}", curves.teacher_records(records, p, t)) for t in teachers]
-                    for p in pairs]
+    shared = lambda p: sum(q.teacher == p.teacher for q in pairs) > 1
+    teacher_rows = [[(f"{t} teacher {p.teacher}" + (f"\n(pair with {p.student})" if shared(p) else ""),
+                      curves.teacher_records(records, p, t)) for t in teachers] for p in pairs]
     if not pairs:  # no distilled students: the teachers by architecture
         archs = dict.fromkeys(r["arch"] for r in records if r["kind"] == "teacher")
         teacher_rows = [[(f"{t} teacher {a}", [r for r in records if r["kind"] == "teacher" and r["arch"] == a
                                                and r["teacher_label"] == t]) for t in teachers] for a in archs]
+    rows, seen = [], set()
     for i, row in enumerate(teacher_rows):
-        key = frozenset(r["run_dir"] for _, recs in row for r in recs)
-        if key not in seen:
-            seen.add(key)
-            rows.append(row)
+        keys = [frozenset(r["run_dir"] for r in recs) for _, recs in row]
+        rows.append([(name, recs if k not in seen else []) for (name, recs), k in zip(row, keys)])
+        seen.update(keys)
         if i < len(pairs):
             p = pairs[i]
             rows += [[(f"{m} student {p.student}\nfrom {t} teacher",
@@ -55,19 +56,23 @@ def _reliability_rows(records: list[dict]) -> list[list[tuple[str, list[dict]]]]
         rows.append([(f"{a} student {arch} (no teacher)",
                       [r for r in records if r["kind"] == "student" and r["pair"] is None and r["arch"] == arch
                        and r["method_label"] == a and curves.is_plain_student(r, variants)]) for a in alone])
-    return [[(name, recs) for name, recs in row if recs] for row in rows if any(recs for _, recs in row)]
+    return [row for row in rows if any(recs for _, recs in row)]
 
 
 def plot_reliability(records: list[dict], out_path: str | Path, bins: int = BINS) -> Path | None:
-    panels = [[(name, _pooled(recs)) for name, recs in row] for row in _reliability_rows(records)]
-    panels = [[(t, p) for t, p in row if p is not None] for row in panels]
-    panels = [row for row in panels if row]
+    panels = [[(name, _pooled(recs) if recs else None) for name, recs in row] for row in _reliability_rows(records)]
+    panels = [row for row in panels if any(p is not None for _, p in row)]
     if not panels:
         return None
     fig, axes = new_figure(len(panels), max(len(r) for r in panels), width=3.4, height=3.5)
     edges = np.linspace(0, 1, bins + 1)
+    first = True
     for row, ax_row in zip(panels, axes):
-        for ax, (name, (logits, labels, seeds)) in zip(ax_row, row):
+        for j, ax in enumerate(ax_row):
+            if j >= len(row) or row[j][1] is None:
+                blank(ax)
+                continue
+            name, (logits, labels, seeds) = row[j]
             z, y = torch.from_numpy(logits).float(), torch.from_numpy(labels).long()
             rb = reliability_bins(z, y, bins)
             count = np.array(rb["count"])
@@ -79,10 +84,9 @@ def plot_reliability(records: list[dict], out_path: str | Path, bins: int = BINS
             ax.plot([0, 1], [0, 1], "--", color="0.4", linewidth=1, label="perfect calibration")
             ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max softmax probability)", ylabel="accuracy")
             title(ax, f"{name}\nECE {ece(z, y, bins):.2f}%, seeds {seeds} pooled, {len(y)} predictions", 8)
-            if ax is axes[0][0]:
+            if first:
                 legend(ax, loc="upper left")
-        for ax in ax_row[len(row):]:
-            blank(ax)
+                first = False
     suptitle(fig, f"Reliability diagrams ({bins} equal-width confidence bins; test predictions pooled over seeds)")
     return save(fig, out_path)
 
