@@ -99,6 +99,24 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(a: argparse.Namespace) -> int:
+    from .report import write_report
+
+    md, html = write_report(a.study_dir)
+    print(f"report: {html}\nmarkdown: {md}")
+    return 0
+
+
+def cmd_plot(a: argparse.Namespace) -> int:
+    from .study.figures import plot_study
+
+    if a.teacher is not None and a.figure != "deviation":
+        raise ConfigError("--teacher applies to the deviation figure only")
+    options = {"teacher": a.teacher} if a.teacher is not None else {}
+    print(plot_study(a.study_dir, a.figure, a.out, **options))
+    return 0
+
+
 def cmd_list(a: argparse.Namespace) -> int:
     from .listing import listing
 
@@ -146,6 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", nargs="?", default="all",
                     choices=["all", "models", "teacher-methods", "distill-methods", "methods", "datasets"])
     ls.set_defaults(fn=cmd_list)
+    rp = sub.add_parser("report", help="write a study's report.html (self-contained: tables and figures) and "
+                        "report.md", description="write STUDY_DIR/report.html (tables and figures in one file) and "
+                        "report.md (tables, links to figures/*.png) from the study's run folders")
+    rp.add_argument("study_dir", metavar="STUDY_DIR", help="a study's out_dir (holds study.yaml)")
+    rp.set_defaults(fn=cmd_report)
+    from .study.figure_names import FIGURE_HELP  # no matplotlib import just to build the parser
+
+    pl = sub.add_parser("plot", help="draw one figure of a study as PNG", formatter_class=argparse.
+                        RawDescriptionHelpFormatter, description="draw one figure of a study from its run folders "
+                        "(no training):\n\n" + "\n".join(f"  {k:<18} {v}" for k, v in FIGURE_HELP.items()))
+    pl.add_argument("figure", choices=list(FIGURE_HELP), metavar="FIGURE", help=" | ".join(FIGURE_HELP))
+    pl.add_argument("study_dir", metavar="STUDY_DIR", help="a study's out_dir (holds study.yaml)")
+    pl.add_argument("--out", metavar="FILE", help="PNG file to write (default: STUDY_DIR/figures/FIGURE.png)")
+    pl.add_argument("--teacher", metavar="LABEL", help="deviation: the teacher method label (default: the first)")
+    pl.set_defaults(fn=cmd_plot)
     qs = add("quickstart", cmd_quickstart, "train teachers, KD students and the student alone over 3 seeds on "
              "embedded data (a few minutes on a CPU) and print the comparison table", "[key=value ...]")
     qs.add_argument("--workers", type=int, default=1, metavar="N", help="runs at once (worker processes)")

@@ -1,7 +1,6 @@
 """``kdlab study --launcher ray``: one Ray task per run, on a local Ray instance."""
 
 import pytest
-
 from test_study import study_cfg
 
 from kdlab.cli import main
@@ -30,8 +29,10 @@ def test_ray_launcher_gives_the_same_study_as_local_runs(tmp_path, local_ray, mo
 
 
 def test_unreachable_ray_cluster_is_a_one_line_error(tmp_path, capsys):
+    import ray
     import yaml
 
+    ray.shutdown()  # no instance left by the test above: the address given must be the one tried
     cfg = tmp_path / "s.yaml"
     cfg.write_text(yaml.safe_dump(study_cfg(tmp_path / "s", seeds=[0])))
     code = main(["study", str(cfg), "--launcher", "ray", "--ray-address", "127.0.0.1:1"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -148,6 +149,7 @@ def _ray(plan: list[PlannedRun], workers: int, log, address: str | None = None, 
         raise KdlabError("--launcher ray needs Ray: pip install 'ray>=2.9'") from None
     started = not ray.is_initialized()
     if started:
+        _check_reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
@@ -192,3 +194,17 @@ def _ray(plan: list[PlannedRun], workers: int, log, address: str | None = None, 
         if started:
             ray.shutdown()
     return [outcomes[r.run_dir] for r in plan]
+
+
+def _check_reachable(address: str | None) -> None:
+    """Fail in seconds, not after Ray's minutes of retries, when a given cluster address does not answer."""
+    if not address or address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise KdlabError(f"--ray-address: expected host:port (or ray://host:port), got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise KdlabError(f"cannot reach the Ray cluster {address}: {e.strerror or e}") from None

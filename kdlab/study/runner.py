@@ -47,8 +47,10 @@ def record(run: PlannedRun, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None] | None = None,
-              workers: int = 1, launcher: str = "local", ray_options: dict[str, Any] | None = None) -> StudyResult:
-    """Run what is missing of a study and write its results; returns the records and the markdown tables.
+              workers: int = 1, launcher: str = "local", ray_options: dict[str, Any] | None = None,
+              report: bool = True) -> StudyResult:
+    """Run what is missing of a study and write its results (and with ``report`` its figures, report.md and
+    report.html); returns the records and the markdown tables.
 
     ``launcher``: ``local`` (in this process, or ``workers`` processes) or ``ray`` (one Ray task per run).
     """
@@ -60,7 +62,20 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     plan = plan_study(cfg)
     t0 = time.perf_counter()
     outcomes = execute(plan, workers, log, launcher, ray_options)
-    return write_results(cfg, outcomes, log, time.perf_counter() - t0)
+    result = write_results(cfg, outcomes, log, time.perf_counter() - t0)
+    if report:
+        write_report_logged(out, log)
+    return result
+
+
+def write_report_logged(out: Path, log: Callable[[str], None]) -> None:
+    from ..report import write_report  # matplotlib is imported only when a report is written
+
+    try:
+        _, html = write_report(out)
+        log(f"report in {html} (figures in {out / 'figures'})")
+    except KdlabError as e:  # e.g. every run failed: the study's own failure report says more
+        log(f"report not written: {e}")
 
 
 def write_results(cfg: StudyConfig, outcomes: list[Outcome], log: Callable[[str], None],

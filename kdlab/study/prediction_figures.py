@@ -1,0 +1,164 @@
+"""Figures from the runs' saved test predictions: reliability diagrams and the deviation scatter (seed 003).
+
+Test logits of the seeds are pooled (every seed predicts the same test set), so a diagram or scatter shows all
+n_seeds x n_test predictions; the titles say which seeds were pooled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..engine.metrics import ece, reliability_bins
+from . import curves
+from .plotting import blank, legend, new_figure, save, suptitle, title
+from .records import StudyDataError, read_predictions
+
+BINS = 15  # the papers' equal-width confidence bins (REFERENCE.md section 7)
+
+
+def _pooled(recs: list[dict]) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
+    got = [(r["seed"], read_predictions(r["run_dir"])) for r in sorted(recs, key=lambda r: r["seed"])]
+    got = [(s, p) for s, p in got if p is not None]
+    if not got:
+        return None
+    return (np.concatenate([p[0] for _, p in got]), np.concatenate([p[1] for _, p in got]), [s for s, _ in got])
+
+
+def _reliability_rows(records: list[dict]) -> list[list[tuple[str, list[dict]]]]:
+    """Rows of (panel title, runs pooled in it), one column per teacher method: per pair its teachers (a set of
+    teacher runs already shown for another pair is left empty), then per distillation method its students; last
+    the students trained without a teacher."""
+    teachers = curves.plain_teacher_labels(records)
+    distill, alone = curves.plain_student_labels(records)
+    pairs = curves.pairs_of(records)
+    shared = lambda p: sum(q.teacher == p.teacher for q in pairs) > 1
+    teacher_rows = [[(f"{t} teacher {p.teacher}" + (f"\n(pair with {p.student})" if shared(p) else ""),
+                      curves.teacher_records(records, p, t)) for t in teachers] for p in pairs]
+    if not pairs:  # no distilled students: the teachers by architecture
+        archs = dict.fromkeys(r["arch"] for r in records if r["kind"] == "teacher")
+        teacher_rows = [[(f"{t} teacher {a}", [r for r in records if r["kind"] == "teacher" and r["arch"] == a
+                                               and r["teacher_label"] == t]) for t in teachers] for a in archs]
+    rows, seen = [], set()
+    for i, row in enumerate(teacher_rows):
+        keys = [frozenset(r["run_dir"] for r in recs) for _, recs in row]
+        rows.append([(name, recs if k not in seen else []) for (name, recs), k in zip(row, keys)])
+        seen.update(keys)
+        if i < len(pairs):
+            p = pairs[i]
+            rows += [[(f"{m} student {p.student}\nfrom {t} teacher",
+                       curves.students(records, p, method_label=m, teacher_label=t)) for t in teachers]
+                     for m in distill]
+    variants = curves.teacher_variants(records)
+    for arch in dict.fromkeys(r["arch"] for r in records if r["kind"] == "student" and r["pair"] is None):
+        rows.append([(f"{a} student {arch} (no teacher)",
+                      [r for r in records if r["kind"] == "student" and r["pair"] is None and r["arch"] == arch
+                       and r["method_label"] == a and curves.is_plain_student(r, variants)]) for a in alone])
+    return [row for row in rows if any(recs for _, recs in row)]
+
+
+def plot_reliability(records: list[dict], out_path: str | Path, bins: int = BINS) -> Path | None:
+    panels = [[(name, _pooled(recs) if recs else None) for name, recs in row] for row in _reliability_rows(records)]
+    panels = [row for row in panels if any(p is not None for _, p in row)]
+    if not panels:
+        return None
+    fig, axes = new_figure(len(panels), max(len(r) for r in panels), width=3.4, height=3.5)
+    edges = np.linspace(0, 1, bins + 1)
+    first = True
+    for row, ax_row in zip(panels, axes):
+        for j, ax in enumerate(ax_row):
+            if j >= len(row) or row[j][1] is None:
+                blank(ax)
+                continue
+            name, (logits, labels, seeds) = row[j]
+            z, y = torch.from_numpy(logits).float(), torch.from_numpy(labels).long()
+            rb = reliability_bins(z, y, bins)
+            count = np.array(rb["count"])
+            full = count > 0
+            ax.bar(edges[:-1][full], np.array(rb["accuracy"])[full], width=1 / bins, align="edge",
+                   color="#1f77b4", edgecolor="white", label="accuracy")
+            ax.plot(np.array(rb["confidence"])[full], np.array(rb["accuracy"])[full], "o", color="#d62728",
+                    markersize=3, label="(mean confidence, accuracy)")
+            ax.plot([0, 1], [0, 1], "--", color="0.4", linewidth=1, label="perfect calibration")
+            ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max softmax probability)", ylabel="accuracy")
+            title(ax, f"{name}\nECE {ece(z, y, bins):.2f}%, seeds {seeds} pooled, {len(y)} predictions", 8)
+            if first:
+                legend(ax, loc="upper left")
+                first = False
+    suptitle(fig, f"Reliability diagrams ({bins} equal-width confidence bins; test predictions pooled over seeds)")
+    return save(fig, out_path)
+
+
+def true_label_prob(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(1, keepdims=True)
+    return p[np.arange(len(labels)), labels]
+
+
+def _matched(teacher: list[dict], student: list[dict]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Teacher and student probability of the true label, pooled over the seeds both have."""
+    t_by_seed = {r["seed"]: r for r in teacher}
+    xs, ys, seeds = [], [], []
+    for s in sorted(student, key=lambda r: r["seed"]):
+        t = t_by_seed.get(s["seed"])
+        pt, ps = (read_predictions(t["run_dir"]) if t else None), read_predictions(s["run_dir"])
+        if pt is None or ps is None or not np.array_equal(pt[1], ps[1]):
+            continue
+        xs.append(true_label_prob(*pt))
+        ys.append(true_label_prob(*ps))
+        seeds.append(s["seed"])
+    if not seeds:
+        return np.empty(0), np.empty(0), []
+    return np.concatenate(xs), np.concatenate(ys), seeds
+
+
+def _binned_mean(x: np.ndarray, y: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.clip((x * bins).astype(int), 0, bins - 1)
+    keep = [b for b in range(bins) if (idx == b).any()]
+    return np.array([x[idx == b].mean() for b in keep]), np.array([y[idx == b].mean() for b in keep])
+
+
+def plot_deviation(records: list[dict], out_path: str | Path, teacher: str | None = None) -> Path | None:
+    """Per test example: the teacher's probability of the true label (x) against the student's (y), for the
+    students distilled from one teacher method (default: the baseline, the first) and for the student alone."""
+    labels = curves.plain_teacher_labels(records)
+    if teacher is not None and teacher not in labels:
+        raise StudyDataError(f"deviation: no teacher method {teacher!r} in the study (teacher methods: "
+                             f"{', '.join(labels) or 'none finished'})")
+    teacher = teacher or (labels[0] if labels else None)
+    distill, alone = curves.plain_student_labels(records)
+    panels = []
+    for p in curves.pairs_of(records):
+        t_recs = curves.teacher_records(records, p, teacher)
+        no_teacher = curves.Pair(None, None, p.student)
+        alone_name, alone_recs = next(((a, v) for a in alone
+                                       if (v := curves.students(records, no_teacher, method_label=a))), (None, []))
+        ref = _matched(t_recs, alone_recs)
+        for m in distill:
+            got = _matched(t_recs, curves.students(records, p, method_label=m, teacher_label=teacher))
+            if got[2]:
+                panels.append((p, m, got, ref, alone_name))
+    if not panels:
+        return None
+    ncols = min(3, len(panels))
+    fig, axes = new_figure(-(-len(panels) // ncols), ncols, width=4.0, height=4.0)
+    flat = [ax for row in axes for ax in row]
+    for ax, (p, m, (x, y, seeds), (xa, ya, seeds_a), alone_name) in zip(flat, panels):
+        ax.scatter(x, y, s=5, alpha=0.35, color="#1f77b4", linewidths=0, rasterized=True,
+                   label=f"{m} student (distilled)")
+        if seeds_a:
+            ax.scatter(xa, ya, s=5, alpha=0.35, color="#ff7f0e", linewidths=0, rasterized=True,
+                       label=f"{alone_name} student (no teacher)")
+            ax.plot(*_binned_mean(xa, ya), "-", color="#c45a00", linewidth=2, label="no teacher: binned mean")
+        ax.plot(*_binned_mean(x, y), "-", color="#0b3c6e", linewidth=2, label="distilled: binned mean")
+        ax.plot([0, 1], [0, 1], "--", color="0.4", linewidth=1, label="student = teacher")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"{teacher} teacher: p(true label)", ylabel="student: p(true label)")
+        title(ax, f"{m} student from the {teacher} teacher\n{p.title}\ntest examples pooled over seeds {seeds}", 8)
+        legend(ax, loc="upper left")
+    for ax in flat[len(panels):]:
+        blank(ax)
+    suptitle(fig, "Student-teacher deviations: probability of the true label per test example")
+    return save(fig, out_path)
