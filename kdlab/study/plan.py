@@ -102,10 +102,11 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
             if "student" in spec and spec["student"] is None:
                 spec["student"] = pair.student.model_dump()
             key = teacher_key(tlabel, s_arch)
+            own = f"{slug(t_arch)}--{slug(s_arch)}" if key != tlabel else None  # trained for this pair only
             for seed in cfg.seeds:
                 d = out / "teachers" / slug(t_arch) / key / f"seed{seed}"
                 c = role_cfg(cfg.teacher, seed, d) | {"model": pair.teacher.model_dump(), "method": spec}
-                run = PlannedRun("teacher", None, t_arch, tlabel, tlabel, seed, d, c, info=t_info.get(tlabel, {}))
+                run = PlannedRun("teacher", own, t_arch, tlabel, tlabel, seed, d, c, info=t_info.get(tlabel, {}))
                 add(run)
                 teacher_runs.setdefault((t_arch, key, seed), run)
     for pair in pairs:

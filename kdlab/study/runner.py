@@ -16,6 +16,7 @@ from typing import Any
 from ..config import StudyConfig, dump_yaml, load_config
 from ..engine.checkpoint import atomic_write_text
 from ..errors import KdlabError
+from ..methods import needs_teacher
 from .execute import Outcome, execute
 from .plan import PlannedRun, arch_label, plan_study, slug
 from .table import to_csv
@@ -96,15 +97,14 @@ def write_results(cfg: StudyConfig, outcomes: list[Outcome], log: Callable[[str]
 
 
 def render_tables(cfg: StudyConfig, records: list[dict[str, Any]]) -> str:
-    teacher_labels = list(dict.fromkeys(r["teacher_label"] for r in records if r["kind"] == "teacher"))
-    teacher_labels = [t for t in cfg.teacher.methods if t in teacher_labels] + \
-        [t for t in teacher_labels if t not in cfg.teacher.methods]
-    student_labels = list(dict.fromkeys(r["method_label"] for r in records if r["kind"] == "student"
-                                        and r["trajectory_epoch"] is None))
+    """The main tables hold the configured method labels; sweep variants and trajectory students have their own
+    tables and figures (``kdlab report``)."""
+    done = {(r["kind"], r["method_label"]) for r in records}
+    teacher_labels = [t for t in cfg.teacher.methods if ("teacher", t) in done]
     alone, distill = [], []
-    for lbl in student_labels:
-        rec = next(r for r in records if r["kind"] == "student" and r["method_label"] == lbl)
-        (alone if rec["pair"] is None else distill).append(lbl)
+    for lbl, spec in cfg.student.methods.items():
+        if ("student", lbl) in done:
+            (distill if needs_teacher(spec.name) else alone).append(lbl)
     pairs = []
     for p in cfg.pair_list():
         t, s = arch_label(p.teacher), arch_label(p.student)

@@ -7,7 +7,7 @@ Per teacher/student pair:
   difference to the baseline teacher's column, then Best and Average rows over the distillation methods;
 * **teacher quality** - per teacher method: accuracy, ECE and NLL before and after temperature scaling (when the
   study holds data out), distance to the true label distribution on training and test inputs (mixed-feature);
-* **fidelity** - per distillation method and teacher method: top-1 agreement, KL(teacher || student) and linear
+* **fidelity** - per distillation method and teacher method: top-1 agreement, KL(teacher ‖ student) and linear
   CKA of the penultimate representations.
 
 Every cell is mean ± std over seeds with n; the trajectory and sweep figures have their own tables (``figures``).
@@ -37,10 +37,16 @@ def _delta(mu: float, base: float) -> str:
     return f" ({mu - base:+.2f})"
 
 
+def _teachers_of(records: list[dict], pair: dict) -> list[dict]:
+    """The pair's teachers: shared ones and those trained for this pair's student (SFTN's branches)."""
+    return [r for r in records if r["kind"] == "teacher" and r["arch"] == pair["teacher"]
+            and r.get("pair") in (None, pair["key"])]
+
+
 def distillation_table(records: list[dict], pair: dict, teacher_labels: list[str], alone_labels: list[str],
                        distill_labels: list[str]) -> str:
     base = teacher_labels[0]
-    t_recs = [r for r in records if r["kind"] == "teacher" and r["arch"] == pair["teacher"]]
+    t_recs = _teachers_of(records, pair)
     s_recs = [r for r in records if r["kind"] == "student"]
     header = ["", *teacher_labels]
     rows = []
@@ -78,7 +84,7 @@ TEACHER_QUALITY = [("top1", "top-1", 2), ("ece", "ECE", 2), ("nll", "NLL", 3), (
 
 
 def teacher_quality_table(records: list[dict], pair: dict, teacher_labels: list[str]) -> str:
-    t_recs = [r for r in records if r["kind"] == "teacher" and r["arch"] == pair["teacher"]]
+    t_recs = _teachers_of(records, pair)
     cols = [(k, name, d) for k, name, d in TEACHER_QUALITY if any(k in r for r in t_recs)]
     rows = [[t] + [fmt_cell(_values(t_recs, k, teacher_label=t), d) for k, _, d in cols] for t in teacher_labels]
     return markdown_table(["teacher method"] + [name for _, name, _ in cols], rows)
@@ -93,7 +99,7 @@ def fidelity_table(records: list[dict], pair: dict, teacher_labels: list[str], d
             rows.append([m, t, fmt_cell(_values(recs, "agreement", **sel)),
                          fmt_cell(_values(recs, "kl_teacher_student", **sel), 3),
                          fmt_cell(_values(recs, "cka_teacher_student", **sel), 3)])
-    return markdown_table(["method", "teacher", "agreement %", "KL(teacher || student)", "linear CKA"], rows)
+    return markdown_table(["method", "teacher", "agreement %", "KL(teacher ‖ student)", "linear CKA"], rows)
 
 
 def study_tables(records: list[dict], pairs: list[dict], teacher_labels: list[str], alone_labels: list[str],

@@ -22,7 +22,7 @@ __all__ = ["KD", "kd_loss"]
 
 @register_distill_method("kd", needs_teacher=True, paper="Hinton et al. 2015")
 class KD(Distiller):
-    """Hinton KD: gamma * CE + alpha * T^2 * KL(teacher || student) at temperature T."""
+    """Hinton KD: gamma * CE + alpha * T^2 * KL(teacher ‖ student) at temperature T."""
 
     class Params(DistillerParams):
         alpha: float = Field(0.9, ge=0, description="weight of the KD term")
