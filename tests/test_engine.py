@@ -180,3 +180,16 @@ def test_corrupted_last_checkpoint_falls_back_to_the_previous_one(tmp_path, monk
     assert "resuming from the previous checkpoint" in capsys.readouterr().err
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cached_teacher_logits_train_like_a_teacher_forward_each_step(tmp_path, trained_teacher):
+    runs = {}
+    for mode in ("on", "off"):
+        runs[mode] = distill(student_cfg(tmp_path / mode, trained_teacher.run_dir,
+                                         method={"name": "kd", "cache_teacher": mode}))
+    a, b = _weights(tmp_path / "on"), _weights(tmp_path / "off")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+    from kdlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cache_teacher: on needs a method that uses logits only"):
+        distill(student_cfg(tmp_path / "at", trained_teacher.run_dir, method={"name": "at", "cache_teacher": "on"}))

@@ -13,7 +13,10 @@ Shared options:
 * ``switch_epoch`` (late distillation, seed 003): before this epoch the student trains on the one-hot labels alone
   (cross-entropy), from it on with the full distillation loss;
 * ``beta_preset``: ``standard`` or ``soteacher`` (SoTeacher App. G halves every feature-loss weight), used when
-  ``beta`` is not given.
+  ``beta`` is not given;
+* ``cache_teacher``: for logit-only methods on training data without random augmentation, the frozen teacher's
+  logits are computed once per sample and looked up by the batch's indices (``auto``), instead of a teacher
+  forward pass every step.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from torch import Tensor
 
 from ..data.base import Batch
 from ..engine.state import LoopState
+from ..errors import ConfigError
 from ..models.contract import Features
 from ..registry import StrictParams
 from .base import DistillObjective, StepOutput
@@ -48,6 +52,9 @@ class DistillerParams(StrictParams):
     T: float = Field(4.0, gt=0, description="KD temperature")
     beta_preset: Literal["standard", "soteacher"] = "standard"
     switch_epoch: int = Field(0, ge=0, description="late distillation: cross-entropy only before this epoch")
+    cache_teacher: Literal["auto", "on", "off"] = Field(
+        "auto", description="compute the teacher's logits once per training sample (auto: when the method uses "
+                            "logits only and the training inputs are not augmented)")
 
 
 @torch.no_grad()
@@ -61,6 +68,14 @@ def probe_features(model: nn.Module, input_shape: tuple[int, ...]) -> Features:
     return out
 
 
+def _as_normal_tensors(out: Features | Tensor) -> Features | Tensor:
+    """Inference-mode tensors cannot be saved for backward: losses take ordinary copies."""
+    if isinstance(out, Tensor):
+        return out.clone()
+    return Features(out.logits.clone(), [f.clone() for f in out.stages], [f.clone() for f in out.preact],
+                    out.embedding.clone())
+
+
 class Distiller(DistillObjective):
     """gamma * CE(s, y) + alpha * KD(s, t) + beta * method_loss(student features, teacher features)."""
 
@@ -68,12 +83,17 @@ class Distiller(DistillObjective):
     BETA: dict[str, float] = {"standard": 0.0, "soteacher": 0.0}
     #: whether method_loss needs the Features of both networks (False: logits only)
     needs_features: bool = True
+    #: whether the teacher stays the same network for the whole run (RCO swaps it: no cached outputs)
+    fixed_teacher: bool = True
 
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, gamma: float = 1.0,
                  alpha: float = 1.0, beta: float | None = None, T: float = 4.0,
-                 beta_preset: str = "standard", switch_epoch: int = 0):
+                 beta_preset: str = "standard", switch_epoch: int = 0, cache_teacher: str = "auto"):
         super().__init__(teacher)
         self.gamma, self.alpha, self.T, self.switch_epoch = gamma, alpha, T, switch_epoch
+        self.__dict__["_data"] = data
+        self._cached_logits: Tensor | None = None
+        self.cache = self._cache_decision(cache_teacher, data)
         self.beta = self.BETA[beta_preset] if beta is None else beta
         self.input_shape = tuple(data.input_shape) if data is not None else None
         if self.needs_features and student is not None and self.input_shape is not None:
@@ -82,10 +102,32 @@ class Distiller(DistillObjective):
             self.student_shapes = [tuple(f.shape[1:]) for f in s.stages]
             self.teacher_dim, self.student_dim = t.embedding.shape[1], s.embedding.shape[1]
 
+    def _cache_decision(self, mode: str, data) -> bool:
+        from ..data.base import Split
+
+        suitable = (not self.needs_features and self.fixed_teacher and data is not None and data.augment is None
+                    and isinstance(data.train, Split))
+        if mode == "on" and not suitable:
+            raise ConfigError(f"method.cache_teacher: on needs a method that uses logits only, a fixed teacher and "
+                              f"training inputs without random augmentation ({type(self).__name__} / "
+                              f"{getattr(data, 'name', '?')})")
+        return suitable and mode != "off"
+
     def on_fit_start(self, model: nn.Module, state: LoopState) -> None:
+        if self.cache:
+            self._cached_logits = self._teacher_logits_of_training_set(state.device)
         # a resumed run restores the initialised connectors from its checkpoint instead of initialising again
         if state.epoch == 0:
             self.initialize(model, state)
+
+    def _teacher_logits_of_training_set(self, device: torch.device) -> Tensor:
+        """The teacher's logits for every training sample, in dataset order (the teacher runs in eval mode, so
+        a sample's logits do not depend on the rest of its batch)."""
+        logits = []
+        with torch.inference_mode():
+            for b in self._data.eval_loader("train", 512, device).epoch(0):
+                logits.append(self.teacher(b.x).float())
+        return torch.cat(logits).clone()
 
     def initialize(self, model: nn.Module, state: LoopState) -> None:
         """Initialisation stage before distillation (AB, FT, FSP); ``state.train_loader`` gives the data."""
@@ -95,8 +137,11 @@ class Distiller(DistillObjective):
         raise NotImplementedError
 
     def teacher_outputs(self, batch: Batch) -> Features | Tensor:
-        with torch.no_grad():
-            return self.teacher(batch.x, features=True) if self.needs_features else self.teacher(batch.x)
+        if self._cached_logits is not None:
+            return self._cached_logits[batch.index]
+        with torch.inference_mode():
+            out = self.teacher(batch.x, features=True) if self.needs_features else self.teacher(batch.x)
+        return _as_normal_tensors(out)
 
     def forward(self, model: nn.Module, batch: Batch, state: LoopState) -> StepOutput:
         if state is not None and state.epoch < self.switch_epoch:

@@ -107,6 +107,8 @@ class RCO(Distiller):
         anchor = copy.deepcopy(teacher).eval().requires_grad_(False)
         self.__dict__["_teacher"] = anchor
 
+    fixed_teacher = False  # the anchors change during the run
+
     def load_anchor(self, k: int) -> None:
         if k == self.current:
             return
