@@ -10,14 +10,12 @@ two alternate, so machine noise hits both alike; the ratio of the medians is pri
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import torch
+from _steps import alternate, loop_state, step_timer
 
 from kdlab.data.base import Batch
-from kdlab.engine.state import LoopState
 from kdlab.methods.base import CrossEntropy
 from kdlab.methods.teacher.soteacher import SoTeacher
 from kdlab.models import build_model
@@ -25,40 +23,22 @@ from kdlab.models import build_model
 
 class _Data:
     def __init__(self, n, classes, shape):
-        self.train = range(n)
-        self.num_classes = classes
-        self.input_shape = shape
-
-
-def time_steps(model, objective, opt, batch, state, steps):
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        out = objective(model, batch, state)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
-    return (time.perf_counter() - t0) / steps
+        self.train, self.num_classes, self.input_shape = range(n), classes, shape
 
 
 def compare(model_name, shape, classes, batch_size, n_train, steps, blocks, lipschitz="reference"):
     torch.manual_seed(0)
     model = build_model(model_name, {}, classes, shape)
-    data = _Data(n_train, classes, shape)
-    std, so = CrossEntropy(), SoTeacher(model, data, epochs=240, lipschitz=lipschitz)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batch = Batch(torch.randn(batch_size, *shape), torch.randint(0, classes, (batch_size,)),
                   torch.randperm(n_train)[:batch_size])
-    state = LoopState(epoch=5, epochs=240, step=0, steps_per_epoch=100, num_train=n_train, num_classes=classes,
-                      device=torch.device("cpu"))
-    for obj in (std, so):
-        time_steps(model, obj, opt, batch, state, 3)  # warm-up
-    a, b = [], []
-    for _ in range(blocks):
-        a.append(time_steps(model, std, opt, batch, state, steps))
-        b.append(time_steps(model, so, opt, batch, state, steps))
-    ratio = statistics.median(b) / statistics.median(a)
-    print(f"{model_name:<12} {str(shape):<13} batch {batch_size:<4} standard {1000 * statistics.median(a):8.2f} ms"
-          f"  soteacher({lipschitz}) {1000 * statistics.median(b):8.2f} ms  ratio {ratio:.3f}", flush=True)
+    state = loop_state(n_train, classes)
+    so = SoTeacher(model, _Data(n_train, classes, shape), epochs=240, lipschitz=lipschitz)
+    std_t, so_t = alternate(step_timer(model, CrossEntropy(), opt, batch, state),
+                            step_timer(model, so, opt, batch, state), steps, blocks)
+    ratio = so_t / std_t
+    print(f"{model_name:<12} {str(shape):<13} batch {batch_size:<4} standard {1000 * std_t:8.2f} ms"
+          f"  soteacher({lipschitz}) {1000 * so_t:8.2f} ms  ratio {ratio:.3f}", flush=True)
     return ratio
 
 
