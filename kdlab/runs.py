@@ -124,6 +124,11 @@ def _summary(kind: str, cfg: Any, model: nn.Module, fitres: FitResult, data: Dat
     }, logits
 
 
+def _with_seed(path: str | None, seed: int) -> str | None:
+    """``{seed}`` in a path stands for the run's seed (one config file serves every seed)."""
+    return path.replace("{seed}", str(seed)) if path else path
+
+
 def default_out_dir(kind: str, model: str, method: str, seed: int) -> str:
     return str(Path("runs") / f"{kind}-{model}-{method}-s{seed}")
 
@@ -131,7 +136,8 @@ def default_out_dir(kind: str, model: str, method: str, seed: int) -> str:
 def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, hooks=()) -> RunResult:
     """Train a teacher as the config says; returns its run folder and summary."""
     cfg = load_config(TeacherRunConfig, config, overrides)
-    out_dir = cfg.out_dir or default_out_dir("teacher", cfg.model.name, cfg.method.name, cfg.seed)
+    out_dir = _with_seed(cfg.out_dir, cfg.seed) or default_out_dir("teacher", cfg.model.name, cfg.method.name,
+                                                                    cfg.seed)
     cfg = cfg.model_copy(update={"out_dir": out_dir})
     run_dir = Path(out_dir)
     plain = cfg.model_dump(mode="json")
@@ -230,8 +236,12 @@ def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=
     if wants_teacher and cfg.teacher is None:
         raise ConfigError(f"teacher: method {cfg.method.name!r} needs a teacher; set teacher.path to a teacher run "
                           "folder or checkpoint")
-    out_dir = cfg.out_dir or default_out_dir("student", cfg.student.name, cfg.method.name, cfg.seed)
-    cfg = cfg.model_copy(update={"out_dir": out_dir})
+    out_dir = _with_seed(cfg.out_dir, cfg.seed) or default_out_dir("student", cfg.student.name, cfg.method.name,
+                                                                    cfg.seed)
+    update: dict[str, Any] = {"out_dir": out_dir}
+    if cfg.teacher is not None:  # the student of seed k learns from the teacher of seed k
+        update["teacher"] = cfg.teacher.model_copy(update={"path": _with_seed(cfg.teacher.path, cfg.seed)})
+    cfg = cfg.model_copy(update=update)
     run_dir = Path(out_dir)
     plain = cfg.model_dump(mode="json")
     device = distributed.process_device(resolve_device(cfg.train.device))

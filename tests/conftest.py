@@ -41,3 +41,20 @@ def trained_teacher(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("teacher") / "run"
     return train_teacher(teacher_cfg(out, train={**TINY_TRAIN, "save_every": 1}))
+
+
+def interrupt_training(monkeypatch, epoch: int, step: int):
+    """Make training epoch ``epoch`` (0-based) stop with KeyboardInterrupt before batch ``step``, as a user's
+    Ctrl-C would; returns the function that undoes it."""
+    from kdlab.data.base import ArrayLoader
+
+    original = ArrayLoader.epoch
+
+    def cut(self, e=0):
+        for i, b in enumerate(original(self, e)):
+            if self.shuffle and e == epoch and i == step:
+                raise KeyboardInterrupt
+            yield b
+
+    monkeypatch.setattr(ArrayLoader, "epoch", cut)
+    return lambda: monkeypatch.setattr(ArrayLoader, "epoch", original)

@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from conftest import student_cfg
-from kdlab.data.base import ArrayLoader, DataBundle, Split
+from conftest import interrupt_training, student_cfg
+from kdlab.data.base import DataBundle, Split
 from kdlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from kdlab.engine.state import LoopState
 from kdlab.errors import CheckpointError, ConfigError
@@ -24,18 +24,10 @@ TRAIN = {"epochs": 4, "batch_size": 32, "progress": "off", "eval_batch_size": 25
 
 def _interrupted_and_resumed(cfg, tmp_path, monkeypatch, epoch=1):
     full = distill(cfg(tmp_path / "full"))
-    original = ArrayLoader.epoch
-
-    def cut(self, e=0):
-        for i, b in enumerate(original(self, e)):
-            if self.shuffle and e == epoch and i == 2:
-                raise KeyboardInterrupt
-            yield b
-
-    monkeypatch.setattr(ArrayLoader, "epoch", cut)
+    restore = interrupt_training(monkeypatch, epoch=epoch, step=2)
     with pytest.raises(KeyboardInterrupt):
         distill(cfg(tmp_path / "cut"))
-    monkeypatch.setattr(ArrayLoader, "epoch", original)
+    restore()
     distill(cfg(tmp_path / "cut"), resume=True)
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")

@@ -9,8 +9,7 @@ import distill_settings
 import pytest
 import torch
 
-from conftest import TINY_DATA, TINY_TRAIN
-from kdlab.data.base import ArrayLoader
+from conftest import TINY_DATA, TINY_TRAIN, interrupt_training
 from kdlab.engine.checkpoint import load_checkpoint
 from kdlab.registry import DISTILL_METHODS
 from kdlab.runs import distill, train_teacher
@@ -64,18 +63,10 @@ def test_method_trains_and_resumes(name, pair, teachers, tmp_path, monkeypatch):
     if pair != "homogeneous":
         return
 
-    original = ArrayLoader.epoch
-
-    def cut(self, e=0):
-        for i, b in enumerate(original(self, e)):
-            if self.shuffle and e == 2 and i == 2:
-                raise KeyboardInterrupt
-            yield b
-
-    monkeypatch.setattr(ArrayLoader, "epoch", cut)
+    restore = interrupt_training(monkeypatch, epoch=2, step=2)
     with pytest.raises(KeyboardInterrupt):
         distill(_cfg(tmp_path / "cut", teachers[t_arch], s_arch, name, params))
-    monkeypatch.setattr(ArrayLoader, "epoch", original)
+    restore()
     resumed = distill(_cfg(tmp_path / "cut", teachers[t_arch], s_arch, name, params), resume=True)
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")

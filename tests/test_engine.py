@@ -3,9 +3,8 @@ import json
 import pytest
 import torch
 
-from conftest import TINY_TRAIN, student_cfg, teacher_cfg
+from conftest import TINY_TRAIN, interrupt_training, student_cfg, teacher_cfg
 from kdlab.config.schema import ScheduleConfig
-from kdlab.data.base import ArrayLoader
 from kdlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from kdlab.engine.schedule import lr_at
 from kdlab.errors import CheckpointError, DivergenceError
@@ -18,19 +17,6 @@ def _weights(run_dir):
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model_state"]
 
 
-def _interrupt_at(monkeypatch, epoch, step):
-    original = ArrayLoader.epoch
-
-    def epoch_fn(self, e=0):
-        for i, b in enumerate(original(self, e)):
-            if e == epoch and i == step:
-                raise KeyboardInterrupt
-            yield b
-
-    monkeypatch.setattr(ArrayLoader, "epoch", epoch_fn)
-    return original
-
-
 @pytest.mark.parametrize("role", ["teacher", "student"])
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypatch, trained_teacher, role):
     train = {**TINY_TRAIN, "epochs": 4}
@@ -41,12 +27,12 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypat
         make = lambda d: student_cfg(d, trained_teacher.run_dir, train=train, schedule={"milestones": [2]})
         run = distill
     full = run(make(tmp_path / "full"))
-    original = _interrupt_at(monkeypatch, epoch=2, step=3)
+    restore = interrupt_training(monkeypatch, epoch=2, step=3)
     with pytest.raises(KeyboardInterrupt):
         run(make(tmp_path / "cut"))
     assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 2
     assert not (tmp_path / "cut" / "summary.json").exists()
-    monkeypatch.setattr(ArrayLoader, "epoch", original)
+    restore()
     resumed = run(make(tmp_path / "cut"), resume=True)
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
     assert a.keys() == b.keys()
@@ -168,7 +154,7 @@ def test_corrupted_last_checkpoint_falls_back_to_the_previous_one(tmp_path, monk
     train = {**TINY_TRAIN, "epochs": 4}
     make = lambda d: teacher_cfg(d, train=train, schedule={"milestones": [2]})
     train_teacher(make(tmp_path / "full"))
-    _interrupt_at(monkeypatch, epoch=3, step=1)
+    interrupt_training(monkeypatch, epoch=3, step=1)
     with pytest.raises(KeyboardInterrupt):
         train_teacher(make(tmp_path / "cut"))
     monkeypatch.undo()
@@ -193,3 +179,10 @@ def test_cached_teacher_logits_train_like_a_teacher_forward_each_step(tmp_path, 
 
     with pytest.raises(ConfigError, match="cache_teacher: on needs a method that uses logits only"):
         distill(student_cfg(tmp_path / "at", trained_teacher.run_dir, method={"name": "at", "cache_teacher": "on"}))
+
+
+def test_seed_placeholder_in_run_and_teacher_paths(tmp_path):
+    t = train_teacher(teacher_cfg(str(tmp_path / "t-s{seed}"), seed=1))
+    assert t.run_dir == tmp_path / "t-s1"
+    s = distill(student_cfg(str(tmp_path / "s-s{seed}"), str(tmp_path / "t-s{seed}"), seed=1))
+    assert s.run_dir == tmp_path / "s-s1" and s.summary["teacher_path"].startswith(str(tmp_path / "t-s1"))

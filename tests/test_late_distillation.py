@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import student_cfg
-from kdlab.data.base import ArrayLoader, Batch
+from conftest import interrupt_training, student_cfg
+from kdlab.data.base import Batch
 from kdlab.engine.checkpoint import load_checkpoint
 from kdlab.engine.state import LoopState
 from kdlab.methods.distill.dkd import DKD, dkd_terms
@@ -83,18 +83,10 @@ def test_run_switches_and_resumes_across_the_switch(trained_teacher, tmp_path, m
     hist = _history(tmp_path / "full")
     assert ["kd" in h for h in hist] == [False, False, True, True]
 
-    original = ArrayLoader.epoch
-
-    def cut(self, e=0):  # interrupted during epoch 2 (index 1), before the switch
-        for i, b in enumerate(original(self, e)):
-            if self.shuffle and e == 1 and i == 2:
-                raise KeyboardInterrupt
-            yield b
-
-    monkeypatch.setattr(ArrayLoader, "epoch", cut)
+    restore = interrupt_training(monkeypatch, epoch=1, step=2)
     with pytest.raises(KeyboardInterrupt):
         distill(cfg(tmp_path / "cut"))
-    monkeypatch.setattr(ArrayLoader, "epoch", original)
+    restore()
     distill(cfg(tmp_path / "cut"), resume=True)
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["model_state"]
     b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["model_state"]

@@ -149,3 +149,22 @@ def test_two_studies_sharing_a_folder_do_not_duplicate_runs(tmp_path):
         epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
         assert epochs == [1, 2], metrics  # trained once, not twice
     assert len(list(out.rglob("summary.json"))) == 7
+
+
+def test_takd_assistant_chain(tmp_path):
+    cfg = study_cfg(tmp_path / "takd", seeds=[0])
+    del cfg["teacher"]["model"], cfg["student"]["model"]
+    cfg["teacher"]["methods"] = {"standard": "standard"}
+    cfg["student"]["methods"] = {"alone": "none", "kd": "kd"}
+    cfg["pairs"] = [{"teacher": "resnet8x4", "assistant": "resnet8", "student": {"name": "mlp", "hidden": [16]}}]
+    plan = plan_study(load_config(StudyConfig, cfg))
+    ta = next(p for p in plan if p.kind == "assistant")
+    kd = next(p for p in plan if p.method_label == "kd")
+    assert ta.config["teacher"]["path"].endswith("teachers/resnet8x4/standard/seed0")
+    assert kd.config["teacher"]["path"] == str(ta.run_dir) and kd.needs == [ta.run_dir]
+    res = run_study(cfg, log=lambda s: None)
+    assert res.ran == 4 and not res.failed  # teacher, assistant, alone, kd
+    row = next(ln for ln in res.table.splitlines() if ln.startswith("| Assistant resnet8"))
+    ta_top1 = json.loads((ta.run_dir / "summary.json").read_text())["top1"]
+    assert f"{ta_top1:.2f}" in row
+    assert "### resnet8x4 -> resnet8 -> mlp(hidden=[16])" in res.table

@@ -3,8 +3,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY_TRAIN, student_cfg, teacher_cfg
-from kdlab.data.base import ArrayLoader
+from conftest import TINY_TRAIN, interrupt_training, student_cfg, teacher_cfg
 from kdlab.engine.checkpoint import load_checkpoint
 from kdlab.methods.teacher.crl import correctness_ranking_loss
 from kdlab.methods.teacher.mixing import cutmix_batch, mixup_batch
@@ -47,18 +46,10 @@ def test_memmap_and_memory_buffers_train_identically(tmp_path):
 @pytest.mark.parametrize("buffer", ["memory", "memmap"])
 def test_resume_restores_the_consistency_buffer(buffer, tmp_path, monkeypatch):
     full = train_teacher(_soteacher(tmp_path / "full", buffer))
-    original = ArrayLoader.epoch
-
-    def cut(self, e=0):
-        for i, b in enumerate(original(self, e)):
-            if self.shuffle and e == 2 and i == 3:
-                raise KeyboardInterrupt
-            yield b
-
-    monkeypatch.setattr(ArrayLoader, "epoch", cut)
+    restore = interrupt_training(monkeypatch, epoch=2, step=3)
     with pytest.raises(KeyboardInterrupt):
         train_teacher(_soteacher(tmp_path / "cut", buffer))
-    monkeypatch.setattr(ArrayLoader, "epoch", original)
+    restore()
     train_teacher(_soteacher(tmp_path / "cut", buffer), resume=True)
     a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")

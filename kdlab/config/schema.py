@@ -102,7 +102,8 @@ class TeacherRunConfig(Strict):
 
     seed: int = 0
     holdout: float = HOLDOUT
-    out_dir: str | None = Field(None, description="run folder (default: runs/teacher-<model>-<method>-s<seed>)")
+    out_dir: str | None = Field(None, description="run folder; {seed} stands for the seed (default: "
+                                "runs/teacher-<model>-<method>-s<seed>)")
     data: DataSpec
     model: ModelSpec
     method: TeacherMethodOrStandard = Field("standard", validate_default=True)
@@ -114,7 +115,7 @@ class TeacherRunConfig(Strict):
 class TeacherRef(Strict):
     """Which teacher to distil from: a teacher run folder (or a checkpoint file) and which of its checkpoints."""
 
-    path: str = Field(description="teacher run folder or checkpoint file")
+    path: str = Field(description="teacher run folder or checkpoint file; {seed} stands for the student's seed")
     checkpoint: str = Field("last", description="last | best | epoch_XXX (ignored when path is a file)")
 
 
@@ -123,7 +124,8 @@ class DistillRunConfig(Strict):
 
     seed: int = 0
     holdout: float = HOLDOUT
-    out_dir: str | None = Field(None, description="run folder (default: runs/student-<model>-<method>-s<seed>)")
+    out_dir: str | None = Field(None, description="run folder; {seed} stands for the seed (default: "
+                                "runs/student-<model>-<method>-s<seed>)")
     data: DataSpec
     teacher: TeacherRef | None = None
     student: ModelSpec
@@ -164,6 +166,9 @@ class PairConfig(Strict):
     student: ModelSpec
     student_lr: PositiveFloat | None = Field(None, description="student learning rate for this pair (the papers "
                                              "use 0.01 for ShuffleNet / MobileNet students)")
+    assistant: ModelSpec | None = Field(None, description="TAKD: a teacher assistant distilled from the teacher "
+                                        "(with assistant_method); the students learn from it")
+    assistant_method: DistillMethodOrKD = Field("kd", validate_default=True)
 
 
 class SweepConfig(Strict):

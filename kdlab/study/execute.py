@@ -100,43 +100,66 @@ def _sequential(plan: list[PlannedRun], log) -> list[Outcome]:
     return [outcomes[r.run_dir] for r in plan]
 
 
-def _parallel(plan: list[PlannedRun], workers: int, log) -> list[Outcome]:
-    threads = max(1, (os.cpu_count() or 1) // workers)
+def _schedule(plan: list[PlannedRun], cap: int, submit: Callable[[str, dict[str, Any]], Any],
+              wait_one: Callable[[list[Any]], list[tuple[Any, tuple]]], log) -> list[Outcome]:
+    """Start each run once the runs it needs have finished, at most ``cap`` at a time.
+
+    ``submit(kind, config)`` starts a run and returns a handle; ``wait_one(handles)`` blocks until at least one
+    finished and returns ``(handle, (summary, reused, error))`` pairs.
+    """
     outcomes: dict[Path, Outcome] = {}
     pending = list(plan)
-    running: dict[Future, tuple[PlannedRun, float]] = {}
+    running: dict[Any, tuple[PlannedRun, float]] = {}
     t0 = time.perf_counter()
     done_count = 0
+
+    def finish(run: PlannedRun, out: Outcome) -> None:
+        nonlocal done_count
+        outcomes[run.run_dir] = out
+        done_count += 1
+        _report(done_count, len(plan), out, t0, log)
+
+    while pending or running:
+        for run in list(pending):
+            if len(running) >= cap:
+                break
+            deps = [outcomes.get(d) for d in run.needs]
+            if any(d is not None and d.error for d in deps):
+                pending.remove(run)
+                finish(run, Outcome(run, None, error="skipped: a run it needs failed"))
+            elif all(d is not None for d in deps):
+                pending.remove(run)
+                config = dict(run.config)
+                config["train"] = {**config["train"], "progress": "off"}  # interleaved bars are unreadable
+                running[submit(run.kind, config)] = (run, time.perf_counter())
+        if not running:
+            continue
+        for handle, (summary, reused, error) in wait_one(list(running)):
+            run, started = running.pop(handle)
+            finish(run, Outcome(run, summary, reused, error, time.perf_counter() - started))
+    return [outcomes[r.run_dir] for r in plan]
+
+
+def _failed(e: Exception) -> tuple[None, bool, str]:
+    """A crashed worker or a lost Ray task must not stop the study."""
+    return None, False, f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+
+
+def _parallel(plan: list[PlannedRun], workers: int, log) -> list[Outcome]:
+    threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no forked torch/CUDA state
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
-        while pending or running:
-            for run in list(pending):
-                if len(running) >= workers:
-                    break
-                deps = [outcomes.get(d) for d in run.needs]
-                if any(d is not None and d.error for d in deps):
-                    pending.remove(run)
-                    outcomes[run.run_dir] = Outcome(run, None, error="skipped: a run it needs failed")
-                    done_count += 1
-                    _report(done_count, len(plan), outcomes[run.run_dir], t0, log)
-                elif all(d is not None for d in deps):
-                    pending.remove(run)
-                    config = dict(run.config)
-                    config["train"] = {**config["train"], "progress": "off"}  # interleaved bars are unreadable
-                    running[pool.submit(_call, run.kind, config)] = (run, time.perf_counter())
-            if not running:
-                continue
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                run, started = running.pop(fut)
+        def wait_one(handles: list[Future]) -> list[tuple[Future, tuple]]:
+            finished, _ = wait(handles, return_when=FIRST_COMPLETED)
+            out = []
+            for f in finished:
                 try:
-                    summary, reused, error = fut.result()
-                except Exception as e:  # noqa: BLE001 - a crashed worker must not stop the study
-                    summary, reused, error = None, False, f"{type(e).__name__}: {e}"
-                outcomes[run.run_dir] = Outcome(run, summary, reused, error, time.perf_counter() - started)
-                done_count += 1
-                _report(done_count, len(plan), outcomes[run.run_dir], t0, log)
-    return [outcomes[r.run_dir] for r in plan]
+                    out.append((f, f.result()))
+                except Exception as e:  # noqa: BLE001
+                    out.append((f, _failed(e)))
+            return out
+
+        return _schedule(plan, workers, lambda kind, cfg: pool.submit(_call, kind, cfg), wait_one, log)
 
 
 def _ray(plan: list[PlannedRun], workers: int, log, address: str | None = None, gpus_per_run: float = 0.0,
@@ -157,43 +180,22 @@ def _ray(plan: list[PlannedRun], workers: int, log, address: str | None = None, 
     task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(_call)
     cwd = os.getcwd()
     cap = workers if workers > 1 else max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_run, 1e-9)))
-    outcomes: dict[Path, Outcome] = {}
-    pending = list(plan)
-    running: dict[Any, tuple[PlannedRun, float]] = {}
-    t0 = time.perf_counter()
-    done_count = 0
+
+    def wait_one(handles: list[Any]) -> list[tuple[Any, tuple]]:
+        ready, _ = ray.wait(handles, num_returns=1)
+        out = []
+        for ref in ready:
+            try:
+                out.append((ref, ray.get(ref)))
+            except Exception as e:  # noqa: BLE001
+                out.append((ref, _failed(e)))
+        return out
+
     try:
-        while pending or running:
-            for run in list(pending):
-                if len(running) >= cap:
-                    break
-                deps = [outcomes.get(d) for d in run.needs]
-                if any(d is not None and d.error for d in deps):
-                    pending.remove(run)
-                    outcomes[run.run_dir] = Outcome(run, None, error="skipped: a run it needs failed")
-                    done_count += 1
-                    _report(done_count, len(plan), outcomes[run.run_dir], t0, log)
-                elif all(d is not None for d in deps):
-                    pending.remove(run)
-                    config = dict(run.config)
-                    config["train"] = {**config["train"], "progress": "off"}
-                    running[task.remote(run.kind, config, cwd)] = (run, time.perf_counter())
-            if not running:
-                continue
-            ready, _ = ray.wait(list(running), num_returns=1)
-            for ref in ready:
-                run, started_at = running.pop(ref)
-                try:
-                    summary, reused, error = ray.get(ref)
-                except Exception as e:  # noqa: BLE001 - a lost worker must not stop the study
-                    summary, reused, error = None, False, f"{type(e).__name__}: {str(e).splitlines()[0]}"
-                outcomes[run.run_dir] = Outcome(run, summary, reused, error, time.perf_counter() - started_at)
-                done_count += 1
-                _report(done_count, len(plan), outcomes[run.run_dir], t0, log)
+        return _schedule(plan, cap, lambda kind, cfg: task.remote(kind, cfg, cwd), wait_one, log)
     finally:
         if started:
             ray.shutdown()
-    return [outcomes[r.run_dir] for r in plan]
 
 
 def _check_reachable(address: str | None) -> None:

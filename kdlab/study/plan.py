@@ -8,7 +8,9 @@ Layout under ``out_dir``::
 
 A teacher architecture's teachers are trained once per (method, seed) and shared by all pairs that use it.
 Sweeps add method variants labelled ``<label>[<param>=<value>]``; the trajectory adds students labelled
-``<label>@<epoch>`` distilled from the teacher's ``epoch_XXX`` checkpoints.
+``<label>@<epoch>`` distilled from the teacher's ``epoch_XXX`` checkpoints.  A pair with an ``assistant`` (TAKD)
+adds ``assistants/<teacher arch>--<assistant arch>/<teacher label>/seed<k>/``, distilled from the teacher, and its
+students learn from the assistant (pair key ``<teacher>--<assistant>--<student>``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..registry import MODELS
 
 @dataclass
 class PlannedRun:
-    kind: str  # teacher | student
+    kind: str  # teacher | assistant | student
     pair: str | None  # "<teacher arch>--<student arch>" for distilled students, else None
     arch: str  # the trained model's architecture label
     teacher_label: str | None
@@ -46,6 +48,12 @@ def slug(text: str) -> str:
 
 def arch_label(spec) -> str:
     return MODELS.describe(spec.name, spec.params)
+
+
+def pair_label(pair: PairConfig) -> str:
+    """The folder/record key of a pair: teacher--student, or teacher--assistant--student for TAKD."""
+    parts = [pair.teacher] + ([pair.assistant] if pair.assistant is not None else []) + [pair.student]
+    return "--".join(slug(arch_label(p)) for p in parts)
 
 
 def expand_sweeps(methods: dict[str, Any], sweeps, role: str) -> tuple[dict[str, dict], dict[str, dict]]:
@@ -111,10 +119,29 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
                 teacher_runs.setdefault((t_arch, key, seed), run)
     for pair in pairs:
         t_arch, s_arch = arch_label(pair.teacher), arch_label(pair.student)
-        pair_key = f"{slug(t_arch)}--{slug(s_arch)}"
+        pair_key = pair_label(pair)
 
         def t_run_of(tlabel: str, seed: int, t_arch=t_arch, s_arch=s_arch) -> PlannedRun:
             return teacher_runs[(t_arch, teacher_key(tlabel, s_arch), seed)]
+
+        if pair.assistant is not None:  # TAKD: the students' teacher is an assistant distilled from the teacher
+            a_arch = arch_label(pair.assistant)
+            assistants: dict[tuple[str, int], PlannedRun] = {}
+            for tlabel in teachers:
+                for seed in cfg.seeds:
+                    t_run = t_run_of(tlabel, seed)
+                    d = out / "assistants" / f"{slug(t_arch)}--{slug(a_arch)}" / tlabel / f"seed{seed}"
+                    c = role_cfg(cfg.student, seed, d) | {
+                        "student": pair.assistant.model_dump(), "method": pair.assistant_method.model_dump(),
+                        "teacher": {"path": str(t_run.run_dir), "checkpoint": cfg.student.teacher_checkpoint}}
+                    run = PlannedRun("assistant", pair_key, a_arch, tlabel, "assistant", seed, d, c,
+                                     [t_run.run_dir])
+                    add(run)
+                    assistants[(tlabel, seed)] = run
+
+            source_of = lambda tlabel, seed, a=assistants: a[(tlabel, seed)]  # noqa: E731
+        else:
+            source_of = t_run_of
         for mlabel, mspec in students.items():
             base = {"student": pair.student.model_dump(), "method": mspec}
             if not needs_teacher(mspec["name"]):
@@ -125,7 +152,7 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
                 continue
             for tlabel in teachers:
                 for seed in cfg.seeds:
-                    t_run = t_run_of(tlabel, seed)
+                    t_run = source_of(tlabel, seed)
                     d = out / "students" / pair_key / tlabel / mlabel / f"seed{seed}"
                     teacher = {"path": str(t_run.run_dir), "checkpoint": cfg.student.teacher_checkpoint}
                     c = role_cfg(cfg.student, seed, d, pair.student_lr) | base | {"teacher": teacher}

@@ -18,7 +18,7 @@ from ..engine.checkpoint import atomic_write_text
 from ..errors import KdlabError
 from ..methods import needs_teacher
 from .execute import Outcome, execute
-from .plan import PlannedRun, arch_label, plan_study, slug
+from .plan import PlannedRun, arch_label, pair_label, plan_study
 from .table import to_csv
 from .tables import study_tables
 
@@ -41,10 +41,10 @@ class StudyResult:
 
 def record(run: PlannedRun, summary: dict[str, Any]) -> dict[str, Any]:
     info = run.info
-    return {"kind": run.kind, "pair": run.pair, "arch": run.arch, "teacher_label": run.teacher_label,
+    return {**summary, "kind": run.kind, "pair": run.pair, "arch": run.arch, "teacher_label": run.teacher_label,
             "method_label": run.method_label, "seed": run.seed,
             "sweep_param": info.get("param"), "sweep_value": info.get("value"), "sweep_base": info.get("base"),
-            "trajectory_epoch": info.get("trajectory_epoch"), **summary, "run_dir": str(run.run_dir)}
+            "trajectory_epoch": info.get("trajectory_epoch"), "run_dir": str(run.run_dir)}
 
 
 def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None] | None = None,
@@ -107,8 +107,8 @@ def render_tables(cfg: StudyConfig, records: list[dict[str, Any]]) -> str:
             (distill if needs_teacher(spec.name) else alone).append(lbl)
     pairs = []
     for p in cfg.pair_list():
-        t, s = arch_label(p.teacher), arch_label(p.student)
-        pairs.append({"teacher": t, "student": s, "key": f"{slug(t)}--{slug(s)}"})
+        pairs.append({"teacher": arch_label(p.teacher), "student": arch_label(p.student), "key": pair_label(p),
+                      "assistant": arch_label(p.assistant) if p.assistant is not None else None})
     caption = (f"{cfg.data.name}: seeds {list(cfg.seeds)}; test top-1 % at the last epoch; held-out fraction "
                f"{cfg.holdout} for temperature scaling")
     return study_tables(records, pairs, teacher_labels or list(cfg.teacher.methods), alone, distill, caption)

@@ -54,6 +54,10 @@ def distillation_table(records: list[dict], pair: dict, teacher_labels: list[str
     rows.append([f"Teacher {pair['teacher']}"] + [
         fmt_cell(_values(t_recs, teacher_label=t)) + (_delta(_mean(t_recs, teacher_label=t), t_base) if t != base
                                                       else "") for t in teacher_labels])
+    if pair.get("assistant"):
+        a_recs = [r for r in records if r["kind"] == "assistant" and r.get("pair") == pair["key"]]
+        rows.append([f"Assistant {pair['assistant']}"] + [fmt_cell(_values(a_recs, teacher_label=t))
+                                                          for t in teacher_labels])
     for a in alone_labels:
         cell = fmt_cell(_values(s_recs, method_label=a, arch=pair["student"], pair=None))
         rows.append([f"Student {pair['student']} ({a})"] + [cell] * len(teacher_labels))
@@ -106,7 +110,8 @@ def study_tables(records: list[dict], pairs: list[dict], teacher_labels: list[st
                  distill_labels: list[str], caption: str) -> str:
     out = [caption]
     for pair in pairs:
-        out.append(f"### {pair['teacher']} -> {pair['student']}")
+        via = f" -> {pair['assistant']}" if pair.get("assistant") else ""
+        out.append(f"### {pair['teacher']}{via} -> {pair['student']}")
         out.append("Test top-1 % (mean ± std over seeds, n runs); in parentheses the difference to the "
                    f"{teacher_labels[0]} teacher.\n\n" +
                    distillation_table(records, pair, teacher_labels, alone_labels, distill_labels))
