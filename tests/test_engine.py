@@ -186,3 +186,23 @@ def test_seed_placeholder_in_run_and_teacher_paths(tmp_path):
     assert t.run_dir == tmp_path / "t-s1"
     s = distill(student_cfg(str(tmp_path / "s-s{seed}"), str(tmp_path / "t-s{seed}"), seed=1))
     assert s.run_dir == tmp_path / "s-s1" and s.summary["teacher_path"].startswith(str(tmp_path / "t-s1"))
+
+
+def test_tensorboard_scalars_when_available(tmp_path, monkeypatch):
+    import kdlab.engine.trainer as trainer
+
+    logged = []
+
+    class FakeWriter:  # torch's SummaryWriter needs the tensorboard package, which kdlab does not require
+        def add_scalar(self, key, value, step):
+            logged.append((key, step))
+
+        def close(self):
+            logged.append(("closed", None))
+
+    monkeypatch.setattr(trainer, "_tensorboard", lambda run_dir: FakeWriter())
+    train_teacher(teacher_cfg(tmp_path / "tb"))
+    assert ("loss", 1) in logged and ("test_top1", 2) in logged and logged[-1] == ("closed", None)
+    logged.clear()
+    train_teacher(teacher_cfg(tmp_path / "off", train={**TINY_TRAIN, "tensorboard": False}))
+    assert logged == []
