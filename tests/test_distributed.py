@@ -67,3 +67,23 @@ def test_sync_bn_on_cpu_is_a_clear_error(tmp_path):
     cfg["train"]["sync_bn"] = True
     res = _torchrun(tmp_path, cfg)
     assert res.returncode != 0 and "train.sync_bn: SyncBatchNorm needs CUDA" in res.stderr
+
+
+def test_crd_distillation_runs_with_two_processes(tmp_path):
+    teacher = _cfg(tmp_path / "teacher")
+    teacher["train"]["epochs"] = 1
+    train_teacher(teacher)
+    cfg = {"seed": 0, "out_dir": str(tmp_path / "student"), "data": {"name": "digits", "augment": "shift"},
+           "teacher": {"path": str(tmp_path / "teacher")}, "student": {"name": "mlp", "hidden": [16]},
+           "method": {"name": "crd", "nce_k": 256}, "optim": {"lr": 0.05},
+           "train": {"epochs": 2, "batch_size": 64, "progress": "off", "drop_last": True}}
+    f = tmp_path / "cfg.yaml"
+    f.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "kdlab", "distill", str(f)]
+    res = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[:3000]
+    rows = [json.loads(x) for x in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and all(r["loss"] == r["loss"] for r in rows)
+    assert json.loads((tmp_path / "student" / "summary.json").read_text())["top1"] > 20  # 10 classes: chance is 10
