@@ -198,6 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"kdlab: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # output piped into a reader that stopped (e.g. `kdlab list | head`)
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("kdlab: interrupted; finished epochs are checkpointed: rerun with --resume (study and quickstart "
               "resume by themselves)", file=sys.stderr)
@@ -220,5 +224,23 @@ def _leave_process_group() -> None:
         distributed.shutdown()
 
 
+def entry() -> None:
+    """The ``kdlab`` command and ``python -m kdlab``."""
+    code = main()
+    if distributed_env_active():
+        # In a torchrun job gloo's worker threads can hit std::terminate while the interpreter tears down (a
+        # SIGABRT after a finished run); every file is written and closed by now, so skip the teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(code or 0))
+    sys.exit(code)
+
+
+def distributed_env_active() -> bool:
+    from .engine.distributed import env
+
+    return env().active
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,12 @@ def test_ci_runs_the_readme_test_command():
     readme, ci = (root / "README.md").read_text(), (root / ".ci" / "run").read_text()
     assert 'pip install -e ".[test]" && pytest -q' in readme and "pip install -e . && kdlab quickstart" in readme
     assert 'pip install -q -e ".[test]"' in ci and "\npytest -q\n" in ci and "ruff check ." in ci
+
+
+def test_output_into_a_closed_pipe_is_not_an_error():
+    # the reader is gone before kdlab writes (it takes a second to import torch): `kdlab list | head` style
+    proc = subprocess.Popen([sys.executable, "-m", "kdlab", "list", "models"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0 and "error" not in err, err
