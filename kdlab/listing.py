@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .methods.distiller import LOGIT_WEIGHTS
 from .registry import DATASETS, DISTILL_METHODS, MODELS, TEACHER_METHODS, Entry
 from .study.table import markdown_table
 
@@ -38,6 +39,9 @@ def _distill_row(entry: Entry) -> list[str]:
 
     def default(name: str) -> str:
         f = fields.get(name)
+        if f is not None and f.default is None and name in ("gamma", "alpha"):  # filled in from the preset
+            std, so = (w[0 if name == "gamma" else 1] for w in (LOGIT_WEIGHTS["standard"], LOGIT_WEIGHTS["soteacher"]))
+            return f"{std:g} / {so:g}"
         return "-" if f is None or f.is_required() else f"{f.default:g}" if isinstance(f.default, float) else \
             str(f.default)
 
@@ -65,8 +69,8 @@ def listing(what: str = "all") -> str:
         rows = [[e.name, e.meta.get("paper", ""), _defaults(e), e.summary] for e in TEACHER_METHODS.entries()]
         blocks.append("Teacher methods\n\n" + markdown_table(["name", "paper", "defaults", "description"], rows))
     if what in ("all", "distill-methods", "methods"):
-        blocks.append("Distillation methods (student loss = gamma CE + alpha KD + beta method loss; beta for a "
-                      "standard / a SoTeacher teacher)\n\n" +
+        blocks.append("Distillation methods (student loss = gamma CE + alpha KD + beta method loss; a / b: the "
+                      "value with beta_preset standard / soteacher)\n\n" +
                       markdown_table(["name", "paper", "gamma", "alpha", "beta", "T", "other defaults", "description"],
                                      [_distill_row(e) for e in DISTILL_METHODS.entries()]))
     if what in ("all", "datasets"):

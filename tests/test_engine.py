@@ -168,6 +168,36 @@ def test_corrupted_last_checkpoint_falls_back_to_the_previous_one(tmp_path, monk
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_kill_between_checkpoint_files_loses_no_epoch_checkpoint(tmp_path, monkeypatch):
+    from kdlab.engine import trainer
+
+    train = {**TINY_TRAIN, "epochs": 3, "save_every": 1}
+    make = lambda d: teacher_cfg(d, train=train, schedule={"milestones": [2]})
+    train_teacher(make(tmp_path / "full"))
+    original = trainer._link_or_copy
+
+    def killed_at_epoch_2(src, dst):
+        if dst.name == "prev.pt" and load_checkpoint(src)["epoch"] == 1 and src.name == "last.pt" and \
+                (dst.parent / "epoch_002.pt").exists():
+            raise KeyboardInterrupt  # the process dies after epoch 2's copies, before last.pt moves on
+        original(src, dst)
+
+    monkeypatch.setattr(trainer, "_link_or_copy", killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(make(tmp_path / "cut"))
+    monkeypatch.undo()
+    ck = tmp_path / "cut" / "checkpoints"
+    assert load_checkpoint(ck / "last.pt")["epoch"] == 1
+    train_teacher(make(tmp_path / "cut"), resume=True)
+    names = {p.name for p in ck.glob("*.pt")}
+    assert {"epoch_001.pt", "epoch_002.pt", "epoch_003.pt", "best.pt", "last.pt", "prev.pt"} == names
+    for name in ("epoch_002.pt", "last.pt", "best.pt"):
+        a = load_checkpoint(tmp_path / "full" / "checkpoints" / name)
+        b = load_checkpoint(ck / name)
+        assert a["epoch"] == b["epoch"] and all(torch.equal(a["model_state"][k], b["model_state"][k])
+                                                for k in a["model_state"]), name
+
+
 def test_cached_teacher_logits_train_like_a_teacher_forward_each_step(tmp_path, trained_teacher):
     runs = {}
     for mode in ("on", "off"):

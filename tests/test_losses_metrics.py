@@ -49,6 +49,19 @@ def test_kd_method_combines_ce_and_kd():
     assert teacher.weight.grad is None and student.weight.grad is not None
 
 
+def test_kd_weights_follow_the_preset_unless_given():
+    import torch.nn as nn
+
+    from kdlab.methods.distill.kd import KD
+
+    teacher = nn.Linear(4, 3)
+    assert (KD(teacher).gamma, KD(teacher).alpha) == (0.1, 0.9)  # the CRD benchmark's
+    so = KD(teacher, beta_preset="soteacher")
+    assert (so.gamma, so.alpha) == (0.5, 0.5)  # SoTeacher's logit-KD runs
+    mixed = KD(teacher, beta_preset="soteacher", alpha=0.8)
+    assert (mixed.gamma, mixed.alpha) == (0.5, 0.8)
+
+
 def test_topk_and_nll():
     logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0]])
     labels = torch.tensor([0, 2, 0])

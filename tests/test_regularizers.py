@@ -73,6 +73,19 @@ def test_lipschitz_lists_ignored_layers():
     assert [type(m) for m in reg.ignored_layers()] == [nn.LayerNorm, nn.GroupNorm]
 
 
+def test_lipschitz_follows_the_layers_after_syncbn_conversion():
+    # torchrun with train.sync_bn replaces every batch norm: the regulariser must read the new modules
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(2, 2))
+    reg = LipschitzRegularizer(model)
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    reg.bind(model)
+    before = reg().item()
+    with torch.no_grad():
+        model[1].running_var.fill_(0.25)  # BN term: max |gamma| / sqrt(var + eps) grows about 2x
+    assert reg().item() > before + 0.5
+    assert isinstance(reg._bns[0], nn.SyncBatchNorm)
+
+
 def test_schedules():
     T = 9
     lin = [consistency_weight("linear", t, T, 2.0) for t in range(T)]
@@ -107,3 +120,31 @@ def test_consistency_buffer_is_the_mean_of_per_epoch_predictions(buffer, tmp_pat
         cr.on_epoch_end(e)
     explicit = torch.stack([p.softmax(1) for p in preds]).mean(0)
     assert torch.allclose(cr.buffer_snapshot(2), explicit, atol=1e-6)
+
+
+@pytest.mark.parametrize("buffer", ["memory", "memmap"])
+def test_consistency_buffer_with_skipped_samples_is_each_samples_own_mean(buffer, tmp_path):
+    # drop_last-style epochs: each epoch leaves out other samples; sample 9 is never seen before epoch 2
+    n, k, epochs = 10, 4, 4
+    cr = ConsistencyRegularizer(n, k, epochs, lambda_max=1.0, buffer=buffer, folder=tmp_path)
+    torch.manual_seed(0)
+    visits = [torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([2, 3, 4, 5, 6, 7, 8]), torch.tensor([9, 0, 1, 6])]
+    preds = [torch.randn(n, k) for _ in visits]
+    for e, (idx, logits) in enumerate(zip(visits, preds)):
+        cr.on_epoch_start(e)
+        loss = cr(logits[idx], idx, e)
+        if e == 2:  # sample 9 has no history: no loss for it; the others against their own past means
+            seen = [i for i in idx.tolist() if i != 9]
+            past = {i: torch.stack([p[i].softmax(0) for p, v in zip(preds[:e], visits[:e]) if i in v.tolist()]).mean(0)
+                    for i in seen}
+            terms = [(logits[i].softmax(0) - past[i]).pow(2).sum() for i in seen]
+            expected = consistency_weight("linear", e, epochs, 1.0) * torch.stack(terms).sum() / len(idx)
+            assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+        cr.on_epoch_end(e)
+    buf = cr.buffer_snapshot(2)
+    for i in range(n):
+        own = [p[i].softmax(0) for p, v in zip(preds, visits) if i in v.tolist()]
+        if buffer == "memory" or own:
+            expected = torch.stack(own).mean(0) if own else torch.zeros(k)
+            assert torch.allclose(buf[i], expected, atol=1e-6), i
+    assert cr.visits.tolist() == [2, 2, 2, 2, 2, 2, 2, 1, 1, 1]

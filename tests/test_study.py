@@ -132,6 +132,41 @@ def test_parallel_workers_give_the_same_results(tmp_path):
     assert par.ran == 7 and not par.failed
 
 
+_DIES_ONCE = """
+import os, signal
+from pathlib import Path
+
+import torch.nn as nn
+
+def make(num_classes, in_channels):
+    flag = Path(os.environ["KDLAB_TEST_FLAG"])
+    if not flag.exists():  # the first run to build this model is killed, as by the kernel's OOM killer
+        flag.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_run_that_crashes_or_kills_its_worker_does_not_stop_the_study(tmp_path, monkeypatch, workers):
+    (tmp_path / "dies_once.py").write_text(_DIES_ONCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("KDLAB_TEST_FLAG", str(tmp_path / "flag"))
+    cfg = study_cfg(tmp_path / "s", seeds=[0])
+    cfg["student"]["model"] = {"name": "module", "target": "dies_once:make", "stages": ["1", "3"]}
+    if workers == 1:  # in-process: SIGKILL would kill the test; a plain exception stands for the crash
+        (tmp_path / "dies_once.py").write_text(_DIES_ONCE.replace("os.kill(os.getpid(), signal.SIGKILL)",
+                                                                  "raise RuntimeError('boom')"))
+    first = run_study(cfg, log=lambda s: None, workers=workers)
+    # the crashed run fails; with 2 workers a run beside it (and what needs that run) may go down with it
+    assert first.failed and first.ran == 7 - len(first.failed) and (tmp_path / "s" / "results.csv").exists()
+    if workers == 2:
+        assert any("worker process died" in f for f in first.failed)
+    again = run_study(cfg, log=lambda s: None, workers=workers)
+    assert not again.failed and again.ran == len(first.failed) and again.reused == first.ran
+
+
 def _study_proc(out):
     run_study(study_cfg(out, seeds=[0]), log=lambda s: None)
 

@@ -111,6 +111,9 @@ def _prepare_model(model: nn.Module, objective: Objective, train: TrainConfig, d
         if device.type != "cuda":
             raise ConfigError("train.sync_bn: SyncBatchNorm needs CUDA (PyTorch has no CPU implementation)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        for m in objective.modules():  # regularisers that hold the model's (now replaced) layers
+            if hasattr(m, "bind") and callable(m.bind):
+                m.bind(model)
     fmt = torch.channels_last if train.channels_last else torch.contiguous_format
     model.to(device, memory_format=fmt)
     objective.to(device, memory_format=fmt)
@@ -309,14 +312,17 @@ def _save(run_dir: Path, model: nn.Module, objective: Objective, opt: torch.opti
         "seed": seed,
         **(meta or {}),
     }
-    last = ck_dir / "last.pt"
+    last, staged = ck_dir / "last.pt", ck_dir / ".next.ckpt"  # not *.pt: never listed as a checkpoint
+    save_checkpoint(staged, payload)
+    # best / epoch_XXX before last.pt moves on: a kill in between leaves last.pt at the previous epoch, and the
+    # resumed run redoes this epoch and writes them again (identically), so none is ever missing
+    if is_best:
+        _link_or_copy(staged, ck_dir / "best.pt")
+    if save_every and epoch % save_every == 0:
+        _link_or_copy(staged, ck_dir / f"epoch_{epoch:03d}.pt")
     if last.exists():  # keep the previous checkpoint: the fallback if the new one turns out corrupted
         _link_or_copy(last, ck_dir / "prev.pt")
-    save_checkpoint(last, payload)
-    if is_best:
-        _link_or_copy(last, ck_dir / "best.pt")
-    if save_every and epoch % save_every == 0:
-        _link_or_copy(last, ck_dir / f"epoch_{epoch:03d}.pt")
+    os.replace(staged, last)
 
 
 def _tensorboard(run_dir: Path):

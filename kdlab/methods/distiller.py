@@ -57,6 +57,24 @@ class DistillerParams(StrictParams):
                             "logits only and the training inputs are not augmented)")
 
 
+# cross-entropy / KD weights of the logit-only methods (kd, rco) when not given, per beta_preset: the CRD benchmark
+# code's, and SoTeacher's own logit-KD runs (REFERENCE.md section 2)
+LOGIT_WEIGHTS = {"standard": (0.1, 0.9), "soteacher": (0.5, 0.5)}
+
+
+class LogitParams(DistillerParams):
+    gamma: float | None = Field(None, ge=0, description="weight of the cross-entropy term (default 0.1; 0.5 with "
+                                                        "beta_preset soteacher)")
+    alpha: float | None = Field(None, ge=0, description="weight of the KD term (default 0.9; 0.5 with beta_preset "
+                                                        "soteacher)")
+
+
+def logit_weights(preset: str, gamma: float | None, alpha: float | None) -> dict[str, float]:
+    """``gamma`` and ``alpha`` of a logit-only method, filled in from the preset where not given."""
+    g, a = LOGIT_WEIGHTS[preset]
+    return {"gamma": g if gamma is None else gamma, "alpha": a if alpha is None else alpha}
+
+
 @torch.no_grad()
 def probe_features(model: nn.Module, input_shape: tuple[int, ...]) -> Features:
     """Features of ``model`` on a zero batch of 2 (eval mode), to size connectors before training."""

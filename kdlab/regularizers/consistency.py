@@ -7,8 +7,11 @@ epoch (each on that epoch's freshly augmented view): after epoch e the row of sa
     lambda_CR(t) * mean_i || softmax(f(x_i)) - buffer_i ||_2^2    (squared error summed over classes),
 
 computed before the batch's rows are updated, and zero during the first epoch (there is no history yet).  The
-update is buffer_i <- (1 - tau) buffer_i + tau * softmax(f(x_i)).detach() with tau = 1 / (1 + e), e the 0-based
-epoch, as in the authors' released code.
+update is buffer_i <- (1 - tau) buffer_i + tau * softmax(f(x_i)).detach() with tau = 1 / (1 + n_i), n_i the
+number of earlier epochs that visited sample i.  When every epoch visits every sample, n_i = e (the 0-based
+epoch) and this is the authors' released code (tau = 1 / (1 + e)); counting visits keeps the row the mean of the
+sample's own predictions when an epoch skips it (``train.drop_last``, the last partial global batch of a
+several-process job), and a never-visited row adds no loss instead of pulling towards zero.
 
 Weight schedules (t the 0-based epoch, T the number of epochs, lambda_max the maximum weight):
 ``linear`` lambda_max (t+1)/T (default); ``cosine`` lambda_max cos((1 - (t+1)/T) pi/2);
@@ -70,6 +73,8 @@ class ConsistencyRegularizer(nn.Module):
         self.num_samples, self.num_classes, self.epochs = num_samples, num_classes, epochs
         self.lambda_max, self.schedule, self.start_epoch = lambda_max, schedule, start_epoch
         self.mode = buffer
+        # epochs that have visited each sample; small (4 bytes a sample), so in memory and in checkpoints always
+        self.register_buffer("visits", torch.zeros(num_samples, dtype=torch.int32))
         if buffer == "memory":
             self.register_buffer("average", torch.zeros(num_samples, num_classes))
         elif buffer == "memmap":
@@ -127,16 +132,21 @@ class ConsistencyRegularizer(nn.Module):
 
     def forward(self, logits: Tensor, index: Tensor, epoch: int) -> Tensor:
         probs = F.softmax(logits.float(), dim=1)
+        visits = self.visits[index.to(self.visits.device)].to(probs.device)
         if epoch == 0:
             loss = logits.new_zeros(())
-            old = None
+            new = probs.detach()
         else:
             old = self._rows(index, epoch).to(probs.device)
-            loss = self.weight(epoch) * (probs - old).pow(2).sum(1).mean()
+            seen = (visits > 0).to(probs.dtype)
+            loss = self.weight(epoch) * ((probs - old).pow(2).sum(1) * seen).mean()
+            with torch.no_grad():
+                tau = (1.0 / (1 + visits.double())).unsqueeze(1)  # float64 as the scalar 1 / (1 + e) it replaces
+                new = (1 - tau).float() * old + tau.float() * probs.detach()
         with torch.no_grad():
-            tau = 1.0 / (1 + epoch)
-            new = probs.detach() if old is None else (1 - tau) * old + tau * probs.detach()
             self._write(index, new, epoch)
+            everyone = all_gather_cat(index.to(self.visits.device))
+            self.visits.index_add_(0, everyone, torch.ones_like(everyone, dtype=self.visits.dtype))
         return loss
 
     def buffer_snapshot(self, epoch: int) -> Tensor:

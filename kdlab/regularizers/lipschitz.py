@@ -29,7 +29,7 @@ import torch.nn as nn
 from torch import Tensor
 
 _CONV = (nn.Conv1d, nn.Conv2d)
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)  # SyncBatchNorm: torchrun with train.sync_bn
 
 
 def conv_lipschitz_exact(weight: Tensor, groups: int = 1) -> Tensor:
@@ -57,6 +57,10 @@ class LipschitzRegularizer(nn.Module):
         if mode not in ("reference", "exact"):
             raise ValueError(f"mode must be 'reference' or 'exact', got {mode!r}")
         self.mode = mode
+        self.bind(model)
+
+    def bind(self, model: nn.Module) -> None:
+        """Cover ``model``'s layers (again, after something replaced modules, e.g. SyncBatchNorm conversion)."""
         layers = [m for m in model.modules() if len(list(m.children())) == 0]
         # plain lists, not submodules: the regulariser must not own (or save) the model's layers
         self.__dict__["_convs"] = [m for m in layers if isinstance(m, _CONV)]
@@ -65,8 +69,9 @@ class LipschitzRegularizer(nn.Module):
         self.__dict__["_ignored"] = [m for m in layers if not isinstance(m, _CONV + _BN + (nn.Linear,))
                                      and any(True for _ in m.parameters(recurse=False))]
         sizes = torch.tensor([bn.num_features for bn in self._bns], dtype=torch.long)
-        self.register_buffer("_segments", torch.repeat_interleave(torch.arange(len(self._bns)), sizes),
-                             persistent=False)
+        old = getattr(self, "_segments", None)
+        segments = torch.repeat_interleave(torch.arange(len(self._bns)), sizes)
+        self.register_buffer("_segments", segments if old is None else segments.to(old.device), persistent=False)
 
     def ignored_layers(self) -> list[nn.Module]:
         """Layers with parameters that the regulariser does not cover."""

@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,8 @@ def _sequential(plan: list[PlannedRun], log) -> list[Outcome]:
                 out = Outcome(run, summary, reused, seconds=time.perf_counter() - t)
             except KdlabError as e:
                 out = Outcome(run, None, error=str(e))
+            except Exception as e:  # noqa: BLE001 - a bug in one run (e.g. a user model) must not stop the study
+                out = Outcome(run, None, error=_failed(e)[2])
         outcomes[run.run_dir] = out
         _report(i, len(plan), out, t0, log)
     return [outcomes[r.run_dir] for r in plan]
@@ -148,18 +151,37 @@ def _failed(e: Exception) -> tuple[None, bool, str]:
 def _parallel(plan: list[PlannedRun], workers: int, log) -> list[Outcome]:
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no forked torch/CUDA state
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
-        def wait_one(handles: list[Future]) -> list[tuple[Future, tuple]]:
-            finished, _ = wait(handles, return_when=FIRST_COMPLETED)
-            out = []
-            for f in finished:
-                try:
-                    out.append((f, f.result()))
-                except Exception as e:  # noqa: BLE001
-                    out.append((f, _failed(e)))
-            return out
 
-        return _schedule(plan, workers, lambda kind, cfg: pool.submit(_call, kind, cfg), wait_one, log)
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+
+    pools = [new_pool()]
+
+    def submit(kind: str, cfg: dict[str, Any]) -> Future:
+        try:
+            return pools[-1].submit(_call, kind, cfg)
+        except BrokenProcessPool:  # a worker died (killed, out of memory): carry on with fresh processes
+            pools.append(new_pool())
+            return pools[-1].submit(_call, kind, cfg)
+
+    def wait_one(handles: list[Future]) -> list[tuple[Future, tuple]]:
+        finished, _ = wait(handles, return_when=FIRST_COMPLETED)
+        out = []
+        for f in finished:
+            try:
+                out.append((f, f.result()))
+            except BrokenProcessPool:
+                out.append((f, (None, False, "a worker process died during this run (this run or one running "
+                                             "beside it was killed); rerun the study to retry it")))
+            except Exception as e:  # noqa: BLE001
+                out.append((f, _failed(e)))
+        return out
+
+    try:
+        return _schedule(plan, workers, submit, wait_one, log)
+    finally:
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _ray(plan: list[PlannedRun], workers: int, log, address: str | None = None, gpus_per_run: float = 0.0,

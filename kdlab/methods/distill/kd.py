@@ -6,16 +6,16 @@ Student loss = gamma * CE(s, y) + alpha * KD(s, t), with
 
 the KL summed over classes and averaged over the batch ("batchmean").  The T^2 factor keeps the gradient scale of
 the soft term independent of T (paper, Sec. 2).  Defaults follow the CRD benchmark code behind the seeds' tables
-(T = 4, gamma = 0.1, alpha = 0.9); SoTeacher's own logit-only runs use gamma = alpha = 0.5.
+(T = 4, gamma = 0.1, alpha = 0.9); SoTeacher's own logit-only runs use gamma = alpha = 0.5, the default with
+``beta_preset: soteacher``.
 """
 
 from __future__ import annotations
 
 import torch.nn as nn
-from pydantic import Field
 
 from ...registry import register_distill_method
-from ..distiller import Distiller, DistillerParams, kd_loss
+from ..distiller import Distiller, LogitParams, kd_loss, logit_weights
 
 __all__ = ["KD", "kd_loss"]
 
@@ -24,12 +24,10 @@ __all__ = ["KD", "kd_loss"]
 class KD(Distiller):
     """Hinton KD: gamma * CE + alpha * T^2 * KL(teacher ‖ student) at temperature T."""
 
-    class Params(DistillerParams):
-        alpha: float = Field(0.9, ge=0, description="weight of the KD term")
-        gamma: float = Field(0.1, ge=0, description="weight of the cross-entropy term")
-
+    Params = LogitParams
     needs_features = False
 
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, T: float = 4.0,
-                 alpha: float = 0.9, gamma: float = 0.1, **kw):
-        super().__init__(teacher, student, data, gamma=gamma, alpha=alpha, T=T, **kw)
+                 alpha: float | None = None, gamma: float | None = None, beta_preset: str = "standard", **kw):
+        super().__init__(teacher, student, data, T=T, beta_preset=beta_preset,
+                         **logit_weights(beta_preset, gamma, alpha), **kw)

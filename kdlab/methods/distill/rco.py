@@ -5,7 +5,8 @@ Instead of the converged teacher alone, the student is distilled from a sequence
 teacher's training route, easiest (earliest) first.  With N anchors and E student epochs, epoch e (0-based) uses
 anchor ``min(e * N // E, N - 1)``: equal intervals, e.g. 24 anchors saved every 10 epochs of a 240-epoch teacher
 run, each teaching the student for 10 of its 240 epochs (the setting of the SoTeacher and SFTN tables).  The loss
-against the current anchor is kdlab's KD (gamma = 0.1 CE + alpha = 0.9 T^2 KL at T = 4, as for ``kd``).
+against the current anchor is kdlab's KD (gamma = 0.1 CE + alpha = 0.9 T^2 KL at T = 4, or 0.5 / 0.5 with
+``beta_preset: soteacher``, as for ``kd``).
 
 Anchors are read from the teacher run's checkpoint folder, beside ``teacher_path``:
 
@@ -34,7 +35,7 @@ from pydantic import Field
 from ...engine.checkpoint import load_checkpoint
 from ...errors import CheckpointError, ConfigError
 from ...registry import register_distill_method
-from ..distiller import Distiller, DistillerParams
+from ..distiller import Distiller, LogitParams, logit_weights
 
 __all__ = ["RCO", "anchor_index", "find_anchors"]
 
@@ -79,9 +80,7 @@ def find_anchors(teacher_path: Path, names: list[str] | None = None, num_anchors
     return _spaced(out, num_anchors) if num_anchors else out
 
 
-class RCOParams(DistillerParams):
-    alpha: float = Field(0.9, ge=0, description="weight of KD against the current anchor")
-    gamma: float = Field(0.1, ge=0, description="weight of the cross-entropy term")
+class RCOParams(LogitParams):
     anchors: list[str] | None = Field(None, description="checkpoint names in the teacher run folder, in order "
                                       "(default: every epoch_XXX.pt, then the teacher checkpoint)")
     num_anchors: int | None = Field(None, gt=0, description="keep this many anchors, equally spaced")
@@ -95,9 +94,10 @@ class RCO(Distiller):
     needs_features = False
 
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, teacher_path=None,
-                 alpha: float = 0.9, gamma: float = 0.1, anchors: list[str] | None = None,
-                 num_anchors: int | None = None, **kw):
-        super().__init__(teacher, student, data, alpha=alpha, gamma=gamma, **kw)
+                 alpha: float | None = None, gamma: float | None = None, anchors: list[str] | None = None,
+                 num_anchors: int | None = None, beta_preset: str = "standard", **kw):
+        super().__init__(teacher, student, data, beta_preset=beta_preset, **logit_weights(beta_preset, gamma, alpha),
+                         **kw)
         if teacher_path is None:
             raise ConfigError("rco: needs the teacher's checkpoint file (its run folder holds the anchors)")
         self.anchors = find_anchors(Path(teacher_path), anchors, num_anchors)
