@@ -63,6 +63,8 @@ def check_run_dir(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> dic
     """Check, without writing, that ``run_dir`` may be used for this config; return the finished summary if
     there is one."""
     summary_path, cfg_path = run_dir / "summary.json", run_dir / "config.yaml"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"out_dir {run_dir} is a file, not a folder; choose another out_dir")
     if cfg_path.exists():
         try:
             old = yaml.safe_load(cfg_path.read_text()) or {}

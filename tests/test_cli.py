@@ -75,8 +75,13 @@ def test_study_and_quickstart_tiny(tmp_path, capsys):
      "data.root: folder /nonexistent/folder not found"),
     (["eval", "/nonexistent/run"], 1, "checkpoint or run folder not found"),
     (["train-teacher", "data=digits", "model=cnn1d"], 2, "model 'cnn1d' takes sequence inputs"),
+    (["train-teacher", "data=digits", "model={name: mlp, hidden: [0]}"], 2, "hidden must list at least one"),
+    (["train-teacher", "data=digits", "model=mlp", "train.device=gpu"], 2, "train.device: Value error, device"),
+    (["eval", "/nonexistent/run", "device=foo"], 2, "device: Value error, device must be auto"),
+    (["train-teacher", "data=digits", "model=mlp", "out_dir=afile"], 1, "out_dir afile is a file, not a folder"),
 ])
 def test_bad_input_gives_one_line_and_exit_code(capsys, argv, code, fragment):
+    Path("afile").write_text("")  # a file where a run folder may be asked for
     got, out, err = run(capsys, *argv)
     assert got == code
     assert fragment in err

@@ -70,6 +70,13 @@ def test_study_config_errors_name_the_key(tmp_path):
     cfg["trajectory"] = {"every": 3}
     with pytest.raises(ConfigError, match="needs teacher.train.save_every"):
         load_config(StudyConfig, cfg)
+    cfg = study_cfg(tmp_path)  # a swept parameter is checked before any run starts
+    cfg["sweeps"] = [{"role": "student", "method": "kd", "param": "TT", "values": [1, 2]}]
+    with pytest.raises(ConfigError, match=r"sweeps\[0\] \(kd.TT=1\): unknown key; did you mean 'T'"):
+        load_config(StudyConfig, cfg)
+    cfg["sweeps"] = [{"role": "student", "method": "kd", "param": "T", "values": [1, -2]}]
+    with pytest.raises(ConfigError, match=r"sweeps\[0\] \(kd.T=-2\): Input should be greater than 0"):
+        load_config(StudyConfig, cfg)
 
 
 def _cell(runs, pred):

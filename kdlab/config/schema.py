@@ -14,18 +14,28 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    ValidationError,
     field_validator,
     model_validator,
 )
 
+from ..registry import DISTILL_METHODS, TEACHER_METHODS
 from .components import (
+    Component,
     DataSpec,
     DistillMethodOrKD,
     DistillMethodSpec,
     ModelSpec,
     TeacherMethodOrStandard,
     TeacherMethodSpec,
+    describe_first_error,
 )
+
+
+def check_device(d: str) -> str:
+    if not (d in ("auto", "cpu", "cuda", "mps") or (d.startswith("cuda:") and d[5:].isdigit())):
+        raise ValueError("device must be auto, cpu, cuda, cuda:N or mps")
+    return d
 
 
 class Strict(BaseModel):
@@ -85,12 +95,10 @@ class TrainConfig(Strict):
         # YAML 1.1 reads a bare ``off`` / ``on`` as a boolean
         return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
 
-    @model_validator(mode="after")
-    def _device(self) -> TrainConfig:
-        d = self.device
-        if not (d in ("auto", "cpu", "cuda", "mps") or (d.startswith("cuda:") and d[5:].isdigit())):
-            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {d!r}")
-        return self
+    @field_validator("device")
+    @classmethod
+    def _device(cls, d: str) -> str:
+        return check_device(d)
 
 
 HOLDOUT = Field(0.0, ge=0, lt=1, description="fraction of the training data held out (stratified, fixed) to fit "
@@ -188,6 +196,17 @@ class TrajectoryConfig(Strict):
     method: str = Field("kd", description="the student method label distilled from each checkpoint")
 
 
+def _check_sweep(i: int, sw: SweepConfig, spec: Component, registry) -> None:
+    """Every variant of a sweep is a valid method config, checked now rather than when its run starts."""
+    entry = registry.get(spec.name)
+    for v in sw.values:
+        try:
+            entry.validate({**spec.params, sw.param: v})
+        except ValidationError as e:
+            loc, msg = describe_first_error(e, entry.params)
+            raise ValueError(f"sweeps[{i}] ({spec.name}.{sw.param}={v!r}): {msg}") from None
+
+
 class StudyConfig(Strict):
     """``kdlab study``: teacher methods x teacher/student pairs x distillation methods x seeds (+ sweeps)."""
 
@@ -208,10 +227,11 @@ class StudyConfig(Strict):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
         if self.pairs is None and (self.teacher.model is None or self.student.model is None):
             raise ValueError("give teacher.model and student.model, or a list of pairs")
-        for sw in self.sweeps:
+        for i, sw in enumerate(self.sweeps):
             labels = self.teacher.methods if sw.role == "teacher" else self.student.methods
             if sw.method not in labels:
                 raise ValueError(f"sweeps: {sw.role} method label {sw.method!r} is not one of {sorted(labels)}")
+            _check_sweep(i, sw, labels[sw.method], TEACHER_METHODS if sw.role == "teacher" else DISTILL_METHODS)
         if self.trajectory is not None:
             tr = self.trajectory
             every = self.teacher.train.save_every
@@ -242,3 +262,5 @@ class EvalConfig(Strict):
     device: str = "auto"
     holdout: float | None = Field(None, ge=0, lt=1, description="held-out fraction of the training data for "
                                   "temperature scaling (default: the run's own)")
+
+    _device = field_validator("device")(classmethod(lambda cls, d: check_device(d)))

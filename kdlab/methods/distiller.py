@@ -21,12 +21,12 @@ Shared options:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from ..data.base import Batch
@@ -67,6 +67,15 @@ class LogitParams(DistillerParams):
                                                         "beta_preset soteacher)")
     alpha: float | None = Field(None, ge=0, description="weight of the KD term (default 0.9; 0.5 with beta_preset "
                                                         "soteacher)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_weights(cls, data: Any) -> Any:
+        # filled in here, so a resolved config (config.yaml) states the weights the run used
+        if isinstance(data, dict) and data.get("beta_preset", "standard") in LOGIT_WEIGHTS:
+            data = {**data, **logit_weights(data.get("beta_preset", "standard"), data.get("gamma"),
+                                            data.get("alpha"))}
+        return data
 
 
 def logit_weights(preset: str, gamma: float | None, alpha: float | None) -> dict[str, float]:

@@ -17,8 +17,9 @@ class CNN1d(ContractModel):
     def __init__(self, num_classes: int, in_channels: int, channels: list[int], blocks_per_stage: int = 1,
                  kernel_size: int = 5):
         super().__init__()
-        if len(channels) < 2:
-            raise ValueError("channels must list the stem width and at least one stage width")
+        if len(channels) < 2 or min(channels) < 1:
+            raise ValueError(f"channels must list the stem width and at least one stage width, each >= 1 "
+                             f"(got {channels})")
         pad = kernel_size // 2
         stages: list[nn.Module] = [ConvBNAct(nn.Conv1d(in_channels, channels[0], kernel_size, padding=pad,
                                                        bias=False), channels[0], nn.BatchNorm1d)]
@@ -58,8 +59,8 @@ class MLP(ContractModel):
 
     def __init__(self, num_classes: int, input_size: int, hidden: list[int], batch_norm: bool = True):
         super().__init__()
-        if not hidden:
-            raise ValueError("hidden must list at least one layer width")
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"hidden must list at least one layer width, each >= 1 (got {hidden})")
         stages: list[nn.Module] = [_Flatten()]
         widths = [input_size, *hidden]
         for a, b in zip(widths[:-1], widths[1:]):
