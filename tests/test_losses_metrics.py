@@ -60,6 +60,12 @@ def test_kd_weights_follow_the_preset_unless_given():
     assert (so.gamma, so.alpha) == (0.5, 0.5)  # SoTeacher's logit-KD runs
     mixed = KD(teacher, beta_preset="soteacher", alpha=0.8)
     assert (mixed.gamma, mixed.alpha) == (0.5, 0.8)
+    from kdlab.config import load_config
+    from kdlab.config.schema import DistillRunConfig
+
+    cfg = load_config(DistillRunConfig, {"data": "digits", "student": "mlp", "teacher": {"path": "t"},
+                                         "method": {"name": "rco", "beta_preset": "soteacher", "gamma": 0.2}})
+    assert (cfg.method["gamma"], cfg.method["alpha"]) == (0.2, 0.5)  # the resolved config states the weights
 
 
 def test_topk_and_nll():
