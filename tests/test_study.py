@@ -79,6 +79,17 @@ def test_study_config_errors_name_the_key(tmp_path):
         load_config(StudyConfig, cfg)
 
 
+def test_pairs_that_disagree_on_a_shared_baseline_are_an_error(tmp_path):
+    cfg = study_cfg(tmp_path)
+    student = {"name": "mlp", "hidden": [16]}
+    cfg["pairs"] = [{"teacher": "resnet8", "student": student, "student_lr": 0.01},
+                    {"teacher": "resnet20", "student": student, "student_lr": 0.2}]
+    with pytest.raises(ConfigError, match="alone/seed0 would be trained with two different lr"):
+        plan_study(load_config(StudyConfig, cfg))
+    cfg["pairs"][1]["student_lr"] = 0.01
+    assert plan_study(load_config(StudyConfig, cfg))
+
+
 def _cell(runs, pred):
     mu, sd, n = mean_std([s["top1"] for d, s in runs.items() if pred(d)])
     return f"{mu:.2f} ± {sd:.2f} (n={n})"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.schema import PairConfig, StudyConfig
+from ..errors import ConfigError
 from ..methods import needs_teacher
 from ..registry import MODELS
 
@@ -80,7 +81,6 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
     teachers, t_info = expand_sweeps(cfg.teacher.methods, cfg.sweeps, "teacher")
     students, s_info = expand_sweeps(cfg.student.methods, cfg.sweeps, "student")
     plan: list[PlannedRun] = []
-    seen: set[Path] = set()
 
     def role_cfg(role, seed: int, run_dir: Path, lr: float | None = None) -> dict[str, Any]:
         optim = role.optim.model_dump()
@@ -89,10 +89,19 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
         return {"seed": seed, "out_dir": str(run_dir), "data": data, "holdout": cfg.holdout, "optim": optim,
                 "schedule": role.schedule.model_dump(), "train": role.train.model_dump()}
 
+    planned: dict[Path, dict[str, Any]] = {}
+
     def add(run: PlannedRun) -> None:
-        if run.run_dir not in seen:
-            seen.add(run.run_dir)
-            plan.append(run)
+        if run.run_dir in planned:
+            if planned[run.run_dir] != run.config:  # a shared run (a teacher, a student alone) asked for twice
+                diff = sorted(k for k in run.config["optim"] if run.config["optim"][k] != planned[run.run_dir]
+                              ["optim"].get(k)) or ["settings"]
+                raise ConfigError(f"pairs: the shared run {run.run_dir} would be trained with two different "
+                                  f"{', '.join(diff)} (e.g. two student_lr for one student architecture); give "
+                                  "those pairs the same value")
+            return
+        planned[run.run_dir] = run.config
+        plan.append(run)
 
     pairs: list[PairConfig] = cfg.pair_list()
     multi = len(pairs) > 1
