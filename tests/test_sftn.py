@@ -121,6 +121,8 @@ def test_block_map_errors():
     t = build_model("wrn_16_2", {}, 100, data.input_shape)
     with pytest.raises(ConfigError, match="block_map: pair \\[3, 1\\] is out of range"):
         SFTN(t, data, {"name": "resnet8"}, block_map=[[3, 1]])
+    with pytest.raises(ConfigError, match=r"cannot map a teacher feature of size \(32, 32\) to the student's"):
+        SFTN(build_model("resnet32x4", {}, 100, data.input_shape), data, {"name": "MobileNetV2"}, block_map=[[1, 3]])
     seq = _Data((1, 40), classes=10)
     with pytest.raises(ConfigError, match="takes image inputs"):
         SFTN(build_model("cnn1d", {}, 10, (1, 40)), seq, {"name": "resnet8"})

@@ -54,13 +54,17 @@ def transform_layer(c_in: int, c_out: int, size_in: tuple[int, ...], size_out: t
     tconv = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d}[dims]
     bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[dims]
     if size_in == size_out:
-        layer = conv(c_in, c_out, 1, bias=False)
+        layer, got = conv(c_in, c_out, 1, bias=False), tuple(size_in)
     elif all(a > b for a, b in zip(size_in, size_out)):
-        layer = conv(c_in, c_out, 3, stride=2, padding=1, bias=False)
+        layer, got = conv(c_in, c_out, 3, stride=2, padding=1, bias=False), tuple((a + 1) // 2 for a in size_in)
     elif all(a < b for a, b in zip(size_in, size_out)):
-        layer = tconv(c_in, c_out, 4, stride=2, padding=1, bias=False)
+        layer, got = tconv(c_in, c_out, 4, stride=2, padding=1, bias=False), tuple(2 * a for a in size_in)
     else:
-        raise ConfigError(f"method: sftn cannot map a teacher feature of size {size_in} to {size_out}")
+        got = None
+    if got != tuple(size_out):  # the paper's transforms halve, double or keep the size, nothing else
+        raise ConfigError(f"method: sftn cannot map a teacher feature of size {tuple(size_in)} to the student's "
+                          f"{tuple(size_out)} (a transform halves, doubles or keeps the size); choose block_map "
+                          "pairs whose sizes match that way")
     return nn.Sequential(layer, bn(c_out), nn.ReLU(inplace=False))
 
 
