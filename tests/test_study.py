@@ -90,6 +90,19 @@ def test_pairs_that_disagree_on_a_shared_baseline_are_an_error(tmp_path):
     assert plan_study(load_config(StudyConfig, cfg))
 
 
+def test_changed_settings_are_refused_before_anything_is_rewritten(tmp_path):
+    cfg = study_cfg(tmp_path / "s", seeds=[0])
+    cfg["teacher"]["methods"] = {"standard": "standard"}
+    cfg["student"]["methods"] = {"alone": "none"}
+    run_study(cfg, log=lambda s: None, report=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "s").glob("*.*")}
+    cfg["student"]["train"] = {**cfg["student"]["train"], "epochs": cfg["student"]["train"]["epochs"] + 1}
+    with pytest.raises(ConfigError, match=r"1 run\(s\) in .* were trained with other settings, e.g. .*alone/seed0 "
+                                          r"\(train.epochs: "):
+        run_study(cfg, log=lambda s: None, report=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "s").glob("*.*")} == before
+
+
 def _cell(runs, pred):
     mu, sd, n = mean_std([s["top1"] for d, s in runs.items() if pred(d)])
     return f"{mu:.2f} ± {sd:.2f} (n={n})"

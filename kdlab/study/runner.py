@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import StudyConfig, dump_yaml, load_config
 from ..engine.checkpoint import atomic_write_text
-from ..errors import KdlabError
+from ..errors import ConfigError, KdlabError
 from ..methods import needs_teacher
 from .execute import Outcome, execute
 from .plan import PlannedRun, arch_label, pair_label, plan_study
@@ -58,15 +58,42 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     cfg = load_config(StudyConfig, config, overrides)
     out = Path(cfg.out_dir)
+    plan = plan_study(cfg)
+    changed = changed_runs(plan)
+    if changed:  # refuse before anything is trained or rewritten (study.yaml, results) under the old runs
+        raise ConfigError(f"{len(changed)} run(s) in {out} were trained with other settings, e.g. {changed[0]}; "
+                          "choose another out_dir, or move those runs away to train them anew")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.yaml", dump_yaml(cfg))
-    plan = plan_study(cfg)
     t0 = time.perf_counter()
     outcomes = execute(plan, workers, log, launcher, ray_options)
     result = write_results(cfg, outcomes, log, time.perf_counter() - t0)
     if report:
         write_report_logged(out, log)
     return result
+
+
+def changed_runs(plan: list[PlannedRun]) -> list[str]:
+    """Planned runs whose folder already holds a run with other settings, each as 'folder (first difference)'."""
+    import yaml
+
+    from ..config.schema import DistillRunConfig, TeacherRunConfig
+    from ..runs import config_differences
+
+    out = []
+    for run in plan:
+        path = run.run_dir / "config.yaml"
+        if not path.is_file():
+            continue
+        try:
+            old = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # the run itself reports an unreadable folder
+        schema = TeacherRunConfig if run.kind == "teacher" else DistillRunConfig
+        diff = config_differences(old, load_config(schema, run.config).model_dump(mode="json"))
+        if diff:
+            out.append(f"{run.run_dir} ({diff[0]})")
+    return out
 
 
 def write_report_logged(out: Path, log: Callable[[str], None]) -> None:
