@@ -36,7 +36,7 @@ def hint(name: str, candidates: Iterable[str]) -> str:
 class StrictParams(BaseModel):
     """Base class for component parameters: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=False, allow_inf_nan=False)
 
 
 def _signature(obj: Callable) -> inspect.Signature:

@@ -40,6 +40,8 @@ def test_yaml_scientific_notation_and_off(tmp_path):
     (["trian.epochs=3"], "trian: unknown key; did you mean 'train'"),
     (["schedule.milestones=[5,2]"], "milestones must be increasing"),
     (["train.device=gpu"], "device must be auto, cpu"),
+    (["schedule.gamma=.inf"], "schedule.gamma: Input should be a finite number"),
+    (["method=soteacher", "method.lambda_lr=.nan"], "method.lambda_lr: Input should be a finite number"),
 ])
 def test_errors_name_the_key(overrides, expected):
     with pytest.raises(ConfigError) as e:
