@@ -295,6 +295,11 @@ def evaluate(config: Any, overrides: list[str] = ()) -> dict[str, Any]:
     else:
         raise ConfigError("data: the checkpoint does not record its data set; set data.name")
     holdout = cfg.holdout if cfg.holdout is not None else ck_cfg.get("holdout", 0.0)
+    trained = ck_cfg.get("holdout")
+    if cfg.data is None and trained is not None and holdout > trained:
+        # held-out splits are nested (one seeded order per class): a larger one includes trained-on samples
+        raise ConfigError(f"holdout: {holdout} is more than the {trained} this run held out of its training; the "
+                          f"temperature would be fitted on samples the model trained on (use holdout <= {trained})")
     data = load_dataset(data_spec, holdout)
     model, ck = load_model(path, data, device, role="evaluated")
     teacher = load_teacher(cfg.teacher, data, device)[0] if cfg.teacher is not None else None

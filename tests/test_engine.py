@@ -148,6 +148,15 @@ def test_holdout_gives_temperature_scaled_calibration_and_students_report_simila
     s = distill(student_cfg(tmp_path / "s", t.run_dir, holdout=0.25))
     assert 0 <= s.summary["cka_teacher_student"] <= 1 and s.summary["kl_teacher_student"] >= 0
     assert "ece_ts" in s.summary
+    from kdlab.errors import ConfigError
+    from kdlab.runs import evaluate
+
+    small = load_dataset(load_config(TeacherRunConfig, teacher_cfg(tmp_path / "x")).data, 0.1).holdout
+    rows = lambda split: {tuple(r.flatten().tolist()) for r in split.x}
+    assert rows(small) <= rows(data.holdout)  # held-out splits are nested: a smaller one was never trained on
+    assert evaluate({"path": str(t.run_dir), "holdout": 0.1})["ece_ts"] >= 0  # nested inside the run's 0.25
+    with pytest.raises(ConfigError, match="holdout: 0.5 is more than the 0.25 this run held out"):
+        evaluate({"path": str(t.run_dir), "holdout": 0.5})
 
 
 def test_corrupted_last_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeypatch, capsys):
