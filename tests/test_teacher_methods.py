@@ -14,9 +14,13 @@ BASELINES = [n for n in TEACHER_METHODS.names() if not n.startswith("test-")]
 REQUIRED = {"sftn": {"student": "resnet8"}}  # parameters without a default
 
 
+OPTIM = {"l2": {"lr": 0.05, "weight_decay": 0.0}}  # l2 is weight decay in the loss: not in the optimizer too
+
+
 @pytest.mark.parametrize("name", BASELINES)
 def test_every_teacher_method_runs_end_to_end(name, tmp_path):
-    res = train_teacher(teacher_cfg(tmp_path / name, method={"name": name, **REQUIRED.get(name, {})}))
+    cfg = teacher_cfg(tmp_path / name, method={"name": name, **REQUIRED.get(name, {})})
+    res = train_teacher({**cfg, "optim": OPTIM.get(name, cfg["optim"])})
     hist = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
     assert len(hist) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in hist)
     assert 0 <= res.summary["top1"] <= 100 and "pstar_l1_train" in res.summary
@@ -95,3 +99,10 @@ def test_mixup_and_cutmix_batches():
     kept = (out == x).all(1).float().mean().item()
     assert from_other > 0 and kept == pytest.approx(lam, abs=1e-6)
     assert torch.equal(out[(out != x)], x[perm][(out != x)])
+
+
+def test_l2_with_optimizer_weight_decay_is_refused(tmp_path):
+    from kdlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="method: l2 adds weight decay to the loss; set optim.weight_decay=0"):
+        train_teacher(teacher_cfg(tmp_path / "l2", method="l2"))

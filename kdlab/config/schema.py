@@ -119,6 +119,18 @@ class TeacherRunConfig(Strict):
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
 
+    @model_validator(mode="after")
+    def _one_weight_decay(self) -> TeacherRunConfig:
+        check_l2(self.method, self.optim, "method")
+        return self
+
+
+def check_l2(method: Component, optim: OptimConfig, where: str) -> None:
+    """The ``l2`` baseline writes weight decay into the loss: with the optimizer's as well it would count twice."""
+    if method.name == "l2" and method.get("weight", 0) > 0 and optim.weight_decay > 0:
+        raise ValueError(f"{where}: l2 adds weight decay to the loss; set optim.weight_decay=0 so it is not "
+                         f"applied twice (or use standard training with optim.weight_decay={method['weight']:g})")
+
 
 class TeacherRef(Strict):
     """Which teacher to distil from: a teacher run folder (or a checkpoint file) and which of its checkpoints."""
@@ -227,6 +239,8 @@ class StudyConfig(Strict):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
         if self.pairs is None and (self.teacher.model is None or self.student.model is None):
             raise ValueError("give teacher.model and student.model, or a list of pairs")
+        for label, spec in self.teacher.methods.items():
+            check_l2(spec, self.teacher.optim, f"teacher.methods.{label}")
         for i, sw in enumerate(self.sweeps):
             labels = self.teacher.methods if sw.role == "teacher" else self.student.methods
             if sw.method not in labels:

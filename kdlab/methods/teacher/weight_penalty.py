@@ -1,8 +1,9 @@
 """Classic weight penalties as teacher regularisers (SoTeacher App. I, Table 7: l1 1e-5, l2 5e-4).
 
 ``l2`` adds (lambda / 2) * sum w^2 to the loss, which for SGD is the same update as ``optim.weight_decay =
-lambda`` (set one of the two, not both, to get the table's setting).  Both penalise every weight tensor of
-convolutions and linear layers (biases and batch-norm parameters excluded, as is usual for explicit penalties).
+lambda`` (the config refuses both at once: set ``optim.weight_decay: 0`` with ``l2``).  Both penalise every
+weight tensor of convolutions and linear layers (biases and batch-norm parameters excluded, as is usual for
+explicit penalties).
 """
 
 from __future__ import annotations
