@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,17 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _teacher_relative_to_run(flat: dict[str, Any]) -> dict[str, Any]:
+    # a teacher in the same tree as the run (a study folder) moves or is copied with it: compare where it is
+    # relative to the run folder, not where the tree happens to be
+    t, out = flat.get("teacher.path"), flat.get("out_dir")
+    if isinstance(t, str) and isinstance(out, str):
+        flat["teacher.path"] = os.path.relpath(os.path.abspath(t), os.path.abspath(out))
+    return flat
+
+
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    a, b = _flatten(old), _flatten(new)
+    a, b = _teacher_relative_to_run(_flatten(old)), _teacher_relative_to_run(_flatten(new))
     keys = sorted((set(a) | set(b)) - VOLATILE_KEYS)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 

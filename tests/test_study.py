@@ -103,6 +103,18 @@ def test_changed_settings_are_refused_before_anything_is_rewritten(tmp_path):
     assert {p.name: p.read_bytes() for p in (tmp_path / "s").glob("*.*")} == before
 
 
+def test_a_copied_study_folder_reuses_its_runs(tmp_path):
+    import shutil
+
+    cfg = study_cfg(tmp_path / "a", seeds=[0])
+    cfg["teacher"]["methods"] = {"standard": "standard"}
+    cfg["student"]["methods"] = {"alone": "none", "kd": "kd"}
+    first = run_study(cfg, log=lambda s: None, report=False)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    again = run_study({**cfg, "out_dir": str(tmp_path / "b")}, log=lambda s: None, report=False)
+    assert not again.failed and again.ran == 0 and again.reused == first.ran == 3
+
+
 def _cell(runs, pred):
     mu, sd, n = mean_std([s["top1"] for d, s in runs.items() if pred(d)])
     return f"{mu:.2f} ± {sd:.2f} (n={n})"
