@@ -23,6 +23,9 @@ as the SFTN tables do.  Where kdlab departs from the code, because it only sees 
   of the teacher's ``Features.preact`` over one pass of the (augmented) training data in the initialisation stage
   (``margin: gaussian``, the paper's formula on measured moments), or the empirical mean of the negative
   responses directly (``margin: empirical``).  Margins are buffers, saved with the run.
+* Teacher mode.  clovaai's CIFAR script calls ``train()`` on the teacher while distilling, so its features use
+  each batch's statistics; kdlab, like mdistiller, keeps every teacher in eval mode (running statistics), so the
+  targets do not depend on the rest of the batch.
 * Pre-activation networks (WRN): kdlab's contract gives the raw residual sum as the stage's pre-activation; the
   code applies the next block's batch norm to it first.  Both are "pre-ReLU"; kdlab's margins are measured on
   exactly the tensor it distils, so they stay consistent.
