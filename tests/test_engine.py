@@ -220,6 +220,16 @@ def test_cached_teacher_logits_train_like_a_teacher_forward_each_step(tmp_path, 
         distill(student_cfg(tmp_path / "at", trained_teacher.run_dir, method={"name": "at", "cache_teacher": "on"}))
 
 
+def test_ab_caches_teacher_logits_after_its_feature_initialisation(tmp_path, trained_teacher):
+    # AB's initialisation stage matches features; the distillation after it is CE + KD on logits only
+    runs = {}
+    for mode in ("on", "off"):
+        method = {"name": "ab", "cache_teacher": mode, "init_epochs": 1}
+        runs[mode] = distill(student_cfg(tmp_path / mode, trained_teacher.run_dir, method=method))
+    a, b = _weights(tmp_path / "on"), _weights(tmp_path / "off")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
 def test_seed_placeholder_in_run_and_teacher_paths(tmp_path):
     t = train_teacher(teacher_cfg(str(tmp_path / "t-s{seed}"), seed=1))
     assert t.run_dir == tmp_path / "t-s1"

@@ -129,11 +129,15 @@ class Distiller(DistillObjective):
             self.student_shapes = [tuple(f.shape[1:]) for f in s.stages]
             self.teacher_dim, self.student_dim = t.embedding.shape[1], s.embedding.shape[1]
 
+    def distills_features(self) -> bool:
+        """Whether the distillation steps (after any initialisation stage) need features, not just logits."""
+        return self.needs_features
+
     def _cache_decision(self, mode: str, data) -> bool:
         from ..data.base import Split
 
-        suitable = (not self.needs_features and self.fixed_teacher and data is not None and data.augment is None
-                    and isinstance(data.train, Split))
+        suitable = (not self.distills_features() and self.fixed_teacher and data is not None
+                    and data.augment is None and isinstance(data.train, Split))
         if mode == "on" and not suitable:
             raise ConfigError(f"method.cache_teacher: on needs a method that uses logits only, a fixed teacher and "
                               f"training inputs without random augmentation ({type(self).__name__} / "

@@ -74,6 +74,7 @@ class AB(Distiller):
 
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, margin: float = 1.0,
                  mode: str = "code", init_epochs: int = 30, init_lr: float = 0.05, joint: bool = False, **kw):
+        self.__dict__["joint"] = joint  # read by distills_features() while the base class decides on caching
         super().__init__(teacher, student, data, **kw)
         require_shapes("ab", self)
         pairs = list(zip(*pair_last(self.student_shapes[1:], self.teacher_shapes[1:])))
@@ -86,6 +87,9 @@ class AB(Distiller):
         if not joint:
             # distillation is plain CE + KD: skip the feature pass and the beta term
             self.beta, self.needs_features = 0.0, False
+
+    def distills_features(self) -> bool:
+        return self.joint  # the initialisation stage uses features; plain distillation only logits
 
     def ab(self, s: Features, t: Features) -> Tensor:
         g_s, g_t = pair_last(s.preact[1:], t.preact[1:])

@@ -70,6 +70,7 @@ class FSP(Distiller):
 
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, mode: str = "code",
                  init_epochs: int = 30, init_lr: float = 0.05, joint: bool = False, **kw):
+        self.__dict__["joint"] = joint  # read by distills_features() while the base class decides on caching
         super().__init__(teacher, student, data, **kw)
         require_shapes("fsp", self)
         pairs = list(zip(*pair_last(self.student_shapes, self.teacher_shapes)))
@@ -82,6 +83,9 @@ class FSP(Distiller):
         if not joint:
             # distillation is plain CE + KD: skip the feature pass and the beta term
             self.beta, self.needs_features = 0.0, False
+
+    def distills_features(self) -> bool:
+        return self.joint  # the initialisation stage uses features; plain distillation only logits
 
     def fsp(self, s: Features, t: Features) -> Tensor:
         g_s, g_t = pair_last(s.stages, t.stages)
