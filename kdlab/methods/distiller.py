@@ -137,7 +137,7 @@ class Distiller(DistillObjective):
         from ..data.base import Split
 
         suitable = (not self.distills_features() and self.fixed_teacher and data is not None
-                    and data.augment is None and isinstance(data.train, Split))
+                    and getattr(data, "augment", None) is None and isinstance(getattr(data, "train", None), Split))
         if mode == "on" and not suitable:
             raise ConfigError(f"method.cache_teacher: on needs a method that uses logits only, a fixed teacher and "
                               f"training inputs without random augmentation ({type(self).__name__} / "
