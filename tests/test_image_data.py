@@ -249,6 +249,48 @@ def test_tinyimagenet_training_transform_is_random_and_seeded(tmp_path):
     assert epoch0.shape == reference.shape
 
 
+def test_folder_data_held_out_images_are_read_like_test_images(tmp_path):
+    from kdlab.data.base import hold_out
+
+    make_tiny_imagenet(tmp_path, per_class=4)
+    b = tinyimagenet(root=str(tmp_path))
+    h = hold_out(b, 0.5)
+    assert len(h.holdout) == len(b.train) // 2
+    ds = h.holdout.dataset  # a Subset of the training files through the test transform
+    x0, _ = ds[0]
+    assert torch.equal(x0, ds[0][0])  # deterministic: no random rotation / crop / flip
+    files = ds.dataset
+    with Image.open(files.path(ds.indices[0])) as img:
+        assert torch.equal(x0, b.test.dataset.transform(img.convert("RGB")))
+    assert ds.dataset.transform is b.test.dataset.transform
+    assert h.train.dataset.dataset.transform is b.train.dataset.transform  # training keeps its augmentation
+
+
+def test_folder_loader_leaves_the_training_random_state_alone(tmp_path):
+    make_tiny_imagenet(tmp_path, per_class=2)
+    loader = tinyimagenet(root=str(tmp_path)).train_loader(6, torch.device("cpu"), seed=1)
+    expected = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        expected.append(torch.rand(3))
+    for seed, want in zip((1, 2), expected):
+        torch.manual_seed(seed)
+        next(iter(loader.epoch(0)))
+        assert torch.equal(torch.rand(3), want)
+
+
+def test_folder_loader_drop_last_and_batch_smaller_than_the_processes(tmp_path):
+    from kdlab.data.base import _loader
+
+    make_tiny_imagenet(tmp_path, per_class=2)
+    b = tinyimagenet(root=str(tmp_path))
+    n = len(b.train)
+    loader = b.train_loader(n + 5, torch.device("cpu"), seed=0, drop_last=True)
+    assert len(loader) == 1 and sum(len(bt.y) for bt in loader.epoch(0)) == n  # like the in-memory loader
+    with pytest.raises(ConfigError, match="train.batch_size: 1 is the global batch; it must be at least the number"):
+        _loader(b.train, 1, torch.device("cpu"), True, False, None, None, 0, 0, shard=(0, 2))
+
+
 def test_tinyimagenet_errors(tmp_path):
     msg = one_line_error(tinyimagenet, "not found; download Tiny-ImageNet-200", root=str(tmp_path / "none"))
     assert "val_annotations.txt" in msg

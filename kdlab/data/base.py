@@ -10,6 +10,7 @@ memory) rely on.  Randomness of epoch ``e`` (order, augmentation) depends only o
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -121,6 +122,11 @@ class DataBundle:
 
 def _loader(split, batch_size, device, shuffle, drop_last, augment, prepare, seed, num_workers,
             shard=(0, 1)) -> Loader:
+    if shuffle and batch_size < shard[1]:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"train.batch_size: {batch_size} is the global batch; it must be at least the number of "
+                          f"processes ({shard[1]})")
     if isinstance(split, Split):
         return ArrayLoader(split, batch_size, device, shuffle=shuffle, drop_last=drop_last, augment=augment,
                            prepare=prepare, seed=seed, shard=shard)
@@ -220,9 +226,20 @@ class _SeededItems(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]):
         i, epoch_seed = key
         s = derive_seed(epoch_seed, i)
-        torch.manual_seed(s)
-        random.seed(s)
-        x, y = self.dataset[i]
+        if torch.utils.data.get_worker_info() is not None:  # a worker process: its random state is its own
+            torch.manual_seed(s)
+            random.seed(s)
+            x, y = self.dataset[i]
+            return x, y, i
+        # in the training process (num_workers 0): leave its random streams as they were
+        py_state = random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s)
+            random.seed(s)
+            try:
+                x, y = self.dataset[i]
+            finally:
+                random.setstate(py_state)
         return x, y, i
 
 
@@ -262,10 +279,12 @@ class DatasetLoader:
         self.prepare = prepare
         self.seed = seed
         self.shuffle = shuffle
-        self.sampler = _EpochBatches(len(split), batch_size, shuffle, drop_last, shard)
+        self.sampler = _EpochBatches(len(split), batch_size, shuffle, drop_last and len(split) >= batch_size, shard)
         self.loader = torch.utils.data.DataLoader(
             _SeededItems(split.dataset), batch_sampler=self.sampler, num_workers=num_workers,
-            pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+            pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,
+            generator=torch.Generator())  # its per-epoch base seed (unused: items seed themselves) not from torch's
+
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -285,6 +304,17 @@ class DatasetLoader:
             raise DataError(last.split("DataError: ", 1)[-1]) from None
 
     __iter__ = epoch
+
+
+def evaluation_view(split: Split | DatasetSplit, like: Split | DatasetSplit) -> Split | DatasetSplit:
+    """``split`` read the way ``like`` (the test split) is: for file data sets, the training files through the
+    test transform (no random augmentation); in-memory splits are never augmented when evaluated."""
+    ds, ref = getattr(split, "dataset", None), getattr(like, "dataset", None)
+    if ds is None or not hasattr(ds, "transform") or not hasattr(ref, "transform"):
+        return split
+    view = copy.copy(ds)
+    view.transform = ref.transform
+    return DatasetSplit(view, split.targets, split.extras)
 
 
 def subset(split: Split | DatasetSplit, index: Tensor) -> Split | DatasetSplit:
@@ -316,4 +346,5 @@ def hold_out(bundle: DataBundle, fraction: float, seed: int = 0) -> DataBundle:
         raise DataError(f"{bundle.name}: holdout {fraction} leaves an empty training or held-out split")
     from dataclasses import replace
 
-    return replace(bundle, train=subset(bundle.train, keep.nonzero().flatten()), holdout=subset(bundle.train, held_idx))
+    return replace(bundle, train=subset(bundle.train, keep.nonzero().flatten()),
+                   holdout=subset(evaluation_view(bundle.train, bundle.test), held_idx))
