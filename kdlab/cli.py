@@ -226,20 +226,16 @@ def _leave_process_group() -> None:
 
 def entry() -> None:
     """The ``kdlab`` command and ``python -m kdlab``."""
+    from .engine.distributed import env
+
     code = main()
-    if distributed_env_active():
+    if env().active:
         # In a torchrun job gloo's worker threads can hit std::terminate while the interpreter tears down (a
         # SIGABRT after a finished run); every file is written and closed by now, so skip the teardown.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(int(code or 0))
     sys.exit(code)
-
-
-def distributed_env_active() -> bool:
-    from .engine.distributed import env
-
-    return env().active
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -69,19 +69,26 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
+def settings_differences(run_dir: Path, plain_cfg: dict[str, Any]) -> list[str] | None:
+    """How the run in ``run_dir`` was configured differently from ``plain_cfg`` (None: no run there yet)."""
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.exists():
+        return None
+    try:
+        old = yaml.safe_load(cfg_path.read_text()) or {}
+    except (yaml.YAMLError, OSError):
+        raise RunFolderError(f"{cfg_path} is unreadable; move the folder away or choose another out_dir") from None
+    return config_differences(old, plain_cfg)
+
+
 def check_run_dir(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> dict[str, Any] | None:
     """Check, without writing, that ``run_dir`` may be used for this config; return the finished summary if
     there is one."""
-    summary_path, cfg_path = run_dir / "summary.json", run_dir / "config.yaml"
+    summary_path = run_dir / "summary.json"
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"out_dir {run_dir} is a file, not a folder; choose another out_dir")
-    if cfg_path.exists():
-        try:
-            old = yaml.safe_load(cfg_path.read_text()) or {}
-        except (yaml.YAMLError, OSError):
-            raise RunFolderError(f"{cfg_path} is unreadable; move the folder away or choose another out_dir") \
-                from None
-        diff = config_differences(old, plain_cfg)
+    diff = settings_differences(run_dir, plain_cfg)
+    if diff is not None:
         finished = summary_path.exists()
         state = "finished" if finished else "unfinished"
         if not resume:

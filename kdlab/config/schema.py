@@ -5,9 +5,10 @@ YAML files and dotted command-line overrides are only serialised forms of these 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,10 +33,13 @@ from .components import (
 )
 
 
-def check_device(d: str) -> str:
+def _check_device(d: str) -> str:
     if not (d in ("auto", "cpu", "cuda", "mps") or (d.startswith("cuda:") and d[5:].isdigit())):
         raise ValueError("device must be auto, cpu, cuda, cuda:N or mps")
     return d
+
+
+Device = Annotated[str, AfterValidator(_check_device)]
 
 
 class Strict(BaseModel):
@@ -74,7 +78,7 @@ class TrainConfig(Strict):
     epochs: PositiveInt = 240
     batch_size: PositiveInt = 64
     eval_batch_size: PositiveInt = 512
-    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    device: Device = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     eval_every: PositiveInt = 1
     save_every: NonNegativeInt = Field(0, description="also keep checkpoints/epoch_XXX.pt every k epochs (0: never)")
     progress: Literal["auto", "bar", "log", "off"] = "auto"
@@ -94,11 +98,6 @@ class TrainConfig(Strict):
     def _yaml_off(cls, v):
         # YAML 1.1 reads a bare ``off`` / ``on`` as a boolean
         return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, d: str) -> str:
-        return check_device(d)
 
 
 HOLDOUT = Field(0.0, ge=0, lt=1, description="fraction of the training data held out (stratified, fixed) to fit "
@@ -215,7 +214,7 @@ def _check_sweep(i: int, sw: SweepConfig, spec: Component, registry) -> None:
         try:
             entry.validate({**spec.params, sw.param: v})
         except ValidationError as e:
-            loc, msg = describe_first_error(e, entry.params)
+            _, msg = describe_first_error(e, entry.params)
             raise ValueError(f"sweeps[{i}] ({spec.name}.{sw.param}={v!r}): {msg}") from None
 
 
@@ -273,8 +272,6 @@ class EvalConfig(Strict):
     data: DataSpec | None = Field(None, description="default: the data set the run was trained on")
     teacher: TeacherRef | None = Field(None, description="also report agreement and KL with this teacher")
     batch_size: PositiveInt = 512
-    device: str = "auto"
+    device: Device = "auto"
     holdout: float | None = Field(None, ge=0, lt=1, description="held-out fraction of the training data for "
                                   "temperature scaling (default: the run's own)")
-
-    _device = field_validator("device")(classmethod(lambda cls, d: check_device(d)))

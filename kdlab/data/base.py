@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..engine.device import derive_seed
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 Augment = Callable[[Tensor, torch.Generator], Tensor]
 Prepare = Callable[[Tensor], Tensor]
@@ -123,8 +123,6 @@ class DataBundle:
 def _loader(split, batch_size, device, shuffle, drop_last, augment, prepare, seed, num_workers,
             shard=(0, 1)) -> Loader:
     if shuffle and batch_size < shard[1]:
-        from ..errors import ConfigError
-
         raise ConfigError(f"train.batch_size: {batch_size} is the global batch; it must be at least the number of "
                           f"processes ({shard[1]})")
     if isinstance(split, Split):
@@ -284,7 +282,6 @@ class DatasetLoader:
             _SeededItems(split.dataset), batch_sampler=self.sampler, num_workers=num_workers,
             pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,
             generator=torch.Generator())  # its per-epoch base seed (unused: items seed themselves) not from torch's
-
 
     def __len__(self) -> int:
         return len(self.loader)

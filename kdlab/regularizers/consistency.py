@@ -105,10 +105,11 @@ class ConsistencyRegularizer(nn.Module):
         src = self._open()[(epoch - 1) % _FILES]
         return torch.from_numpy(src[index.cpu().numpy()])
 
-    def _write(self, index: Tensor, rows: Tensor, epoch: int) -> None:
+    def _write(self, index: Tensor, everyone: Tensor, rows: Tensor, epoch: int) -> None:
+        """``everyone``: the indices of all processes' rows (``index`` with one process)."""
         if self.mode == "memory":
             # with several processes each holds the whole buffer: every process writes every process's rows
-            self.average[all_gather_cat(index)] = all_gather_cat(rows)
+            self.average[everyone] = all_gather_cat(rows)
         else:  # one shared file: each process writes its own rows
             self._open()[epoch % _FILES][index.cpu().numpy()] = rows.detach().cpu().numpy()
 
@@ -144,9 +145,10 @@ class ConsistencyRegularizer(nn.Module):
                 tau = (1.0 / (1 + visits.double())).unsqueeze(1)  # float64 as the scalar 1 / (1 + e) it replaces
                 new = (1 - tau).float() * old + tau.float() * probs.detach()
         with torch.no_grad():
-            self._write(index, new, epoch)
-            everyone = all_gather_cat(index.to(self.visits.device))
-            self.visits.index_add_(0, everyone, torch.ones_like(everyone, dtype=self.visits.dtype))
+            everyone = all_gather_cat(index)
+            self._write(index, everyone, new, epoch)
+            visited = everyone.to(self.visits.device)
+            self.visits.index_add_(0, visited, torch.ones_like(visited, dtype=self.visits.dtype))
         return loss
 
     def buffer_snapshot(self, epoch: int) -> Tensor:

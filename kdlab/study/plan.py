@@ -94,11 +94,13 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
     def add(run: PlannedRun) -> None:
         if run.run_dir in planned:
             if planned[run.run_dir] != run.config:  # a shared run (a teacher, a student alone) asked for twice
-                diff = sorted(k for k in run.config["optim"] if run.config["optim"][k] != planned[run.run_dir]
-                              ["optim"].get(k)) or ["settings"]
-                raise ConfigError(f"pairs: the shared run {run.run_dir} would be trained with two different "
-                                  f"{', '.join(diff)} (e.g. two student_lr for one student architecture); give "
-                                  "those pairs the same value")
+                from ..runs import config_differences
+
+                diff = config_differences(planned[run.run_dir], run.config) or ["settings: -"]
+                what = diff[0].split(":", 1)[0].rsplit(".", 1)[-1]
+                raise ConfigError(f"pairs: the shared run {run.run_dir} would be trained with two different {what} "
+                                  f"({diff[0]}), e.g. two student_lr for one student architecture; give those pairs "
+                                  "the same value")
             return
         planned[run.run_dir] = run.config
         plan.append(run)

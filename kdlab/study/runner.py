@@ -75,22 +75,19 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
 
 def changed_runs(plan: list[PlannedRun]) -> list[str]:
     """Planned runs whose folder already holds a run with other settings, each as 'folder (first difference)'."""
-    import yaml
-
     from ..config.schema import DistillRunConfig, TeacherRunConfig
-    from ..runs import config_differences
+    from ..errors import RunFolderError
+    from ..runs import settings_differences
 
     out = []
     for run in plan:
-        path = run.run_dir / "config.yaml"
-        if not path.is_file():
+        if not (run.run_dir / "config.yaml").is_file():
             continue
-        try:
-            old = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            continue  # the run itself reports an unreadable folder
         schema = TeacherRunConfig if run.kind == "teacher" else DistillRunConfig
-        diff = config_differences(old, load_config(schema, run.config).model_dump(mode="json"))
+        try:
+            diff = settings_differences(run.run_dir, load_config(schema, run.config).model_dump(mode="json"))
+        except RunFolderError:
+            continue  # the run itself reports an unreadable folder
         if diff:
             out.append(f"{run.run_dir} ({diff[0]})")
     return out
