@@ -1,7 +1,12 @@
 """Base class of distillation methods: student loss = gamma * CE + alpha * KD + beta * method loss.
 
-The convention of the CRD benchmark code behind the seeds' tables (REFERENCE.md section 2): feature methods are
-trained jointly with logit KD (gamma = alpha = 1, T = 4) plus their own term weighted by beta.  A method
+Two conventions for the weights (../shared/REFERENCE.md section 2).  The CRD benchmark's scripts
+(``scripts/run_cifar_distill.sh``) train every feature method *without* KD (gamma = 1, alpha = 0, the method's
+beta) and KD alone with gamma = 0.1, alpha = 0.9 (T = 4).  Training feature methods jointly with logit KD
+(gamma = alpha = 1, T = 4, plus beta * the method's term) is SoTeacher's convention (App. G.2; SFTN's Sec. 4.1
+also describes its feature-method runs as joint with KD).  kdlab's feature methods default to the joint
+convention (gamma = alpha = 1); a reproduction of a CRD-protocol table sets alpha = 0.  The logit-only methods
+(kd, rco) default to the CRD weights, or SoTeacher's 0.5 / 0.5 with ``beta_preset: soteacher``.  A method
 subclasses :class:`Distiller`, declares its parameters (``Params``, inheriting the shared ones), its default beta
 for standard and for SoTeacher teachers (``BETA``), and implements :meth:`Distiller.method_loss`.  Trainable
 connectors (regressors, embeddings, paraphrasers) are submodules built in ``__init__`` from

@@ -12,7 +12,9 @@ A model is a stem followed by stages and a head:
 * ``model.forward_from(i, h)`` runs stages ``i..N`` and the head on a tensor shaped like the input of stage
   ``i`` (SFTN's student branches use it).
 
-Each stage module returns ``(out, preact)``.  Distillation methods and teacher methods only use this contract,
+Each stage module returns ``(out, preact)``; a model whose pre-activation of a stage is formed by the layer
+that follows it (the WRN: the next block's or the head's batch norm) overrides :meth:`ContractModel.forward_stages`
+and :meth:`ContractModel.head_input` instead.  Distillation methods and teacher methods only use this contract,
 never a model's internals, so any model that honours it works with all of them.
 """
 
@@ -34,7 +36,8 @@ class Features:
 
 class ContractModel(nn.Module):
     """Base class: subclasses set ``self.stages`` (an nn.ModuleList), ``self.classifier`` and
-    ``self.stage_channels``, and may override :meth:`embed` (default: global average pooling + flatten)."""
+    ``self.stage_channels``, and may override :meth:`embed` (default: global average pooling + flatten) and
+    :meth:`head_input` (default: the last stage's output)."""
 
     stages: nn.ModuleList
     classifier: nn.Module
@@ -55,17 +58,23 @@ class ContractModel(nn.Module):
             pres.append(pre)
         return outs, pres
 
+    def head_input(self, outs: list[Tensor], pres: list[Tensor]) -> Tensor:
+        """What :meth:`embed` receives, from the stage outputs and pre-activations of a forward pass (default:
+        the last stage's output).  A model whose head starts with a layer that also defines the last stage's
+        ``preact`` (WRN's final BN) returns that pre-activation here, so the layer runs once."""
+        return outs[-1]
+
     def forward(self, x: Tensor, features: bool = False) -> Tensor | Features:
         outs, pres = self.forward_stages(x)
-        emb = self.embed(outs[-1])
+        emb = self.embed(self.head_input(outs, pres))
         logits = self.classifier(emb)
         if not features:
             return logits
         return Features(logits, outs, pres, emb)
 
     def forward_from(self, start: int, h: Tensor) -> Tensor:
-        outs, _ = self.forward_stages(h, start)
-        return self.classifier(self.embed(outs[-1]))
+        outs, pres = self.forward_stages(h, start)
+        return self.classifier(self.embed(self.head_input(outs, pres)))
 
 
 class Stage(nn.Sequential):

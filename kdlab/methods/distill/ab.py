@@ -19,10 +19,27 @@ reference code adds no AB term (beta has no effect there: the published beta of 
 0); ``joint=True`` also adds beta * L_AB during distillation.
 
 Features: the pre-activations of stages 1..N (``Features.preact[1:]``, the reference's ``preact=True``
-``feat[1:-1]``), paired from the deepest stage.  Heterogeneous pairs: a connector (the code's: identity when the
-shapes agree, else a convolution chosen from the spatial sizes + BN, see ``Regressor``) maps each student
-pre-activation onto the teacher's shape.  Works on 1D sequences and on MLPs (Linear + BN connectors on the
-hidden units' pre-activations); a pair of different kinds (a CNN and an MLP) is a ConfigError.
+``feat[1:-1]``), paired from the deepest stage.  What ``preact`` is, per model family (details in each model
+module's docstring):
+
+* CIFAR ResNets (``resnet8`` .. ``resnet110``, ``resnet8x2``, ``resnet8x4``, ``resnet32x4``) and the torchvision ResNets
+  (``imagenet_resnet*``, ``ResNet50``, and ResNets wrapped by the ``torchvision`` adapter): the residual sum of the
+  stage's last block before its ReLU;
+* WRNs: the residual sum after the batch norm the network applies to it next (the next stage's first ``bn1``,
+  the final BN for the last stage), as in the reference code; ``Features.stages`` hold the raw sums;
+* VGG: the stage's last BN output before its ReLU;
+* MobileNetV2: the stage output itself (a linear bottleneck, no ReLU), as in the reference;
+* MobileNetV1: the stage's last pointwise BN output before its ReLU;
+* ShuffleNetV1 / V2: the last block's output before its final ReLU (V2: channel-shuffled like the output);
+* ``cnn1d`` and ``mlp``: the last BN output before the ReLU (``mlp`` without batch norm: the linear output);
+* other adapted models (``torchvision`` non-ResNets, ``module``): the stage outputs themselves (hooks see module
+  outputs only), post-ReLU where a stage ends in a ReLU; the teacher's indicator rho(T) is the same for T and
+  ReLU(T), the student's side is then non-negative.
+
+Heterogeneous pairs: a connector (the code's: identity when the shapes agree, else a convolution chosen from the
+spatial sizes + BN, see ``Regressor``) maps each student pre-activation onto the teacher's shape.  Works on 1D
+sequences and on MLPs (Linear + BN connectors on the hidden units' pre-activations); a pair of different kinds (a
+CNN and an MLP) is a ConfigError.
 """
 
 from __future__ import annotations

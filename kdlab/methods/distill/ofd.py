@@ -13,22 +13,40 @@ stage 1, the one before 1/2, ...).  The per-channel margin m is the expected val
 E[x | x < 0] = mu - sigma * phi(mu / sigma) / Phi(-mu / sigma) for x ~ N(mu, sigma^2), or -3 sigma when
 Phi(-mu / sigma) <= 0.001 (paper Eq. 5 and the authors' code).
 
-Defaults follow the authors' code (clovaai/overhaul-distillation) and mdistiller: the stages after the stem, the
-loss scaled by 1e-3 (beta = 1e-3; halved with a SoTeacher teacher), trained jointly with KD (gamma = alpha = 1)
-as the SFTN tables do.  Where kdlab departs from the code, because it only sees the feature contract:
+Defaults follow the authors' code (clovaai/overhaul-distillation, CIFAR-100 script) and mdistiller (CIFAR-100
+config): the stages after the stem and the loss scaled by 1e-3 (beta = 1e-3, halved with a SoTeacher teacher;
+mdistiller's ImageNet config uses 1e-4).  Both codes train CE + beta * L_OFD without logit KD; kdlab's default
+adds KD (gamma = alpha = 1), as the SFTN paper says its feature methods, OH included, are trained (Sec. 4.1);
+alpha = 0 gives the codes' loss.
 
-* Margins.  The code reads (mu, sigma) from the weight and bias of the teacher's batch-norm layer before the ReLU.
-  kdlab cannot name that layer for every model, and for residual stages the pre-ReLU feature is the BN output
-  *plus the shortcut*, which the BN parameters do not describe.  kdlab instead measures per-channel mean and std
-  of the teacher's ``Features.preact`` over one pass of the (augmented) training data in the initialisation stage
-  (``margin: gaussian``, the paper's formula on measured moments), or the empirical mean of the negative
-  responses directly (``margin: empirical``).  Margins are buffers, saved with the run.
-* Teacher mode.  clovaai's CIFAR script calls ``train()`` on the teacher while distilling, so its features use
-  each batch's statistics; kdlab, like mdistiller, keeps every teacher in eval mode (running statistics), so the
-  targets do not depend on the rest of the batch.
-* Pre-activation networks (WRN): kdlab's contract gives the raw residual sum as the stage's pre-activation; the
-  code applies the next block's batch norm to it first.  Both are "pre-ReLU"; kdlab's margins are measured on
-  exactly the tensor it distils, so they stay consistent.
+The pre-ReLU features are ``Features.preact``, per model family (details in each model module's docstring):
+CIFAR and torchvision ResNets: the residual sum of the stage's last block before its ReLU; WRNs: the residual sum
+after the batch norm the network applies to it next (the next stage's first ``bn1``, the final BN for the last
+stage), as in both codes; VGG, MobileNetV1: the stage's last BN output before its ReLU; MobileNetV2: the stage
+output (a linear bottleneck); ShuffleNetV1 / V2: the last block's output before its final ReLU; ``cnn1d``,
+``mlp``: the last BN output before the ReLU (``mlp`` without batch norm: the linear output); other adapted models
+(``torchvision`` non-ResNets, ``module``): the stage outputs themselves, post-ReLU where a stage ends in a ReLU
+(the margin ReLU then leaves the non-negative teacher targets unchanged).
+
+Where kdlab departs from the code, because it only sees the feature contract:
+
+* Margins.  The code reads (mu, sigma) = (bias, |weight|) of the teacher's batch norm before the ReLU: the layer
+  whose output is the pre-activation (WRN, VGG, MobileNetV1) or, for residual stages, the block's last BN, whose
+  output *plus the shortcut* is the pre-ReLU feature, which the BN parameters do not describe.  With the teacher
+  in train mode, as in the code (below), a BN output has per channel over the batch exactly mean = bias and std =
+  |weight| (up to eps), so where the feature is a BN output the code's moments describe it exactly.  kdlab cannot
+  name that layer for every model; it measures per-channel mean and std of the teacher's ``Features.preact``
+  over one pass of the (augmented) training data in the initialisation stage (``margin: gaussian``, the paper's
+  formula on measured moments), or the empirical mean of the negative responses directly (``margin:
+  empirical``).  Margins are buffers, saved with the run.
+* Teacher mode.  Both codes run the teacher in train mode while distilling: clovaai's CIFAR script calls
+  ``train()`` on it, and mdistiller's ``OFD.train()`` replaces the base distiller's (which puts the teacher back
+  in eval mode) and puts every child module, the teacher included, in train mode; the teacher's features then use
+  each batch's statistics, and its running statistics are updated by every step (``no_grad`` does not stop
+  that).  kdlab keeps every teacher in eval mode (running statistics): the targets of a sample do not depend on
+  the rest of its batch, so they are identical with one or several processes and can be computed once and
+  reused; the teacher's running statistics are never changed; and kdlab measures its margins on exactly these
+  eval-mode features.
 * Heterogeneous pairs: the connector maps student channels to teacher channels; when the spatial sizes differ the
   larger map is average-pooled to the smaller (mdistiller pools the teacher to the student's size); with fewer
   stages on one side the last ones are paired.
