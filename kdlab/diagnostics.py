@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .data.base import DataBundle, Loader
+from .data.base import DataBundle
 from .engine.metrics import (
     agreement,
     calibration_metrics,
@@ -19,22 +19,9 @@ from .engine.metrics import (
     l1_to_distribution,
     linear_cka,
 )
+from .engine.predict import predict, predict_with_embeddings
 
 CKA_SAMPLES = 5000  # linear CKA of n x d representations; more samples add little
-
-
-@torch.no_grad()
-def predict_with_embeddings(model: nn.Module, loader: Loader) -> tuple[Tensor, Tensor]:
-    """Logits and pooled penultimate embeddings (the feature contract's ``embedding``) on the CPU."""
-    was = model.training
-    model.eval()
-    logits, emb = [], []
-    for b in loader.epoch(0):
-        f = model(b.x, features=True)
-        logits.append(f.logits.float().cpu())
-        emb.append(f.embedding.float().flatten(1).cpu())
-    model.train(was)
-    return torch.cat(logits), torch.cat(emb)
 
 
 def pstar_metrics(logits_by_split: dict[str, Tensor], data: DataBundle) -> dict[str, float]:
@@ -47,14 +34,20 @@ def pstar_metrics(logits_by_split: dict[str, Tensor], data: DataBundle) -> dict[
 
 
 def diagnose(model: nn.Module, data: DataBundle, device: torch.device, batch_size: int = 512,
-             teacher: nn.Module | None = None, num_workers: int = 0) -> tuple[dict[str, Any], Tensor]:
-    """All reported measures of ``model`` (and of its relation to ``teacher``); also returns the test logits."""
-    from .engine.trainer import predict
+             teacher: nn.Module | None = None, num_workers: int = 0,
+             test: tuple[Tensor, Tensor | None] | None = None) -> tuple[dict[str, Any], Tensor]:
+    """All reported measures of ``model`` (and of its relation to ``teacher``); also returns the test logits.
+
+    ``test``: the model's test logits and embeddings if already predicted (the training loop's last evaluation),
+    so the test set is not run through the model again."""
 
     def loader(split):
         return data.eval_loader(split, batch_size, device, num_workers)
 
-    logits, emb = predict_with_embeddings(model, loader("test"))
+    if test is not None and (test[1] is not None or teacher is None):
+        logits, emb = test
+    else:
+        logits, emb = predict_with_embeddings(model, loader("test"))
     out: dict[str, Any] = classification_metrics(logits, data.test.y)
     splits = {"test": logits}
     if "p_star" in data.train.extras:

@@ -83,7 +83,8 @@ class TrainConfig(Strict):
     save_every: NonNegativeInt = Field(0, description="also keep checkpoints/epoch_XXX.pt every k epochs (0: never)")
     progress: Literal["auto", "bar", "log", "off"] = "auto"
     tensorboard: bool = Field(True, description="write TensorBoard logs when the tensorboard package is installed")
-    deterministic: bool = True
+    deterministic: bool = Field(True, description="true: deterministic kernels, exact repeats and resumes; false: "
+                                "cuDNN autotuning (faster on GPUs), runs may differ in the last bits")
     drop_last: bool = False
     num_workers: NonNegativeInt = Field(4, description="DataLoader worker processes for data sets read from "
                                         "image folders (in-memory data sets need none)")
@@ -91,7 +92,8 @@ class TrainConfig(Strict):
                                                        "(fp16 needs CUDA and uses a gradient scaler)")
     channels_last: bool = Field(False, description="channels-last memory format for image models and batches")
     compile: bool = Field(False, description="torch.compile the trained model")
-    sync_bn: bool = Field(False, description="SyncBatchNorm across processes (torchrun, CUDA only)")
+    sync_bn: bool = Field(False, description="torchrun: batch norm over the global batch, for the model and the "
+                          "method's connectors (nn.SyncBatchNorm on CUDA, kdlab's own elsewhere)")
 
     @field_validator("progress", mode="before")
     @classmethod

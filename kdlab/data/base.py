@@ -30,6 +30,17 @@ class Batch(NamedTuple):
     x: Tensor
     y: Tensor
     index: Tensor
+    #: ``(start, stop, size)``: these are rows ``start:stop`` of a global batch of ``size`` samples (training
+    #: batches; with several processes each holds its part).  None: the batch is the whole of itself.
+    part: tuple[int, int, int] | None = None
+
+
+def batch_part(batch: Batch) -> tuple[int, int, int]:
+    """``(start, stop, size)`` of ``batch`` within its global batch."""
+    if batch.part is None:
+        n = int(batch.y.shape[0])
+        return 0, n, n
+    return batch.part
 
 
 @dataclass
@@ -151,6 +162,12 @@ def batch_plan(n: int, batch_size: int, order: Tensor, drop_last: bool, shard: t
     return out
 
 
+def batch_count(n: int, batch_size: int, drop_last: bool, world: int = 1) -> int:
+    """``len(batch_plan(n, batch_size, ...))`` without building the plan (it is the same for every order)."""
+    full, rest = divmod(n, batch_size)
+    return full + int(rest > 0 and not drop_last and rest >= world)
+
+
 def shard_range(n: int, shard: tuple[int, int]) -> tuple[int, int]:
     """The contiguous part ``[start, stop)`` of ``n`` evaluation samples that process ``rank`` of ``world`` reads."""
     rank, world = shard
@@ -188,7 +205,9 @@ class ArrayLoader:
         return batch_plan(self.hi - self.lo, self.batch_size, order[self.lo:self.hi], False, (0, 1))
 
     def __len__(self) -> int:
-        return len(self._plan(torch.arange(self.n)))
+        if self.shuffle:
+            return batch_count(self.n, self.batch_size, self.drop_last, self.shard[1])
+        return batch_count(self.hi - self.lo, self.batch_size, False)
 
     def epoch(self, epoch: int = 0) -> Iterator[Batch]:
         if self.shuffle:
@@ -203,10 +222,11 @@ class ArrayLoader:
             x = self.x.index_select(0, idx)
             if aug_gen is not None:
                 x = self.augment(x, aug_gen)
+            size = len(idx)
             x, idx = x[part], idx[part]
             if self.prepare is not None:
                 x = self.prepare(x)
-            yield Batch(x, self.y.index_select(0, idx), idx)
+            yield Batch(x, self.y.index_select(0, idx), idx, (part.start, part.stop, size) if self.shuffle else None)
 
     __iter__ = epoch
 
@@ -247,20 +267,27 @@ class _EpochBatches(torch.utils.data.Sampler):
     def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, shard: tuple[int, int]):
         self.n, self.batch_size, self.shuffle, self.drop_last, self.shard = n, batch_size, shuffle, drop_last, shard
         self.epoch_seed = 0
+        self.parts: list[tuple[int, int, int] | None] = []  # of the batches of the last __iter__, in order
 
-    def _plan(self) -> list[list[int]]:
+    def _plan(self) -> list[tuple[list[int], tuple[int, int, int] | None]]:
         if self.shuffle:
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.epoch_seed))
-            return [idx[part].tolist() for idx, part in batch_plan(self.n, self.batch_size, order, self.drop_last,
-                                                                   self.shard)]
+            return [(idx[part].tolist(), (part.start, part.stop, len(idx)))
+                    for idx, part in batch_plan(self.n, self.batch_size, order, self.drop_last, self.shard)]
         lo, hi = shard_range(self.n, self.shard)
-        return [idx.tolist() for idx, _ in batch_plan(hi - lo, self.batch_size, torch.arange(lo, hi), False, (0, 1))]
+        return [(idx.tolist(), None)
+                for idx, _ in batch_plan(hi - lo, self.batch_size, torch.arange(lo, hi), False, (0, 1))]
 
     def __len__(self) -> int:
-        return len(self._plan())
+        if self.shuffle:
+            return batch_count(self.n, self.batch_size, self.drop_last, self.shard[1])
+        lo, hi = shard_range(self.n, self.shard)
+        return batch_count(hi - lo, self.batch_size, False)
 
     def __iter__(self):
-        return iter([[(i, self.epoch_seed) for i in b] for b in self._plan()])
+        plan = self._plan()
+        self.parts = [part for _, part in plan]
+        return iter([[(i, self.epoch_seed) for i in keys] for keys, _ in plan])
 
 
 class DatasetLoader:
@@ -290,11 +317,12 @@ class DatasetLoader:
         self.sampler.epoch_seed = derive_seed(self.seed, epoch, 1)
         nb = self.device.type == "cuda"
         try:
-            for x, y, idx in self.loader:
+            batches = iter(self.loader)  # the sampler plans the epoch here
+            for part, (x, y, idx) in zip(self.sampler.parts, batches):
                 x = x.to(self.device, non_blocking=nb)
                 if self.prepare is not None:
                     x = self.prepare(x)
-                yield Batch(x, y.to(self.device, non_blocking=nb), idx.to(self.device, non_blocking=nb))
+                yield Batch(x, y.to(self.device, non_blocking=nb), idx.to(self.device, non_blocking=nb), part)
         except DataError as e:
             # a worker's error comes back with its traceback in the message: keep the original one line
             last = str(e).strip().splitlines()[-1]

@@ -29,8 +29,24 @@ def seed_everything(seed: int) -> None:
 
 
 def set_deterministic(enabled: bool) -> None:
-    """Deterministic kernels where PyTorch has them (warn, not fail, where it has none)."""
+    """``train.deterministic``: what repeats exactly.
+
+    * ``true`` (default): deterministic kernels where PyTorch has them (a warning names an operation that has
+      none), cuDNN autotuning off, cuBLAS with a fixed workspace (``CUBLAS_WORKSPACE_CONFIG``, which must be set
+      before the process's first cuBLAS call: kdlab sets it at the start of every run, before the teacher is
+      loaded).  A run repeats bit for bit on the same machine, software and thread count, and a resumed run ends
+      with exactly the weights of an uninterrupted one (on the CPU always; on CUDA for every operation with a
+      deterministic kernel).
+    * ``false``: cuDNN autotuning (``cudnn.benchmark``) picks the fastest kernels for each shape and
+      non-deterministic kernels are allowed: faster on GPUs, but two runs (and a resumed run) may differ in the
+      last bits, which training can amplify.  Nothing changes on the CPU but the allowed kernels.
+    """
     if enabled:
+        if "CUBLAS_WORKSPACE_CONFIG" not in os.environ and torch.cuda.is_available() and torch.cuda.is_initialized():
+            import warnings
+
+            warnings.warn("train.deterministic: CUDA was used before kdlab could set CUBLAS_WORKSPACE_CONFIG; set it "
+                          "(e.g. :4096:8) before any CUDA work for deterministic cuBLAS", stacklevel=2)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(enabled, warn_only=True)
     torch.backends.cudnn.benchmark = not enabled

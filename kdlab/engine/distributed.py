@@ -2,9 +2,25 @@
 
 Each process reads ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` (set by torchrun) and joins the process group
 (NCCL on CUDA, gloo on the CPU).  Data: every process takes its part of each global batch (``train.batch_size``
-stays the global batch).  Objectives that keep per-sample state (SoTeacher's consistency buffer, CRL's history,
-CRD's memory) gather the indices and values of all processes before updating it, so every process holds the same
-state.  Only rank 0 writes checkpoints, metrics and summaries; metrics are reduced over the processes.
+stays the global batch).  Only rank 0 writes checkpoints, metrics and summaries; metrics are reduced over the
+processes.
+
+What keeps the processes one run (each piece is tested against a 1-process run):
+
+* gradients: DistributedDataParallel averages them; the loop weights each process's loss by its share of the
+  global batch (:func:`shard_weight`), so an uneven split still gives the gradient of the global batch's mean;
+  initialisation stages that train outside DDP (AB, FSP, FT, FitNets' hint stage, SSKD's head) average their
+  gradients the same way (:func:`average_gradients`);
+* per-sample state (SoTeacher's consistency buffer, CRL's history, CRD's memory): the module gathers the indices
+  and values of all processes before updating it, so every process holds the same state; such modules list these
+  buffers in ``gathered_buffers``, which keeps them out of DDP's per-step buffer broadcast;
+* terms that relate the samples of a batch to each other (SSKD's similarity rows) are computed on the global
+  batch, gathered with :func:`gather_with_grad`; random draws for a batch (CRD's negatives, KD+'s mixes) are made
+  for the global batch from a generator every process seeds alike, and each process takes its rows;
+* batch-norm statistics: with ``train.sync_bn`` every BN layer (the model's and the method's connectors) uses the
+  global batch's statistics; without it each process normalises its part of the batch, DDP broadcasts rank 0's
+  running statistics before every step, and the loop broadcasts them once more at the end of each epoch, so the
+  evaluated and saved model is the same on every process.
 """
 
 from __future__ import annotations
@@ -127,3 +143,101 @@ def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def gathered_buffer_names(module: torch.nn.Module, prefix: str = "") -> list[str]:
+    """Qualified names of the buffers that ``module``'s submodules keep equal across processes themselves (listed
+    in their ``gathered_buffers``)."""
+    names = []
+    for path, m in module.named_modules(prefix=prefix.rstrip(".")):
+        for b in getattr(m, "gathered_buffers", ()):
+            names.append(f"{path}.{b}" if path else b)
+    return names
+
+
+def broadcast_state(module: torch.nn.Module, skip: set[str] = frozenset(), buffers_only: bool = False) -> None:
+    """Give every process rank 0's parameters and buffers of ``module`` (except the names in ``skip``)."""
+    if not is_active():
+        return
+    items = list(module.named_buffers()) if buffers_only else \
+        [*module.named_parameters(), *module.named_buffers()]
+    with torch.no_grad():
+        for name, t in items:
+            if name not in skip:
+                dist.broadcast(t.data, 0)
+
+
+def average_gradients(params) -> None:
+    """Average the gradients of ``params`` over the processes (one all-reduce), as DDP does for the loop's step."""
+    if not is_active():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def shard_weight(part: tuple[int, int, int]) -> float:
+    """Factor of a process's mean loss over its ``part = (start, stop, size)`` of the global batch such that DDP's
+    average of the processes' gradients is the gradient of the mean over the whole batch (1.0 for even parts)."""
+    start, stop, size = part
+    if not is_active():
+        return 1.0
+    return dist.get_world_size() * (stop - start) / size
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:
+        world, rank = dist.get_world_size(), dist.get_rank()
+        n = torch.tensor([t.shape[0]], device=t.device)
+        sizes = [torch.zeros_like(n) for _ in range(world)]
+        dist.all_gather(sizes, n)
+        sizes = [int(s) for s in sizes]
+        ctx.start, ctx.stop = sum(sizes[:rank]), sum(sizes[:rank + 1])
+        padded = t.new_zeros((max(sizes), *t.shape[1:]))
+        padded[: t.shape[0]] = t
+        out = [torch.zeros_like(padded) for _ in range(world)]
+        dist.all_gather(out, padded)
+        return torch.cat([o[:s] for o, s in zip(out, sizes)])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        # every process's loss may depend on this process's rows: their gradient is the sum over processes
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.start:ctx.stop]
+
+
+class _SumWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:
+        out = t.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def sum_with_grad(t: Tensor) -> Tensor:
+    """The sum of ``t`` over the processes, differentiable (each process's input gets every process's gradient)."""
+    if not is_active():
+        return t
+    return _SumWithGrad.apply(t)
+
+
+def gather_with_grad(t: Tensor) -> Tensor:
+    """:func:`all_gather_cat` through which gradients flow back to each process's own rows."""
+    if not is_active():
+        return t
+    return _GatherWithGrad.apply(t)

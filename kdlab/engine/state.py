@@ -21,6 +21,15 @@ class LoopState:
     run_dir: Path | None = None
     train_loader: Any = None  # for objectives with an initialisation stage over the training data
     extra: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0  # the run's seed
+
+    def generator(self, purpose: int, device: torch.device | str | None = None) -> torch.Generator:
+        """A generator seeded from (seed, step, purpose): the same in every process and on resume, whatever else
+        drew random numbers before (for draws made for the whole global batch, e.g. CRD's negatives)."""
+        from .device import derive_seed
+
+        dev = torch.device(device) if device is not None else self.device
+        return torch.Generator(device=dev).manual_seed(derive_seed(self.seed, self.step, purpose))
 
     @property
     def progress(self) -> float:

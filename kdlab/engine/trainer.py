@@ -4,6 +4,13 @@
 :class:`~kdlab.methods.base.Objective` (see its docstring for the events).  Each epoch's randomness (data order,
 augmentation, dropout) is derived from ``(seed, epoch)``, so a run resumed from the checkpoint of epoch ``e``
 repeats epoch ``e + 1`` exactly and ends with the same weights as an uninterrupted run.
+
+The pieces, in the order ``fit`` runs them: :func:`place` (batch-norm synchronisation, device, memory format),
+the loaders and the optimizer, :func:`_resume`, the objective's ``on_fit_start`` (initialisation stages run here,
+before DistributedDataParallel exists: they average their own gradients), :func:`wrap` (``torch.compile`` and
+DDP, whose construction gives every process rank 0's state), then per epoch :func:`_train_epoch`, the objective's
+``on_epoch_end``, the buffer broadcast of a several-process job, :func:`_evaluate`, the log line, the checkpoint
+and the hooks.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from torch import Tensor
 
 from .. import __version__
 from ..config.schema import OptimConfig, ScheduleConfig, TrainConfig
-from ..data.base import DataBundle, Loader
+from ..data.base import DataBundle, batch_part
 from ..errors import CheckpointError, ConfigError, DivergenceError
 from ..methods.base import Objective
 from . import distributed
@@ -33,9 +40,13 @@ from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .device import derive_seed, resolve_device, seed_everything, set_deterministic
 from .distributed import DistEnv
 from .metrics import topk_accuracy
+from .predict import predict, predict_with_embeddings
 from .progress import Progress
 from .schedule import lr_at
 from .state import LoopState
+from .sync_bn import convert_sync_batchnorm
+
+__all__ = ["FitResult", "OptimizerStep", "build_optimizer", "checkpoint_dir", "fit", "place", "predict", "wrap"]
 
 EpochHook = Callable[[int, dict[str, Any]], None]
 
@@ -48,6 +59,7 @@ class FitResult:
     train_time: float
     resumed_from: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    test_embeddings: Tensor | None = None  # the final model's pooled test embeddings (same order as the logits)
 
 
 def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -58,14 +70,29 @@ def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-@torch.no_grad()
-def predict(model: nn.Module, loader: Loader) -> Tensor:
-    """Logits of ``model`` (in eval mode) for every batch of ``loader``, in order, on the CPU."""
-    was_training = model.training
-    model.eval()
-    outs = [model(b.x).float().cpu() for b in loader.epoch(0)]
-    model.train(was_training)
-    return torch.cat(outs) if outs else torch.empty(0)
+def trained_parameters(model: nn.Module, objective: Objective) -> list[nn.Parameter]:
+    """The model's trainable parameters, then the objective's own (connectors, heads, branches, peers)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    seen = {id(p) for p in params}
+    return params + [p for p in objective.parameters() if p.requires_grad and id(p) not in seen]
+
+
+class OptimizerStep:
+    """One optimisation step from a loss: zero the gradients, backward, step.  With a gradient scaler (fp16) the
+    loss is scaled, a step whose gradients hold Inf/NaN is skipped and the scale adapts (``torch.amp``)."""
+
+    def __init__(self, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None):
+        self.opt, self.scaler = opt, scaler
+
+    def __call__(self, loss: Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            self.opt.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
@@ -96,35 +123,52 @@ class _Step(nn.Module):
         return self.objective(self.model, batch, state)
 
 
+def check_precision(device: torch.device, precision: str) -> None:
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision: fp16 needs CUDA; use bf16 or fp32 on the CPU")
+
+
 def _autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("train.precision: fp16 needs CUDA; use bf16 or fp32 on the CPU")
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-def _prepare_model(model: nn.Module, objective: Objective, train: TrainConfig, device: torch.device,
-                   world: DistEnv) -> tuple[nn.Module, Callable]:
-    """Device, memory format, SyncBatchNorm, compilation and DDP; returns the model to call and the step."""
+def place(model: nn.Module, objective: Objective, train: TrainConfig, device: torch.device,
+          world: DistEnv) -> nn.Module:
+    """Batch-norm synchronisation (``train.sync_bn`` in a several-process job: the model's and the objective's
+    layers), device and memory format; returns the model (replaced if it was a BN layer itself)."""
     if train.sync_bn and world.active:
-        if device.type != "cuda":
-            raise ConfigError("train.sync_bn: SyncBatchNorm needs CUDA (PyTorch has no CPU implementation)")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = convert_sync_batchnorm(model, device)
+        convert_sync_batchnorm(objective, device)
         for m in objective.modules():  # regularisers that hold the model's (now replaced) layers
             if hasattr(m, "bind") and callable(m.bind):
                 m.bind(model)
     fmt = torch.channels_last if train.channels_last else torch.contiguous_format
     model.to(device, memory_format=fmt)
     objective.to(device, memory_format=fmt)
-    run_model = torch.compile(model) if train.compile else model
-    step: Callable = _Step(run_model, objective)
-    if world.active:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+    return model
 
-        ids = [device.index] if device.type == "cuda" else None
-        step = DDP(step, device_ids=ids, find_unused_parameters=any(True for _ in objective.parameters()))
-    return model, step
+
+def wrap(model: nn.Module, objective: Objective, train: TrainConfig, device: torch.device,
+         world: DistEnv) -> Callable:
+    """The step to call: the (compiled) model and the objective, under DDP in a several-process job.
+
+    DDP averages the gradients, broadcasts rank 0's state when it is built and the model's buffers (batch-norm
+    statistics) before every step; per-sample state the objective gathers itself is kept out of both, and
+    unused-parameter detection is on only where the model or the method says a step may leave parameters without
+    a gradient.
+    """
+    run_model = torch.compile(model) if train.compile else model
+    step: nn.Module = _Step(run_model, objective)
+    if not world.active:
+        return step
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    step._ddp_params_and_buffers_to_ignore = distributed.gathered_buffer_names(objective, "objective")
+    unused = bool(getattr(model, "may_skip_parameters", False)) or objective.may_skip_parameters()
+    ids = [device.index] if device.type == "cuda" else None
+    return DDP(step, device_ids=ids, find_unused_parameters=unused)
 
 
 def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: OptimConfig,
@@ -140,30 +184,22 @@ def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: Opti
     world = distributed.env()
     if world.active and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
-    distributed.setup(device)
     set_deterministic(train.deterministic)
-    model, step_fn = _prepare_model(model, objective, train, device, world)
+    check_precision(device, train.precision)
+    distributed.setup(device)
+    model = place(model, objective, train, device, world)
     loader = data.train_loader(train.batch_size, device, seed, train.drop_last, train.num_workers, world.shard)
     test_loader = data.eval_loader("test", train.eval_batch_size, device, train.num_workers, world.shard)
-    params = [p for p in model.parameters() if p.requires_grad]
-    seen = {id(p) for p in params}
-    params += [p for p in objective.parameters() if p.requires_grad and id(p) not in seen]
-    opt = build_optimizer(params, optim)
-    scaler = torch.amp.GradScaler("cuda") if train.precision == "fp16" else None
+    steps = len(loader)
+    opt = build_optimizer(trained_parameters(model, objective), optim)
+    optimizer_step = OptimizerStep(opt, torch.amp.GradScaler(device.type) if train.precision == "fp16" else None)
     run_dir = Path(run_dir) if run_dir is not None else None
     writes = run_dir is not None and world.main
-    state = LoopState(epoch=0, epochs=train.epochs, step=0, steps_per_epoch=len(loader), num_train=len(data.train),
-                      num_classes=data.num_classes, device=device, run_dir=run_dir, train_loader=loader)
-
-    start_epoch, history, best = 0, [], {"epoch": 0, "test_top1": -math.inf}
+    state = LoopState(epoch=0, epochs=train.epochs, step=0, steps_per_epoch=steps, num_train=len(data.train),
+                      num_classes=data.num_classes, device=device, run_dir=run_dir, train_loader=loader, seed=seed)
     last_path = checkpoint_dir(run_dir) / "last.pt" if run_dir else None
-    if resume and last_path is not None and last_path.exists():
-        ck = _load_resumable(last_path, device)
-        model.load_state_dict(ck["model_state"])
-        objective.load_state_dict(ck["objective_state"])
-        opt.load_state_dict(ck["optimizer_state"])
-        start_epoch, history, best = int(ck["epoch"]), list(ck["history"]), dict(ck["best"])
-        state.step = start_epoch * len(loader)
+    start_epoch, history, best = _resume(last_path if resume else None, model, objective, opt, device)
+    state.step = start_epoch * steps
     if writes:
         run_dir.mkdir(parents=True, exist_ok=True)
         # drop log lines of an epoch that was interrupted before its checkpoint
@@ -172,67 +208,22 @@ def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: Opti
 
     state.epoch = start_epoch
     objective.on_fit_start(model, state)
-    if world.active:  # an initialisation stage ran on each process's shard: start from rank 0's parts
-        for t in objective.state_dict().values():
-            if isinstance(t, Tensor):
-                torch.distributed.broadcast(t, 0)
-    progress = Progress(train.progress if world.main else "off", desc, train.epochs, len(loader), start_epoch)
-    check_every = 1 if device.type == "cpu" and not world.active else 25
-    channels_last = train.channels_last and len(data.input_shape) == 3
-    test_logits = None
+    step_fn = wrap(model, objective, train, device, world)
+    gathered = set(distributed.gathered_buffer_names(objective))
+    progress = Progress(train.progress if world.main else "off", desc, train.epochs, steps, start_epoch)
+    test_logits = test_emb = None
     t_start = time.perf_counter()
     try:
         for epoch in range(start_epoch, train.epochs):
             state.epoch = epoch
-            seed_everything(derive_seed(seed, epoch, 3))
-            warm = epoch < schedule.warmup_epochs
-            lr = lr_at(schedule, optim.lr, epoch if not warm else epoch + 1 / len(loader), train.epochs)
-            _set_lr(opt, lr)
-            model.train()
-            objective.train()
-            objective.on_epoch_start(model, state)
-            t_epoch = time.perf_counter()
-            totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, samples
-            parts_sum: dict[str, Tensor] = {}
-            bad = torch.zeros((), device=device)
-            for i, batch in enumerate(loader.epoch(epoch)):
-                if warm:
-                    _set_lr(opt, lr_at(schedule, optim.lr, epoch + (i + 1) / len(loader), train.epochs))
-                if channels_last:
-                    batch = batch._replace(x=batch.x.contiguous(memory_format=torch.channels_last))
-                with _autocast(device, train.precision):
-                    out = step_fn(batch, state)
-                bad += (~torch.isfinite(out.loss.detach())).float()
-                if (i + 1) % check_every == 0 and _any(bad):
-                    _diverged(epoch, i, check_every, last_path)
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(out.loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    out.loss.backward()
-                    opt.step()
-                bs = batch.y.shape[0]
-                totals[0] += out.loss.detach().double() * bs
-                totals[1] += (out.logits.detach().argmax(1) == batch.y).sum()
-                totals[2] += bs
-                for k, v in out.parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0.0) + v.detach().double() * bs
-                state.step += 1
-                progress.step()
-            if _any(bad):
-                _diverged(epoch, len(loader) - 1, check_every, last_path)
-            names = sorted(parts_sum)
-            reduced = distributed.all_reduce_sum(torch.stack([*totals, *(parts_sum[k] for k in names)]))
-            n = max(float(reduced[2]), 1.0)
-            rec: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "loss": float(reduced[0]) / n,
-                                   "acc": 100.0 * float(reduced[1]) / n}
-            rec.update({k: float(v) / n for k, v in zip(names, reduced[3:])})
-            rec["train_time"] = time.perf_counter() - t_epoch
+            rec = _train_epoch(step_fn, model, objective, optimizer_step, loader, state, schedule, optim, train,
+                               progress, last_path, seed)
             objective.on_epoch_end(model, state)
+            if world.active:  # each process updated the BN statistics on its part of the last batch
+                distributed.broadcast_state(model, buffers_only=True)
+                distributed.broadcast_state(objective, skip=gathered, buffers_only=True)
             if (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs:
-                test_logits = distributed.all_gather_cat(predict(model, test_loader))
+                test_logits, test_emb = _evaluate(model, test_loader, final=epoch + 1 == train.epochs)
                 rec["test_top1"] = topk_accuracy(test_logits, data.test.y, 1)
                 rec["test_nll"] = torch.nn.functional.cross_entropy(test_logits, data.test.y).item()
             rec.update(objective.eval_metrics(model, state))
@@ -241,12 +232,7 @@ def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: Opti
                 best = {"epoch": epoch + 1, "test_top1": rec["test_top1"]}
             history.append(rec)
             if writes:
-                with open(run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                if writer is not None:
-                    for k, v in rec.items():
-                        if k != "epoch" and isinstance(v, int | float):
-                            writer.add_scalar(k, v, epoch + 1)
+                _log(run_dir, rec, writer)
                 _save(run_dir, model, objective, opt, epoch + 1, best, history, meta, seed, is_best,
                       train.save_every)
             distributed.barrier()
@@ -258,10 +244,89 @@ def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: Opti
         if writer is not None:
             writer.close()
     if test_logits is None:  # resumed after the last epoch had finished
-        test_logits = distributed.all_gather_cat(predict(model, test_loader))
+        test_logits, test_emb = _evaluate(model, test_loader, final=True)
     train_time = sum(h.get("train_time", 0.0) for h in history)
     return FitResult(history, best, test_logits, train_time, resumed_from=start_epoch,
-                     extra={"wall_time": time.perf_counter() - t_start})
+                     extra={"wall_time": time.perf_counter() - t_start}, test_embeddings=test_emb)
+
+
+def _resume(last_path: Path | None, model: nn.Module, objective: Objective, opt: torch.optim.Optimizer,
+            device: torch.device) -> tuple[int, list, dict]:
+    """(start epoch, history, best) of the checkpoint at ``last_path``, its state loaded; a fresh start without."""
+    if last_path is None or not last_path.exists():
+        return 0, [], {"epoch": 0, "test_top1": -math.inf}
+    ck = _load_resumable(last_path, device)
+    model.load_state_dict(ck["model_state"])
+    objective.load_state_dict(ck["objective_state"])
+    opt.load_state_dict(ck["optimizer_state"])
+    return int(ck["epoch"]), list(ck["history"]), dict(ck["best"])
+
+
+def _train_epoch(step_fn: Callable, model: nn.Module, objective: Objective, optimizer_step: OptimizerStep, loader,
+                 state: LoopState, schedule: ScheduleConfig, optim: OptimConfig, train: TrainConfig,
+                 progress: Progress, last_path: Path | None, seed: int) -> dict[str, Any]:
+    """One pass over the training data; returns the epoch's log record (reduced over the processes)."""
+    epoch, steps, device = state.epoch, state.steps_per_epoch, state.device
+    seed_everything(derive_seed(seed, epoch, 3))
+    warm = epoch < schedule.warmup_epochs
+    lr = lr_at(schedule, optim.lr, epoch if not warm else epoch + 1 / steps, train.epochs)
+    _set_lr(optimizer_step.opt, lr)
+    model.train()
+    objective.train()
+    objective.on_epoch_start(model, state)
+    check_every = 1 if device.type == "cpu" and not distributed.is_active() else 25
+    t_epoch = time.perf_counter()
+    totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, samples
+    parts_sum: dict[str, Tensor] = {}
+    bad = torch.zeros((), device=device)
+    for i, batch in enumerate(loader.epoch(epoch)):
+        if warm:
+            _set_lr(optimizer_step.opt, lr_at(schedule, optim.lr, epoch + (i + 1) / steps, train.epochs))
+        if train.channels_last and batch.x.dim() == 4:
+            batch = batch._replace(x=batch.x.contiguous(memory_format=torch.channels_last))
+        with _autocast(device, train.precision):
+            out = step_fn(batch, state)
+        bad += (~torch.isfinite(out.loss.detach())).float()
+        if (i + 1) % check_every == 0 and _any(bad):
+            _diverged(epoch, i, check_every, last_path)
+        weight = distributed.shard_weight(batch_part(batch))
+        optimizer_step(out.loss * weight if weight != 1.0 else out.loss)
+        bs = batch.y.shape[0]
+        totals[0] += out.loss.detach().double() * bs
+        totals[1] += (out.logits.detach().argmax(1) == batch.y).sum()
+        totals[2] += bs
+        for k, v in out.parts.items():
+            parts_sum[k] = parts_sum.get(k, 0.0) + v.detach().double() * bs
+        state.step += 1
+        progress.step()
+    if _any(bad):
+        _diverged(epoch, steps - 1, check_every, last_path)
+    names = sorted(parts_sum)
+    reduced = distributed.all_reduce_sum(torch.stack([*totals, *(parts_sum[k] for k in names)]))
+    n = max(float(reduced[2]), 1.0)
+    rec: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "loss": float(reduced[0]) / n,
+                           "acc": 100.0 * float(reduced[1]) / n}
+    rec.update({k: float(v) / n for k, v in zip(names, reduced[3:])})
+    rec["train_time"] = time.perf_counter() - t_epoch
+    return rec
+
+
+def _evaluate(model: nn.Module, test_loader, final: bool) -> tuple[Tensor, Tensor | None]:
+    """Test logits over all processes; at the end of training also the pooled embeddings (the run's summary
+    reuses both instead of predicting the test set again)."""
+    if not final:
+        return distributed.all_gather_cat(predict(model, test_loader)), None
+    logits, emb = predict_with_embeddings(model, test_loader)
+    return distributed.all_gather_cat(logits), distributed.all_gather_cat(emb)
+
+
+def _log(run_dir: Path, rec: dict[str, Any], writer) -> None:
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    if writer is not None:
+        for k, v in rec.items():
+            if k != "epoch" and isinstance(v, int | float):
+                writer.add_scalar(k, v, rec["epoch"])
 
 
 def _any(flag: Tensor) -> bool:

@@ -2,14 +2,19 @@
 
 An :class:`Objective` is what the training loop minimises.  The loop (``kdlab.engine.trainer.fit``) runs::
 
-    on_fit_start(model, state)
+    on_fit_start(model, state)                     # initialisation stages; before DDP wraps model + objective
     for epoch in range(start, epochs):
         on_epoch_start(model, state)
-        for batch in loader.epoch(epoch):          # Batch(x, y, index)
+        for batch in loader.epoch(epoch):          # Batch(x, y, index, part)
             out = objective(model, batch, state)   # StepOutput(loss, logits, parts)
-            out.loss.backward(); optimizer.step()
+            out.loss.backward(); optimizer.step()  # (loss weighted by the process's share of the global batch)
         on_epoch_end(model, state)                 # then evaluation and checkpointing
         extra = eval_metrics(model, state)         # optional extra metrics for the epoch log
+
+With several processes (torchrun) every process runs this loop on its part of each global batch; see
+:mod:`kdlab.engine.distributed` for what an objective must do to stay one run (average the gradients of an
+initialisation stage, gather per-sample state and list it in ``gathered_buffers``, compute terms that relate the
+samples of a batch on the gathered global batch).
 
 The objective owns every trainable part besides the model (regressors, embeddings, branches: its submodules) and
 every piece of state that must survive a resume (its buffers, or ``extra_state``).  A frozen teacher is held
@@ -39,6 +44,14 @@ class Objective(nn.Module):
 
     #: the loop passes sample indices in every batch anyway; methods that key state by index say so here
     needs_index: bool = False
+    #: names of this module's buffers that it keeps equal on every process itself, by gathering (per-sample state):
+    #: DistributedDataParallel must not broadcast them (submodules declare their own)
+    gathered_buffers: tuple[str, ...] = ()
+
+    def may_skip_parameters(self) -> bool:
+        """Whether a step may leave some of the objective's trainable parameters without a gradient (DDP must then
+        look for unused parameters, which costs a graph traversal per step)."""
+        return False
 
     def forward(self, model: nn.Module, batch: Batch, state: LoopState) -> StepOutput:  # pragma: no cover
         raise NotImplementedError

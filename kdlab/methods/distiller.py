@@ -100,14 +100,6 @@ def probe_features(model: nn.Module, input_shape: tuple[int, ...]) -> Features:
     return out
 
 
-def _as_normal_tensors(out: Features | Tensor) -> Features | Tensor:
-    """Inference-mode tensors cannot be saved for backward: losses take ordinary copies."""
-    if isinstance(out, Tensor):
-        return out.clone()
-    return Features(out.logits.clone(), [f.clone() for f in out.stages], [f.clone() for f in out.preact],
-                    out.embedding.clone())
-
-
 class Distiller(DistillObjective):
     """gamma * CE(s, y) + alpha * KD(s, t) + beta * method_loss(student features, teacher features)."""
 
@@ -138,6 +130,11 @@ class Distiller(DistillObjective):
         """Whether the distillation steps (after any initialisation stage) need features, not just logits."""
         return self.needs_features
 
+    def may_skip_parameters(self) -> bool:
+        # cross-entropy only before switch_epoch, and no method term at beta 0: connectors then get no gradient
+        trainable = any(p.requires_grad for p in self.parameters())
+        return trainable and (self.switch_epoch > 0 or not self.beta)
+
     def _cache_decision(self, mode: str, data) -> bool:
         from ..data.base import Split
 
@@ -160,10 +157,10 @@ class Distiller(DistillObjective):
         """The teacher's logits for every training sample, in dataset order (the teacher runs in eval mode, so
         a sample's logits do not depend on the rest of its batch)."""
         logits = []
-        with torch.inference_mode():
+        with torch.no_grad():
             for b in self._data.eval_loader("train", 512, device).epoch(0):
                 logits.append(self.teacher(b.x).float())
-        return torch.cat(logits).clone()
+        return torch.cat(logits)
 
     def initialize(self, model: nn.Module, state: LoopState) -> None:
         """Initialisation stage before distillation (AB, FT, FSP); ``state.train_loader`` gives the data."""
@@ -175,9 +172,10 @@ class Distiller(DistillObjective):
     def teacher_outputs(self, batch: Batch) -> Features | Tensor:
         if self._cached_logits is not None:
             return self._cached_logits[batch.index]
-        with torch.inference_mode():
-            out = self.teacher(batch.x, features=True) if self.needs_features else self.teacher(batch.x)
-        return _as_normal_tensors(out)
+        # no_grad, not inference_mode: inference tensors may not be saved for the student's backward, so they would
+        # have to be copied first
+        with torch.no_grad():
+            return self.teacher(batch.x, features=True) if self.needs_features else self.teacher(batch.x)
 
     def forward(self, model: nn.Module, batch: Batch, state: LoopState) -> StepOutput:
         if state is not None and state.epoch < self.switch_epoch:

@@ -119,6 +119,9 @@ class _StageView(nn.ModuleList):
 class HookedModel(ContractModel):
     """An ``nn.Module`` classifier with stages found by a probe forward (see the module docstring)."""
 
+    #: a module kdlab did not write may hold layers its forward never uses (under DDP: look for unused parameters)
+    may_skip_parameters = True
+
     def __init__(self, net: nn.Module, input_shape: tuple[int, ...], num_classes: int,
                  stages: list[str] | None = None, label: str = "model"):
         super().__init__()

@@ -12,24 +12,28 @@ from .contract import ContractModel, ConvBNAct, Stage, init_weights
 
 
 class CNN1d(ContractModel):
-    """Stem conv + stages of conv-BN-ReLU blocks on (C, L) sequences; stages after the first halve L."""
+    """Stem conv + stages of conv-BN-ReLU blocks on (C, L) sequences; stages after the first halve L.
+
+    ``batch_norm: false`` gives conv(+bias)-ReLU blocks (as the MLP's option: no statistic depends on how a batch
+    is split over processes)."""
 
     def __init__(self, num_classes: int, in_channels: int, channels: list[int], blocks_per_stage: int = 1,
-                 kernel_size: int = 5):
+                 kernel_size: int = 5, batch_norm: bool = True):
         super().__init__()
         if len(channels) < 2 or min(channels) < 1:
             raise ValueError(f"channels must list the stem width and at least one stage width, each >= 1 "
                              f"(got {channels})")
         pad = kernel_size // 2
+        norm = nn.BatchNorm1d if batch_norm else (lambda _: nn.Identity())
         stages: list[nn.Module] = [ConvBNAct(nn.Conv1d(in_channels, channels[0], kernel_size, padding=pad,
-                                                       bias=False), channels[0], nn.BatchNorm1d)]
+                                                       bias=not batch_norm), channels[0], norm)]
         for i in range(1, len(channels)):
             blocks = []
             for j in range(blocks_per_stage):
                 cin = channels[i - 1] if j == 0 else channels[i]
                 stride = 2 if (j == 0 and i > 1) else 1
-                conv = nn.Conv1d(cin, channels[i], kernel_size, stride=stride, padding=pad, bias=False)
-                blocks.append(ConvBNAct(conv, channels[i], nn.BatchNorm1d))
+                conv = nn.Conv1d(cin, channels[i], kernel_size, stride=stride, padding=pad, bias=not batch_norm)
+                blocks.append(ConvBNAct(conv, channels[i], norm))
             stages.append(Stage(*blocks))
         self.stages = nn.ModuleList(stages)
         self.stage_channels = list(channels)
@@ -39,9 +43,9 @@ class CNN1d(ContractModel):
 
 @MODELS.register("cnn1d", input="sequence", family="cnn1d")
 def cnn1d(num_classes: int, in_channels: int = 1, channels: tuple[int, ...] = (32, 32, 64, 128),
-          blocks_per_stage: int = 1, kernel_size: int = 5) -> CNN1d:
+          blocks_per_stage: int = 1, kernel_size: int = 5, batch_norm: bool = True) -> CNN1d:
     """1D CNN: stem + one stage per extra width; stages after the first downsample by 2."""
-    return CNN1d(num_classes, in_channels, list(channels), blocks_per_stage, kernel_size)
+    return CNN1d(num_classes, in_channels, list(channels), blocks_per_stage, kernel_size, batch_norm)
 
 
 class _Flatten(nn.Module):

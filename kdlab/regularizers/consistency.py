@@ -1,17 +1,24 @@
 """Consistency regularization by temporal ensembling (SoTeacher, Sec. 4 and App. E; Laine & Aila 2017).
 
-For each training sample the regulariser keeps the running mean of the model's softmax predictions, one per
-epoch (each on that epoch's freshly augmented view): after epoch e the row of sample i holds
-(1 / (e + 1)) * sum_{e' <= e} softmax(f(x_i))_{e'}.  The loss of a mini-batch is
+For each training sample the regulariser keeps an average of the model's softmax predictions, one per epoch
+(each on that epoch's freshly augmented view).  The loss of a mini-batch is
 
     lambda_CR(t) * mean_i || softmax(f(x_i)) - buffer_i ||_2^2    (squared error summed over classes),
 
 computed before the batch's rows are updated, and zero during the first epoch (there is no history yet).  The
-update is buffer_i <- (1 - tau) buffer_i + tau * softmax(f(x_i)).detach() with tau = 1 / (1 + n_i), n_i the
-number of earlier epochs that visited sample i.  When every epoch visits every sample, n_i = e (the 0-based
-epoch) and this is the authors' released code (tau = 1 / (1 + e)); counting visits keeps the row the mean of the
-sample's own predictions when an epoch skips it (``train.drop_last``, the last partial global batch of a
-several-process job), and a never-visited row adds no loss instead of pulling towards zero.
+update is buffer_i <- (1 - tau) buffer_i + tau * softmax(f(x_i)).detach(), with tau set by ``rule``:
+
+* ``code`` (default; the authors' released code, helper/consist_util.py with train_teacher.py, behind the
+  paper's tables): its epoch counter is the 1-based epoch + 1 after the first epoch, so tau = 1 on a sample's
+  first visit and 1 / (n + 2) afterwards, n the number of earlier visits.  After epoch e (0-based, every sample
+  visited every epoch) the row holds (2 p_0 + p_1 + ... + p_e) / (e + 2): the first epoch's prediction counts
+  twice;
+* ``mean`` (the paper's text): tau = 1 / (n + 1), the plain running mean (p_0 + ... + p_e) / (e + 1).
+
+Counting each sample's visits, instead of using the epoch, keeps a row the average of the sample's own
+predictions when an epoch skips it (``train.drop_last``, the last partial global batch of a several-process
+job); with every sample visited every epoch n = e and both rules are exactly the formulas above.  A row never
+visited adds no loss (instead of pulling towards zero).
 
 Weight schedules (t the 0-based epoch, T the number of epochs, lambda_max the maximum weight):
 ``linear`` lambda_max (t+1)/T (default); ``cosine`` lambda_max cos((1 - (t+1)/T) pi/2);
@@ -41,6 +48,7 @@ from torch import Tensor
 from ..engine.distributed import all_gather_cat, barrier, is_main_process
 
 Schedule = Literal["linear", "cosine", "cyclic", "piecewise", "step"]
+Rule = Literal["code", "mean"]
 _FILES = 3  # memmap rotation: the epoch being written never touches the last two checkpoints' files
 
 
@@ -67,12 +75,18 @@ class ConsistencyRegularizer(nn.Module):
 
     def __init__(self, num_samples: int, num_classes: int, epochs: int, lambda_max: float = 1.0,
                  schedule: Schedule = "linear", start_epoch: int = 0,
-                 buffer: Literal["memory", "memmap"] = "memory", folder: str | Path | None = None):
+                 buffer: Literal["memory", "memmap"] = "memory", folder: str | Path | None = None,
+                 rule: Rule = "code"):
         super().__init__()
         consistency_weight(schedule, 0, max(epochs, 1), lambda_max, start_epoch)  # validates the name
+        if rule not in ("code", "mean"):
+            raise ValueError(f"rule must be 'code' or 'mean', got {rule!r}")
+        self.rule = rule
         self.num_samples, self.num_classes, self.epochs = num_samples, num_classes, epochs
         self.lambda_max, self.schedule, self.start_epoch = lambda_max, schedule, start_epoch
         self.mode = buffer
+        # every process writes every process's rows (memory) or reads the shared files: never broadcast by DDP
+        self.gathered_buffers = ("visits", "average") if buffer == "memory" else ("visits",)
         # epochs that have visited each sample; small (4 bytes a sample), so in memory and in checkpoints always
         self.register_buffer("visits", torch.zeros(num_samples, dtype=torch.int32))
         if buffer == "memory":
@@ -99,7 +113,7 @@ class ConsistencyRegularizer(nn.Module):
         return self._files
 
     def _rows(self, index: Tensor, epoch: int) -> Tensor:
-        """Running mean through epoch - 1 of the given samples."""
+        """The given samples' rows as they stood after epoch - 1."""
         if self.mode == "memory":
             return self.average[index]
         src = self._open()[(epoch - 1) % _FILES]
@@ -131,6 +145,13 @@ class ConsistencyRegularizer(nn.Module):
     def weight(self, epoch: int) -> float:
         return consistency_weight(self.schedule, epoch, self.epochs, self.lambda_max, self.start_epoch)
 
+    def update_weight(self, visits: Tensor) -> Tensor:
+        """tau of each sample from its number of earlier visits (float64, as the scalars of the reference)."""
+        n = visits.double()
+        if self.rule == "mean":
+            return 1.0 / (n + 1)
+        return torch.where(n == 0, torch.ones_like(n), 1.0 / (n + 2))
+
     def forward(self, logits: Tensor, index: Tensor, epoch: int) -> Tensor:
         probs = F.softmax(logits.float(), dim=1)
         visits = self.visits[index.to(self.visits.device)].to(probs.device)
@@ -142,7 +163,7 @@ class ConsistencyRegularizer(nn.Module):
             seen = (visits > 0).to(probs.dtype)
             loss = self.weight(epoch) * ((probs - old).pow(2).sum(1) * seen).mean()
             with torch.no_grad():
-                tau = (1.0 / (1 + visits.double())).unsqueeze(1)  # float64 as the scalar 1 / (1 + e) it replaces
+                tau = self.update_weight(visits).unsqueeze(1)
                 new = (1 - tau).float() * old + tau.float() * probs.detach()
         with torch.no_grad():
             everyone = all_gather_cat(index)
@@ -152,14 +173,17 @@ class ConsistencyRegularizer(nn.Module):
         return loss
 
     def buffer_snapshot(self, epoch: int) -> Tensor:
-        """The running means after ``epoch`` (a copy, on the CPU)."""
+        """The buffer after ``epoch`` (a copy, on the CPU)."""
         if self.mode == "memory":
             return self.average.detach().cpu().clone()
         return torch.from_numpy(np.array(self._open()[epoch % _FILES]))
 
     def get_extra_state(self) -> Any:
-        return {"mode": self.mode}
+        return {"mode": self.mode, "rule": self.rule}
 
     def set_extra_state(self, state: Any) -> None:
         if state.get("mode") != self.mode:
             raise ValueError(f"checkpoint holds a {state.get('mode')} consistency buffer, config asks for {self.mode}")
+        if state.get("rule", "mean") != self.rule:  # checkpoints from before the option kept the plain mean
+            raise ValueError(f"checkpoint's consistency buffer follows the {state.get('rule', 'mean')!r} rule, "
+                             f"config asks for {self.rule!r}")

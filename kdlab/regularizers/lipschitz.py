@@ -28,8 +28,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..engine.sync_bn import GlobalBatchNorm
+
 _CONV = (nn.Conv1d, nn.Conv2d)
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)  # SyncBatchNorm: torchrun with train.sync_bn
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, GlobalBatchNorm)  # the last two: torchrun, train.sync_bn
 
 
 def conv_lipschitz_exact(weight: Tensor, groups: int = 1) -> Tensor:

@@ -28,31 +28,43 @@ def _uniform_init(n: int, dim: int) -> Tensor:
     return torch.rand(n, dim).mul_(2 * bound).sub_(bound)
 
 
-def sample_excluding(keys: Tensor, exclude: Tensor, k: int, replace: bool = False) -> tuple[Tensor, Tensor]:
+REDRAWS = 3  # rounds of redrawing excluded positions when drawing with replacement
+
+
+def sample_excluding(keys: Tensor, exclude: Tensor, k: int, replace: bool = False,
+                     generator: torch.Generator | None = None, part: tuple[int, int, int] | None = None
+                     ) -> tuple[Tensor, Tensor]:
     """For each row b, ``k`` positions p of ``keys`` with ``keys[p] != exclude[b]``, drawn uniformly.
 
     Without replacement (the reference's ``np.random.choice(replace=False)``) through random scores + top-k.  Rows
     with fewer than ``k`` allowed positions get excluded ones too, flagged False in the returned validity mask.
-    With replacement: positions are redrawn until allowed (a few rounds when most positions are allowed).
+    With replacement: excluded positions are redrawn ``REDRAWS`` times (a fixed number, so the device never waits
+    for the host); any still excluded are flagged False (a fraction q^4 of them, q the excluded share of keys).
+
+    ``part = (start, stop, size)``: the rows are rows ``start:stop`` of a global batch of ``size``; the draws are
+    made for the whole global batch (from ``generator``, seeded alike in every process) and these rows taken, so
+    every process draws what one process would for the same samples.
     """
     b, n = exclude.shape[0], keys.shape[0]
+    start, stop, size = part if part is not None else (0, b, b)
+    dev = keys.device
     if not replace:
-        scores = torch.rand(b, n, device=keys.device)
+        scores = torch.rand(size, n, device=dev, generator=generator)[start:stop]
         bad = keys.unsqueeze(0) == exclude.unsqueeze(1)
         scores.masked_fill_(bad, 2.0)
         vals, pos = scores.topk(k, dim=1, largest=False)
         return pos, vals < 1.5
-    pos = torch.randint(0, n, (b, k), device=keys.device)
-    for _ in range(64):
-        bad = keys[pos] == exclude.unsqueeze(1)
-        if not bool(bad.any()):
-            break
-        pos = torch.where(bad, torch.randint(0, n, (b, k), device=keys.device), pos)
+    pos = torch.randint(0, n, (size, k), device=dev, generator=generator)[start:stop]
+    for _ in range(REDRAWS):
+        redraw = torch.randint(0, n, (size, k), device=dev, generator=generator)[start:stop]
+        pos = torch.where(keys[pos] == exclude.unsqueeze(1), redraw, pos)
     return pos, keys[pos] != exclude.unsqueeze(1)
 
 
 class BankMemory(nn.Module):
     """Per-sample memory: ``student[i]`` / ``teacher[i]`` hold a momentum average of sample i's embeddings."""
+
+    gathered_buffers = ("student", "teacher", "keys")  # equal on every process by construction and gathering
 
     def __init__(self, num_train: int, dim: int, labels: Tensor | None, momentum: float = 0.5,
                  negatives: str = "other_class", replace: bool = False):
@@ -70,10 +82,11 @@ class BankMemory(nn.Module):
             return self.keys.numel() - 1
         return int(self.keys.numel() - torch.bincount(self.keys).max())
 
-    def rows(self, index: Tensor, y: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    def rows(self, index: Tensor, y: Tensor, k: int, generator: torch.Generator | None = None,
+             part: tuple[int, int, int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Positive first, then k negatives: (student rows, teacher rows), each (B, k+1, dim), and a (B, k) mask."""
         exclude = y if self.negatives == "other_class" else index
-        neg, valid = sample_excluding(self.keys, exclude, k, self.replace)
+        neg, valid = sample_excluding(self.keys, exclude, k, self.replace, generator, part)
         idx = torch.cat([index.unsqueeze(1), neg], dim=1)
         return self.student[idx], self.teacher[idx], valid
 
@@ -91,6 +104,8 @@ class QueueMemory(nn.Module):
     (detached) embedding of it; negatives are drawn from the queue, skipping entries of the sample's class (or the
     sample itself, ``negatives: any``)."""
 
+    gathered_buffers = ("student", "teacher", "labels", "indices", "ptr")
+
     def __init__(self, size: int, dim: int, negatives: str = "other_class", replace: bool = False):
         super().__init__()
         self.negatives, self.replace = negatives, replace
@@ -104,9 +119,11 @@ class QueueMemory(nn.Module):
     def max_negatives(self) -> int:
         return self.labels.numel()
 
-    def rows(self, index: Tensor, y: Tensor, k: int, v_s: Tensor, v_t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def rows(self, index: Tensor, y: Tensor, k: int, v_s: Tensor, v_t: Tensor,
+             generator: torch.Generator | None = None, part: tuple[int, int, int] | None = None
+             ) -> tuple[Tensor, Tensor, Tensor]:
         keys, exclude = (self.labels, y) if self.negatives == "other_class" else (self.indices, index)
-        neg, valid = sample_excluding(keys, exclude, k, self.replace)
+        neg, valid = sample_excluding(keys, exclude, k, self.replace, generator, part)
         s_rows = torch.cat([v_s.detach().to(self.student.dtype).unsqueeze(1), self.student[neg]], dim=1)
         t_rows = torch.cat([v_t.detach().to(self.teacher.dtype).unsqueeze(1), self.teacher[neg]], dim=1)
         return s_rows, t_rows, valid

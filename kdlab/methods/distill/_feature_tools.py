@@ -20,6 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...data.base import batch_part
+from ...engine.distributed import all_reduce_sum, average_gradients, shard_weight
 from ...errors import ConfigError, DivergenceError
 from ...models.contract import Features
 
@@ -132,11 +134,18 @@ FeatureLoss = Callable[[Features | None, Features], Tensor]
 def run_init_stage(method: str, teacher: nn.Module, model: nn.Module, state, loss_fn: FeatureLoss,
                    params: Iterable[nn.Parameter], epochs: int, lr: float, momentum: float = 0.9,
                    weight_decay: float = 5e-4, trainables: Iterable[nn.Module] = (),
-                   use_student: bool = True) -> list[float]:
+                   use_student: bool = True, lr_at: Callable[[int], float] | None = None,
+                   inputs: Callable[[Tensor], Tensor] | None = None) -> list[float]:
     """Minimise ``loss_fn(student features, teacher features)`` over ``params`` for ``epochs`` passes of
     ``state.train_loader`` with SGD (the CRD benchmark's ``helper/pretrain.py`` recipe); returns the mean loss of
     each epoch.  The teacher runs frozen in eval mode, ``trainables`` in train mode; the student runs in train
-    mode, or not at all (``use_student=False``: loss_fn gets None and the student's BN statistics stay put)."""
+    mode, or not at all (``use_student=False``: loss_fn gets None and the student's BN statistics stay put).
+    ``lr_at(epoch)`` overrides the constant rate; ``inputs`` maps a batch's inputs first (SSKD's rotations).
+
+    With several processes each runs this on its part of every global batch, weights its loss by that share and
+    averages the gradients before each step (as DDP does in the main loop), so every process takes the step of
+    the global batch and ends the stage with the same parameters.
+    """
     params = [p for p in params if p.requires_grad]
     if epochs <= 0 or not params:
         return []
@@ -152,20 +161,28 @@ def run_init_stage(method: str, teacher: nn.Module, model: nn.Module, state, los
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     history = []
     for epoch in range(epochs):
-        total, n = 0.0, 0
+        if lr_at is not None:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(epoch)
+        sums = None
         for batch in loader.epoch(epoch):
+            x = batch.x if inputs is None else inputs(batch.x)
             with torch.no_grad():
-                t = teacher(batch.x, features=True)
-            loss = loss_fn(model(batch.x, features=True) if use_student else None, t)
-            if not torch.isfinite(loss.detach()):
-                raise DivergenceError(f"{method}: the initialisation-stage loss became NaN/Inf in epoch {epoch + 1}"
-                                      " (try a lower init_lr)")
+                t = teacher(x, features=True)
+            loss = loss_fn(model(x, features=True) if use_student else None, t)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * shard_weight(batch_part(batch))).backward()
+            average_gradients(params)
             opt.step()
-            total += loss.item() * batch.y.shape[0]
-            n += batch.y.shape[0]
-        history.append(total / max(n, 1))
+            bs = batch.y.shape[0]
+            step = torch.stack([loss.detach().double() * bs, torch.tensor(float(bs), dtype=torch.float64,
+                                                                          device=loss.device)])
+            sums = step if sums is None else sums + step
+        total, n = (float(v) for v in all_reduce_sum(sums)) if sums is not None else (0.0, 0.0)
+        if not math.isfinite(total):
+            raise DivergenceError(f"{method}: the initialisation-stage loss became NaN/Inf in epoch {epoch + 1}"
+                                  " (try a lower init_lr)")
+        history.append(total / max(n, 1.0))
     # gradients of the stage must not leak into the first step of distillation
     for p in params:
         p.grad = None

@@ -21,8 +21,10 @@ differ, kdlab follows the code:
 * ``Z`` is estimated once, from the first batch, and then kept (a buffer, saved with the run);
 * the memory is updated within the step, after the scores and before the gradient step.
 
-With several processes (torchrun), Z is the mean over the processes' first batches and the memory gathers every
-process's embeddings (every process holds the same memory); scores are computed in float32 under mixed precision.
+With several processes (torchrun), Z is the mean over the whole first global batch, the negatives of a sample are
+those one process would draw for it (drawn for the global batch from a generator seeded by the run's seed and
+step), and the memory gathers every process's embeddings (every process holds the same memory); scores are
+computed in float32 under mixed precision.
 
 Options kdlab adds: ``memory: queue`` keeps only the last ``queue_size`` embeddings of both networks (the
 positive is then the other network's current, detached embedding of the sample; entries of the anchor's class are
@@ -41,13 +43,13 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ...engine.distributed import all_reduce_sum, is_active
+from ...data.base import batch_part
+from ...engine.distributed import all_reduce_sum
 from ...errors import ConfigError
 from ...registry import register_distill_method
 from ..distiller import Distiller, DistillerParams
@@ -56,6 +58,7 @@ from ._contrast_memory import BankMemory, QueueMemory
 __all__ = ["CRD", "Embed", "contrast_scores", "nce_loss"]
 
 EPS = 1e-7  # the reference's guard in the NCE ratios
+_NEGATIVES = 0x43524420  # purpose of the step generator that draws the negatives
 
 
 class Embed(nn.Module):
@@ -141,17 +144,19 @@ class CRD(Distiller):
 
     def method_loss(self, s, t, batch, state) -> Tensor:
         v_s, v_t = self.embed_s(s.embedding), self.embed_t(t.embedding)
+        gen = state.generator(_NEGATIVES, v_s.device) if state is not None else None
+        part = batch_part(batch)
         if isinstance(self.memory, BankMemory):
-            mem_s, mem_t, valid = self.memory.rows(batch.index, batch.y, self.nce_k)
+            mem_s, mem_t, valid = self.memory.rows(batch.index, batch.y, self.nce_k, gen, part)
         else:
-            mem_s, mem_t, valid = self.memory.rows(batch.index, batch.y, self.nce_k, v_s, v_t)
+            mem_s, mem_t, valid = self.memory.rows(batch.index, batch.y, self.nce_k, v_s, v_t, gen, part)
         out_s = contrast_scores(v_s, mem_t, self.nce_t)  # student anchor against the teacher memory
         out_t = contrast_scores(v_t, mem_s, self.nce_t)
         if not self._z_ready:  # checked once per process: the first batch of a fresh run sets Z
             with torch.no_grad():
-                if bool((self.z < 0).any()):
-                    first = torch.stack([out_s.mean(), out_t.mean()]) * self.num_data
-                    first = all_reduce_sum(first) / (dist.get_world_size() if is_active() else 1)
+                if bool((self.z < 0).any()):  # the mean score of the whole first global batch, times N
+                    sums = all_reduce_sum(torch.stack([out_s.sum(), out_t.sum(), out_s.new_tensor(out_s.numel())]))
+                    first = sums[:2] / sums[2] * self.num_data
                     self.z.copy_(torch.where(self.z < 0, first, self.z))
             self._z_ready = True
         loss = nce_loss(out_s / self.z[0], self.num_data, valid) + nce_loss(out_t / self.z[1], self.num_data, valid)

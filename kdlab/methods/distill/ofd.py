@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
+from ...engine.distributed import all_reduce_sum
 from ...errors import ConfigError
 from ...registry import register_distill_method
 from ..distiller import Distiller, DistillerParams
@@ -164,6 +165,7 @@ class OFD(Distiller):
                 f = f.transpose(0, 1).reshape(f.shape[1], -1).double()
                 a += torch.stack([torch.full_like(f[:, 0], f.shape[1]), f.sum(1), f.pow(2).sum(1),
                                   f.clamp_max(0).sum(1), (f < 0).sum(1).double()])
+        acc = [all_reduce_sum(a) for a in acc]  # several processes: the statistics of the whole training set
         for i, (count, s1, s2, s_neg, n_neg) in enumerate(acc):
             mean = s1 / count
             std = (s2 / count - mean * mean).clamp_min(0).sqrt()

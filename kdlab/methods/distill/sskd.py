@@ -13,7 +13,8 @@ the batch (a 3B x B matrix whose "correct" column is the copy's own original).  
 with KD at T = 4, the tf term at T = 4 and the ss term at T = 0.5 (each KL scaled by T^2, averaged over the kept
 rows).  Noisy teacher knowledge is dropped: on the transformed copies, rows where the teacher ranks the true
 class (tf) or the own original (ss) first are kept, plus the ``ratio_tf`` (1.0) / ``ratio_ss`` (0.75) fraction of
-the other rows that it ranks best.
+the other rows that it ranks best.  With several processes the similarity rows and the transformed copies'
+terms are computed over the global batch (every process's samples gathered), as one process computes them.
 
 The teacher's head is trained first, in the initialisation stage, with the teacher frozen (eval mode): ``ss_epochs``
 (60) epochs of cross-entropy over the rows of A_t (no temperature), SGD lr 0.05 (x0.1 at epochs 30 and 45),
@@ -41,10 +42,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
+from ...engine.distributed import all_gather_cat, gather_with_grad
 from ...errors import ConfigError
 from ...registry import register_distill_method
 from ..base import StepOutput
 from ..distiller import Distiller, DistillerParams, kd_loss
+from ._feature_tools import run_init_stage
 
 __all__ = ["SSKD", "keep_confident", "similarity_rows", "transform_batch"]
 
@@ -121,22 +124,18 @@ class SSKD(Distiller):
 
     def initialize(self, model: nn.Module, state) -> None:
         """Train the teacher's self-supervision head on the frozen teacher (authors' first stage)."""
-        head = self.head_t
-        head.requires_grad_(True)
-        opt = torch.optim.SGD(head.parameters(), lr=self.ss_lr, momentum=0.9, weight_decay=5e-4)
-        for epoch in range(self.ss_epochs):
-            for g in opt.param_groups:
-                g["lr"] = self.ss_lr * 0.1 ** sum(epoch >= m for m in self.ss_milestones)
-            for batch in state.train_loader.epoch(epoch):
-                with torch.no_grad():
-                    emb = self.teacher(transform_batch(batch.x), features=True).embedding
-                sim = similarity_rows(head(emb))
-                target = torch.arange(sim.shape[1], device=sim.device).repeat_interleave(3)
-                loss = F.cross_entropy(sim, target)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        head.requires_grad_(False)
+        def head_loss(_, t) -> Tensor:
+            sim = similarity_rows(gather_with_grad(self.head_t(t.embedding)))  # the global batch's rows
+            target = torch.arange(sim.shape[1], device=sim.device).repeat_interleave(3)
+            return F.cross_entropy(sim, target)
+
+        self.head_t.requires_grad_(True)
+        try:
+            run_init_stage("sskd", self.teacher, model, state, head_loss, self.head_t.parameters(), self.ss_epochs,
+                           self.ss_lr, trainables=[self.head_t], use_student=False, inputs=transform_batch,
+                           lr_at=lambda e: self.ss_lr * 0.1 ** sum(e >= m for m in self.ss_milestones))
+        finally:
+            self.head_t.requires_grad_(False)
 
     def forward(self, model: nn.Module, batch, state) -> StepOutput:
         if state is not None and state.epoch < self.switch_epoch:
@@ -145,17 +144,19 @@ class SSKD(Distiller):
         s = model(x4, features=True)
         with torch.no_grad():
             t = self.teacher(x4, features=True)
-            t_sim = similarity_rows(self.head_t(t.embedding))
-        s_sim = similarity_rows(self.head_s(s.embedding))
+            t_sim = similarity_rows(all_gather_cat(self.head_t(t.embedding)))
+        # the relations of the self-supervised terms span the global batch (all processes' samples)
+        s_sim = similarity_rows(gather_with_grad(self.head_s(s.embedding)))
         orig = torch.arange(x4.shape[0], device=x4.device) % 4 == 0
         s_out, t_out = s.logits[orig], t.logits[orig]
-        s_aug, t_aug = s.logits[~orig], t.logits[~orig]
+        s_aug, t_aug = gather_with_grad(s.logits[~orig]), all_gather_cat(t.logits[~orig])
+        y = all_gather_cat(batch.y)
 
         ce = F.cross_entropy(s_out, batch.y)
         kd = kd_loss(s_out, t_out, self.T)
-        keep = keep_confident(t_aug, batch.y.repeat_interleave(3), self.ratio_tf)
+        keep = keep_confident(t_aug, y.repeat_interleave(3), self.ratio_tf)
         tf = kd_loss(s_aug[keep], t_aug[keep], self.tf_T) if keep.numel() else s_aug.sum() * 0
-        own = torch.arange(batch.y.shape[0], device=x4.device).repeat_interleave(3)
+        own = torch.arange(y.shape[0], device=x4.device).repeat_interleave(3)
         keep = keep_confident(t_sim, own, self.ratio_ss)
         ss = kd_loss(s_sim[keep], t_sim[keep], self.ss_T) if keep.numel() else s_sim.sum() * 0
         loss = self.gamma * ce + self.alpha * kd + self.beta * (self.tf_weight * tf + self.ss_weight * ss)

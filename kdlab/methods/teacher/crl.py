@@ -39,6 +39,7 @@ class CRL(Objective):
         weight: float = Field(1.0, ge=0, description="lambda")
 
     needs_index = True
+    gathered_buffers = ("correct_before", "correct_now")
 
     def __init__(self, data, weight: float = 1.0):
         super().__init__()

@@ -3,7 +3,9 @@
 Loss = CE(f(x), y) + lambda_CR(t) * L_CR + lambda_LR * L_LR, where L_LR is the Lipschitz regulariser and L_CR the
 temporal-ensembling consistency regulariser (:mod:`kdlab.regularizers`).  Defaults: lambda_CR_max = 1, linear
 schedule, lambda_LR = 1e-5 (CIFAR-100; the paper uses 1e-6 for Tiny-ImageNet), the released code's ``reference``
-Lipschitz form.  ``no_lr`` / ``no_cr`` are the ablations of the paper's tables.
+Lipschitz form, the released code's consistency average (``average: code``, the first epoch's prediction counted
+twice; ``average: mean`` is the paper's plain running mean, see :mod:`kdlab.regularizers.consistency`).
+``no_lr`` / ``no_cr`` are the ablations of the paper's tables.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class SoTeacher(Objective):
         cr_start_epoch: int = Field(0, ge=0, description="first epoch with consistency weight (schedule: step)")
         lipschitz: Literal["reference", "exact"] = "reference"
         buffer: Literal["memory", "memmap"] = Field("memory", description="where the consistency buffer lives")
+        average: Literal["code", "mean"] = Field(
+            "code", description="consistency average: code (released code: first epoch counted twice) or mean "
+                                "(the paper's plain running mean)")
         no_lr: bool = Field(False, description="ablation: drop the Lipschitz term")
         no_cr: bool = Field(False, description="ablation: drop the consistency term")
 
@@ -39,7 +44,8 @@ class SoTeacher(Objective):
 
     def __init__(self, model: nn.Module, data, epochs: int, run_dir=None, lambda_lr: float = 1e-5,
                  lambda_cr_max: float = 1.0, schedule: str = "linear", cr_start_epoch: int = 0,
-                 lipschitz: str = "reference", buffer: str = "memory", no_lr: bool = False, no_cr: bool = False):
+                 lipschitz: str = "reference", buffer: str = "memory", average: str = "code", no_lr: bool = False,
+                 no_cr: bool = False):
         super().__init__()
         self.lambda_lr = 0.0 if no_lr else lambda_lr
         self.lipschitz = LipschitzRegularizer(model, lipschitz) if self.lambda_lr > 0 else None
@@ -47,7 +53,7 @@ class SoTeacher(Objective):
         if not no_cr and lambda_cr_max > 0:
             self.consistency = ConsistencyRegularizer(
                 len(data.train), data.num_classes, epochs, lambda_cr_max, schedule, cr_start_epoch, buffer,
-                folder=run_dir)
+                folder=run_dir, rule=average)
 
     def on_epoch_start(self, model: nn.Module, state: LoopState) -> None:
         if self.consistency is not None:
