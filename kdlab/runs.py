@@ -24,7 +24,7 @@ from .config import DistillRunConfig, EvalConfig, TeacherRef, TeacherRunConfig, 
 from .data import DataBundle, load_dataset
 from .diagnostics import diagnose
 from .engine import distributed
-from .engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_checkpoint
+from .engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_metadata, load_weights
 from .engine.device import resolve_device, seed_everything
 from .engine.locks import run_lock
 from .engine.trainer import FitResult, checkpoint_dir, fit
@@ -211,8 +211,10 @@ def resolve_checkpoint(ref: TeacherRef | str, checkpoint: str = "last") -> Path:
 
 def load_model(path: Path, data: DataBundle | None, device: torch.device, role: str = "teacher"
                ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model stored in a checkpoint and check it fits ``data``."""
-    ck = load_checkpoint(path, map_location=device)
+    """Rebuild the model stored in a checkpoint and check it fits ``data``: built on the CPU from the checkpoint's
+    weights and metadata only (its optimizer and objective state, a SoTeacher buffer, are never read), then moved
+    to ``device``.  Returns the model and the checkpoint's weights and metadata."""
+    ck = load_weights(path)
     spec = ck.get("model")
     if not isinstance(spec, dict) or "name" not in spec:
         raise CheckpointError(f"{path} does not describe its model (not written by kdlab?)")
@@ -304,7 +306,7 @@ def evaluate(config: Any, overrides: list[str] = ()) -> dict[str, Any]:
     cfg = load_config(EvalConfig, config, overrides)
     device = resolve_device(cfg.device)
     path = resolve_checkpoint(cfg.path, cfg.checkpoint)
-    ck_cfg = load_checkpoint(path).get("config") or {}
+    ck_cfg = load_metadata(path).get("config") or {}
     if cfg.data is not None:
         data_spec = cfg.data
     elif "data" in ck_cfg:

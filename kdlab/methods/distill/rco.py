@@ -32,7 +32,7 @@ from pathlib import Path
 import torch.nn as nn
 from pydantic import Field
 
-from ...engine.checkpoint import load_checkpoint
+from ...engine.checkpoint import load_metadata, load_weights
 from ...errors import CheckpointError, ConfigError
 from ...registry import register_distill_method
 from ..distiller import Distiller, LogitParams, logit_weights
@@ -66,9 +66,9 @@ def find_anchors(teacher_path: Path, names: list[str] | None = None, num_anchors
             if not path.is_file():
                 avail = ", ".join(sorted(p.stem for p in folder.glob("*.pt"))) or "none"
                 raise CheckpointError(f"rco: anchor {name!r} not found in {folder} (available: {avail})")
-            out.append((path, int(load_checkpoint(path).get("epoch", 0))))
+            out.append((path, int(load_metadata(path).get("epoch", 0))))
         return _spaced(out, num_anchors) if num_anchors else out
-    final_epoch = int(load_checkpoint(teacher_path).get("epoch", 0))
+    final_epoch = int(load_metadata(teacher_path).get("epoch", 0))
     found = sorted((int(m.group(1)), p) for p in folder.glob("epoch_*.pt") if (m := _EPOCH_FILE.match(p.name)))
     out = [(p, e) for e, p in found if e <= final_epoch]
     if not out:
@@ -113,8 +113,7 @@ class RCO(Distiller):
         if k == self.current:
             return
         path = self.anchors[k][0]
-        dev = next(self.teacher.parameters()).device
-        ck = load_checkpoint(path, map_location=dev)
+        ck = load_weights(path)  # on the CPU; load_state_dict copies it onto the anchor network's device
         if self.spec is not None and ck.get("model") != self.spec:
             raise CheckpointError(f"rco: anchor {path} holds a different model than the teacher "
                                   f"({ck.get('model')} vs {self.spec})")

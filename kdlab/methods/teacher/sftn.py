@@ -200,12 +200,12 @@ class SFTN(Objective):
 
 
 def _load_pretrained(model: nn.Module, path: str) -> None:
-    from ...engine.checkpoint import load_checkpoint
+    from ...engine.checkpoint import load_weights
     from ...errors import CheckpointError
     from ...runs import resolve_checkpoint
 
     file = resolve_checkpoint(path, "last")
-    ck = load_checkpoint(file)
+    ck = load_weights(file)  # the weights only: not the pretrained run's optimizer or objective state
     try:
         model.load_state_dict(ck["model_state"])
     except RuntimeError as e:
