@@ -25,7 +25,7 @@ from .data import DataBundle, load_dataset
 from .diagnostics import diagnose
 from .engine import distributed
 from .engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_metadata, load_weights
-from .engine.device import resolve_device, seed_everything
+from .engine.device import resolve_device, seed_everything, set_deterministic
 from .engine.locks import run_lock
 from .engine.trainer import FitResult, checkpoint_dir, fit
 from .errors import CheckpointError, ConfigError, RunFolderError
@@ -135,7 +135,8 @@ def _save_predictions(run_dir: Path, logits: torch.Tensor, data: DataBundle) -> 
 
 def _summary(kind: str, cfg: Any, model: nn.Module, fitres: FitResult, data: DataBundle, device: torch.device,
              teacher: nn.Module | None = None) -> tuple[dict[str, Any], torch.Tensor]:
-    measures, logits = diagnose(model, data, device, cfg.train.eval_batch_size, teacher, cfg.train.num_workers)
+    measures, logits = diagnose(model, data, device, cfg.train.eval_batch_size, teacher, cfg.train.num_workers,
+                                test=(fitres.test_logits, fitres.test_embeddings))
     return {
         "kind": kind, "dataset": cfg.data.name, "seed": cfg.seed, "epochs": cfg.train.epochs,
         **measures, "best_top1": fitres.best["test_top1"], "best_epoch": fitres.best["epoch"],
@@ -160,6 +161,7 @@ def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, 
     cfg = cfg.model_copy(update={"out_dir": out_dir})
     run_dir = Path(out_dir)
     plain = cfg.model_dump(mode="json")
+    set_deterministic(cfg.train.deterministic)  # before any CUDA work (the cuBLAS workspace setting)
     distributed.process_device(resolve_device(cfg.train.device))
     done = distributed.on_main(lambda: check_run_dir(run_dir, plain, resume))
     if done is not None:
@@ -265,6 +267,7 @@ def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=
     cfg = cfg.model_copy(update=update)
     run_dir = Path(out_dir)
     plain = cfg.model_dump(mode="json")
+    set_deterministic(cfg.train.deterministic)  # before any CUDA work: the teacher is loaded next
     device = distributed.process_device(resolve_device(cfg.train.device))
     done = distributed.on_main(lambda: check_run_dir(run_dir, plain, resume))
     if done is not None:

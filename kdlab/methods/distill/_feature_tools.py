@@ -138,8 +138,11 @@ def run_init_stage(method: str, teacher: nn.Module, model: nn.Module, state, los
                    inputs: Callable[[Tensor], Tensor] | None = None) -> list[float]:
     """Minimise ``loss_fn(student features, teacher features)`` over ``params`` for ``epochs`` passes of
     ``state.train_loader`` with SGD (the CRD benchmark's ``helper/pretrain.py`` recipe); returns the mean loss of
-    each epoch.  The teacher runs frozen in eval mode, ``trainables`` in train mode; the student runs in train
-    mode, or not at all (``use_student=False``: loss_fn gets None and the student's BN statistics stay put).
+    each epoch.  The teacher runs frozen in eval mode, ``trainables`` in train mode.  The student's stages run in
+    train mode and its head (the classifier and anything outside ``model.stages``, e.g. a wide ResNet's final BN)
+    in eval mode, as the reference sets ``model_s.eval()`` and then its feature modules to train mode; callers
+    pass the stages' parameters (``model.stages.parameters()``), the reference's ``get_feat_modules()``.  With
+    ``use_student=False`` the student does not run (loss_fn gets None; its BN statistics stay put).
     ``lr_at(epoch)`` overrides the constant rate; ``inputs`` maps a batch's inputs first (SSKD's rotations).
 
     With several processes each runs this on its part of every global batch, weights its loss by that share and
@@ -153,8 +156,12 @@ def run_init_stage(method: str, teacher: nn.Module, model: nn.Module, state, los
     if loader is None:
         raise ConfigError(f"{method}: the initialisation stage needs the training data (state.train_loader)")
     trainables = list(trainables)
-    was = [model.training] + [m.training for m in trainables]
-    model.train(use_student)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    if use_student:
+        for stage in model.stages:
+            stage.train()
+    was = [m.training for m in trainables]
     for m in trainables:
         m.train()
     teacher.eval()
@@ -186,8 +193,9 @@ def run_init_stage(method: str, teacher: nn.Module, model: nn.Module, state, los
     # gradients of the stage must not leak into the first step of distillation
     for p in params:
         p.grad = None
-    model.train(was[0])
-    for m, w in zip(trainables, was[1:]):
+    for m, w in modes.items():
+        m.training = w
+    for m, w in zip(trainables, was):
         m.train(w)
     return history
 

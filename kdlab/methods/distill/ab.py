@@ -117,5 +117,5 @@ class AB(Distiller):
 
     def initialize(self, model: nn.Module, state) -> None:
         self.init_history = run_init_stage("ab", self.teacher, model, state, self.ab,
-                                           [*model.parameters(), *self.connectors.parameters()], self.init_epochs,
-                                           self.init_lr, trainables=[self.connectors])
+                                           [*model.stages.parameters(), *self.connectors.parameters()],
+                                           self.init_epochs, self.init_lr, trainables=[self.connectors])

@@ -86,5 +86,5 @@ class FitNet(Distiller):
 
     def initialize(self, model: nn.Module, state) -> None:
         self.init_history = run_init_stage(
-            "fitnet", self.teacher, model, state, self.hint, [*model.parameters(), *self.regressor.parameters()],
+            "fitnet", self.teacher, model, state, self.hint, [*model.stages.parameters(), *self.regressor.parameters()],
             self.init_epochs, self.init_lr, trainables=[self.regressor])

@@ -96,5 +96,5 @@ class FSP(Distiller):
 
     def initialize(self, model: nn.Module, state) -> None:
         self.init_history = run_init_stage("fsp", self.teacher, model, state, self.fsp,
-                                           [*model.parameters(), *self.connectors.parameters()], self.init_epochs,
-                                           self.init_lr, trainables=[self.connectors])
+                                           [*model.stages.parameters(), *self.connectors.parameters()],
+                                           self.init_epochs, self.init_lr, trainables=[self.connectors])

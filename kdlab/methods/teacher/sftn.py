@@ -166,6 +166,9 @@ class SFTN(Objective):
             branches.append(Branch(t, student_copy, j + 1))
         self.branches = nn.ModuleList(branches)
 
+    def may_skip_parameters(self) -> bool:
+        return self.branch_only_epochs > 0  # the teacher's own parameters get no gradient in those epochs
+
     def on_epoch_start(self, model: nn.Module, state: LoopState) -> None:
         frozen = state.epoch < self.branch_only_epochs
         model.requires_grad_(not frozen)
