@@ -2,7 +2,8 @@
 
 For each case, train the same config both ways and print the largest weight difference, the final training loss
 and the test top-1 of each.  Without batch norm the two differ only by the order of float sums; with batch norm
-each process normalises with its own half-batch statistics (SyncBatchNorm, CUDA only, removes that).
+each process normalises with its own half-batch statistics, unless ``train.sync_bn`` makes every BN layer use the
+global batch's (kdlab's own synchronised batch norm on gloo; nn.SyncBatchNorm on CUDA).
 
     python benchmarks/ddp_equivalence.py [--epochs 5]
 """
@@ -56,6 +57,13 @@ def _cases(root: Path, epochs: int):
                                                                 "method": "soteacher"}
     yield ("standard teacher, mlp with batch norm", "train-teacher",
            lambda o: {**_base(o, epochs), "model": {**mlp, "batch_norm": True}, "method": "standard"})
+
+    def synced(o):
+        cfg = _base(o, epochs)
+        return {**cfg, "model": {**mlp, "batch_norm": True}, "method": "standard",
+                "train": {**cfg["train"], "sync_bn": True}}
+
+    yield "standard teacher, mlp with batch norm, sync_bn", "train-teacher", synced
     teacher = root / "kd-teacher"
     train_teacher({**_base(teacher, epochs), "model": mlp, "method": "standard"})
     student = {"name": "mlp", "hidden": [32], "batch_norm": False}

@@ -1,15 +1,17 @@
-"""2 and 3 torchrun processes (gloo) for every method with trainable parts, per-sample state or an initialisation
-stage: after each epoch every process holds the same weights and state, and without batch norm in the models (the
-methods' own BN layers synchronised by ``train.sync_bn``) they equal a 1-process run.
+"""2 and 3 torchrun processes (gloo) for every method with trainable parts, per-sample state, an initialisation
+stage or terms relating the samples of a batch: after each epoch every process holds the same weights and state,
+and without batch norm in the models (the methods' own BN layers synchronised by ``train.sync_bn``) they equal a
+1-process run.
 
 The global batch of 50 splits unevenly over 3 processes (16/17/17, and 11/11/12 in the last batch), so the
 weighting of each process's share is exercised too.
 
-Two methods amplify rounding differences at the shared settings, in one process already: a 1e-7 relative change of
-the student's initial weights grows to 2e-2 (FT: an L1 loss whose terms the student drives towards zero, where
-their sign flips) and to 3e-5 (FitNets: BN + ReLU regressor, beta 100) after 16 steps.  Any change of summation
-order (which several processes make) does the same, so those two are compared where one process is stable (FT:
-4 steps of 192; FitNets: learning rate 0.01), measured the same way.
+Some methods amplify rounding differences at the shared settings, in one process already: a 1e-7 relative change
+of the student's initial weights grows, after 16 steps, to 2e-2 (FT: an L1 loss whose terms the student drives
+towards zero, where their sign flips), 3e-3 (SP, beta 3000), 2e-3 (RKD) and 3e-5 (FitNets: BN + ReLU regressor,
+beta 100); for the others it stays below 1e-6.  Any change of summation order (which several processes make) does
+the same, so those are compared where one process is stable (FT: 4 steps of 192; the others: learning rate
+0.01), measured the same way.
 """
 
 import json
@@ -32,7 +34,7 @@ TRAIN = {"epochs": EPOCHS, "batch_size": 50, "progress": "off", "eval_batch_size
 TEACHER_MODEL = {"name": "cnn1d", "channels": [8, 16, 16]}
 
 # per-method (train, optim) changes of the shared settings, see the module docstring
-STABLE = {"ft": ({"batch_size": 192}, {}), "fitnet": ({}, {"lr": 0.01})}
+STABLE = {"ft": ({"batch_size": 192}, {}), **{m: ({}, {"lr": 0.01}) for m in ("fitnet", "sp", "rkd")}}
 DISTILL = {
     "fitnet": {"name": "fitnet", "init_epochs": 1},
     "ab": {"name": "ab", "init_epochs": 1},
@@ -46,6 +48,11 @@ DISTILL = {
     "kdplus": {"name": "kdplus", "base": {"name": "crd", "nce_k": 16}, "mix": ["mixup", "cutmix", "noise"]},
     "rco": {"name": "rco", "anchors": ["epoch_001", "last"]},
     "dml": {"name": "dml"},
+    # no state, but terms relating the samples of a batch: computed over the global batch
+    "sp": {"name": "sp"},
+    "cc": {"name": "cc"},
+    "rkd": {"name": "rkd"},
+    "pkt": {"name": "pkt"},
 }
 TEACHERS = {
     "soteacher": {"name": "soteacher", "lambda_lr": 1e-3},

@@ -35,6 +35,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from ..data.base import Batch
+from ..engine.distributed import gather_with_grad
 from ..engine.state import LoopState
 from ..errors import ConfigError
 from ..models.contract import Features
@@ -83,6 +84,12 @@ class LogitParams(DistillerParams):
         return data
 
 
+class RelationalParams(DistillerParams):
+    relations: Literal["global", "process"] = Field(
+        "global", description="several processes: relate the samples of the whole global batch (gathered; as one "
+                              "process does) or of each process's part only")
+
+
 def logit_weights(preset: str, gamma: float | None, alpha: float | None) -> dict[str, float]:
     """``gamma`` and ``alpha`` of a logit-only method, filled in from the preset where not given."""
     g, a = LOGIT_WEIGHTS[preset]
@@ -112,9 +119,11 @@ class Distiller(DistillObjective):
 
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, gamma: float = 1.0,
                  alpha: float = 1.0, beta: float | None = None, T: float = 4.0,
-                 beta_preset: str = "standard", switch_epoch: int = 0, cache_teacher: str = "auto"):
+                 beta_preset: str = "standard", switch_epoch: int = 0, cache_teacher: str = "auto",
+                 relations: str = "global"):
         super().__init__(teacher)
         self.gamma, self.alpha, self.T, self.switch_epoch = gamma, alpha, T, switch_epoch
+        self.relations = relations
         self.__dict__["_data"] = data
         self._cached_logits: Tensor | None = None
         self.cache = self._cache_decision(cache_teacher, data)
@@ -129,6 +138,14 @@ class Distiller(DistillObjective):
     def distills_features(self) -> bool:
         """Whether the distillation steps (after any initialisation stage) need features, not just logits."""
         return self.needs_features
+
+    def global_batch(self, *tensors: Tensor) -> tuple[Tensor, ...]:
+        """The tensors over the whole global batch (every process's rows, in order, gradients flowing back to each
+        process's own), for terms that relate the samples of a batch to each other (SP, CC, RKD, PKT), so that
+        several processes compute what one does; ``relations: process`` keeps each process's part."""
+        if self.relations == "process":
+            return tensors
+        return tuple(gather_with_grad(t) for t in tensors)
 
     def may_skip_parameters(self) -> bool:
         # cross-entropy only before switch_epoch, and no method term at beta 0: connectors then get no gradient

@@ -19,6 +19,10 @@ torchdistill's ``CCKDLoss`` applies the expansion to the raw linear outputs).
 Features: the pooled embedding (``Features.embedding``, the reference's ``feat[-1]``) of each network, mapped by
 trainable linear embeddings (``embed_dim`` = 128, the code's ``feat_dim``) for both student and teacher, so any
 pair of embedding widths works.  Works on 1D sequences and MLPs alike.
+
+Several processes (torchrun): the relations span the global batch (``relations: global``, the default: the
+features of every process gathered, gradients flowing back to each process, so the loss is one process's with
+the same global batch); ``relations: process`` relates the samples of each process's part only.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from torch import Tensor
 
 from ...models.contract import Features
 from ...registry import register_distill_method
-from ..distiller import Distiller, DistillerParams
+from ..distiller import Distiller, RelationalParams
 from ._feature_tools import require_shapes
 
 __all__ = ["CC", "cc_loss", "taylor_rbf_correlation"]
@@ -65,7 +69,7 @@ def cc_loss(e_s: Tensor, e_t: Tensor, mode: str = "code", gamma: float = 0.4, or
 class CC(Distiller):
     """Correlation congruence on linear embeddings of both networks' pooled features."""
 
-    class Params(DistillerParams):
+    class Params(RelationalParams):
         embed_dim: int = Field(128, ge=1, description="width of the trainable linear embeddings")
         mode: Literal["code", "paper"] = Field("code", description="code: neighbouring-difference product (CRD "
                                                                    "benchmark); paper: Taylor-RBF correlation")
@@ -84,4 +88,5 @@ class CC(Distiller):
         self.embed_t = nn.Linear(self.teacher_dim, embed_dim)
 
     def method_loss(self, s: Features, t: Features, batch, state) -> Tensor:
-        return cc_loss(self.embed_s(s.embedding), self.embed_t(t.embedding), self.mode, self.kernel_gamma, self.order)
+        e_s, e_t = self.global_batch(self.embed_s(s.embedding), self.embed_t(t.embedding))
+        return cc_loss(e_s, e_t, self.mode, self.kernel_gamma, self.order)

@@ -12,6 +12,10 @@ p log((p + eps)/(q + eps)) instead of summing them.  ``mode="paper"`` leaves the
 
 Features: the pooled embedding (``Features.embedding``, the reference's ``feat[-1]``).  Heterogeneous pairs need
 no adapter (the probabilities are n x n whatever the widths).  Works on 1D sequences and MLPs alike.
+
+Several processes (torchrun): the relations span the global batch (``relations: global``, the default: the
+features of every process gathered, gradients flowing back to each process, so the loss is one process's with
+the same global batch); ``relations: process`` relates the samples of each process's part only.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import Tensor
 
 from ...models.contract import Features
 from ...registry import register_distill_method
-from ..distiller import Distiller, DistillerParams
+from ..distiller import Distiller, RelationalParams
 
 __all__ = ["PKT", "cosine_affinities", "pkt_loss"]
 
@@ -52,7 +56,7 @@ def pkt_loss(s: Tensor, t: Tensor, eps: float = 1e-7, mode: str = "code") -> Ten
 class PKT(Distiller):
     """Probabilistic KT: match the cosine-affinity distributions of the batch's embeddings (KL)."""
 
-    class Params(DistillerParams):
+    class Params(RelationalParams):
         eps: float = Field(1e-7, gt=0, description="numerical floor in the norms and the logarithm")
         mode: Literal["code", "paper"] = Field("code", description="code: self-pairs kept, mean over n^2; "
                                                                    "paper: self-pairs left out, sum")
@@ -65,4 +69,4 @@ class PKT(Distiller):
         self.eps, self.mode = eps, mode
 
     def method_loss(self, s: Features, t: Features, batch, state) -> Tensor:
-        return pkt_loss(s.embedding, t.embedding, self.eps, self.mode)
+        return pkt_loss(*self.global_batch(s.embedding, t.embedding), self.eps, self.mode)

@@ -14,6 +14,10 @@ instead of summing them: a constant factor per batch size, left to the weights; 
 
 Features: the pooled embedding (``Features.embedding``, the reference's ``feat[-1]``).  Heterogeneous pairs need
 no adapter (relations are n x n and n x n x n whatever the widths).  Works on 1D sequences and MLPs alike.
+
+Several processes (torchrun): the relations span the global batch (``relations: global``, the default: the
+features of every process gathered, gradients flowing back to each process, so the loss is one process's with
+the same global batch); ``relations: process`` relates the samples of each process's part only.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from torch import Tensor
 
 from ...models.contract import Features
 from ...registry import register_distill_method
-from ..distiller import Distiller, DistillerParams
+from ..distiller import Distiller, RelationalParams
 
 __all__ = ["RKD", "angle_cosines", "pairwise_distances", "rkd_angle_loss", "rkd_distance_loss"]
 
@@ -66,7 +70,7 @@ def rkd_angle_loss(s: Tensor, t: Tensor) -> Tensor:
 class RKD(Distiller):
     """Relational KD: distance- and angle-wise relations between the embeddings of a batch."""
 
-    class Params(DistillerParams):
+    class Params(RelationalParams):
         distance_weight: float = Field(25.0, ge=0, description="w_d, weight of the distance term")
         angle_weight: float = Field(50.0, ge=0, description="w_a, weight of the angle term")
 
@@ -79,8 +83,9 @@ class RKD(Distiller):
 
     def method_loss(self, s: Features, t: Features, batch, state) -> dict[str, Tensor]:
         out = {}
+        e_s, e_t = self.global_batch(s.embedding, t.embedding)
         if self.distance_weight:
-            out["rkd_distance"] = self.distance_weight * rkd_distance_loss(s.embedding, t.embedding)
+            out["rkd_distance"] = self.distance_weight * rkd_distance_loss(e_s, e_t)
         if self.angle_weight:
-            out["rkd_angle"] = self.angle_weight * rkd_angle_loss(s.embedding, t.embedding)
+            out["rkd_angle"] = self.angle_weight * rkd_angle_loss(e_s, e_t)
         return out

@@ -12,6 +12,10 @@ the paper's sum over several pairs.
 
 Heterogeneous pairs need no adapter: G is b x b whatever the channels, size or rank of the features.  Works on
 1D sequences and MLPs alike (features are flattened per sample).
+
+Several processes (torchrun): the relations span the global batch (``relations: global``, the default: the
+features of every process gathered, gradients flowing back to each process, so the loss is one process's with
+the same global batch); ``relations: process`` relates the samples of each process's part only.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from torch import Tensor
 from ...errors import ConfigError
 from ...models.contract import Features
 from ...registry import register_distill_method
-from ..distiller import Distiller, DistillerParams
+from ..distiller import Distiller, RelationalParams
 
 __all__ = ["SP", "similarity_matrix", "sp_loss"]
 
@@ -45,7 +49,7 @@ def sp_loss(f_s: Tensor, f_t: Tensor) -> Tensor:
 class SP(Distiller):
     """Similarity-preserving KD: match the batch's pairwise-similarity matrices of the last stage."""
 
-    class Params(DistillerParams):
+    class Params(RelationalParams):
         layers: list[int] = Field([-1], min_length=1, description="stage indices (both networks) to compare")
 
     BETA = {"standard": 3000.0, "soteacher": 1500.0}
@@ -62,4 +66,4 @@ class SP(Distiller):
                                   f"(student) and {len(self.teacher_shapes)} (teacher) stages including the stem")
 
     def method_loss(self, s: Features, t: Features, batch, state) -> Tensor:
-        return sum(sp_loss(s.stages[i], t.stages[i]) for i in self.layers)
+        return sum(sp_loss(*self.global_batch(s.stages[i], t.stages[i])) for i in self.layers)
