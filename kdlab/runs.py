@@ -27,7 +27,7 @@ from .engine import distributed
 from .engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_metadata, load_weights
 from .engine.device import resolve_device, seed_everything, set_deterministic
 from .engine.locks import run_lock
-from .engine.trainer import FitResult, checkpoint_dir, fit
+from .engine.trainer import FitResult, check_precision, checkpoint_dir, fit
 from .errors import CheckpointError, ConfigError, RunFolderError
 from .methods import build_distill_objective, build_teacher_objective, needs_teacher
 from .models import build_model, count_parameters
@@ -162,7 +162,7 @@ def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, 
     run_dir = Path(out_dir)
     plain = cfg.model_dump(mode="json")
     set_deterministic(cfg.train.deterministic)  # before any CUDA work (the cuBLAS workspace setting)
-    distributed.process_device(resolve_device(cfg.train.device))
+    check_precision(distributed.process_device(resolve_device(cfg.train.device)), cfg.train.precision)
     done = distributed.on_main(lambda: check_run_dir(run_dir, plain, resume))
     if done is not None:
         return RunResult(run_dir, done, reused=True)
@@ -269,6 +269,7 @@ def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=
     plain = cfg.model_dump(mode="json")
     set_deterministic(cfg.train.deterministic)  # before any CUDA work: the teacher is loaded next
     device = distributed.process_device(resolve_device(cfg.train.device))
+    check_precision(device, cfg.train.precision)  # before the run folder is made
     done = distributed.on_main(lambda: check_run_dir(run_dir, plain, resume))
     if done is not None:
         return RunResult(run_dir, done, reused=True)
