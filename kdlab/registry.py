@@ -86,7 +86,11 @@ class Entry:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, raw: dict[str, Any]) -> BaseModel:
-        return self.params.model_validate(raw)
+        """The validated parameters; a component whose defaults depend on other parameters fills them in here
+        (``resolve_params``), so a resolved config states every number a run uses."""
+        params = self.params.model_validate(raw)
+        resolve = getattr(self.obj, "resolve_params", None)
+        return resolve(params) if callable(resolve) else params
 
     def build(self, params: dict[str, Any], **context: Any) -> Any:
         """Call the component with its parameters plus whichever ``context`` values its signature accepts."""

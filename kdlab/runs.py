@@ -78,7 +78,17 @@ def settings_differences(run_dir: Path, plain_cfg: dict[str, Any]) -> list[str] 
         old = yaml.safe_load(cfg_path.read_text()) or {}
     except (yaml.YAMLError, OSError):
         raise RunFolderError(f"{cfg_path} is unreadable; move the folder away or choose another out_dir") from None
-    return config_differences(old, plain_cfg)
+    return config_differences(_as_resolved_now(old), plain_cfg)
+
+
+def _as_resolved_now(old: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved config as this version resolves it (a default it now writes out, e.g. a method's beta,
+    is not a change of settings); unchanged when it no longer validates."""
+    schema = DistillRunConfig if "student" in old else TeacherRunConfig
+    try:
+        return load_config(schema, old).model_dump(mode="json")
+    except ConfigError:
+        return old
 
 
 def check_run_dir(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> dict[str, Any] | None:
@@ -252,6 +262,17 @@ def load_teacher(ref: TeacherRef, data: DataBundle, device: torch.device) -> tup
     return model, path
 
 
+def _with_protocol(cfg: DistillRunConfig) -> DistillRunConfig:
+    """The config with the protocol's weights, for the kind of teacher it distils from, in every method parameter
+    it leaves open (the teacher's method comes from its checkpoint)."""
+    from .methods.protocols import apply_protocol, teacher_kind
+
+    meta = load_metadata(resolve_checkpoint(cfg.teacher))
+    t_method = ((meta.get("config") or {}).get("method") or {}).get("name")
+    spec = apply_protocol(cfg.protocol, cfg.method.raw or cfg.method.model_dump(), teacher_kind(t_method))
+    return load_config(DistillRunConfig, {**cfg.model_dump(mode="json"), "method": spec})
+
+
 def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=()) -> RunResult:
     """Train a student (distilled from a teacher unless the method is ``none``); returns folder and summary."""
     cfg = load_config(DistillRunConfig, config, overrides)
@@ -265,6 +286,8 @@ def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=
     if cfg.teacher is not None:  # the student of seed k learns from the teacher of seed k
         update["teacher"] = cfg.teacher.model_copy(update={"path": _with_seed(cfg.teacher.path, cfg.seed)})
     cfg = cfg.model_copy(update=update)
+    if cfg.protocol and wants_teacher:
+        cfg = _with_protocol(cfg)
     run_dir = Path(out_dir)
     plain = cfg.model_dump(mode="json")
     set_deterministic(cfg.train.deterministic)  # before any CUDA work: the teacher is loaded next

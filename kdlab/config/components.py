@@ -10,7 +10,7 @@ import types
 import typing
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_serializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_serializer
 from pydantic_core import PydanticCustomError
 
 from ..errors import ConfigError
@@ -18,11 +18,13 @@ from ..registry import DATASETS, DISTILL_METHODS, MODELS, TEACHER_METHODS, Regis
 
 
 class Component(BaseModel):
-    """A registry name with validated parameters (defaults filled in)."""
+    """A registry name with validated parameters (defaults filled in); ``raw`` keeps what the user wrote (the name
+    and the parameters set explicitly), for presets that fill only what was left open (distillation protocols)."""
 
     model_config = ConfigDict(frozen=True)
     name: str
     params: dict[str, Any] = {}
+    raw: dict[str, Any] = Field(default_factory=dict, repr=False, exclude=True)
 
     @model_serializer
     def _flat(self) -> dict[str, Any]:
@@ -39,7 +41,9 @@ def _component_validator(registry: Registry, default: str | None = None):
     """``default``: the name used when only parameters are given (e.g. ``method.T=2`` with the default method)."""
 
     def validate(value: Any) -> Any:
+        kept_raw = None
         if isinstance(value, Component):
+            kept_raw = value.raw or None
             value = value.model_dump()
         if isinstance(value, str):
             value = {"name": value}
@@ -61,7 +65,7 @@ def _component_validator(registry: Registry, default: str | None = None):
         except ValidationError as e:
             loc, msg = describe_first_error(e, entry.params)
             raise PydanticCustomError("kdlab_component", "{msg}", {"msg": msg, "subloc": loc}) from None
-        return Component(name=name, params=params.model_dump(mode="json"))
+        return Component(name=name, params=params.model_dump(mode="json"), raw=kept_raw or {"name": name, **raw})
 
     return validate
 

@@ -5,7 +5,7 @@ YAML files and dotted command-line overrides are only serialised forms of these 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -102,6 +102,11 @@ class TrainConfig(Strict):
         return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
 
 
+Protocol = Literal["crd", "sftn", "soteacher"]
+PROTOCOL = Field(None, description="loss weights as a paper's tables used them (kdlab.methods.protocols): crd, "
+                                   "sftn or soteacher; fills gamma/alpha/beta/T the method config leaves open, "
+                                   "per teacher kind")
+
 HOLDOUT = Field(0.0, ge=0, lt=1, description="fraction of the training data held out (stratified, fixed) to fit "
                 "the temperature of temperature scaling; the model trains on the rest")
 
@@ -151,6 +156,7 @@ class DistillRunConfig(Strict):
     teacher: TeacherRef | None = None
     student: ModelSpec
     method: DistillMethodOrKD = Field("kd", validate_default=True)
+    protocol: Protocol | None = PROTOCOL
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
@@ -178,6 +184,10 @@ class StudyStudents(StudyRole):
         description="label -> distillation method; methods without a teacher ('none', online methods) run once "
                     "per (student architecture, seed), the others once per teacher")
     teacher_checkpoint: str = "last"
+    protocol: Protocol | None = PROTOCOL
+    by_teacher: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict, description="method label -> teacher label -> parameters that the method takes when "
+                                          "it distils from that teacher (over the protocol's and its own)")
 
 
 class PairConfig(Strict):
@@ -247,6 +257,22 @@ class StudyConfig(Strict):
             if sw.method not in labels:
                 raise ValueError(f"sweeps: {sw.role} method label {sw.method!r} is not one of {sorted(labels)}")
             _check_sweep(i, sw, labels[sw.method], TEACHER_METHODS if sw.role == "teacher" else DISTILL_METHODS)
+        for mlabel, per in self.student.by_teacher.items():
+            if mlabel not in self.student.methods:
+                raise ValueError(f"student.by_teacher: {mlabel!r} is not a student method label "
+                                 f"({', '.join(self.student.methods)})")
+            spec = self.student.methods[mlabel]
+            for tlabel, params in per.items():
+                if tlabel not in self.teacher.methods:
+                    raise ValueError(f"student.by_teacher.{mlabel}: {tlabel!r} is not a teacher method label "
+                                     f"({', '.join(self.teacher.methods)})")
+                entry = DISTILL_METHODS.get(spec.name)
+                try:
+                    entry.validate({**spec.params, **params})
+                except ValidationError as e:
+                    loc, msg = describe_first_error(e, entry.params)
+                    key = ".".join(str(x) for x in loc)
+                    raise ValueError(f"student.by_teacher.{mlabel}.{tlabel}.{key}: {msg}") from None
         if self.trajectory is not None:
             tr = self.trajectory
             every = self.teacher.train.save_every

@@ -135,6 +135,13 @@ class Distiller(DistillObjective):
             self.student_shapes = [tuple(f.shape[1:]) for f in s.stages]
             self.teacher_dim, self.student_dim = t.embedding.shape[1], s.embedding.shape[1]
 
+    @classmethod
+    def resolve_params(cls, params):
+        """``beta`` left open takes the method's ``BETA`` for its preset, written into the config."""
+        if getattr(params, "beta", 0) is None and hasattr(params, "beta_preset"):
+            params = params.model_copy(update={"beta": cls.BETA[params.beta_preset]})
+        return params
+
     def distills_features(self) -> bool:
         """Whether the distillation steps (after any initialisation stage) need features, not just logits."""
         return self.needs_features

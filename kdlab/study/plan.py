@@ -23,6 +23,7 @@ from typing import Any
 from ..config.schema import PairConfig, StudyConfig
 from ..errors import ConfigError
 from ..methods import needs_teacher
+from ..methods.protocols import apply_protocol, teacher_kind
 from ..registry import MODELS
 
 
@@ -57,16 +58,18 @@ def pair_label(pair: PairConfig) -> str:
     return "--".join(slug(arch_label(p)) for p in parts)
 
 
-def expand_sweeps(methods: dict[str, Any], sweeps, role: str) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Method labels -> plain specs, with the sweep variants added; and label -> {param, value, base}."""
-    out = {lbl: spec.model_dump() for lbl, spec in methods.items()}
+def expand_sweeps(methods: dict[str, Any], sweeps, role: str, raw: bool = False
+                  ) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Method labels -> plain specs (``raw``: as the user wrote them), with the sweep variants added; and
+    label -> {param, value, base}."""
+    out = {lbl: dict(spec.raw) if raw and spec.raw else spec.model_dump() for lbl, spec in methods.items()}
     info: dict[str, dict] = {}
     for sw in sweeps:
         if sw.role != role:
             continue
         base = out[sw.method]
         for v in sw.values:
-            if base.get(sw.param) == v:  # the base configuration itself: no duplicate run
+            if methods[sw.method].get(sw.param) == v:  # the base configuration itself: no duplicate run
                 info.setdefault(sw.method, {"param": sw.param, "value": v, "base": sw.method})
                 continue
             lbl = f"{sw.method}[{sw.param}={v}]"
@@ -79,8 +82,18 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
     out = Path(cfg.out_dir)
     data = cfg.data.model_dump()
     teachers, t_info = expand_sweeps(cfg.teacher.methods, cfg.sweeps, "teacher")
-    students, s_info = expand_sweeps(cfg.student.methods, cfg.sweeps, "student")
+    students, s_info = expand_sweeps(cfg.student.methods, cfg.sweeps, "student", raw=True)
     plan: list[PlannedRun] = []
+
+    def distill_spec(mlabel: str, tlabel: str) -> dict[str, Any]:
+        """The method config of label ``mlabel`` for a student of teacher ``tlabel``: the protocol's weights for
+        that teacher's kind where the user left them open, then the study's per-teacher parameters."""
+        base_label = s_info.get(mlabel, {}).get("base", mlabel)
+        spec = apply_protocol(cfg.student.protocol, students[mlabel], teacher_kind(teachers[tlabel]["name"]))
+        return {**spec, **cfg.student.by_teacher.get(base_label, {}).get(tlabel, {})}
+
+    def protocol_of(spec: dict[str, Any]) -> dict[str, Any]:
+        return {"protocol": cfg.student.protocol} if cfg.student.protocol and needs_teacher(spec["name"]) else {}
 
     def role_cfg(role, seed: int, run_dir: Path, lr: float | None = None) -> dict[str, Any]:
         optim = role.optim.model_dump()
@@ -142,8 +155,11 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
                 for seed in cfg.seeds:
                     t_run = t_run_of(tlabel, seed)
                     d = out / "assistants" / f"{slug(t_arch)}--{slug(a_arch)}" / tlabel / f"seed{seed}"
-                    c = role_cfg(cfg.student, seed, d) | {
-                        "student": pair.assistant.model_dump(), "method": pair.assistant_method.model_dump(),
+                    a_spec = apply_protocol(cfg.student.protocol, dict(pair.assistant_method.raw or
+                                                                        pair.assistant_method.model_dump()),
+                                            teacher_kind(teachers[tlabel]["name"]))
+                    c = role_cfg(cfg.student, seed, d) | protocol_of(a_spec) | {
+                        "student": pair.assistant.model_dump(), "method": a_spec,
                         "teacher": {"path": str(t_run.run_dir), "checkpoint": cfg.student.teacher_checkpoint}}
                     run = PlannedRun("assistant", pair_key, a_arch, tlabel, "assistant", seed, d, c,
                                      [t_run.run_dir])
@@ -162,24 +178,28 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
                     add(PlannedRun("student", None, s_arch, None, mlabel, seed, d, c, info=s_info.get(mlabel, {})))
                 continue
             for tlabel in teachers:
+                # TAKD: the students learn from a KD-trained assistant, a standard teacher for the protocol
+                spec = distill_spec(mlabel, tlabel) if pair.assistant is None else \
+                    apply_protocol(cfg.student.protocol, mspec, "standard")
                 for seed in cfg.seeds:
                     t_run = source_of(tlabel, seed)
                     d = out / "students" / pair_key / tlabel / mlabel / f"seed{seed}"
                     teacher = {"path": str(t_run.run_dir), "checkpoint": cfg.student.teacher_checkpoint}
-                    c = role_cfg(cfg.student, seed, d, pair.student_lr) | base | {"teacher": teacher}
+                    c = role_cfg(cfg.student, seed, d, pair.student_lr) | base | protocol_of(spec) | {
+                        "method": spec, "teacher": teacher}
                     add(PlannedRun("student", pair_key, s_arch, tlabel, mlabel, seed, d, c, [t_run.run_dir],
                                    info=s_info.get(mlabel, {})))
         if cfg.trajectory is not None:
             tr = cfg.trajectory
-            mspec = students[tr.method]
             for tlabel in tr.teachers or list(cfg.teacher.methods):
+                mspec = distill_spec(tr.method, tlabel)
                 for epoch in range(tr.every, cfg.teacher.train.epochs + 1, tr.every):
                     for seed in cfg.seeds:
                         t_run = t_run_of(tlabel, seed)
                         mlabel = f"{tr.method}@{epoch}"
                         d = out / "students" / pair_key / tlabel / mlabel / f"seed{seed}"
                         teacher = {"path": str(t_run.run_dir), "checkpoint": f"epoch_{epoch:03d}"}
-                        c = role_cfg(cfg.student, seed, d, pair.student_lr) | {
+                        c = role_cfg(cfg.student, seed, d, pair.student_lr) | protocol_of(mspec) | {
                             "student": pair.student.model_dump(), "method": mspec, "teacher": teacher}
                         add(PlannedRun("student", pair_key, s_arch, tlabel, mlabel, seed, d, c, [t_run.run_dir],
                                        info={"trajectory_epoch": epoch, "base": tr.method}))
