@@ -85,6 +85,34 @@ def cmd_quickstart(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(a: argparse.Namespace) -> int:
+    from .reproduce.command import DEFAULT_ROOT, check_reproduced, dry_run, list_experiments, reproduce
+
+    if a.list:
+        print(list_experiments())
+        return 0
+    if not a.args:
+        raise ConfigError("reproduce: give an experiment id (kdlab reproduce --list prints them)")
+    exp_id, overrides = a.args[0], a.args[1:]
+    _split_args(["-", *overrides], need_config=False)  # overrides look like key=value
+    root = a.out or DEFAULT_ROOT
+    if a.dry_run:
+        print(dry_run(_experiment(exp_id), overrides, root))
+        return 0
+    ray_options = {"address": a.ray_address, "gpus_per_run": a.gpus_per_run, "cpus_per_run": a.cpus_per_run}
+    res = reproduce(exp_id, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options, root=root)
+    for t in res.tables[:1]:
+        print(t.to_markdown())
+    check_reproduced(res)
+    return 0
+
+
+def _experiment(exp_id: str):
+    from .reproduce.catalogue import get_experiment
+
+    return get_experiment(exp_id)
+
+
 def cmd_eval(a: argparse.Namespace) -> int:
     from .runs import evaluate
 
@@ -156,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Ray cluster address (default: a local Ray instance, or RAY_ADDRESS)")
     st.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs per Ray task (default 0)")
     st.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs per Ray task (default 1)")
+    rp_ = add("reproduce", cmd_reproduce, "run a table or figure of the SoTeacher or SFTN paper and print it in "
+              "the paper's layout (paper / kdlab / difference in every cell)", "ID [key=value ...]")
+    rp_.add_argument("--list", action="store_true", help="list the experiments: id, what it measures, runs, "
+                     "estimated GPU time")
+    rp_.add_argument("--dry-run", action="store_true", help="print the planned runs and their resolved configs")
+    rp_.add_argument("--out", metavar="DIR", help="root of the experiment's folders (default: runs/reproduce)")
+    rp_.add_argument("--workers", type=int, default=1, metavar="N", help="runs at once (as kdlab study)")
+    rp_.add_argument("--launcher", choices=["local", "ray"], default="local", help="as kdlab study")
+    rp_.add_argument("--ray-address", default=None, metavar="ADDR", help="as kdlab study")
+    rp_.add_argument("--gpus-per-run", type=float, default=0.0, help="as kdlab study")
+    rp_.add_argument("--cpus-per-run", type=float, default=1.0, help="as kdlab study")
     e = add("eval", cmd_eval, "evaluate a checkpoint on the test split",
             "RUN_DIR | CHECKPOINT.pt | EVAL.yaml [key=value ...] (e.g. checkpoint=best teacher.path=runs/t)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -187,7 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    a = parser.parse_args(argv)
+    a, extra = parser.parse_known_args(argv)
+    if extra:  # overrides after an option (`kdlab study c.yaml --workers 2 seeds=[0]`) belong to the arguments
+        if not hasattr(a, "args") or any(x.startswith("-") for x in extra):
+            parser.parse_args(argv)  # the usual one-line error for an unknown option
+        a.args = [*a.args, *extra]
     if not getattr(a, "fn", None):
         parser.print_help()
         return 2

@@ -162,6 +162,14 @@ class DistillRunConfig(Strict):
     train: TrainConfig = TrainConfig()
 
 
+class MethodSettings(Strict):
+    """Training settings one method label of a study takes instead of its role's (only the keys given)."""
+
+    optim: dict[str, Any] = {}
+    schedule: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+
+
 class StudyRole(Strict):
     """Shared training settings of one side of a study (the teachers or the students)."""
 
@@ -169,6 +177,18 @@ class StudyRole(Strict):
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
+    overrides: dict[str, MethodSettings] = Field(
+        default_factory=dict, description="method label -> optim / schedule / train keys that this method's runs "
+                                          "take instead of the shared ones (e.g. a fine-tuning schedule)")
+
+    def settings(self, label: str | None) -> tuple[OptimConfig, ScheduleConfig, TrainConfig]:
+        """The optim, schedule and train configs of a method label's runs."""
+        ov = self.overrides.get(label) if label is not None else None
+        if ov is None:
+            return self.optim, self.schedule, self.train
+        return (OptimConfig(**{**self.optim.model_dump(), **ov.optim}),
+                ScheduleConfig(**{**self.schedule.model_dump(), **ov.schedule}),
+                TrainConfig(**{**self.train.model_dump(), **ov.train}))
 
 
 class StudyTeachers(StudyRole):
@@ -235,6 +255,8 @@ class StudyConfig(Strict):
 
     name: str = "study"
     out_dir: str = "runs/study"
+    runs_dir: str | None = Field(None, description="where the run folders live (default: out_dir); studies that "
+                                 "share it share their identical runs, e.g. the tables of one paper")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     holdout: float = HOLDOUT
     data: DataSpec
@@ -250,8 +272,22 @@ class StudyConfig(Strict):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
         if self.pairs is None and (self.teacher.model is None or self.student.model is None):
             raise ValueError("give teacher.model and student.model, or a list of pairs")
+        for role_name, role in (("teacher", self.teacher), ("student", self.student)):
+            for label in role.overrides:
+                if label not in role.methods:
+                    raise ValueError(f"{role_name}.overrides: {label!r} is not a {role_name} method label "
+                                     f"({', '.join(role.methods)})")
+                try:
+                    role.settings(label)
+                except ValidationError as e:
+                    err = e.errors()[0]
+                    key = ".".join(str(x) for x in err["loc"])
+                    raise ValueError(f"{role_name}.overrides.{label}.{key}: {err['msg']}") from None
         for label, spec in self.teacher.methods.items():
-            check_l2(spec, self.teacher.optim, f"teacher.methods.{label}")
+            check_l2(spec, self.teacher.settings(label)[0], f"teacher.methods.{label}")
+            ref = spec.get("pretrained")
+            if ref == label:
+                raise ValueError(f"teacher.methods.{label}.pretrained: a teacher cannot start from itself")
         for i, sw in enumerate(self.sweeps):
             labels = self.teacher.methods if sw.role == "teacher" else self.student.methods
             if sw.method not in labels:

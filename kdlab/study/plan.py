@@ -1,6 +1,6 @@
 """From a study config to the list of runs it needs, each with its folder, config and the runs it waits for.
 
-Layout under ``out_dir``::
+Layout under ``runs_dir`` (default ``out_dir``)::
 
     teachers/<teacher arch>/<teacher label>/seed<k>/
     students/<teacher arch>--<student arch>/<teacher label>/<method label>/seed<k>/   distilled students
@@ -79,7 +79,7 @@ def expand_sweeps(methods: dict[str, Any], sweeps, role: str, raw: bool = False
 
 
 def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
-    out = Path(cfg.out_dir)
+    out = Path(cfg.runs_dir or cfg.out_dir)
     data = cfg.data.model_dump()
     teachers, t_info = expand_sweeps(cfg.teacher.methods, cfg.sweeps, "teacher")
     students, s_info = expand_sweeps(cfg.student.methods, cfg.sweeps, "student", raw=True)
@@ -95,12 +95,14 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
     def protocol_of(spec: dict[str, Any]) -> dict[str, Any]:
         return {"protocol": cfg.student.protocol} if cfg.student.protocol and needs_teacher(spec["name"]) else {}
 
-    def role_cfg(role, seed: int, run_dir: Path, lr: float | None = None) -> dict[str, Any]:
-        optim = role.optim.model_dump()
-        if lr is not None:
+    def role_cfg(role, seed: int, run_dir: Path, lr: float | None = None, label: str | None = None
+                 ) -> dict[str, Any]:
+        optim_cfg, schedule_cfg, train_cfg = role.settings(label)
+        optim = optim_cfg.model_dump()
+        if lr is not None and label not in role.overrides:  # a pair's student_lr; a method's own settings win
             optim["lr"] = lr
         return {"seed": seed, "out_dir": str(run_dir), "data": data, "holdout": cfg.holdout, "optim": optim,
-                "schedule": role.schedule.model_dump(), "train": role.train.model_dump()}
+                "schedule": schedule_cfg.model_dump(), "train": train_cfg.model_dump()}
 
     planned: dict[Path, dict[str, Any]] = {}
 
@@ -137,8 +139,15 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
             own = f"{slug(t_arch)}--{slug(s_arch)}" if key != tlabel else None  # trained for this pair only
             for seed in cfg.seeds:
                 d = out / "teachers" / slug(t_arch) / key / f"seed{seed}"
-                c = role_cfg(cfg.teacher, seed, d) | {"model": pair.teacher.model_dump(), "method": spec}
-                run = PlannedRun("teacher", own, t_arch, tlabel, tlabel, seed, d, c, info=t_info.get(tlabel, {}))
+                method, needs = spec, []
+                ref = spec.get("pretrained")
+                if isinstance(ref, str) and ref in teachers:  # "start from the study's <label> teacher"
+                    ref_dir = out / "teachers" / slug(t_arch) / teacher_key(ref, s_arch) / f"seed{seed}"
+                    method, needs = {**spec, "pretrained": str(ref_dir)}, [ref_dir]
+                c = role_cfg(cfg.teacher, seed, d, label=t_info.get(tlabel, {}).get("base", tlabel)) | {
+                    "model": pair.teacher.model_dump(), "method": method}
+                run = PlannedRun("teacher", own, t_arch, tlabel, tlabel, seed, d, c, needs,
+                                 info=t_info.get(tlabel, {}))
                 add(run)
                 teacher_runs.setdefault((t_arch, key, seed), run)
     for pair in pairs:
@@ -174,7 +183,8 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
             if not needs_teacher(mspec["name"]):
                 for seed in cfg.seeds:
                     d = out / "students" / slug(s_arch) / mlabel / f"seed{seed}"
-                    c = role_cfg(cfg.student, seed, d, pair.student_lr) | base
+                    c = role_cfg(cfg.student, seed, d, pair.student_lr,
+                                 s_info.get(mlabel, {}).get("base", mlabel)) | base
                     add(PlannedRun("student", None, s_arch, None, mlabel, seed, d, c, info=s_info.get(mlabel, {})))
                 continue
             for tlabel in teachers:
@@ -185,7 +195,8 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
                     t_run = source_of(tlabel, seed)
                     d = out / "students" / pair_key / tlabel / mlabel / f"seed{seed}"
                     teacher = {"path": str(t_run.run_dir), "checkpoint": cfg.student.teacher_checkpoint}
-                    c = role_cfg(cfg.student, seed, d, pair.student_lr) | base | protocol_of(spec) | {
+                    c = role_cfg(cfg.student, seed, d, pair.student_lr,
+                                 s_info.get(mlabel, {}).get("base", mlabel)) | base | protocol_of(spec) | {
                         "method": spec, "teacher": teacher}
                     add(PlannedRun("student", pair_key, s_arch, tlabel, mlabel, seed, d, c, [t_run.run_dir],
                                    info=s_info.get(mlabel, {})))

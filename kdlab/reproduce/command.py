@@ -1,0 +1,145 @@
+"""``kdlab reproduce``: list the papers' experiments, plan one (``--dry-run``), or run it and print its table in the
+paper's layout.
+
+Running an experiment runs each of its studies like ``kdlab study`` (finished runs reused, interrupted ones
+resumed; ``--workers`` / ``--launcher ray`` as there), then writes ``paper_table.md`` / ``.csv`` / ``.html`` into
+``<out>/<paper>-<table>/``: every cell the paper prints, with kdlab's mean ± std over seeds and the difference.
+Both papers leave unsaid which epoch they report; the main table uses the last epoch (the CRD benchmark's rule),
+and the files hold the best-epoch table too.  Overrides (``key=value``) apply to every study of the experiment.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..config import DistillRunConfig, StudyConfig, TeacherRunConfig, dump_yaml, load_config
+from ..engine.checkpoint import atomic_write_text
+from ..errors import KdlabError
+from ..study import plan_study
+from ..study.table import Table, markdown_table
+from .catalogue import EXPERIMENTS, Experiment, get_experiment
+from .estimate import gpu_hours
+from .layouts import PartResult, paper_layout
+from .published import published_table
+
+DEFAULT_ROOT = "runs/reproduce"
+
+
+@dataclass
+class ReproduceResult:
+    experiment: Experiment
+    out_dir: Path
+    tables: list[Table] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def _rooted(study: dict[str, Any], root: str) -> dict[str, Any]:
+    out = dict(study)
+    for key in ("out_dir", "runs_dir"):
+        out[key] = out[key].replace(DEFAULT_ROOT, root, 1)
+    return out
+
+
+def part_configs(exp: Experiment, overrides: list[str] = (), root: str = DEFAULT_ROOT) -> list[StudyConfig]:
+    return [load_config(StudyConfig, _rooted(p.study, root), list(overrides)) for p in exp.parts]
+
+
+def _unique_plan(configs: list[StudyConfig]) -> list[Any]:
+    seen, plan = set(), []
+    for cfg in configs:
+        for run in plan_study(cfg):
+            if run.run_dir not in seen:
+                seen.add(run.run_dir)
+                plan.append(run)
+    return plan
+
+
+def estimate(exp: Experiment, configs: list[StudyConfig] | None = None) -> tuple[int, float | None]:
+    """(number of distinct runs, estimated GPU hours) of an experiment."""
+    plan = _unique_plan(configs or part_configs(exp))
+    teachers = {str(r.run_dir): r.config.get("model") for r in plan if r.kind == "teacher"}
+    teachers.update({str(r.run_dir): r.config.get("student") for r in plan if r.kind != "teacher"})
+    return len(plan), gpu_hours(plan, teachers)
+
+
+def list_experiments() -> str:
+    rows = []
+    for exp in EXPERIMENTS.values():
+        n, hours = estimate(exp)
+        gpu = "?" if hours is None else (f"{hours:.0f} h" if hours >= 10 else f"{hours:.1f} h")
+        rows.append([exp.id, exp.measures, str(n), gpu])
+    basis = ("GPU time: training FLOPs x the seconds per FLOP of SFTN Table 8's timed runs on the authors' GPU "
+             "(within a factor 2; see kdlab.reproduce.estimate). Runs: distinct runs at the paper's scale (3 seeds "
+             "unless the paper has one); experiments of one paper share identical runs.")
+    return markdown_table(["id", "measures", "runs", "est. GPU time"], rows) + "\n\n" + basis
+
+
+def dry_run(exp: Experiment, overrides: list[str] = (), root: str = DEFAULT_ROOT) -> str:
+    configs = part_configs(exp, overrides, root)
+    n, hours = estimate(exp, configs)
+    lines = [f"{exp.id}: {exp.measures}", f"{n} runs, estimated {'?' if hours is None else f'{hours:.1f}'} GPU hours"]
+    if exp.notes:
+        lines.append(f"notes: {exp.notes}")
+    for part, cfg in zip(exp.parts, configs):
+        plan = plan_study(cfg)
+        lines.append(f"\n## study {cfg.name} ({part.name}): {len(plan)} runs in {cfg.runs_dir or cfg.out_dir}")
+        for run in plan:
+            schema = TeacherRunConfig if run.kind == "teacher" else DistillRunConfig
+            resolved = load_config(schema, run.config).model_dump(mode="json")
+            lines.append(f"\n### {run.kind} {run.run_dir}\n" + dump_yaml(resolved).rstrip())
+    return "\n".join(lines)
+
+
+def render(exp: Experiment, parts: dict[str, PartResult], best: bool = False) -> Table:
+    """The experiment's table in the paper's layout (``best``: every accuracy at its best epoch)."""
+    table = published_table(exp.paper, exp.table_id)
+    if best:
+        parts = {k: replace(p, metric_alias={"top1": "best_top1"}) for k, p in parts.items()}
+    epoch = "best" if best else "last"
+    title = f"{exp.id}: {table.title} (kdlab: test accuracy at the {epoch} epoch)"
+    return paper_layout(table, lambda r, c: exp.cell(parts, r, c), exp.digits, title=title, note=exp.notes)
+
+
+def reproduce(exp_id: str, overrides: list[str] = (), workers: int = 1, launcher: str = "local",
+              ray_options: dict[str, Any] | None = None, root: str = DEFAULT_ROOT,
+              log: Callable[[str], None] | None = None) -> ReproduceResult:
+    """Run an experiment's studies and write its table in the paper's layout."""
+    from ..study import run_study
+
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    exp = get_experiment(exp_id)
+    configs = part_configs(exp, overrides, root)
+    out = Path(root) / exp.id.replace("/", "-")
+    results: dict[str, PartResult] = {}
+    failed: list[str] = []
+    for part, cfg in zip(exp.parts, configs):
+        res = run_study(cfg, workers=workers, launcher=launcher, ray_options=ray_options, log=log)
+        failed += res.failed
+        results[part.name] = PartResult(cfg, res.records, part.paper_pairs)
+    result = ReproduceResult(exp, out, failed=failed)
+    if exp.cell is None:  # a figure: the study's own tables and figures
+        log(f"{exp.id}: a figure; see the report of each study: "
+            + ", ".join(str(Path(c.out_dir) / "report.html") for c in configs))
+        return result
+    result.tables = [render(exp, results), render(exp, results, best=True)]
+    md = "\n\n".join(t.to_markdown() for t in result.tables) + "\n"
+    atomic_write_text(out / "paper_table.md", md)
+    atomic_write_text(out / "paper_table.csv", "".join(
+        f"# {t.title}\n{t.to_csv()}" for t in result.tables))
+    atomic_write_text(out / "paper_table.html", "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>"
+                      f"{exp.id}</title></head><body>\n" + "\n".join(t.to_html() for t in result.tables)
+                      + "\n</body></html>\n")
+    log(f"{exp.id}: table in {out / 'paper_table.md'}")
+    return result
+
+
+def check_reproduced(result: ReproduceResult) -> None:
+    if result.failed:
+        raise KdlabError(f"{len(result.failed)} run(s) failed; first: {result.failed[0]}")
+
+
+__all__ = ["ReproduceResult", "dry_run", "estimate", "list_experiments", "render", "reproduce"]
