@@ -1,34 +1,54 @@
 """``kdlab report STUDY_DIR``: one page per study with its tables and figures.
 
-* ``report.md`` - the markdown tables (as ``kdlab study`` prints them) and the numbers behind the trajectory and
-  sweep figures, with relative links to ``figures/*.png``;
+* ``report.md`` - the tables (as ``kdlab study`` writes them to ``results.md``) and the numbers behind the
+  trajectory and sweep figures, with relative links to ``figures/*.png``;
 * ``report.html`` - the same as one self-contained page: tables as HTML, figures embedded as base64 PNG, no
   external files, scripts or styles, so it can be mailed or archived and opened anywhere.
 
-Everything is recomputed from the run folders' ``summary.json`` files (and for the figures their metrics and
-test predictions), so the report always agrees with what is on disk.
+Both are rendered from one :class:`~kdlab.study.table.Document` of headings, paragraphs, tables and figures: each
+table renders itself (``Table.to_markdown()`` / ``Table.to_html()``), nothing is parsed back from markdown.
+Everything is recomputed from the study's ``runs.json`` and its run folders' ``summary.json`` files (and for the
+figures their metrics and test predictions), so the report always agrees with what is on disk.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .engine.checkpoint import atomic_write_text
 from .study import curves
 from .study.figures import write_figures
 from .study.records import StudyData, load_study
 from .study.runner import render_tables
+from .study.table import Document, Heading, Paragraph
 
 
 @dataclass
 class Section:
     title: str
-    text: str  # markdown: explanation and tables
-    figure: str | None  # figure name (figures/<name>.png)
+    blocks: list[Any] = field(default_factory=list)  # headings, paragraphs and tables below the figure
+    figure: str | None = None  # figure name (figures/<name>.png)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure of the report: a relative link in markdown, the PNG embedded (base64) in HTML."""
+
+    name: str
+    path: Path
+    caption: str
+
+    def to_markdown(self) -> str:
+        return f"![{self.name}](figures/{self.path.name})\n*{self.caption}*"
+
+    def to_html(self) -> str:
+        data = base64.b64encode(self.path.read_bytes()).decode("ascii")
+        return (f'<figure><img alt="{html.escape(self.name)}" src="data:image/png;base64,{data}">\n'
+                f"<figcaption><em>{html.escape(self.caption, quote=False)}</em></figcaption>\n</figure>")
 
 
 CAPTIONS = {
@@ -50,21 +70,22 @@ CAPTIONS = {
 
 def sections(study: StudyData) -> list[Section]:
     recs = study.records
-    out = [Section("Results", render_tables(study.config, recs), None)]
+    out = [Section("Results", list(render_tables(study.config, recs)))]
     traj = curves.trajectories(recs)
     if traj:
-        text = "\n\n".join(f"### {t.pair.title}\n\nTest top-1 % by teacher epoch (mean ± std over seeds, n runs)"
-                           f"\n\n{curves.trajectory_table(t)}" for t in traj)
-        out.append(Section("Teacher trajectory", text, "trajectory"))
+        blocks = [b for t in traj for b in (Heading(t.pair.title, 3), curves.trajectory_table(t))]
+        out.append(Section("Teacher trajectory", blocks, "trajectory"))
     for name, title, late in [("sweeps", "Hyper-parameter effects", False),
                               ("late-distillation", "Late distillation", True)]:
         panels = curves.sweeps(recs, late=late)
         if panels:
-            text = "\n\n".join(f"### {sw.role} method {sw.base}: {sw.param} ({sw.pair.title})\n\nTest top-1 % "
-                               f"(mean ± std over seeds, n runs)\n\n{curves.sweep_table(sw)}" for sw in panels)
-            out.append(Section(title, text, name))
-    out.append(Section("Calibration", "", "reliability"))
-    out.append(Section("Student-teacher deviations", "", "deviation"))
+            blocks = [b for sw in panels for b in (Heading(f"{sw.role} method {sw.base}: {sw.param} "
+                                                           f"({sw.pair.title})", 3),
+                                                   curves.sweep_table(sw), curves.reference_table(sw))
+                      if b is not None]
+            out.append(Section(title, blocks, name))
+    out.append(Section("Calibration", [], "reliability"))
+    out.append(Section("Student-teacher deviations", [], "deviation"))
     return out
 
 
@@ -75,66 +96,21 @@ def _summary_line(study: StudyData) -> str:
             f"`{study.study_dir}`.")
 
 
-def render_markdown(study: StudyData, figures: dict[str, Path]) -> str:
-    parts = [f"# {study.config.name}", _summary_line(study)]
+def report_document(study: StudyData, figures: dict[str, Path]) -> Document:
+    """The report's blocks: title, summary, then per section its heading, figure (if drawn) and tables."""
+    doc = Document([Heading(study.config.name, 1), Paragraph(_summary_line(study))])
     for sec in sections(study):
-        if sec.figure is not None and sec.figure not in figures and not sec.text:
+        if sec.figure is not None and sec.figure not in figures and not sec.blocks:
             continue
-        parts.append(f"## {sec.title}")
+        doc.add(Heading(sec.title, 2))
         if sec.figure in figures:
-            parts.append(f"![{sec.figure}](figures/{figures[sec.figure].name})\n*{CAPTIONS[sec.figure]}*")
-        if sec.text:
-            parts.append(sec.text)
-    return "\n\n".join(parts) + "\n"
+            doc.add(Figure(sec.figure, figures[sec.figure], CAPTIONS[sec.figure]))
+        doc.add(*sec.blocks)
+    return doc
 
 
-# --- a small markdown -> HTML converter for what the reports contain: headings, tables, paragraphs ---------------
-
-def _inline(text: str) -> str:
-    s = html.escape(text, quote=False)
-    s = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s)
-    s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
-    return re.sub(r"(?<![\w*])\*([^*]+)\*(?![\w*])", r"<em>\1</em>", s)
-
-
-def _cells(line: str) -> list[str]:
-    # cells are separated by " | " (kdlab's tables pad every cell), so a "||" inside a cell stays in it
-    inner = line.strip().removeprefix("|").removesuffix("|")
-    return [c.strip() for c in inner.split(" | ")]
-
-
-def _table(lines: list[str]) -> str:
-    rows = [_cells(ln) for ln in lines if not set(ln.strip()) <= set("|-: ")]  # drop the |---|---| line
-    body = rows[1:]
-    head = "".join(f"<th>{_inline(c)}</th>" for c in rows[0])
-    trs = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>\n" for r in body)
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{trs}</tbody>\n</table>"
-
-
-def markdown_to_html(md: str, images: dict[str, str] | None = None) -> str:
-    """Headings, pipe tables, images (``images`` maps a link target to the ``src`` to use) and paragraphs."""
-    images = images or {}
-    out = []
-    for block in re.split(r"\n\s*\n", md.strip()):
-        lines = block.strip().splitlines()
-        if not lines:
-            continue
-        if all(ln.lstrip().startswith("|") for ln in lines):
-            out.append(_table(lines))
-        elif m := re.fullmatch(r"(#{1,6})\s+(.*)", lines[0]):
-            level = len(m.group(1))
-            out.append(f"<h{level}>{_inline(m.group(2))}</h{level}>")
-            if lines[1:]:
-                out.append(markdown_to_html("\n".join(lines[1:]), images))
-        elif m := re.fullmatch(r"!\[([^\]]*)\]\(([^)]+)\)", lines[0]):
-            src = images.get(m.group(2), m.group(2))
-            out.append(f'<figure><img alt="{html.escape(m.group(1))}" src="{src}">')
-            if lines[1:]:
-                out.append(f"<figcaption>{_inline(' '.join(lines[1:]))}</figcaption>")
-            out.append("</figure>")
-        else:
-            out.append(f"<p>{_inline(' '.join(lines))}</p>")
-    return "\n".join(out)
+def render_markdown(study: StudyData, figures: dict[str, Path]) -> str:
+    return report_document(study, figures).to_markdown() + "\n"
 
 
 STYLE = """
@@ -152,12 +128,9 @@ h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
 """
 
 
-def render_html(md: str, figures: dict[str, Path], title: str) -> str:
-    images = {f"figures/{p.name}": "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode("ascii")
-              for p in figures.values()}
-    body = markdown_to_html(md, images)
+def render_html(doc: Document, title: str) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}'
-            f"</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+            f"</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{doc.to_html()}\n</body>\n</html>\n")
 
 
 def write_report(study_dir: str | Path, figures: list[Path] | None = None) -> tuple[Path, Path]:
@@ -166,11 +139,11 @@ def write_report(study_dir: str | Path, figures: list[Path] | None = None) -> tu
     if figures is None:
         figures = write_figures(study.study_dir, study.records)
     by_name = {p.stem: p for p in figures if p.exists()}
-    md = render_markdown(study, by_name)
+    doc = report_document(study, by_name)  # one document, its tables' cells computed once, rendered twice
     md_path, html_path = study.study_dir / "report.md", study.study_dir / "report.html"
-    atomic_write_text(md_path, md)
-    atomic_write_text(html_path, render_html(md, by_name, f"kdlab study {study.config.name}"))
+    atomic_write_text(md_path, doc.to_markdown() + "\n")
+    atomic_write_text(html_path, render_html(doc, f"kdlab study {study.config.name}"))
     return md_path, html_path
 
 
-__all__ = ["markdown_to_html", "render_markdown", "write_report"]
+__all__ = ["Figure", "Section", "render_html", "render_markdown", "report_document", "sections", "write_report"]

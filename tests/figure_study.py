@@ -13,7 +13,9 @@ from pathlib import Path
 import yaml
 
 from conftest import TINY_DATA, TINY_TRAIN
-from kdlab.study import run_study
+from kdlab.config import StudyConfig, load_config
+from kdlab.study import plan_study, run_study
+from kdlab.study.records import write_runs_file
 
 _built: dict[str, Path] = {}
 
@@ -48,13 +50,17 @@ def summaries(study_dir: Path) -> dict[Path, dict]:
     return {p.parent.relative_to(study_dir): json.loads(p.read_text()) for p in study_dir.rglob("summary.json")}
 
 
-def reduced_copy(study_dir: Path, dest: Path, drop: tuple[str, ...]) -> Path:
-    """A study folder sharing the run folders (symlinks) whose study.yaml lacks the ``drop`` keys."""
+def reduced_copy(study_dir: Path, dest: Path, drop: tuple[str, ...], runs_file: bool = True) -> Path:
+    """A study folder sharing the run folders (symlinks) whose study.yaml lacks the ``drop`` keys, with the
+    runs.json `kdlab study` writes for it (``runs_file``; without it, the folder of a study written before
+    runs.json)."""
     dest.mkdir(parents=True)
     cfg = yaml.safe_load((study_dir / "study.yaml").read_text())
     for key in drop:
         cfg.pop(key, None)
     (dest / "study.yaml").write_text(yaml.safe_dump(cfg))
+    if runs_file:
+        write_runs_file(plan_study(load_config(StudyConfig, {**cfg, "out_dir": str(dest)})), dest)
     for sub in ("teachers", "students"):
         (dest / sub).symlink_to(study_dir / sub, target_is_directory=True)
     return dest

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -36,10 +37,10 @@ def test_records_are_reread_from_the_run_folders_even_when_the_folder_moved(stud
     moved = copy_study(study, tmp_path / "moved")
     a, b = load_study(study), load_study(moved)
     assert a.planned == b.planned == len(a.records) == 34
-    key = lambda r: (r["kind"], r["teacher_label"], r["method_label"], r["seed"])
-    assert {key(r): r["top1"] for r in a.records} == {key(r): r["top1"] for r in b.records}
-    assert all(r["run_dir"].startswith(str(moved)) for r in b.records)
-    assert all(r["teacher_run_dir"].startswith(str(moved)) for r in b.records if r["pair"])
+    key = lambda r: (r.kind, r.teacher_label, r.method_label, r.seed)
+    assert {key(r): r.get("top1") for r in a.records} == {key(r): r.get("top1") for r in b.records}
+    assert all(str(r.run_dir).startswith(str(moved)) for r in b.records)
+    assert all(str(r.teacher_run_dir).startswith(str(moved)) for r in b.records if r.pair)
 
 
 def _top1(runs, *parts):
@@ -81,18 +82,19 @@ def test_sweep_and_late_distillation_series(study):
     assert set(lines) == {"standard", "soteacher"}  # students of the swept teacher variant stay out
     assert lines["standard"].x == [0, 1]
     assert sorted(lines["standard"].values[1]) == sorted(_top1(runs, "standard", "kd[switch_epoch=1]"))
-    assert "| 0 (base)" in curves.sweep_table(late[0]) and "alone student (no teacher)" in curves.sweep_table(late[0])
+    assert "| 0 (base)" in curves.sweep_table(late[0]).to_markdown()
+    assert "alone student (no teacher)" in curves.reference_table(late[0]).to_markdown()
 
 
 def test_categorical_and_log_axes(study, tmp_path):
     recs = load_study(study).records
     # relabel the sweep as a categorical one (the consistency schedule) and as a log-spaced one
-    cat = [dict(r, sweep_value={0.5: "cosine"}.get(r["sweep_value"], r["sweep_value"])) for r in recs]
+    cat = [dataclasses.replace(r, sweep_value={0.5: "cosine"}.get(r.sweep_value, r.sweep_value)) for r in recs]
     s = curves.make_series("x", [("linear", 1.0), ("cosine", 2.0), ("linear", 3.0)])
     assert s.x == ["linear", "cosine"] and s.mean == [2.0, 2.0]
     assert curves.sweeps(cat)[0].categorical
     assert_png(plot_sweeps(cat, tmp_path / "cat.png"))
-    log = [dict(r, sweep_value={0.5: 1e-4}.get(r["sweep_value"], r["sweep_value"])) for r in recs]
+    log = [dataclasses.replace(r, sweep_value={0.5: 1e-4}.get(r.sweep_value, r.sweep_value)) for r in recs]
     assert curves.sweeps(log)[0].teacher.x == [1e-4, 1.0]
     assert_png(plot_sweeps(log, tmp_path / "log.png"))
     scales = {}
@@ -107,11 +109,11 @@ def test_categorical_and_log_axes(study, tmp_path):
 
 def test_figures_without_their_data_return_none(study, tmp_path):
     recs = load_study(study).records
-    plain = [r for r in recs if r["trajectory_epoch"] is None and r["sweep_param"] is None]
+    plain = [r for r in recs if r.trajectory_epoch is None and r.sweep_param is None]
     assert plot_trajectory(plain, tmp_path / "t.png") is None
     assert plot_sweeps(plain, tmp_path / "s.png") is None
     assert plot_late_distillation(plain, tmp_path / "l.png") is None
-    assert plot_deviation([r for r in recs if r["kind"] == "teacher"], tmp_path / "d.png") is None
+    assert plot_deviation([r for r in recs if r.kind == "teacher"], tmp_path / "d.png") is None
     assert not list(tmp_path.glob("*.png"))
     with pytest.raises(StudyDataError, match="no teacher method 'nope'"):
         plot_deviation(recs, tmp_path / "d.png", teacher="nope")

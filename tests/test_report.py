@@ -7,10 +7,10 @@ import pytest
 from figure_study import summaries, tiny_study
 
 from kdlab.cli import main
-from kdlab.report import markdown_to_html, write_report
+from kdlab.report import write_report
 from kdlab.study.figures import FIGURES
 from kdlab.study.records import StudyDataError
-from kdlab.study.table import fmt_cell
+from kdlab.study.table import Document, Heading, Paragraph, Strong, Table, fmt_cell
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +117,11 @@ def test_report_cli_and_its_errors(report, tmp_path, capsys):
         write_report(tmp_path / "empty")
 
 
-def test_markdown_to_html_keeps_cells_and_escapes():
-    page = markdown_to_html("### a -> b\n\n| x | KL(p || q) |\n|---|---|\n| **Best** | <1> |\n\ntext `code`")
+def test_report_blocks_render_their_cells_and_escape():
+    doc = Document([Heading("a -> b"), Table(["x", "KL(p || q)"], [[Strong("Best"), "<1>"]]),
+                    Paragraph("text `code`")])
+    page = doc.to_html()
     assert "<h3>a -&gt; b</h3>" in page
     assert "<th>KL(p || q)</th>" in page and "<td><strong>Best</strong></td><td>&lt;1&gt;</td>" in page
     assert "<p>text <code>code</code></p>" in page
+    assert doc.to_markdown().startswith("### a -> b\n\n| x        | KL(p || q) |")

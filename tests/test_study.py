@@ -170,8 +170,8 @@ def test_study_stop_restart_and_table_matches_run_folders(tmp_path, monkeypatch)
 def test_parallel_workers_give_the_same_results(tmp_path):
     seq = run_study(study_cfg(tmp_path / "a", seeds=[0]), log=lambda s: None)
     par = run_study(study_cfg(tmp_path / "b", seeds=[0]), log=lambda s: None, workers=2)
-    key = lambda r: (r["kind"], r["teacher_label"], r["method_label"])
-    assert {key(r): r["top1"] for r in seq.records} == {key(r): r["top1"] for r in par.records}
+    key = lambda r: (r.kind, r.teacher_label, r.method_label)
+    assert {key(r): r.get("top1") for r in seq.records} == {key(r): r.get("top1") for r in par.records}
     assert par.ran == 7 and not par.failed
 
 

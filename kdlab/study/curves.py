@@ -1,10 +1,10 @@
 """The data behind a study's figures: selections of its records and their aggregation over seeds.
 
 Plain methods are the ones named in the study config; sweep variants (``<label>[<param>=<value>]``) and
-trajectory students (``<label>@<epoch>``) are selected separately.  A student's teacher run is found through
-the student record (``teacher_run_dir``), so an SFTN teacher trained for one student architecture is never
-mixed with the one trained for another.  No plotting here: the same series feed ``figures`` and the report's
-figure tables.
+trajectory students (``<label>@<epoch>``) are selected separately.  A student's teacher run is the one the plan
+distilled it from (:attr:`RunRecord.teacher_run_dir`), so an SFTN teacher trained for one student architecture is
+never mixed with the one trained for another.  No plotting here: the same series (and their :class:`Stat` per
+point, computed once) feed ``figures`` and the report's figure tables.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .records import read_metrics, teacher_run_dir
-from .table import fmt_cell, markdown_table, mean_std
+from .records import RunRecord, read_metrics
+from .table import Stat, Table
 
 LATE_PARAM = "switch_epoch"  # the Distiller option behind late distillation (seed 003)
 LOSS_KEYS = ("ce", "ce_teacher", "loss")  # the cross-entropy part of a teacher's logged loss, when logged
@@ -33,13 +34,22 @@ class Series:
     values: list[list[float]]
     key: str | None = None  # the teacher or student method the line stands for (its colour across figures)
 
+    @cached_property
+    def stats(self) -> list[Stat]:
+        """Per x, mean ± std and n of its values (computed once; the figures and the tables share them)."""
+        return [Stat.of(v) for v in self.values]
+
+    def stat(self, x: Any) -> Stat:
+        """The Stat at ``x`` (an empty one, shown ``-``, where the line has no point)."""
+        return self.stats[self.x.index(x)] if x in self.x else Stat.of(())
+
     @property
     def mean(self) -> list[float]:
-        return [mean_std(v)[0] for v in self.values]
+        return [s.mean for s in self.stats]
 
     @property
     def std(self) -> list[float]:
-        return [mean_std(v)[1] for v in self.values]
+        return [s.std for s in self.stats]
 
     @property
     def n(self) -> int:
@@ -73,75 +83,74 @@ def make_series(label: str, points: Iterable[tuple[Any, float]], key: str | None
     return Series(label, xs, [groups[x] for x in xs], key)
 
 
-def _is_variant(r: dict) -> bool:
-    return r.get("sweep_param") is not None and r["method_label"] != r.get("sweep_base")
+def _is_variant(r: RunRecord) -> bool:
+    return r.sweep_param is not None and r.method_label != r.sweep_base
 
 
-def teacher_variants(records: list[dict]) -> set[str]:
-    return {r["teacher_label"] for r in records if r["kind"] == "teacher" and _is_variant(r)}
+def teacher_variants(records: list[RunRecord]) -> set[str]:
+    return {r.teacher_label for r in records if r.kind == "teacher" and _is_variant(r)}
 
 
-def plain_teacher_labels(records: list[dict]) -> list[str]:
+def plain_teacher_labels(records: list[RunRecord]) -> list[str]:
     """Teacher method labels of the config, in config order (the first is the tables' baseline)."""
-    return list(dict.fromkeys(r["teacher_label"] for r in records if r["kind"] == "teacher" and not _is_variant(r)))
+    return list(dict.fromkeys(r.teacher_label for r in records if r.kind == "teacher" and not _is_variant(r)))
 
 
-def is_plain_student(r: dict, variants: set[str]) -> bool:
-    return (r["kind"] == "student" and r.get("trajectory_epoch") is None and not _is_variant(r)
-            and r.get("teacher_label") not in variants)
+def is_plain_student(r: RunRecord, variants: set[str]) -> bool:
+    return (r.kind == "student" and r.trajectory_epoch is None and not _is_variant(r)
+            and r.teacher_label not in variants)
 
 
-def plain_student_labels(records: list[dict]) -> tuple[list[str], list[str]]:
+def plain_student_labels(records: list[RunRecord]) -> tuple[list[str], list[str]]:
     """(distillation method labels, labels of students trained without a teacher), in config order."""
     variants = teacher_variants(records)
     plain = [r for r in records if is_plain_student(r, variants)]
-    distill = list(dict.fromkeys(r["method_label"] for r in plain if r["pair"] is not None))
-    alone = list(dict.fromkeys(r["method_label"] for r in plain if r["pair"] is None))
+    distill = list(dict.fromkeys(r.method_label for r in plain if r.pair is not None))
+    alone = list(dict.fromkeys(r.method_label for r in plain if r.pair is None))
     return distill, alone
 
 
-def pairs_of(records: list[dict], among: list[dict] | None = None) -> list[Pair]:
+def pairs_of(records: list[RunRecord], among: list[RunRecord] | None = None) -> list[Pair]:
     """The teacher/student pairs of the distilled students in ``among`` (default: all records)."""
-    by_dir = {str(Path(r["run_dir"])): r for r in records}
+    by_dir = {r.run_dir: r for r in records}
     pairs: dict[str, Pair] = {}
     for r in records if among is None else among:
-        if r["kind"] != "student" or r["pair"] is None or r["pair"] in pairs:
+        if r.kind != "student" or r.pair is None or r.pair in pairs:
             continue
-        t = by_dir.get(str(teacher_run_dir(r)))
-        pairs[r["pair"]] = Pair(r["pair"], t["arch"] if t else r["pair"].split("--")[0], r["arch"])
+        t = by_dir.get(r.teacher_run_dir)
+        pairs[r.pair] = Pair(r.pair, t.arch if t else r.pair.split("--")[0], r.arch)
     return list(pairs.values())
 
 
-def teacher_records(records: list[dict], pair: Pair, label: str) -> list[dict]:
+def teacher_records(records: list[RunRecord], pair: Pair, label: str) -> list[RunRecord]:
     """The teacher runs (one per seed) the pair's students with this teacher label were distilled from."""
-    dirs = {str(teacher_run_dir(r)) for r in records
-            if r["kind"] == "student" and r["pair"] == pair.key and r["teacher_label"] == label}
-    out = [r for r in records if r["kind"] == "teacher" and str(Path(r["run_dir"])) in dirs]
+    dirs = {r.teacher_run_dir for r in records
+            if r.kind == "student" and r.pair == pair.key and r.teacher_label == label}
+    out = [r for r in records if r.kind == "teacher" and r.run_dir in dirs]
     if not out:  # no finished student links the teacher to the pair: fall back to the architecture
-        out = [r for r in records if r["kind"] == "teacher" and r["teacher_label"] == label
-               and r["arch"] == pair.teacher]
-    return list({r["seed"]: r for r in out}.values())
+        out = [r for r in records if r.kind == "teacher" and r.teacher_label == label and r.arch == pair.teacher]
+    return list({r.seed: r for r in out}.values())
 
 
-def students(records: list[dict], pair: Pair, **match: Any) -> list[dict]:
+def students(records: list[RunRecord], pair: Pair, **match: Any) -> list[RunRecord]:
     if pair.key is not None:
         match["pair"] = pair.key
     else:
         match.update(pair=None, arch=pair.student)
-    return [r for r in records if r["kind"] == "student" and all(r.get(k) == v for k, v in match.items())]
+    return [r for r in records if r.kind == "student" and all(r.get(k) == v for k, v in match.items())]
 
 
-def alone_references(records: list[dict], pair: Pair) -> dict[str, list[float]]:
+def alone_references(records: list[RunRecord], pair: Pair) -> dict[str, list[float]]:
     """top-1 of the students trained without a teacher (reference lines), by method label."""
     _, alone = plain_student_labels(records)
     ref = Pair(None, None, pair.student)
-    out = {f"{a} student (no teacher)": [r["top1"] for r in students(records, ref, method_label=a)]
+    out = {f"{a} student (no teacher)": [r.get("top1") for r in students(records, ref, method_label=a)]
            for a in alone}
     return {a: v for a, v in out.items() if v}
 
 
-def seeds_of(recs: Iterable[dict]) -> list[int]:
-    return sorted({r["seed"] for r in recs})
+def seeds_of(recs: Iterable[RunRecord]) -> list[int]:
+    return sorted({r.seed for r in recs})
 
 
 # --- trajectory (seed 000, Fig. 1) -----------------------------------------------------------------------------
@@ -172,18 +181,18 @@ def _teacher_curves(run_dirs: list[Path]) -> tuple[Series, Series, str]:
     return acc, loss, key
 
 
-def trajectories(records: list[dict]) -> list[Trajectory]:
-    traj = [r for r in records if r["kind"] == "student" and r.get("trajectory_epoch") is not None]
+def trajectories(records: list[RunRecord]) -> list[Trajectory]:
+    traj = [r for r in records if r.kind == "student" and r.trajectory_epoch is not None]
     out = []
     for pair in pairs_of(records, traj):
-        recs = [r for r in traj if r["pair"] == pair.key]
-        method = recs[0]["sweep_base"]
+        recs = [r for r in traj if r.pair == pair.key]
+        method = recs[0].sweep_base
         methods = []
-        for t in dict.fromkeys(r["teacher_label"] for r in recs):
-            mine = [r for r in recs if r["teacher_label"] == t]
-            dirs = sorted({teacher_run_dir(r) for r in mine if teacher_run_dir(r) is not None})
+        for t in dict.fromkeys(r.teacher_label for r in recs):
+            mine = [r for r in recs if r.teacher_label == t]
+            dirs = sorted({r.teacher_run_dir for r in mine if r.teacher_run_dir is not None})
             acc, loss, key = _teacher_curves(dirs)
-            student = make_series(f"student ({method})", ((r["trajectory_epoch"], r["top1"]) for r in mine))
+            student = make_series(f"student ({method})", ((r.trajectory_epoch, r.get("top1")) for r in mine))
             methods.append(TrajectoryMethod(t, acc, loss, key, student, seeds_of(mine)))
         out.append(Trajectory(pair, method, methods, alone_references(records, pair)))
     return out
@@ -210,13 +219,13 @@ class Sweep:
         return not all(is_numeric(x) for x in xs)
 
 
-def sweep_keys(records: list[dict]) -> list[tuple[str, str, str]]:
+def sweep_keys(records: list[RunRecord]) -> list[tuple[str, str, str]]:
     """(role, base label, param) of every sweep with at least one finished variant, in plan order."""
-    keys = [(r["kind"], r["sweep_base"], r["sweep_param"]) for r in records if _is_variant(r)]
+    keys = [(r.kind, r.sweep_base, r.sweep_param) for r in records if _is_variant(r)]
     return list(dict.fromkeys(keys))
 
 
-def _param_value(run_dir: str, param: str) -> Any:
+def _param_value(run_dir: Path, param: str) -> Any:
     """The swept parameter's value in a run's resolved config (the base runs carry no sweep label for every
     sweep of their method)."""
     try:
@@ -227,35 +236,35 @@ def _param_value(run_dir: str, param: str) -> Any:
     return method.get(param) if isinstance(method, dict) else None
 
 
-def _label_values(records: list[dict], kind: str, base: str, param: str) -> dict[str, Any]:
+def _label_values(records: list[RunRecord], kind: str, base: str, param: str) -> dict[str, Any]:
     """Method label -> swept value, for the variants of one sweep and its base method."""
-    out = {r["method_label"]: r["sweep_value"] for r in records
-           if r["kind"] == kind and r.get("sweep_base") == base and r.get("sweep_param") == param and _is_variant(r)}
-    base_run = next((r for r in records if r["kind"] == kind and r["method_label"] == base), None)
+    out = {r.method_label: r.sweep_value for r in records
+           if r.kind == kind and r.sweep_base == base and r.sweep_param == param and _is_variant(r)}
+    base_run = next((r for r in records if r.kind == kind and r.method_label == base), None)
     if base_run is not None:
-        v = _param_value(base_run["run_dir"], param)
+        v = _param_value(base_run.run_dir, param)
         if v is not None and v not in out.values():
             out = {base: v, **out}
     return out
 
 
-def teacher_sweeps(records: list[dict], base: str, param: str) -> list[Sweep]:
+def teacher_sweeps(records: list[RunRecord], base: str, param: str) -> list[Sweep]:
     values = _label_values(records, "teacher", base, param)
     distill, _ = plain_student_labels(records)
     baseline = (plain_teacher_labels(records) or [base])[0]
     out = []
     for pair in pairs_of(records):
         t_recs = [r for lbl in values for r in teacher_records(records, pair, lbl)]
-        teacher = make_series("teacher", ((values[r["teacher_label"]], r["top1"]) for r in t_recs))
+        teacher = make_series("teacher", ((values[r.teacher_label], r.get("top1")) for r in t_recs))
         lines, refs = [], {}
         for m in distill:
-            s = [r for r in students(records, pair, method_label=m) if r["teacher_label"] in values]
-            lines.append(make_series(f"{m} student", ((values[r["teacher_label"]], r["top1"]) for r in s), m))
+            s = [r for r in students(records, pair, method_label=m) if r.teacher_label in values]
+            lines.append(make_series(f"{m} student", ((values[r.teacher_label], r.get("top1")) for r in s), m))
             if baseline != base:
                 refs[f"{m} student ({baseline} teacher)"] = [
-                    r["top1"] for r in students(records, pair, method_label=m, teacher_label=baseline)]
+                    r.get("top1") for r in students(records, pair, method_label=m, teacher_label=baseline)]
         if baseline != base:
-            refs[f"teacher ({baseline})"] = [r["top1"] for r in teacher_records(records, pair, baseline)]
+            refs[f"teacher ({baseline})"] = [r.get("top1") for r in teacher_records(records, pair, baseline)]
         lines = [s for s in lines if s.x]
         if teacher.x or lines:
             out.append(Sweep("teacher", base, param, pair, values.get(base), teacher, lines,
@@ -263,25 +272,25 @@ def teacher_sweeps(records: list[dict], base: str, param: str) -> list[Sweep]:
     return out
 
 
-def student_sweeps(records: list[dict], base: str, param: str) -> list[Sweep]:
+def student_sweeps(records: list[RunRecord], base: str, param: str) -> list[Sweep]:
     values = _label_values(records, "student", base, param)
     variants = teacher_variants(records)
-    swept = [r for r in records if r["kind"] == "student" and r["method_label"] in values
-             and r.get("trajectory_epoch") is None and r.get("teacher_label") not in variants]
-    pairs = pairs_of(records, swept) or list({r["arch"]: Pair(None, None, r["arch"]) for r in swept}.values())
+    swept = [r for r in records if r.kind == "student" and r.method_label in values
+             and r.trajectory_epoch is None and r.teacher_label not in variants]
+    pairs = pairs_of(records, swept) or list({r.arch: Pair(None, None, r.arch) for r in swept}.values())
     out = []
     for pair in pairs:
-        mine = [r for r in swept if (r["pair"] == pair.key if pair.key else r["arch"] == pair.student)]
-        by_teacher = dict.fromkeys(r["teacher_label"] for r in mine)
+        mine = [r for r in swept if (r.pair == pair.key if pair.key else r.arch == pair.student)]
+        by_teacher = dict.fromkeys(r.teacher_label for r in mine)
         lines = [make_series(f"{base} student, " + (f"{t} teacher" if t else "no teacher"),
-                             ((values[r["method_label"]], r["top1"]) for r in mine if r["teacher_label"] == t), t)
+                             ((values[r.method_label], r.get("top1")) for r in mine if r.teacher_label == t), t)
                  for t in by_teacher]
         out.append(Sweep("student", base, param, pair, values.get(base), None, lines,
                          alone_references(records, pair), seeds_of(mine)))
     return out
 
 
-def sweeps(records: list[dict], late: bool = False) -> list[Sweep]:
+def sweeps(records: list[RunRecord], late: bool = False) -> list[Sweep]:
     """Every sweep's panels; ``late``: only the switch_epoch sweeps (late distillation), else all the others."""
     out = []
     for role, base, param in sweep_keys(records):
@@ -291,34 +300,32 @@ def sweeps(records: list[dict], late: bool = False) -> list[Sweep]:
     return out
 
 
-# --- markdown tables of the figures' numbers (the report) --------------------------------------------------------
+# --- tables of the figures' numbers (the report) ---------------------------------------------------------------
 
-def trajectory_table(tr: Trajectory) -> str:
+def trajectory_table(tr: Trajectory) -> Table:
+    """Per teacher epoch: each teacher method's teacher top-1 and the top-1 of the student distilled from it."""
     epochs = sorted({x for m in tr.methods for x in m.student.x})
     header = ["teacher epoch"]
     for m in tr.methods:
         header += [f"{m.teacher_label}: teacher top-1", f"{m.teacher_label}: {tr.method} student top-1"]
-    rows = []
-    for e in epochs:
-        row = [str(e)]
-        for m in tr.methods:
-            row += [_cell(m.teacher_top1, e), _cell(m.student, e)]
-        rows.append(row)
-    return markdown_table(header, rows)
+    rows = [[str(e)] + [s for m in tr.methods for s in (m.teacher_top1.stat(e), m.student.stat(e))]
+            for e in epochs]
+    return Table(header, rows, title="Test top-1 % by teacher epoch (mean ± std over seeds, n runs)")
 
 
-def sweep_table(sw: Sweep) -> str:
+def sweep_table(sw: Sweep) -> Table:
+    """Per swept value (the tables' configuration marked "(base)"): the top-1 of each line of the sweep's panel."""
     lines = ([sw.teacher] if sw.teacher is not None else []) + sw.students
     xs = list(dict.fromkeys(x for s in lines for x in s.x))
     if all(is_numeric(x) for x in xs):
         xs.sort()
-    rows = [[f"{x}" + (" (base)" if x == sw.base_value else "")] + [_cell(s, x) for s in lines] for x in xs]
-    out = markdown_table([sw.param] + [f"{s.label} top-1" for s in lines], rows)
-    if sw.references:
-        refs = markdown_table(["reference", "top-1"], [[k, fmt_cell(v)] for k, v in sw.references.items()])
-        out += "\n\n" + refs
-    return out
+    rows = [[f"{x}" + (" (base)" if x == sw.base_value else "")] + [s.stat(x) for s in lines] for x in xs]
+    return Table([sw.param] + [f"{s.label} top-1" for s in lines], rows,
+                 title="Test top-1 % (mean ± std over seeds, n runs)")
 
 
-def _cell(s: Series, x: Any) -> str:
-    return fmt_cell(s.values[s.x.index(x)]) if x in s.x else "-"
+def reference_table(sw: Sweep) -> Table | None:
+    """The sweep panel's horizontal reference lines (baseline teacher, students alone), or None without any."""
+    if not sw.references:
+        return None
+    return Table(["reference", "top-1"], [[k, Stat.of(v)] for k, v in sw.references.items()])

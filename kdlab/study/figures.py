@@ -48,14 +48,14 @@ from .plotting import (
     x_positions,
 )
 from .prediction_figures import plot_deviation, plot_reliability
-from .records import StudyDataError, load_study
+from .records import RunRecord, StudyDataError, load_study
 
 
-def _teacher_colours(records: list[dict]) -> dict[str, str]:
+def _teacher_colours(records: list[RunRecord]) -> dict[str, str]:
     return {t: colour(i) for i, t in enumerate(curves.plain_teacher_labels(records))}
 
 
-def plot_trajectory(records: list[dict], out_path: str | Path) -> Path | None:
+def plot_trajectory(records: list[RunRecord], out_path: str | Path) -> Path | None:
     trs = curves.trajectories(records)
     if not trs:
         return None
@@ -134,7 +134,7 @@ def _sweep_figure(panels: list[curves.Sweep], out_path, colours, xlabel, panel_t
     return save(fig, out_path)
 
 
-def plot_sweeps(records: list[dict], out_path: str | Path) -> Path | None:
+def plot_sweeps(records: list[RunRecord], out_path: str | Path) -> Path | None:
     panels = curves.sweeps(records)
     if not panels:
         return None
@@ -145,7 +145,7 @@ def plot_sweeps(records: list[dict], out_path: str | Path) -> Path | None:
         "Hyper-parameter effects: test top-1 against the swept value (mean ± std over seeds)")
 
 
-def plot_late_distillation(records: list[dict], out_path: str | Path) -> Path | None:
+def plot_late_distillation(records: list[RunRecord], out_path: str | Path) -> Path | None:
     panels = curves.sweeps(records, late=True)
     if not panels:
         return None
@@ -177,7 +177,7 @@ def plot_study(study_dir: str | Path, name: str, out_path: str | Path | None = N
     return out
 
 
-def write_figures(study_dir: str | Path, records: list[dict] | None = None) -> list[Path]:
+def write_figures(study_dir: str | Path, records: list[RunRecord] | None = None) -> list[Path]:
     """Write every figure the study has data for into ``<study_dir>/figures/``; returns the files written."""
     if records is None:
         records = load_study(study_dir).records

@@ -14,20 +14,20 @@ import torch
 from ..engine.metrics import ece, reliability_bins
 from . import curves
 from .plotting import blank, legend, new_figure, save, suptitle, title
-from .records import StudyDataError, read_predictions
+from .records import RunRecord, StudyDataError, read_predictions
 
 BINS = 15  # the papers' equal-width confidence bins (REFERENCE.md section 7)
 
 
-def _pooled(recs: list[dict]) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
-    got = [(r["seed"], read_predictions(r["run_dir"])) for r in sorted(recs, key=lambda r: r["seed"])]
+def _pooled(recs: list[RunRecord]) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
+    got = [(r.seed, read_predictions(r.run_dir)) for r in sorted(recs, key=lambda r: r.seed)]
     got = [(s, p) for s, p in got if p is not None]
     if not got:
         return None
     return (np.concatenate([p[0] for _, p in got]), np.concatenate([p[1] for _, p in got]), [s for s, _ in got])
 
 
-def _reliability_rows(records: list[dict]) -> list[list[tuple[str, list[dict]]]]:
+def _reliability_rows(records: list[RunRecord]) -> list[list[tuple[str, list[RunRecord]]]]:
     """Rows of (panel title, runs pooled in it), one column per teacher method: per pair its teachers (a set of
     teacher runs already shown for another pair is left empty), then per distillation method its students; last
     the students trained without a teacher."""
@@ -38,12 +38,12 @@ def _reliability_rows(records: list[dict]) -> list[list[tuple[str, list[dict]]]]
     teacher_rows = [[(f"{t} teacher {p.teacher}" + (f"\n(pair with {p.student})" if shared(p) else ""),
                       curves.teacher_records(records, p, t)) for t in teachers] for p in pairs]
     if not pairs:  # no distilled students: the teachers by architecture
-        archs = dict.fromkeys(r["arch"] for r in records if r["kind"] == "teacher")
-        teacher_rows = [[(f"{t} teacher {a}", [r for r in records if r["kind"] == "teacher" and r["arch"] == a
-                                               and r["teacher_label"] == t]) for t in teachers] for a in archs]
+        archs = dict.fromkeys(r.arch for r in records if r.kind == "teacher")
+        teacher_rows = [[(f"{t} teacher {a}", [r for r in records if r.kind == "teacher" and r.arch == a
+                                               and r.teacher_label == t]) for t in teachers] for a in archs]
     rows, seen = [], set()
     for i, row in enumerate(teacher_rows):
-        keys = [frozenset(r["run_dir"] for r in recs) for _, recs in row]
+        keys = [frozenset(r.run_dir for r in recs) for _, recs in row]
         rows.append([(name, recs if k not in seen else []) for (name, recs), k in zip(row, keys)])
         seen.update(keys)
         if i < len(pairs):
@@ -52,14 +52,14 @@ def _reliability_rows(records: list[dict]) -> list[list[tuple[str, list[dict]]]]
                        curves.students(records, p, method_label=m, teacher_label=t)) for t in teachers]
                      for m in distill]
     variants = curves.teacher_variants(records)
-    for arch in dict.fromkeys(r["arch"] for r in records if r["kind"] == "student" and r["pair"] is None):
+    for arch in dict.fromkeys(r.arch for r in records if r.kind == "student" and r.pair is None):
         rows.append([(f"{a} student {arch} (no teacher)",
-                      [r for r in records if r["kind"] == "student" and r["pair"] is None and r["arch"] == arch
-                       and r["method_label"] == a and curves.is_plain_student(r, variants)]) for a in alone])
+                      [r for r in records if r.kind == "student" and r.pair is None and r.arch == arch
+                       and r.method_label == a and curves.is_plain_student(r, variants)]) for a in alone])
     return [row for row in rows if any(recs for _, recs in row)]
 
 
-def plot_reliability(records: list[dict], out_path: str | Path, bins: int = BINS) -> Path | None:
+def plot_reliability(records: list[RunRecord], out_path: str | Path, bins: int = BINS) -> Path | None:
     panels = [[(name, _pooled(recs) if recs else None) for name, recs in row] for row in _reliability_rows(records)]
     panels = [row for row in panels if any(p is not None for _, p in row)]
     if not panels:
@@ -98,18 +98,18 @@ def true_label_prob(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return p[np.arange(len(labels)), labels]
 
 
-def _matched(teacher: list[dict], student: list[dict]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def _matched(teacher: list[RunRecord], student: list[RunRecord]) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Teacher and student probability of the true label, pooled over the seeds both have."""
-    t_by_seed = {r["seed"]: r for r in teacher}
+    t_by_seed = {r.seed: r for r in teacher}
     xs, ys, seeds = [], [], []
-    for s in sorted(student, key=lambda r: r["seed"]):
-        t = t_by_seed.get(s["seed"])
-        pt, ps = (read_predictions(t["run_dir"]) if t else None), read_predictions(s["run_dir"])
+    for s in sorted(student, key=lambda r: r.seed):
+        t = t_by_seed.get(s.seed)
+        pt, ps = (read_predictions(t.run_dir) if t else None), read_predictions(s.run_dir)
         if pt is None or ps is None or not np.array_equal(pt[1], ps[1]):
             continue
         xs.append(true_label_prob(*pt))
         ys.append(true_label_prob(*ps))
-        seeds.append(s["seed"])
+        seeds.append(s.seed)
     if not seeds:
         return np.empty(0), np.empty(0), []
     return np.concatenate(xs), np.concatenate(ys), seeds
@@ -121,7 +121,7 @@ def _binned_mean(x: np.ndarray, y: np.ndarray, bins: int = 10) -> tuple[np.ndarr
     return np.array([x[idx == b].mean() for b in keep]), np.array([y[idx == b].mean() for b in keep])
 
 
-def plot_deviation(records: list[dict], out_path: str | Path, teacher: str | None = None) -> Path | None:
+def plot_deviation(records: list[RunRecord], out_path: str | Path, teacher: str | None = None) -> Path | None:
     """Per test example: the teacher's probability of the true label (x) against the student's (y), for the
     students distilled from one teacher method (default: the baseline, the first) and for the student alone."""
     labels = curves.plain_teacher_labels(records)

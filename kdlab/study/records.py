@@ -1,41 +1,168 @@
-"""Read a finished (or partly finished) study back from its folder: config, one record per finished run, and the
-per-run files the figures need (``metrics.jsonl``, test logits and labels).
+"""A study's runs as typed records, and reading a finished (or partly finished) study back from its folder: config,
+one :class:`RunRecord` per finished run, and the per-run files the figures need (``metrics.jsonl``, test logits
+and labels).
 
-Records are rebuilt from the run folders' ``summary.json`` files, not from ``results.csv``, so figures and
-reports always agree with what is on disk.  The study is re-planned with ``out_dir`` set to the folder given, so
-a study folder that was moved or copied elsewhere still reads.
+``kdlab study`` writes ``runs.json`` into the study folder when it starts: one entry per planned run with its
+labels, its run folder and the run folder of its teacher, both relative to the study folder (so a moved or copied
+study still reads).  :func:`load_study` reads ``study.yaml``, ``runs.json`` and each run's ``summary.json`` - the
+study is not planned again.  Records are rebuilt from the run folders' summaries, not from ``results.csv``, so
+figures and reports always agree with what is on disk.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..config import StudyConfig, load_config
 from ..config.loader import read_yaml
+from ..engine.checkpoint import atomic_write_text
 from ..errors import KdlabError
-from .plan import plan_study
-from .runner import record
+
+if TYPE_CHECKING:
+    from .plan import PlannedRun
+
+RUNS_FILE = "runs.json"
+RUNS_VERSION = 1
+# the labels of a run, in results.csv's order (its metrics follow)
+LABEL_COLUMNS = ["kind", "pair", "arch", "teacher_label", "method_label", "seed", "sweep_param", "sweep_value",
+                 "sweep_base", "trajectory_epoch"]
 
 
 class StudyDataError(KdlabError):
     """A study folder is missing, holds no finished runs, or lacks the runs a figure needs."""
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished run of a study: its labels and folders from the plan, its metrics from its ``summary.json``."""
+
+    kind: str  # teacher | assistant | student
+    pair: str | None  # the plan's "<teacher>--<student>" key (None: shared teacher / student without teacher)
+    arch: str
+    teacher_label: str | None
+    method_label: str
+    seed: int
+    run_dir: Path
+    teacher_run_dir: Path | None  # the run it was distilled from, from the plan (never recovered from a checkpoint)
+    sweep_param: str | None = None
+    sweep_value: Any = None
+    sweep_base: str | None = None
+    trajectory_epoch: int | None = None
+    metrics: Mapping[str, Any] = field(default_factory=dict)  # the run's summary.json
+
+    @classmethod
+    def from_run(cls, planned_run: PlannedRun, summary: Mapping[str, Any]) -> RunRecord:
+        run = planned_run
+        return cls(**plan_labels(run), run_dir=Path(run.run_dir),
+                   teacher_run_dir=Path(run.needs[0]) if run.needs else None, metrics=dict(summary))
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any], study_dir: Path, summary: Mapping[str, Any]) -> RunRecord:
+        """A record from its ``runs.json`` entry (folders relative to ``study_dir``)."""
+        teacher = entry.get("teacher_run_dir")
+        return cls(**{k: entry.get(k) for k in LABEL_COLUMNS}, run_dir=study_dir / entry["run_dir"],
+                   teacher_run_dir=study_dir / teacher if teacher else None, metrics=dict(summary))
+
+    def get(self, key: str, default=None):
+        """A metric (``metrics[key]``) or, for the names of the fields above, the field."""
+        if key in _FIELDS:
+            return getattr(self, key)
+        return self.metrics.get(key, default)
+
+    def __getitem__(self, key: str):
+        """``record[key]``: as :meth:`get`, but a KeyError for a metric the run lacks (scripts written against the
+        dict records keep working)."""
+        if key in _FIELDS:
+            return getattr(self, key)
+        return self.metrics[key]
+
+    def labels(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in LABEL_COLUMNS}
+
+    def row(self) -> dict[str, Any]:
+        """The run's line of ``results.csv``: its metrics, labels and run folder."""
+        return {**self.metrics, **self.labels(), "run_dir": str(self.run_dir)}
+
+
+_FIELDS = frozenset(f.name for f in fields(RunRecord)) - {"metrics"}
+
+
+def plan_labels(run: PlannedRun) -> dict[str, Any]:
+    info = run.info
+    return {"kind": run.kind, "pair": run.pair, "arch": run.arch, "teacher_label": run.teacher_label,
+            "method_label": run.method_label, "seed": run.seed, "sweep_param": info.get("param"),
+            "sweep_value": info.get("value"), "sweep_base": info.get("base"),
+            "trajectory_epoch": info.get("trajectory_epoch")}
+
+
+def _relative(path: Path, study_dir: Path) -> str:
+    """A run folder as runs.json stores it: relative to the study folder.  A run folder outside it (a shared
+    ``runs_dir``) stays absolute if it was configured absolute, else it is relative too (``../``)."""
+    p, d = os.path.abspath(path), os.path.abspath(study_dir)
+    if os.path.commonpath([p, d]) != d and Path(path).is_absolute():
+        return Path(path).as_posix()
+    return Path(os.path.relpath(p, d)).as_posix()
+
+
+def run_entry(run: PlannedRun, study_dir: Path) -> dict[str, Any]:
+    """A planned run's entry of ``runs.json``: its labels, its folder and its teacher's, relative to the study."""
+    return {**plan_labels(run), "run_dir": _relative(run.run_dir, study_dir),
+            "teacher_run_dir": _relative(run.needs[0], study_dir) if run.needs else None}
+
+
+def write_runs_file(plan: Iterable[PlannedRun], study_dir: str | Path) -> Path:
+    """``<study_dir>/runs.json``: every planned run's labels and folders (relative to the study folder)."""
+    d = Path(study_dir)
+    runs = [run_entry(r, d) for r in plan]
+    path = d / RUNS_FILE
+    atomic_write_text(path, json.dumps({"version": RUNS_VERSION, "runs": runs}, indent=1) + "\n")
+    return path
+
+
 @dataclass
 class StudyData:
     study_dir: Path
     config: StudyConfig
-    records: list[dict[str, Any]]
+    records: list[RunRecord]
     planned: int  # runs in the study's plan (finished or not)
 
 
+def _summary(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise StudyDataError(f"{path} is unreadable: {e}") from None
+
+
+def _entries(d: Path, cfg: StudyConfig) -> list[dict[str, Any]]:
+    """The planned runs of the study in folder ``d``, as ``runs.json`` entries."""
+    path = d / RUNS_FILE
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+            return list(data["runs"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise StudyDataError(f"{path} is unreadable: {e}") from None
+    # A study folder written before kdlab wrote runs.json: only then is the study planned again (once, with
+    # out_dir set to the folder given), to know its runs and their teachers.
+    from .plan import plan_study
+
+    return [run_entry(r, d) for r in plan_study(cfg)]
+
+
 def load_study(study_dir: str | Path) -> StudyData:
-    """The study's config and one record per finished run (the runner's record plus ``teacher_run_dir``)."""
+    """The study's config and one :class:`RunRecord` per finished run, from ``study.yaml``, ``runs.json`` and the
+    runs' ``summary.json`` files."""
     d = Path(study_dir)
     if not d.is_dir():
         raise StudyDataError(f"study folder not found: {d}")
@@ -44,32 +171,15 @@ def load_study(study_dir: str | Path) -> StudyData:
     raw = read_yaml(d / "study.yaml")
     raw["out_dir"] = str(d)
     cfg = load_config(StudyConfig, raw)
+    entries = _entries(d, cfg)
     records = []
-    plan = plan_study(cfg)
-    for run in plan:
-        path = run.run_dir / "summary.json"
-        if not path.is_file():
-            continue
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise StudyDataError(f"{path} is unreadable: {e}") from None
-        rec = record(run, summary)
-        rec["teacher_run_dir"] = str(run.needs[0]) if run.needs else None
-        records.append(rec)
+    for entry in entries:
+        summary = _summary(d / entry["run_dir"])
+        if summary is not None:
+            records.append(RunRecord.from_entry(entry, d, summary))
     if not records:
         raise StudyDataError(f"{d} holds no finished runs yet; run `kdlab study {d / 'study.yaml'}`")
-    return StudyData(d, cfg, records, len(plan))
-
-
-def teacher_run_dir(rec: dict[str, Any]) -> Path | None:
-    """The run folder of the teacher a student was distilled from (records of run_study carry only the
-    checkpoint path of its summary: ``<teacher run>/checkpoints/<name>.pt``)."""
-    if rec.get("teacher_run_dir"):
-        return Path(rec["teacher_run_dir"])
-    if rec.get("teacher_path"):
-        return Path(rec["teacher_path"]).parent.parent
-    return None
+    return StudyData(d, cfg, records, len(entries))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

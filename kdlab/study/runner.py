@@ -1,7 +1,8 @@
 """``kdlab study``: plan the runs of a study, execute what is missing, write the tables and records.
 
-Outputs under ``out_dir``: ``study.yaml`` (the resolved config), ``results.csv`` (one row per run: labels and
-summary), ``results.md`` (the tables), and the run folders (see :mod:`kdlab.study.plan`).
+Outputs under ``out_dir``: ``study.yaml`` (the resolved config) and ``runs.json`` (every planned run's labels and
+folders, see :mod:`kdlab.study.records`), both written when the study starts; ``results.csv`` (one row per run:
+labels and summary), ``results.md`` (the tables), and the run folders (see :mod:`kdlab.study.plan`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from ..errors import ConfigError, KdlabError
 from ..methods import needs_teacher
 from .execute import Outcome, execute
 from .plan import PlannedRun, arch_label, pair_label, plan_study
-from .table import to_csv
+from .records import LABEL_COLUMNS, RunRecord, write_runs_file
+from .table import Document, to_csv
 from .tables import study_tables
 
-LABEL_COLUMNS = ["kind", "pair", "arch", "teacher_label", "method_label", "seed", "sweep_param", "sweep_value",
-                 "sweep_base", "trajectory_epoch"]
 METRIC_COLUMNS = ["top1", "top5", "nll", "ece", "nll_ts", "ece_ts", "temperature", "best_top1", "best_epoch",
                   "teacher_top1", "agreement", "kl_teacher_student", "cka_teacher_student", "pstar_l1_train",
                   "pstar_l1_test", "params", "train_time", "run_dir"]
@@ -32,19 +32,12 @@ METRIC_COLUMNS = ["top1", "top5", "nll", "ece", "nll_ts", "ece_ts", "temperature
 @dataclass
 class StudyResult:
     out_dir: Path
-    records: list[dict[str, Any]]
-    table: str
+    records: list[RunRecord]
+    table: str  # results.md's tables as markdown (``tables.to_markdown()``)
     ran: int = 0
     reused: int = 0
     failed: list[str] = field(default_factory=list)
-
-
-def record(run: PlannedRun, summary: dict[str, Any]) -> dict[str, Any]:
-    info = run.info
-    return {**summary, "kind": run.kind, "pair": run.pair, "arch": run.arch, "teacher_label": run.teacher_label,
-            "method_label": run.method_label, "seed": run.seed,
-            "sweep_param": info.get("param"), "sweep_value": info.get("value"), "sweep_base": info.get("base"),
-            "trajectory_epoch": info.get("trajectory_epoch"), "run_dir": str(run.run_dir)}
+    tables: Document = field(default_factory=Document)  # the tables themselves (``to_html()``, ``.tables``)
 
 
 def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None] | None = None,
@@ -65,6 +58,7 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
                           "choose another out_dir, or move those runs away to train them anew")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.yaml", dump_yaml(cfg))
+    write_runs_file(plan, out)  # what `kdlab report` reads back: the plan's labels and folders of every run
     t0 = time.perf_counter()
     outcomes = execute(plan, workers, log, launcher, ray_options)
     result = write_results(cfg, outcomes, log, time.perf_counter() - t0)
@@ -106,10 +100,11 @@ def write_report_logged(out: Path, log: Callable[[str], None]) -> None:
 def write_results(cfg: StudyConfig, outcomes: list[Outcome], log: Callable[[str], None],
                   seconds: float = 0.0) -> StudyResult:
     out = Path(cfg.out_dir)
-    records = [record(o.run, o.summary) for o in outcomes if o.summary is not None]
+    records = [RunRecord.from_run(o.run, o.summary) for o in outcomes if o.summary is not None]
     failed = [f"{o.run.run_dir}: {o.error}" for o in outcomes if o.error]
-    table = render_tables(cfg, records)
-    atomic_write_text(out / "results.csv", to_csv(records, LABEL_COLUMNS + METRIC_COLUMNS))
+    tables = render_tables(cfg, records)
+    table = tables.to_markdown()
+    atomic_write_text(out / "results.csv", to_csv([r.row() for r in records], LABEL_COLUMNS + METRIC_COLUMNS))
     atomic_write_text(out / "results.md", f"# {cfg.name}\n\n{table}\n")
     ran = sum(1 for o in outcomes if o.summary is not None and not o.reused)
     reused = sum(1 for o in outcomes if o.reused)
@@ -117,13 +112,14 @@ def write_results(cfg: StudyConfig, outcomes: list[Outcome], log: Callable[[str]
         f"results in {out}/results.md")
     for f in failed:
         log(f"  failed: {f}")
-    return StudyResult(out, records, table, ran, reused, failed)
+    return StudyResult(out, records, table, ran, reused, failed, tables)
 
 
-def render_tables(cfg: StudyConfig, records: list[dict[str, Any]]) -> str:
-    """The main tables hold the configured method labels; sweep variants and trajectory students have their own
-    tables and figures (``kdlab report``)."""
-    done = {(r["kind"], r["method_label"]) for r in records}
+def render_tables(cfg: StudyConfig, records: list[RunRecord]) -> Document:
+    """The study's tables (caption, per pair a heading and its tables) as a :class:`Document`: ``results.md`` is
+    its markdown, the report shows the same objects as HTML.  The main tables hold the configured method labels;
+    sweep variants and trajectory students have their own tables and figures (``kdlab report``)."""
+    done = {(r.kind, r.method_label) for r in records}
     teacher_labels = [t for t in cfg.teacher.methods if ("teacher", t) in done]
     alone, distill = [], []
     for lbl, spec in cfg.student.methods.items():

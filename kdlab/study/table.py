@@ -1,11 +1,25 @@
-"""Aggregation over seeds and the markdown/CSV outputs of a study."""
+"""Aggregation over seeds, and the table object every study table is: cells computed once, rendered as
+markdown, HTML or CSV.
+
+A :class:`Table` holds a header and rows of cells; a cell is text or a :class:`Stat` (the values of the runs
+behind it, their mean, std and n computed once, an optional difference to a reference) or a :class:`Compare`
+(a published value next to kdlab's :class:`Stat`), a :class:`Value` (one number, e.g. the best of a column's
+means) or a :class:`Strong` (a cell shown bold).  Renderers only format.
+
+A :class:`Document` is a list of blocks - :class:`Heading`, :class:`Paragraph`, :class:`Table` (and any object with
+``to_markdown()`` and ``to_html()``, e.g. the report's figures) - rendered as markdown (``results.md``,
+``report.md``) or HTML (``report.html``) from the same objects: a table is never re-parsed from its markdown.
+"""
 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import math
+import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -42,3 +56,231 @@ def to_csv(records: list[dict[str, Any]], columns: Sequence[str]) -> str:
     for r in records:
         w.writerow({k: r.get(k, "") for k in columns})
     return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class Stat:
+    """The runs behind one table cell: mean, sample std and n over their values, and the difference of the mean
+    to a reference mean (the baseline column's) when given."""
+
+    values: tuple[float, ...]
+    digits: int = 2
+    reference: float | None = None
+    mean: float = field(init=False)
+    std: float = field(init=False)
+    n: int = field(init=False)
+
+    def __post_init__(self):
+        mu, sd, n = mean_std(self.values)
+        object.__setattr__(self, "mean", mu)
+        object.__setattr__(self, "std", sd)
+        object.__setattr__(self, "n", n)
+
+    @classmethod
+    def of(cls, values: Iterable[float], digits: int = 2, reference: float | None = None) -> Stat:
+        xs = tuple(float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v)))
+        return cls(xs, digits, reference)
+
+    @property
+    def delta(self) -> float | None:
+        if self.reference is None or self.n == 0 or math.isnan(self.reference):
+            return None
+        return self.mean - self.reference
+
+    def text(self) -> str:
+        if self.n == 0:
+            return "-"
+        d = self.digits
+        out = f"{self.mean:.{d}f} ± {self.std:.{d}f} (n={self.n})"
+        return out + (f" ({self.delta:+.{d}f})" if self.delta is not None else "")
+
+    def csv_fields(self) -> dict[str, Any]:
+        return {"mean": _num(self.mean), "std": _num(self.std), "n": self.n, "delta": _num(self.delta)}
+
+
+@dataclass(frozen=True)
+class Compare:
+    """A published value beside kdlab's result: paper | kdlab mean ± std (n) | kdlab - paper."""
+
+    paper: float | None
+    paper_std: float | None
+    ours: Stat
+
+    @property
+    def difference(self) -> float | None:
+        if self.paper is None or self.ours.n == 0:
+            return None
+        return self.ours.mean - self.paper
+
+    def text(self) -> str:
+        d = self.ours.digits
+        paper = "-" if self.paper is None else f"{self.paper:.{d}f}" + (
+            f" ± {self.paper_std:.{d}f}" if self.paper_std is not None else "")
+        ours = self.ours.text()
+        diff = "" if self.difference is None else f" ({self.difference:+.{d}f})"
+        return f"{paper} / {ours}{diff}"
+
+    def csv_fields(self) -> dict[str, Any]:
+        return {"paper": _num(self.paper), "paper_std": _num(self.paper_std), **self.ours.csv_fields(),
+                "difference": _num(self.difference)}
+
+
+@dataclass(frozen=True)
+class Value:
+    """One number in a cell (e.g. the best or the average of a column's means): ``-`` when missing."""
+
+    value: float | None
+    digits: int = 2
+
+    def text(self) -> str:
+        missing = self.value is None or (isinstance(self.value, float) and math.isnan(self.value))
+        return "-" if missing else f"{self.value:.{self.digits}f}"
+
+    def csv_fields(self) -> dict[str, Any]:
+        return {"mean": _num(self.value)}
+
+
+@dataclass(frozen=True)
+class Strong:
+    """A cell shown bold: ``**text**`` in markdown, ``<strong>`` in HTML; its numbers (if any) in the CSV."""
+
+    cell: str | Stat | Compare | Value
+
+    def text(self) -> str:
+        return f"**{cell_text(self.cell)}**"
+
+    def plain(self) -> str:
+        return cell_text(self.cell)
+
+    def csv_fields(self) -> dict[str, Any]:
+        return {} if isinstance(self.cell, str) else self.cell.csv_fields()
+
+
+Cell = str | Stat | Compare | Value | Strong
+
+
+def _num(v: float | None) -> float | str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def cell_text(c: Cell) -> str:
+    return c if isinstance(c, str) else c.text()
+
+
+def cell_plain(c: Cell) -> str:
+    """The cell's text without markdown emphasis (the CSV's)."""
+    return c.plain() if isinstance(c, Strong) else cell_text(c)
+
+
+def cell_html(c: Cell) -> str:
+    """The cell's text, escaped: a ``|`` or ``*`` in a cell is shown as it is; only :class:`Strong` is bold."""
+    if isinstance(c, Strong):
+        return f"<strong>{html.escape(c.plain())}</strong>"
+    return html.escape(cell_text(c))
+
+
+@dataclass
+class Table:
+    """A header and rows of cells; ``title`` and ``note`` are rendered above and below."""
+
+    header: list[str]
+    rows: list[list[Cell]]
+    title: str = ""
+    note: str = ""
+
+    def to_markdown(self) -> str:
+        # a "|" inside a cell is escaped, so that markdown readers keep the cell whole
+        body = markdown_table(self.header, [[cell_text(c).replace("|", "\\|") for c in r] for r in self.rows])
+        parts = [self.title] if self.title else []
+        parts.append(body)
+        if self.note:
+            parts.append(self.note)
+        return "\n\n".join(parts)
+
+    def to_html(self) -> str:
+        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in self.header)
+        trs = "".join("<tr>" + "".join(f"<td>{cell_html(c)}</td>" for c in r) + "</tr>\n"
+                      for r in self.rows)
+        out = f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{trs}</tbody>\n</table>"
+        if self.title:
+            out = f"<p>{html.escape(self.title)}</p>\n" + out
+        if self.note:
+            out += f"\n<p>{html.escape(self.note)}</p>"
+        return out
+
+    def to_csv(self) -> str:
+        """One line per cell: row label (the first cell), column, and the cell's numbers or text."""
+        buf = io.StringIO()
+        fields = ["row", "column", "text", "paper", "paper_std", "mean", "std", "n", "delta", "difference"]
+        w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in self.rows:
+            label = cell_plain(r[0]) if r else ""
+            for col, c in zip(self.header[1:], r[1:]):
+                row = {"row": label, "column": col, "text": cell_plain(c)}
+                if not isinstance(c, str):
+                    row.update(c.csv_fields())
+                w.writerow(row)
+        return buf.getvalue()
+
+
+# --- documents: the blocks results.md and the report are made of ------------------------------------------------
+
+def inline_html(text: str) -> str:
+    """A paragraph's or heading's text as HTML: escaped, with markdown's **bold**, `code` and *emphasis*."""
+    s = html.escape(text, quote=False)
+    s = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s)
+    s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+    return re.sub(r"(?<![\w*])\*([^*]+)\*(?![\w*])", r"<em>\1</em>", s)
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 3
+
+    def to_markdown(self) -> str:
+        return f"{'#' * self.level} {self.text}"
+
+    def to_html(self) -> str:
+        return f"<h{self.level}>{inline_html(self.text)}</h{self.level}>"
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    """Text written in markdown's inline syntax (``code``, **bold**, *emphasis*); one paragraph."""
+
+    text: str
+
+    def to_markdown(self) -> str:
+        return self.text
+
+    def to_html(self) -> str:
+        return f"<p>{inline_html(' '.join(self.text.splitlines()))}</p>"
+
+
+@dataclass
+class Document:
+    """Blocks (headings, paragraphs, tables, figures: anything with ``to_markdown()`` and ``to_html()``) in order."""
+
+    blocks: list[Any] = field(default_factory=list)
+
+    def __iter__(self):
+        return iter(self.blocks)
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def add(self, *blocks: Any) -> Document:
+        self.blocks.extend(b for b in blocks if b is not None)
+        return self
+
+    @property
+    def tables(self) -> list[Table]:
+        return [b for b in self.blocks if isinstance(b, Table)]
+
+    def to_markdown(self) -> str:
+        return "\n\n".join(b.to_markdown() for b in self.blocks)
+
+    def to_html(self) -> str:
+        return "\n".join(b.to_html() for b in self.blocks)
