@@ -88,11 +88,12 @@ def main() -> None:
             out = f"runs/{ds}/student-kd-{t}-{s}-s{{seed}}"
             cfg = run_cfg(r, "student", out, lr) | {
                 "teacher": {"path": f"runs/{ds}/teacher-standard-{t}-s{{seed}}", "checkpoint": "last"},
-                "student": model(s, r), "method": {"name": "kd", "T": 4, "alpha": 0.9, "gamma": 0.1}}
+                "student": model(s, r), "method": {"name": "kd"}, "protocol": "crd"}
             write(ROOT / ds / "kd" / f"{t}_{s}.yaml", cfg,
-                  f"kdlab distill configs/{ds}/kd/{t}_{s}.yaml  (other teachers: teacher.path=runs/{ds}/"
-                  f"teacher-soteacher-{t}-s{{seed}} or runs/{ds}/teacher-sftn-{t}-{s}-s{{seed}}, with out_dir "
-                  f"changed too; method=none for the student alone)")
+                  f"kdlab distill configs/{ds}/kd/{t}_{s}.yaml  (protocol crd: the CRD benchmark's KD, CE 0.1 + "
+                  f"KD 0.9 at T 4; protocol=soteacher: SoTeacher's 0.5 + 0.5; other teachers: teacher.path=runs/"
+                  f"{ds}/teacher-soteacher-{t}-s{{seed}} or runs/{ds}/teacher-sftn-{t}-{s}-s{{seed}}, with out_dir "
+                  f"changed too; method=none for the student alone; whole tables: kdlab reproduce --list)")
 
 
 if __name__ == "__main__":

@@ -80,24 +80,28 @@ def _jpeg(path: Path, colour, size=(64, 64), mode: str = "RGB") -> None:
 TINY_WNIDS = ["n03000000", "n01000000", "n02000000"]  # wnids.txt order; classes are sorted
 
 
-def make_tiny_imagenet(root: Path, per_class: int = 4) -> Path:
-    """``root/tiny-imagenet-200``: 3 wnids, ``per_class`` train images each, 6 val images (2 per class,
-    interleaved) listed in val/val_annotations.txt; one train image is greyscale, as some real ones are."""
+def _colour(k: int) -> tuple[int, int, int]:
+    return COLOURS[k] if k < len(COLOURS) else ((60 * k) % 256, (110 * k) % 256, (170 * k) % 256)
+
+
+def make_tiny_imagenet(root: Path, per_class: int = 4, wnids: list[str] = TINY_WNIDS) -> Path:
+    """``root/tiny-imagenet-200``: the wnids (default 3), ``per_class`` train images each, 2 val images per class
+    (interleaved) listed in val/val_annotations.txt; one train image is greyscale, as some real ones are."""
     folder = root / "tiny-imagenet-200"
     folder.mkdir(parents=True)
-    (folder / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
-    words = [f"{w}\tname{w[-7]}, synonym" for w in TINY_WNIDS] + ["n09999999\tunused class"]
+    (folder / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    words = [f"{w}\tname{w[-7]}, synonym" for w in wnids] + ["n09999999\tunused class"]
     (folder / "words.txt").write_text("\n".join(words) + "\n")
-    for w in TINY_WNIDS:
-        k = sorted(TINY_WNIDS).index(w)
+    for w in wnids:
+        k = sorted(wnids).index(w)
         for i in range(per_class):
             grey = (k, i) == (1, 0)
-            _jpeg(folder / "train" / w / "images" / f"{w}_{i}.JPEG", COLOURS[k], mode="L" if grey else "RGB")
+            _jpeg(folder / "train" / w / "images" / f"{w}_{i}.JPEG", _colour(k), mode="L" if grey else "RGB")
         (folder / "train" / w / f"{w}_boxes.txt").write_text(f"{w}_0.JPEG\t0\t0\t63\t63\n")
     lines = []
-    for i in range(6):
-        w = TINY_WNIDS[i % 3]
-        _jpeg(folder / "val" / "images" / f"val_{i}.JPEG", COLOURS[sorted(TINY_WNIDS).index(w)])
+    for i in range(2 * len(wnids)):
+        w = wnids[i % len(wnids)]
+        _jpeg(folder / "val" / "images" / f"val_{i}.JPEG", _colour(sorted(wnids).index(w)))
         lines.append(f"val_{i}.JPEG\t{w}\t0\t0\t63\t63")
     (folder / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
     _jpeg(folder / "test" / "images" / "test_0.JPEG", (0, 0, 0))
@@ -111,5 +115,5 @@ def make_image_folder(root: Path, wnids=("n02000000", "n01000000"), train_per_cl
         for w in wnids:
             k = sorted(wnids).index(w)
             for i in range(n):
-                _jpeg(root / part / w / f"{w}_{i}.JPEG", COLOURS[k], size=size)
+                _jpeg(root / part / w / f"{w}_{i}.JPEG", _colour(k), size=size)
     return root

@@ -6,6 +6,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from conftest import teacher_cfg
 from image_data_files import (
     COLOURS,
     TINY_WNIDS,
@@ -15,10 +19,6 @@ from image_data_files import (
     make_tiny_imagenet,
     py2_pickle,
 )
-from PIL import Image
-from torchvision import transforms as T
-
-from conftest import teacher_cfg
 from kdlab.config import TeacherRunConfig, load_config
 from kdlab.data import load_dataset
 from kdlab.data.augment import apply_crop_flip, crop_flip_params, random_crop_flip

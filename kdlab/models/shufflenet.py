@@ -136,3 +136,17 @@ def shuffle_v1(num_classes: int, in_channels: int = 3) -> ShuffleNetV1:
 def shuffle_v2(num_classes: int, in_channels: int = 3) -> ShuffleNetV2:
     """ShuffleNetV2 (net size 1: 116/232/464 channels, 1024 head) for CIFAR, as in the CRD benchmark."""
     return ShuffleNetV2(num_classes, in_channels)
+
+
+@MODELS.register("shufflenet_v1", input="image", family="shufflenet")
+def shufflenet_v1(num_classes: int, in_channels: int = 3, widths: tuple[int, int, int] = (240, 480, 960),
+                  blocks: tuple[int, int, int] = (4, 8, 4), groups: int = 3) -> ShuffleNetV1:
+    """ShuffleNetV1 with any stage widths / blocks (each width minus the previous a multiple of 4 x groups)."""
+    return ShuffleNetV1(num_classes, in_channels, tuple(widths), tuple(blocks), groups)
+
+
+@MODELS.register("shufflenet_v2", input="image", family="shufflenet")
+def shufflenet_v2(num_classes: int, in_channels: int = 3, widths: tuple[int, int, int] = (116, 232, 464),
+                  blocks: tuple[int, int, int] = (3, 7, 3), head_width: int = 1024) -> ShuffleNetV2:
+    """ShuffleNetV2 with any (even) stage widths, blocks and head width."""
+    return ShuffleNetV2(num_classes, in_channels, tuple(widths), tuple(blocks), head_width)

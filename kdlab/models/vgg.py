@@ -69,3 +69,13 @@ def _preset(depth: int):
 for _depth in CONFIGS:
     MODELS.add(f"vgg{_depth}", _preset(_depth), input="image", family="vgg",
                summary=f"VGG-{_depth} with BN, CIFAR variant of the CRD benchmark")
+
+
+@MODELS.register("vgg", input="image", family="vgg")
+def vgg(num_classes: int, in_channels: int = 3, input_shape: tuple[int, ...] = (3, 32, 32), depth: int = 8,
+        width: float = 1.0) -> VGG:
+    """VGG-depth (8, 11, 13, 16, 19) with BN and every conv's channels scaled by ``width``."""
+    if depth not in CONFIGS:
+        raise ValueError(f"depth must be one of {sorted(CONFIGS)}, got {depth}")
+    blocks = [[max(1, round(c * width)) for c in b] for b in CONFIGS[depth]]
+    return VGG(blocks, num_classes, in_channels, pool_last=input_shape[-1] >= 64)

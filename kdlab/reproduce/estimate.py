@@ -21,7 +21,7 @@ FORWARD_GFLOPS: dict[tuple[str, bool], float] = {
     ("wrn_40_2", False): 0.6552, ("wrn_16_2", False): 0.2022, ("wrn_40_1", False): 0.1666,
     ("wrn_16_1", False): 0.0533, ("resnet32x4", False): 2.1661, ("resnet8x4", False): 0.3541,
     ("resnet8x2", False): 0.0890, ("ShuffleV1", False): 0.0774, ("ShuffleV2", False): 0.0890,
-    ("ResNet50", False): 2.5960, ("vgg8", False): 0.1924, ("vgg13", False): 0.5699, ("MobileNetV2", False): 0.0130,
+    ("ResNet50", False): 2.5960, ("vgg8", False): 0.1924, ("vgg13", False): 0.5699, ("MobileNetV2", False): 0.01305,
     ("resnet56", False): 0.2515, ("resnet20", False): 0.0816,
     ("imagenet_resnet34", True): 9.2754, ("imagenet_resnet18", True): 4.4435,
     ("imagenet_resnet152", False): 23.0273, ("imagenet_resnet50", False): 8.1784,

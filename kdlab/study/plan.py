@@ -121,7 +121,9 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
         plan.append(run)
 
     pairs: list[PairConfig] = cfg.pair_list()
-    multi = len(pairs) > 1
+    # a teacher trained for one student (SFTN) is named by its student when another pair, or another study sharing
+    # the run folder, may train one for another student
+    multi = len(pairs) > 1 or cfg.runs_dir is not None
 
     def teacher_key(tlabel: str, s_arch: str) -> str:
         # a teacher trained for a particular student (SFTN's branches) is not shared with other pairs
