@@ -68,7 +68,8 @@ def cmd_study(a: argparse.Namespace) -> int:
 
     config, overrides = _split_args(a.args, need_config=True)
     ray_options = {"address": a.ray_address, "gpus_per_run": a.gpus_per_run, "cpus_per_run": a.cpus_per_run}
-    res = run_study(config, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options)
+    res = run_study(config, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options,
+                    group_size=1 if a.no_group else None)
     print(res.table)
     check_no_failures(res)
     return 0
@@ -100,7 +101,8 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
         print(dry_run(_experiment(exp_id), overrides, root))
         return 0
     ray_options = {"address": a.ray_address, "gpus_per_run": a.gpus_per_run, "cpus_per_run": a.cpus_per_run}
-    res = reproduce(exp_id, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options, root=root)
+    res = reproduce(exp_id, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options, root=root,
+                    group_size=1 if a.no_group else None)
     for t in res.tables[:1]:
         print(t.to_markdown())
     check_reproduced(res)
@@ -184,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Ray cluster address (default: a local Ray instance, or RAY_ADDRESS)")
     st.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs per Ray task (default 0)")
     st.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs per Ray task (default 1)")
+    st.add_argument("--no-group", action="store_true", help="train every student on its own (default: the "
+                    "students of one teacher train together, up to group_size, sharing its forward pass)")
     rp_ = add("reproduce", cmd_reproduce, "run a table or figure of the SoTeacher or SFTN paper and print it in "
               "the paper's layout (paper / kdlab / difference in every cell)", "ID [key=value ...]")
     rp_.add_argument("--list", action="store_true", help="list the experiments: id, what it measures, runs, "
@@ -195,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp_.add_argument("--ray-address", default=None, metavar="ADDR", help="as kdlab study")
     rp_.add_argument("--gpus-per-run", type=float, default=0.0, help="as kdlab study")
     rp_.add_argument("--cpus-per-run", type=float, default=1.0, help="as kdlab study")
+    rp_.add_argument("--no-group", action="store_true", help="as kdlab study")
     e = add("eval", cmd_eval, "evaluate a checkpoint on the test split",
             "RUN_DIR | CHECKPOINT.pt | EVAL.yaml [key=value ...] (e.g. checkpoint=best teacher.path=runs/t)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")

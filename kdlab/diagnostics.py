@@ -35,11 +35,13 @@ def pstar_metrics(logits_by_split: dict[str, Tensor], data: DataBundle) -> dict[
 
 def diagnose(model: nn.Module, data: DataBundle, device: torch.device, batch_size: int = 512,
              teacher: nn.Module | None = None, num_workers: int = 0,
-             test: tuple[Tensor, Tensor | None] | None = None) -> tuple[dict[str, Any], Tensor]:
+             test: tuple[Tensor, Tensor | None] | None = None,
+             teacher_test: tuple[Tensor, Tensor] | None = None) -> tuple[dict[str, Any], Tensor]:
     """All reported measures of ``model`` (and of its relation to ``teacher``); also returns the test logits.
 
     ``test``: the model's test logits and embeddings if already predicted (the training loop's last evaluation),
-    so the test set is not run through the model again."""
+    so the test set is not run through the model again; ``teacher_test``: the same for the teacher (a group of
+    students of one teacher predicts its test set once)."""
 
     def loader(split):
         return data.eval_loader(split, batch_size, device, num_workers)
@@ -57,7 +59,8 @@ def diagnose(model: nn.Module, data: DataBundle, device: torch.device, batch_siz
         held = predict(model, loader("holdout"))
         out.update(calibration_metrics(logits, data.test.y, fit_temperature(held, data.holdout.y)))
     if teacher is not None:
-        t_logits, t_emb = predict_with_embeddings(teacher, loader("test"))
+        t_logits, t_emb = teacher_test if teacher_test is not None else predict_with_embeddings(teacher,
+                                                                                                 loader("test"))
         n = min(len(emb), CKA_SAMPLES)
         out.update({
             "teacher_top1": classification_metrics(t_logits, data.test.y)["top1"],

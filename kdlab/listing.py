@@ -73,6 +73,10 @@ def listing(what: str = "all") -> str:
                       "value with beta_preset standard / soteacher)\n\n" +
                       markdown_table(["name", "paper", "gamma", "alpha", "beta", "T", "other defaults", "description"],
                                      [_distill_row(e) for e in DISTILL_METHODS.entries()]))
+        own = [f"  {e.name}: {e.meta['own_teacher_passes']}" for e in DISTILL_METHODS.entries()
+               if e.meta.get("own_teacher_passes")]
+        blocks.append("In a group of students of one teacher (kdlab study) every method takes the batch's teacher "
+                      "outputs from one shared pass; these also run the teacher themselves on:\n" + "\n".join(own))
     if what in ("all", "datasets"):
         rows = [[e.name, str(e.meta.get("input_shape", "")), str(e.meta.get("classes", "")), e.summary]
                 for e in DATASETS.entries()]

@@ -29,7 +29,7 @@ from .engine.device import resolve_device, seed_everything, set_deterministic
 from .engine.locks import run_lock
 from .engine.trainer import FitResult, check_precision, checkpoint_dir, fit
 from .errors import CheckpointError, ConfigError, RunFolderError
-from .methods import build_distill_objective, build_teacher_objective, needs_teacher
+from .methods import build_teacher_objective
 from .models import build_model, count_parameters
 
 # settings that do not change what a run computes, and so may differ when a run is resumed
@@ -144,9 +144,10 @@ def _save_predictions(run_dir: Path, logits: torch.Tensor, data: DataBundle) -> 
 
 
 def _summary(kind: str, cfg: Any, model: nn.Module, fitres: FitResult, data: DataBundle, device: torch.device,
-             teacher: nn.Module | None = None) -> tuple[dict[str, Any], torch.Tensor]:
+             teacher: nn.Module | None = None, teacher_test: tuple | None = None
+             ) -> tuple[dict[str, Any], torch.Tensor]:
     measures, logits = diagnose(model, data, device, cfg.train.eval_batch_size, teacher, cfg.train.num_workers,
-                                test=(fitres.test_logits, fitres.test_embeddings))
+                                test=(fitres.test_logits, fitres.test_embeddings), teacher_test=teacher_test)
     return {
         "kind": kind, "dataset": cfg.data.name, "seed": cfg.seed, "epochs": cfg.train.epochs,
         **measures, "best_top1": fitres.best["test_top1"], "best_epoch": fitres.best["epoch"],
@@ -262,70 +263,18 @@ def load_teacher(ref: TeacherRef, data: DataBundle, device: torch.device) -> tup
     return model, path
 
 
-def _with_protocol(cfg: DistillRunConfig) -> DistillRunConfig:
-    """The config with the protocol's weights, for the kind of teacher it distils from, in every method parameter
-    it leaves open (the teacher's method comes from its checkpoint)."""
-    from .methods.protocols import apply_protocol, teacher_kind
-
-    meta = load_metadata(resolve_checkpoint(cfg.teacher))
-    t_method = ((meta.get("config") or {}).get("method") or {}).get("name")
-    spec = apply_protocol(cfg.protocol, cfg.method.raw or cfg.method.model_dump(), teacher_kind(t_method))
-    return load_config(DistillRunConfig, {**cfg.model_dump(mode="json"), "method": spec})
-
-
 def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=()) -> RunResult:
     """Train a student (distilled from a teacher unless the method is ``none``); returns folder and summary."""
-    cfg = load_config(DistillRunConfig, config, overrides)
-    wants_teacher = needs_teacher(cfg.method.name)
-    if wants_teacher and cfg.teacher is None:
-        raise ConfigError(f"teacher: method {cfg.method.name!r} needs a teacher; set teacher.path to a teacher run "
-                          "folder or checkpoint")
-    out_dir = _with_seed(cfg.out_dir, cfg.seed) or default_out_dir("student", cfg.student.name, cfg.method.name,
-                                                                    cfg.seed)
-    update: dict[str, Any] = {"out_dir": out_dir}
-    if cfg.teacher is not None:  # the student of seed k learns from the teacher of seed k
-        update["teacher"] = cfg.teacher.model_copy(update={"path": _with_seed(cfg.teacher.path, cfg.seed)})
-    cfg = cfg.model_copy(update=update)
-    if cfg.protocol and wants_teacher:
-        cfg = _with_protocol(cfg)
-    run_dir = Path(out_dir)
-    plain = cfg.model_dump(mode="json")
-    set_deterministic(cfg.train.deterministic)  # before any CUDA work: the teacher is loaded next
-    device = distributed.process_device(resolve_device(cfg.train.device))
-    check_precision(device, cfg.train.precision)  # before the run folder is made
-    done = distributed.on_main(lambda: check_run_dir(run_dir, plain, resume))
-    if done is not None:
-        return RunResult(run_dir, done, reused=True)
-    data = load_dataset(cfg.data, cfg.holdout)
-    teacher = teacher_path = None
-    if cfg.teacher is not None and wants_teacher:
-        teacher, teacher_path = load_teacher(cfg.teacher, data, device)
-    seed_everything(cfg.seed)
-    student = build_model(cfg.student.name, cfg.student.params, data.num_classes, data.input_shape, key="student")
-    objective = build_distill_objective(cfg.method, teacher, student, data, run_dir, cfg.train.epochs,
-                                        teacher_path=teacher_path, device=device)
-    with _exclusive(run_dir):
-        done = distributed.on_main(lambda: _check_and_init(run_dir, plain, resume))
-        if done is not None:
-            return RunResult(run_dir, done, reused=True)
-        return _train_student(cfg, run_dir, plain, data, device, student, objective, teacher, teacher_path, resume,
-                              hooks)
+    from .student_runs import distill as run
+
+    return run(config, overrides, resume, hooks)
 
 
-def _train_student(cfg: DistillRunConfig, run_dir: Path, plain: dict, data: DataBundle, device: torch.device,
-                   student: nn.Module, objective, teacher, teacher_path, resume: bool, hooks) -> RunResult:
-    res = fit(student, objective, data, optim=cfg.optim, schedule=cfg.schedule, train=cfg.train, seed=cfg.seed,
-              run_dir=run_dir, resume=resume, meta={"kind": "student", "config": plain}, hooks=hooks,
-              desc=f"student {cfg.student.name}/{cfg.method.name} s{cfg.seed}")
-    if not distributed.env().main:
-        return RunResult(run_dir, {})
-    summary, logits = _summary("student", cfg, student, res, data, device, teacher)
-    summary.update({"model": cfg.student.name, "method": cfg.method.name})
-    if teacher is not None:
-        summary["teacher_path"] = str(teacher_path)
-    _save_predictions(run_dir, logits, data)
-    atomic_write_json(run_dir / "summary.json", summary)
-    return RunResult(run_dir, summary)
+def distill_group(configs: list[Any], resume: bool = False, hooks=()) -> list:
+    """Train student runs of one teacher together (see :func:`kdlab.student_runs.distill_group`)."""
+    from .student_runs import distill_group as run
+
+    return run(configs, resume, hooks)
 
 
 def evaluate(config: Any, overrides: list[str] = ()) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Under torchrun (``python -m torch.distributed.run --nproc_per_node=N tests/ddp_replicas.py PLAN DUMP``) each
 process writes ``DUMP/<label>/rank<r>_epoch<e>.pt``; ``run_plan`` does the same in the calling process (rank
-"one"), for the 1-process reference.  PLAN is a JSON list of ``{"label", "kind": "teacher" | "distill", "cfg"}``.
+"one"), for the 1-process reference.  PLAN is a JSON list of ``{"label", "kind": "teacher" | "distill", "cfg"}``
+and ``{"label", "kind": "group", "cfgs", "labels"}`` (students trained together in one group).
 """
 
 from __future__ import annotations
@@ -14,30 +15,44 @@ from pathlib import Path
 
 import torch
 
+import kdlab.engine.trainer as trainer
 import kdlab.runs as runs
+import kdlab.student_runs as student_runs
 
 
 def run_plan(plan: list[dict], dump: Path, rank: str) -> None:
-    original = runs.fit
-    label = {}
+    """``kind: group`` items train ``cfgs`` (labelled ``labels``) together as one group of students."""
+    labels = {}
+    for item in plan:
+        for cfg, label in zip(item.get("cfgs", [item.get("cfg")]), item.get("labels", [item["label"]])):
+            labels[str(Path(cfg["out_dir"]))] = label
+    original = trainer.fit_group
 
-    def fit(model, objective, data, **kw):
+    def saver(member):
         def save_state(epoch, rec):
-            folder = dump / label["name"]
+            folder = dump / labels[str(member.run_dir)]
             folder.mkdir(parents=True, exist_ok=True)
-            state = {"model": model.state_dict(), "objective": objective.state_dict()}
+            state = {"model": member.model.state_dict(), "objective": member.objective.state_dict()}
             torch.save(state, folder / f"rank{rank}_epoch{epoch}.pt")
+        return save_state
 
-        kw["hooks"] = [*kw.get("hooks", ()), save_state]
-        return original(model, objective, data, **kw)
+    def fit_group(members, data, **kw):
+        for m in members:
+            m.hooks.append(saver(m))
+        return original(members, data, **kw)
 
-    runs.fit = fit
+    trainer.fit_group = student_runs.fit_group = fit_group
     try:
         for item in plan:
-            label["name"] = item["label"]
-            (runs.train_teacher if item["kind"] == "teacher" else runs.distill)(item["cfg"])
+            if item["kind"] == "group":
+                results = runs.distill_group(item["cfgs"])
+                errors = [r for r in results if isinstance(r, BaseException)]
+                if errors:
+                    raise errors[0]
+            else:
+                (runs.train_teacher if item["kind"] == "teacher" else runs.distill)(item["cfg"])
     finally:
-        runs.fit = original
+        trainer.fit_group = student_runs.fit_group = original
 
 
 def main() -> None:

@@ -54,6 +54,9 @@ DISTILL = {
     "rkd": {"name": "rkd"},
     "pkt": {"name": "pkt"},
 }
+# students that share the loop settings, trained as one group too (a stateful memory, an initialisation stage,
+# own teacher passes, a second trained network)
+GROUP = ("fitnet", "ab", "crd", "sskd", "kdplus", "dml", "rkd")
 TEACHERS = {
     "soteacher": {"name": "soteacher", "lambda_lr": 1e-3},
     "sftn": {"name": "sftn"},
@@ -82,6 +85,11 @@ def _plan(root: Path, teacher_dir: Path, job: str, variants: tuple[str, ...]) ->
                    "teacher": {"path": str(teacher_dir)}, "method": method, "optim": {"lr": 0.05, **optim_more},
                    "schedule": {"milestones": [1]}, "train": {**train, **train_more}}
             plan.append({"label": f"{variant}-{name}", "kind": "distill", "cfg": cfg})
+        if job != "one" and variant == "plain":  # the same students trained as one group, under torchrun
+            items = [p for p in plan if p["kind"] == "distill" and p["label"].removeprefix("plain-") in GROUP]
+            cfgs = [{**p["cfg"], "out_dir": str(root / job / "group" / p["label"])} for p in items]
+            plan.append({"label": "group", "kind": "group", "cfgs": cfgs,
+                         "labels": [f"group-{p['label']}" for p in items]})
     return plan
 
 
@@ -130,6 +138,19 @@ def test_every_process_holds_the_same_state_after_each_epoch(dumps, label, nproc
             assert other.keys() == ref.keys()
             for k, v in ref.items():
                 assert torch.equal(v, other[k]), (label, epoch, rank, k)
+
+
+@pytest.mark.parametrize("nproc", [2, 3])
+@pytest.mark.parametrize("method", GROUP)
+def test_a_group_under_torchrun_equals_its_members_run_alone(dumps, method, nproc):
+    """Bit-identical on every process: the group changes nothing any member computes."""
+    for epoch in range(1, EPOCHS + 1):
+        for rank in range(nproc):
+            alone = _states(dumps / f"dump{nproc}" / f"plain-{method}", str(rank), epoch)
+            grouped = _states(dumps / f"dump{nproc}" / f"group-plain-{method}", str(rank), epoch)
+            assert grouped.keys() == alone.keys()
+            for k, v in alone.items():
+                assert torch.equal(v, grouped[k]), (method, epoch, rank, k)
 
 
 @pytest.mark.parametrize("nproc", [2, 3])

@@ -179,12 +179,12 @@ def test_corrupted_last_checkpoint_falls_back_to_the_previous_one(tmp_path, monk
 
 
 def test_kill_between_checkpoint_files_loses_no_epoch_checkpoint(tmp_path, monkeypatch):
-    from kdlab.engine import trainer
+    from kdlab.engine import run_checkpoints
 
     train = {**TINY_TRAIN, "epochs": 3, "save_every": 1}
     make = lambda d: teacher_cfg(d, train=train, schedule={"milestones": [2]})
     train_teacher(make(tmp_path / "full"))
-    original = trainer._link_or_copy
+    original = run_checkpoints.link_or_copy
 
     def killed_at_epoch_2(src, dst):
         if dst.name == "prev.pt" and load_checkpoint(src)["epoch"] == 1 and src.name == "last.pt" and \
@@ -192,7 +192,7 @@ def test_kill_between_checkpoint_files_loses_no_epoch_checkpoint(tmp_path, monke
             raise KeyboardInterrupt  # the process dies after epoch 2's copies, before last.pt moves on
         original(src, dst)
 
-    monkeypatch.setattr(trainer, "_link_or_copy", killed_at_epoch_2)
+    monkeypatch.setattr(run_checkpoints, "link_or_copy", killed_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train_teacher(make(tmp_path / "cut"))
     monkeypatch.undo()
@@ -239,7 +239,7 @@ def test_seed_placeholder_in_run_and_teacher_paths(tmp_path):
 
 
 def test_tensorboard_scalars_when_available(tmp_path, monkeypatch):
-    import kdlab.engine.trainer as trainer
+    import kdlab.engine.sinks as sinks
 
     logged = []
 
@@ -250,7 +250,7 @@ def test_tensorboard_scalars_when_available(tmp_path, monkeypatch):
         def close(self):
             logged.append(("closed", None))
 
-    monkeypatch.setattr(trainer, "_tensorboard", lambda run_dir: FakeWriter())
+    monkeypatch.setattr(sinks, "_tensorboard", lambda run_dir: FakeWriter())
     train_teacher(teacher_cfg(tmp_path / "tb"))
     assert ("loss", 1) in logged and ("test_top1", 2) in logged and logged[-1] == ("closed", None)
     logged.clear()

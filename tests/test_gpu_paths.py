@@ -18,7 +18,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-import kdlab.runs
+import kdlab.runs as kdlab_runs
+import kdlab.student_runs as student_runs
 from conftest import TINY_DATA, TINY_TRAIN, interrupt_training, student_cfg, teacher_cfg
 from kdlab.config import DistillRunConfig, TeacherRunConfig, load_config
 from kdlab.data import load_dataset
@@ -56,26 +57,33 @@ def _max_diff(a: dict, b: dict) -> float:
 
 
 class FitSpy:
-    """Wraps ``kdlab.runs.fit``: keeps the model's state when training starts and records, during training
-    steps, the output dtype of every Linear layer and the memory format of the inputs of Conv2d layers."""
+    """Wraps the training loop (``fit_group``, which teacher and student runs call): keeps the model's state when
+    training starts and records, during training steps, the output dtype of every Linear layer and the memory
+    format of the inputs of Conv2d layers."""
 
     def __init__(self, monkeypatch):
         self.initial: list[dict] = []
         self.linear_dtypes: set[torch.dtype] = set()
         self.conv_inputs_channels_last: set[bool] = set()
-        real = kdlab.runs.fit
+        real = trainer.fit_group
 
-        def fit(model, objective, data, **kw):
-            self.initial.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-            handles = [m.register_forward_hook(self._linear) for m in model.modules() if isinstance(m, nn.Linear)]
-            handles += [m.register_forward_pre_hook(self._conv) for m in model.modules() if isinstance(m, nn.Conv2d)]
+        def fit_group(members, data, **kw):
+            handles = []
+            for member in members:
+                model = member.model
+                self.initial.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+                handles += [m.register_forward_hook(self._linear) for m in model.modules()
+                            if isinstance(m, nn.Linear)]
+                handles += [m.register_forward_pre_hook(self._conv) for m in model.modules()
+                            if isinstance(m, nn.Conv2d)]
             try:
-                return real(model, objective, data, **kw)
+                return real(members, data, **kw)
             finally:
                 for h in handles:
                     h.remove()
 
-        monkeypatch.setattr(kdlab.runs, "fit", fit)
+        monkeypatch.setattr(trainer, "fit_group", fit_group)
+        monkeypatch.setattr(student_runs, "fit_group", fit_group)
 
     def _linear(self, module, inputs, out):
         if module.training and torch.is_grad_enabled():
@@ -128,7 +136,8 @@ def test_fp16_with_grad_scaler_runs_on_cpu_as_a_stand_in_for_cuda(tmp_path, monk
     # kdlab refuses fp16 on the CPU (check_precision); PyTorch supports fp16 autocast and GradScaler("cpu"), so
     # with the check disabled a CPU run takes the code path a CUDA fp16 run takes
     monkeypatch.setattr(trainer, "check_precision", lambda device, precision: None)
-    monkeypatch.setattr(kdlab.runs, "check_precision", lambda device, precision: None)
+    monkeypatch.setattr(kdlab_runs, "check_precision", lambda device, precision: None)
+    monkeypatch.setattr(student_runs, "check_precision", lambda device, precision: None)
     scalers = []
 
     class RecordingScaler(torch.amp.GradScaler):

@@ -9,10 +9,12 @@ import torch
 import torch.distributed as dist
 
 import kdlab.runs as runs
+import kdlab.student_runs as student_runs
 from conftest import TINY_TRAIN, student_cfg, teacher_cfg
 from kdlab.config import TeacherRunConfig, load_config
 from kdlab.data import load_dataset
 from kdlab.data.base import ArrayLoader, batch_count, batch_plan
+from kdlab.engine import trainer
 from kdlab.engine.distributed import DistEnv
 from kdlab.engine.state import LoopState
 from kdlab.engine.trainer import wrap
@@ -74,13 +76,16 @@ def test_teacher_outputs_are_used_as_the_teacher_returns_them():
 @pytest.mark.parametrize("role", ["teacher", "student"])
 def test_the_test_set_is_predicted_once_at_the_end(tmp_path, monkeypatch, role):
     passes = []
-    original = runs.fit
+    original = trainer.fit_group
 
-    def fit(model, objective, data, **kw):
-        model.register_forward_pre_hook(lambda m, args: passes.append(args[0].shape[0]) if not m.training else None)
-        return original(model, objective, data, **kw)
+    def fit_group(members, data, **kw):
+        for member in members:
+            member.model.register_forward_pre_hook(
+                lambda m, args: passes.append(args[0].shape[0]) if not m.training else None)
+        return original(members, data, **kw)
 
-    monkeypatch.setattr(runs, "fit", fit)
+    monkeypatch.setattr(trainer, "fit_group", fit_group)
+    monkeypatch.setattr(student_runs, "fit_group", fit_group)
     data = {"name": "digits"}  # no p* and no holdout: eval-mode passes are test-set passes only
     train = {**TINY_TRAIN, "epochs": 2, "eval_batch_size": 1000}
     teacher = runs.train_teacher(teacher_cfg(tmp_path / "t", data=data, model="mlp", train=train))
@@ -119,14 +124,14 @@ def test_runtime_settings_come_before_the_teacher_is_loaded(tmp_path, monkeypatc
     torch.backends.cudnn.benchmark = deterministic
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     seen = {}
-    original = runs.load_teacher
+    original = student_runs.load_teacher
 
     def load_teacher(*a, **k):
         seen.update(det=torch.are_deterministic_algorithms_enabled(), bench=torch.backends.cudnn.benchmark,
                     cublas=os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
         return original(*a, **k)
 
-    monkeypatch.setattr(runs, "load_teacher", load_teacher)
+    monkeypatch.setattr(student_runs, "load_teacher", load_teacher)
     try:
         runs.distill(student_cfg(tmp_path / "s", trained_teacher.run_dir,
                                  train={**TINY_TRAIN, "epochs": 1, "deterministic": deterministic}))

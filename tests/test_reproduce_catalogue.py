@@ -33,6 +33,9 @@ def test_list_prints_every_experiment_with_runs_and_gpu_time():
     n, hours = estimate(EXPERIMENTS["soteacher/table1"])
     assert n == 60  # 4 teacher methods x 2 teacher architectures x 3 seeds + 4 x 3 pairs x 3 KD students
     assert 10 < hours < 1000
+    assert text.splitlines()[0].rstrip().endswith("| est. GPU time | grouped |")
+    _, grouped = estimate(EXPERIMENTS["sftn/table1"], grouped=True)
+    assert grouped < estimate(EXPERIMENTS["sftn/table1"])[1]
 
 
 def test_cli_lists_and_plans_without_training(tmp_path):
@@ -106,3 +109,21 @@ def test_l2_with_its_weight_decay_off_is_allowed_per_method(tmp_path):
     cfg["teacher"]["overrides"] = {"l2": {"optim": {"weight_decay": 0.0}}}
     plan = plan_study(load_config(StudyConfig, cfg))
     assert next(r for r in plan if r.teacher_label == "l2").config["optim"]["weight_decay"] == 0.0
+
+
+def test_grouped_estimate_counts_the_teacher_pass_once_per_group(tmp_path):
+    from kdlab.reproduce.estimate import TRAIN_IMAGES, gpu_hours
+
+    cfg = load_config(StudyConfig, {
+        "out_dir": str(tmp_path), "seeds": [0], "holdout": 0.1, "data": {"name": "cifar100"},
+        "teacher": {"model": "wrn_40_2", "methods": {"standard": "standard"}},
+        "student": {"model": "wrn_16_2", "methods": {"none": "none", "kd": "kd", "at": "at", "sskd": "sskd",
+                                                      "crd": "crd"}, "train": {"epochs": 10}}})
+    plan = plan_study(cfg)
+    teachers = {str(r.run_dir): r.config["model"] for r in plan if r.kind == "teacher"}
+    alone, grouped, pairs = (gpu_hours(plan, teachers, g) for g in (1, 8, 2))
+    # one group of kd, at, sskd, crd (none has no teacher): kd, at and crd share one pass, sskd makes its own
+    per_pass = FORWARD_GFLOPS[("wrn_40_2", False)] * 1e9 * TRAIN_IMAGES["cifar100"] * 0.9 * 10
+    assert alone - grouped == pytest.approx(2 * per_pass * seconds_per_flop() / 3600, rel=1e-9)
+    # groups of two: (kd, at) share, (sskd, crd) do not
+    assert alone - pairs == pytest.approx(per_pass * seconds_per_flop() / 3600, rel=1e-9)

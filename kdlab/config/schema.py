@@ -265,6 +265,8 @@ class StudyConfig(Strict):
     pairs: list[PairConfig] | None = Field(None, description="default: [teacher.model -> student.model]")
     sweeps: list[SweepConfig] = []
     trajectory: TrajectoryConfig | None = None
+    group_size: PositiveInt = Field(8, description="train up to this many students of one teacher together, one "
+                                    "teacher pass per batch (bit-identical to separate runs; 1: one at a time)")
 
     @model_validator(mode="after")
     def _consistent(self) -> StudyConfig:

@@ -60,6 +60,16 @@ class Progress:
                 print(f"[{self.desc}] epoch {epoch}/{self.epochs} {text} | {_fmt_time(elapsed)} elapsed, "
                       f"~{_fmt_time(left)} left", file=self.stream, flush=True)
 
+    def end_epoch_of(self, name: str, epoch: int, metrics: dict[str, float]) -> None:
+        """One member of a group finished ``epoch``: a line per member (the bar counts the group's steps)."""
+        text = _fmt_metrics(metrics)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"ep {epoch}/{self.epochs} {name}: {text}", refresh=True)
+        elif self.mode == "log":
+            elapsed = time.perf_counter() - self.t0
+            print(f"[{name}] epoch {epoch}/{self.epochs} {text} | {_fmt_time(elapsed)} elapsed (group)",
+                  file=self.stream, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -1,54 +1,61 @@
-"""The one training loop, used for teachers and students alike.
+"""The one training loop, used for teachers and students alike, for one run or a group of runs in lockstep.
 
-``fit`` owns optimisation, evaluation, logging and checkpointing; everything method-specific lives in the
-:class:`~kdlab.methods.base.Objective` (see its docstring for the events).  Each epoch's randomness (data order,
-augmentation, dropout) is derived from ``(seed, epoch)``, so a run resumed from the checkpoint of epoch ``e``
-repeats epoch ``e + 1`` exactly and ends with the same weights as an uninterrupted run.
+``fit_group`` trains a list of :class:`Member` runs (model, objective, optimizer settings, run folder) that
+share their data, training settings and seed: every batch is built once and each member takes its step on it in
+turn (a group of students of one teacher also shares the teacher's pass over the batch, see
+:class:`~kdlab.methods.base.SharedTeacher`).  ``fit`` is the group of one.  Everything method-specific lives in
+the :class:`~kdlab.methods.base.Objective` (see its docstring for the events).
 
-The pieces, in the order ``fit`` runs them: :func:`place` (batch-norm synchronisation, device, memory format),
-the loaders and the optimizer, :func:`_resume`, the objective's ``on_fit_start`` (initialisation stages run here,
-before DistributedDataParallel exists: they average their own gradients), :func:`wrap` (``torch.compile`` and
-DDP, whose construction gives every process rank 0's state), then per epoch :func:`_train_epoch`, the objective's
-``on_epoch_end``, the buffer broadcast of a several-process job, :func:`_evaluate`, the log line, the checkpoint
-and the hooks.
+Each epoch's randomness (data order, augmentation, dropout) derives from ``(seed, epoch)``, so a run resumed from
+the checkpoint of epoch ``e`` repeats epoch ``e + 1`` exactly.  In a group each member keeps its own random
+state (restored before its step, saved after it), so it draws exactly what it draws when it runs alone: a
+member's weights, log and checkpoints are bit-identical to its separate run.  A member that fails (a loss that
+turns NaN, an error of its method) stops with its own error; the others go on.
+
+The pieces, in the order ``fit_group`` runs them: :func:`place` (batch-norm synchronisation, device, memory
+format), the shared loaders, per member its optimizer and :func:`~kdlab.engine.run_checkpoints.resume`, the
+objective's ``on_fit_start`` (initialisation stages run here, before DistributedDataParallel exists: they average
+their own gradients), :func:`wrap` (``torch.compile`` and DDP, whose construction gives every process rank 0's
+state), then per epoch :func:`_train_epoch`, and per member the objective's ``on_epoch_end``, the buffer broadcast
+of a several-process job, :func:`_evaluate`, the log line (:class:`~kdlab.engine.sinks.MetricSink`), the
+checkpoint (:func:`~kdlab.engine.run_checkpoints.save_epoch`) and the hooks.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import sys
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .. import __version__
 from ..config.schema import OptimConfig, ScheduleConfig, TrainConfig
 from ..data.base import DataBundle, batch_part
-from ..errors import CheckpointError, ConfigError, DivergenceError
+from ..errors import ConfigError, DivergenceError
 from ..methods.base import Objective
 from . import distributed
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .device import derive_seed, resolve_device, seed_everything, set_deterministic
 from .distributed import DistEnv
 from .metrics import topk_accuracy
 from .predict import predict, predict_with_embeddings
 from .progress import Progress
+from .run_checkpoints import checkpoint_dir, resume, save_epoch
 from .schedule import lr_at
+from .sinks import EpochHook, MetricSink
 from .state import LoopState
 from .sync_bn import convert_sync_batchnorm
 
-__all__ = ["FitResult", "OptimizerStep", "build_optimizer", "checkpoint_dir", "fit", "place", "predict", "wrap"]
-
-EpochHook = Callable[[int, dict[str, Any]], None]
+__all__ = ["FitResult", "Member", "OptimizerStep", "RandomState", "build_optimizer", "checkpoint_dir", "fit",
+           "fit_group", "place", "predict", "wrap"]
 
 
 @dataclass
@@ -95,21 +102,37 @@ class OptimizerStep:
         self.scaler.update()
 
 
-def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / "checkpoints"
+class RandomState:
+    """The random streams a step may draw from (Python, NumPy, torch on the CPU and the current CUDA device)."""
+
+    def __init__(self):
+        self.py, self.np, self.cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() \
+            else None
+
+    def restore(self) -> None:
+        random.setstate(self.py)
+        np.random.set_state(self.np)
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Make ``dst`` hold ``src``'s bytes atomically (a hard link when the file system allows)."""
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        import shutil
+@dataclass
+class Member:
+    """One run of a group: what it trains, with which optimizer and schedule, and where it writes."""
 
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    model: nn.Module
+    objective: Objective
+    optim: OptimConfig
+    schedule: ScheduleConfig
+    run_dir: Path | None = None
+    meta: dict[str, Any] | None = None
+    desc: str = "train"
+    hooks: list[EpochHook] = field(default_factory=list)
+    rng: RandomState | None = None  # the random state right after it was built (restored for its initialisation)
+    result: FitResult | None = None  # filled by fit_group
+    error: BaseException | None = None  # filled by fit_group when the member failed
 
 
 class _Step(nn.Module):
@@ -175,10 +198,26 @@ def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: Opti
         schedule: ScheduleConfig, train: TrainConfig, seed: int, run_dir: str | os.PathLike | None = None,
         resume: bool = False, meta: dict[str, Any] | None = None, desc: str = "train",
         hooks: list[EpochHook] = ()) -> FitResult:
-    """Train ``model`` by minimising ``objective`` on ``data.train``; evaluate on ``data.test``.
+    """Train ``model`` by minimising ``objective`` on ``data.train``; evaluate on ``data.test`` (a group of one).
 
     Launched by torchrun with several processes, the step runs under DistributedDataParallel; every process
     returns the same result and only rank 0 writes to ``run_dir``.
+    """
+    member = Member(model, objective, optim, schedule, Path(run_dir) if run_dir is not None else None, meta, desc,
+                    list(hooks))
+    fit_group([member], data, train=train, seed=seed, resume=resume)
+    if member.error is not None:
+        raise member.error
+    return member.result
+
+
+def fit_group(members: list[Member], data: DataBundle, *, train: TrainConfig, seed: int, resume: bool = False,
+              shared: Any = None) -> list[Member]:
+    """Train every member on the same batches in lockstep; fills each member's ``result`` or ``error``.
+
+    ``shared``: an object whose ``begin(x)`` / ``end()`` bracket each batch (the group's shared teacher pass).
+    A group of one raises its member's error at once (a single run stops where it failed); in a larger group a
+    failing member is set aside and the others continue.
     """
     device = resolve_device(train.device)
     world = distributed.env()
@@ -187,128 +226,217 @@ def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: Opti
     set_deterministic(train.deterministic)
     check_precision(device, train.precision)
     distributed.setup(device)
-    model = place(model, objective, train, device, world)
+    alone = len(members) == 1
+    for m in members:
+        m.model = place(m.model, m.objective, train, device, world)
     loader = data.train_loader(train.batch_size, device, seed, train.drop_last, train.num_workers, world.shard)
     test_loader = data.eval_loader("test", train.eval_batch_size, device, train.num_workers, world.shard)
     steps = len(loader)
-    opt = build_optimizer(trained_parameters(model, objective), optim)
-    optimizer_step = OptimizerStep(opt, torch.amp.GradScaler(device.type) if train.precision == "fp16" else None)
-    run_dir = Path(run_dir) if run_dir is not None else None
-    writes = run_dir is not None and world.main
-    state = LoopState(epoch=0, epochs=train.epochs, step=0, steps_per_epoch=steps, num_train=len(data.train),
-                      num_classes=data.num_classes, device=device, run_dir=run_dir, train_loader=loader, seed=seed)
-    last_path = checkpoint_dir(run_dir) / "last.pt" if run_dir else None
-    start_epoch, history, best = _resume(last_path if resume else None, model, objective, opt, device)
-    state.step = start_epoch * steps
-    if writes:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        # drop log lines of an epoch that was interrupted before its checkpoint
-        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-    writer = _tensorboard(run_dir) if (train.tensorboard and writes) else None
-
-    state.epoch = start_epoch
-    objective.on_fit_start(model, state)
-    step_fn = wrap(model, objective, train, device, world)
-    gathered = set(distributed.gathered_buffer_names(objective))
-    progress = Progress(train.progress if world.main else "off", desc, train.epochs, steps, start_epoch)
-    test_logits = test_emb = None
+    runs = []
+    for m in members:
+        try:
+            runs.append(_Run(m, data, loader, steps, train, seed, device, world, resume))
+        except Exception as e:  # noqa: BLE001 - one member's bad checkpoint or method must not stop the group
+            if alone:
+                raise
+            m.error = e
+    for r in runs:
+        r.start(alone)
+    runs = [r for r in runs if r.member.error is None]
+    start = min((r.start_epoch for r in runs), default=train.epochs)
+    names = ", ".join(r.member.desc for r in runs)
+    progress = Progress(train.progress if world.main else "off", names if alone else f"{len(runs)} runs: {names}",
+                        train.epochs, steps, start)
     t_start = time.perf_counter()
     try:
-        for epoch in range(start_epoch, train.epochs):
-            state.epoch = epoch
-            rec = _train_epoch(step_fn, model, objective, optimizer_step, loader, state, schedule, optim, train,
-                               progress, last_path, seed)
-            objective.on_epoch_end(model, state)
-            if world.active:  # each process updated the BN statistics on its part of the last batch
-                distributed.broadcast_state(model, buffers_only=True)
-                distributed.broadcast_state(objective, skip=gathered, buffers_only=True)
-            if (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs:
-                test_logits, test_emb = _evaluate(model, test_loader, final=epoch + 1 == train.epochs)
-                rec["test_top1"] = topk_accuracy(test_logits, data.test.y, 1)
-                rec["test_nll"] = torch.nn.functional.cross_entropy(test_logits, data.test.y).item()
-            rec.update(objective.eval_metrics(model, state))
-            is_best = rec.get("test_top1", -math.inf) > best["test_top1"]
-            if is_best:
-                best = {"epoch": epoch + 1, "test_top1": rec["test_top1"]}
-            history.append(rec)
-            if writes:
-                _log(run_dir, rec, writer)
-                _save(run_dir, model, objective, opt, epoch + 1, best, history, meta, seed, is_best,
-                      train.save_every)
-            distributed.barrier()
-            progress.end_epoch(epoch + 1, rec)
-            for hook in hooks:
-                hook(epoch + 1, rec)
+        for epoch in range(start, train.epochs):
+            live = [r for r in runs if r.member.error is None and epoch >= r.start_epoch]
+            if not live:
+                break
+            _train_epoch(live, loader, epoch, train, seed, shared, progress, alone)
+            for r in live:
+                if r.member.error is None:
+                    r.guard(alone, r.finish_epoch, epoch, test_loader, data, progress, alone)
     finally:
         progress.close()
-        if writer is not None:
-            writer.close()
-    if test_logits is None:  # resumed after the last epoch had finished
-        test_logits, test_emb = _evaluate(model, test_loader, final=True)
-    train_time = sum(h.get("train_time", 0.0) for h in history)
-    return FitResult(history, best, test_logits, train_time, resumed_from=start_epoch,
-                     extra={"wall_time": time.perf_counter() - t_start}, test_embeddings=test_emb)
+        for r in runs:
+            r.sink.close()
+    wall = time.perf_counter() - t_start
+    for r in runs:
+        if r.member.error is None:
+            r.guard(alone, r.conclude, test_loader, wall)
+    return members
 
 
-def _resume(last_path: Path | None, model: nn.Module, objective: Objective, opt: torch.optim.Optimizer,
-            device: torch.device) -> tuple[int, list, dict]:
-    """(start epoch, history, best) of the checkpoint at ``last_path``, its state loaded; a fresh start without."""
-    if last_path is None or not last_path.exists():
-        return 0, [], {"epoch": 0, "test_top1": -math.inf}
-    ck = _load_resumable(last_path, device)
-    model.load_state_dict(ck["model_state"])
-    objective.load_state_dict(ck["objective_state"])
-    opt.load_state_dict(ck["optimizer_state"])
-    return int(ck["epoch"]), list(ck["history"]), dict(ck["best"])
+class _Run:
+    """The loop's state of one member: optimizer, resume point, log, the epoch's running sums."""
+
+    def __init__(self, member: Member, data: DataBundle, loader, steps: int, train: TrainConfig, seed: int,
+                 device: torch.device, world: DistEnv, resume_run: bool):
+        self.member, self.train, self.seed, self.device, self.world = member, train, seed, device, world
+        m = member
+        self.opt = build_optimizer(trained_parameters(m.model, m.objective), m.optim)
+        scaler = torch.amp.GradScaler(device.type) if train.precision == "fp16" else None
+        self.optimizer_step = OptimizerStep(self.opt, scaler)
+        self.state = LoopState(epoch=0, epochs=train.epochs, step=0, steps_per_epoch=steps,
+                               num_train=len(data.train), num_classes=data.num_classes, device=device,
+                               run_dir=m.run_dir, train_loader=loader, seed=seed)
+        self.last_path = checkpoint_dir(m.run_dir) / "last.pt" if m.run_dir else None
+        self.start_epoch, self.history, self.best = resume(self.last_path if resume_run else None, m.model,
+                                                           m.objective, self.opt, device)
+        self.state.step = self.start_epoch * steps
+        self.sink = MetricSink(m.run_dir, world.main, train.tensorboard, self.history, m.hooks)
+        self.rng: RandomState | None = None
+        self.test_logits = self.test_emb = None
+        self.step_fn: Callable | None = None
+
+    def guard(self, alone: bool, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``; in a group, a failure is this member's alone (it stops, the others go on)."""
+        if alone:
+            return fn(*args)
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001
+            self.member.error = e
+            return None
+
+    def start(self, alone: bool) -> None:
+        """The objective's ``on_fit_start`` (under the random state the member was built with), then DDP."""
+        def go():
+            m = self.member
+            self.state.epoch = self.start_epoch
+            with self.random_state(m.rng):
+                m.objective.on_fit_start(m.model, self.state)
+            self.step_fn = wrap(m.model, m.objective, self.train, self.device, self.world)
+        self.guard(alone, go)
+
+    @contextlib.contextmanager
+    def random_state(self, state: RandomState | None) -> Iterator[None]:
+        """This member's random streams while it runs (none: the process's streams as they are)."""
+        if state is None:
+            yield
+            return
+        state.restore()
+        try:
+            yield
+        finally:
+            self.rng = RandomState()
+
+    # -- one epoch ------------------------------------------------------------------------------------------
+    def begin_epoch(self, epoch: int, base: RandomState | None) -> None:
+        m, train = self.member, self.train
+        self.state.epoch = epoch
+        self.warm = epoch < m.schedule.warmup_epochs
+        steps = self.state.steps_per_epoch
+        self.lr = lr_at(m.schedule, m.optim.lr, epoch if not self.warm else epoch + 1 / steps, train.epochs)
+        _set_lr(self.opt, self.lr)
+        self.rng = base
+        with self.random_state(self.rng):
+            m.model.train()
+            m.objective.train()
+            m.objective.on_epoch_start(m.model, self.state)
+        self.t_epoch = time.perf_counter()
+        self.totals = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss sum, correct, samples
+        self.parts_sum: dict[str, Tensor] = {}
+        self.bad = torch.zeros((), device=self.device)
+
+    def step(self, batch, i: int, check_every: int) -> None:
+        m, train, epoch = self.member, self.train, self.state.epoch
+        if self.warm:
+            _set_lr(self.opt, lr_at(m.schedule, m.optim.lr, epoch + (i + 1) / self.state.steps_per_epoch,
+                                    train.epochs))
+        with self.random_state(self.rng), _autocast(self.device, train.precision):
+            out = self.step_fn(batch, self.state)
+            self.bad += (~torch.isfinite(out.loss.detach())).float()
+            if (i + 1) % check_every == 0 and _any(self.bad):
+                _diverged(epoch, i, check_every, self.last_path)
+            weight = distributed.shard_weight(batch_part(batch))
+            self.optimizer_step(out.loss * weight if weight != 1.0 else out.loss)
+        bs = batch.y.shape[0]
+        self.totals[0] += out.loss.detach().double() * bs
+        self.totals[1] += (out.logits.detach().argmax(1) == batch.y).sum()
+        self.totals[2] += bs
+        for k, v in out.parts.items():
+            self.parts_sum[k] = self.parts_sum.get(k, 0.0) + v.detach().double() * bs
+        self.state.step += 1
+
+    def epoch_record(self, check_every: int, share: int = 1) -> dict[str, Any]:
+        """The epoch's log record; ``train_time`` is this member's share of the epoch (the group's time over the
+        ``share`` members that trained in it)."""
+        epoch = self.state.epoch
+        if _any(self.bad):
+            _diverged(epoch, self.state.steps_per_epoch - 1, check_every, self.last_path)
+        names = sorted(self.parts_sum)
+        reduced = distributed.all_reduce_sum(torch.stack([*self.totals, *(self.parts_sum[k] for k in names)]))
+        n = max(float(reduced[2]), 1.0)
+        rec: dict[str, Any] = {"epoch": epoch + 1, "lr": self.lr, "loss": float(reduced[0]) / n,
+                               "acc": 100.0 * float(reduced[1]) / n}
+        rec.update({k: float(v) / n for k, v in zip(names, reduced[3:])})
+        rec["train_time"] = (time.perf_counter() - self.t_epoch) / share
+        return rec
+
+    def finish_epoch(self, epoch: int, test_loader, data: DataBundle, progress: Progress, alone: bool) -> None:
+        """The epoch's record, evaluation, log line, checkpoint and hooks."""
+        m, train = self.member, self.train
+        rec = self.record
+        with self.random_state(self.rng):
+            m.objective.on_epoch_end(m.model, self.state)
+        if self.world.active:  # each process updated the BN statistics on its part of the last batch
+            distributed.broadcast_state(m.model, buffers_only=True)
+            distributed.broadcast_state(m.objective, skip=set(distributed.gathered_buffer_names(m.objective)),
+                                        buffers_only=True)
+        if (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs:
+            self.test_logits, self.test_emb = _evaluate(m.model, test_loader, final=epoch + 1 == train.epochs)
+            rec["test_top1"] = topk_accuracy(self.test_logits, data.test.y, 1)
+            rec["test_nll"] = torch.nn.functional.cross_entropy(self.test_logits, data.test.y).item()
+        rec.update(m.objective.eval_metrics(m.model, self.state))
+        is_best = rec.get("test_top1", -math.inf) > self.best["test_top1"]
+        if is_best:
+            self.best = {"epoch": epoch + 1, "test_top1": rec["test_top1"]}
+        self.history.append(rec)
+        if self.sink.writes:
+            self.sink.write(rec)
+            save_epoch(m.run_dir, m.model, m.objective, self.opt, epoch + 1, self.best, self.history, m.meta,
+                       self.seed, is_best, train.save_every)
+        distributed.barrier()
+        if alone:
+            progress.end_epoch(epoch + 1, rec)
+        else:
+            progress.end_epoch_of(m.desc, epoch + 1, rec)
+        self.sink.notify(rec)
+
+    def conclude(self, test_loader, wall: float) -> None:
+        if self.test_logits is None:  # resumed after the last epoch had finished
+            self.test_logits, self.test_emb = _evaluate(self.member.model, test_loader, final=True)
+        train_time = sum(h.get("train_time", 0.0) for h in self.history)
+        self.member.result = FitResult(self.history, self.best, self.test_logits, train_time,
+                                       resumed_from=self.start_epoch, extra={"wall_time": wall},
+                                       test_embeddings=self.test_emb)
 
 
-def _train_epoch(step_fn: Callable, model: nn.Module, objective: Objective, optimizer_step: OptimizerStep, loader,
-                 state: LoopState, schedule: ScheduleConfig, optim: OptimConfig, train: TrainConfig,
-                 progress: Progress, last_path: Path | None, seed: int) -> dict[str, Any]:
-    """One pass over the training data; returns the epoch's log record (reduced over the processes)."""
-    epoch, steps, device = state.epoch, state.steps_per_epoch, state.device
+def _train_epoch(runs: list[_Run], loader, epoch: int, train: TrainConfig, seed: int, shared: Any,
+                 progress: Progress, alone: bool) -> None:
+    """One pass over the training batches, each member taking its step on every batch; leaves each member's
+    epoch record in ``run.record`` (or its error)."""
     seed_everything(derive_seed(seed, epoch, 3))
-    warm = epoch < schedule.warmup_epochs
-    lr = lr_at(schedule, optim.lr, epoch if not warm else epoch + 1 / steps, train.epochs)
-    _set_lr(optimizer_step.opt, lr)
-    model.train()
-    objective.train()
-    objective.on_epoch_start(model, state)
-    check_every = 1 if device.type == "cpu" and not distributed.is_active() else 25
-    t_epoch = time.perf_counter()
-    totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, samples
-    parts_sum: dict[str, Tensor] = {}
-    bad = torch.zeros((), device=device)
+    base = None if alone else RandomState()  # every member starts the epoch from the same streams
+    for r in runs:
+        r.guard(alone, r.begin_epoch, epoch, base)
+    check_every = 1 if runs[0].device.type == "cpu" and not distributed.is_active() else 25
     for i, batch in enumerate(loader.epoch(epoch)):
-        if warm:
-            _set_lr(optimizer_step.opt, lr_at(schedule, optim.lr, epoch + (i + 1) / steps, train.epochs))
         if train.channels_last and batch.x.dim() == 4:
             batch = batch._replace(x=batch.x.contiguous(memory_format=torch.channels_last))
-        with _autocast(device, train.precision):
-            out = step_fn(batch, state)
-        bad += (~torch.isfinite(out.loss.detach())).float()
-        if (i + 1) % check_every == 0 and _any(bad):
-            _diverged(epoch, i, check_every, last_path)
-        weight = distributed.shard_weight(batch_part(batch))
-        optimizer_step(out.loss * weight if weight != 1.0 else out.loss)
-        bs = batch.y.shape[0]
-        totals[0] += out.loss.detach().double() * bs
-        totals[1] += (out.logits.detach().argmax(1) == batch.y).sum()
-        totals[2] += bs
-        for k, v in out.parts.items():
-            parts_sum[k] = parts_sum.get(k, 0.0) + v.detach().double() * bs
-        state.step += 1
+        if shared is not None:
+            shared.begin(batch.x)
+        for r in runs:
+            if r.member.error is None:
+                r.guard(alone, r.step, batch, i, check_every)
+        if shared is not None:
+            shared.end()
         progress.step()
-    if _any(bad):
-        _diverged(epoch, steps - 1, check_every, last_path)
-    names = sorted(parts_sum)
-    reduced = distributed.all_reduce_sum(torch.stack([*totals, *(parts_sum[k] for k in names)]))
-    n = max(float(reduced[2]), 1.0)
-    rec: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "loss": float(reduced[0]) / n,
-                           "acc": 100.0 * float(reduced[1]) / n}
-    rec.update({k: float(v) / n for k, v in zip(names, reduced[3:])})
-    rec["train_time"] = time.perf_counter() - t_epoch
-    return rec
+    for r in runs:
+        if r.member.error is None:
+            r.record = r.guard(alone, r.epoch_record, check_every, len(runs))
 
 
 def _evaluate(model: nn.Module, test_loader, final: bool) -> tuple[Tensor, Tensor | None]:
@@ -318,15 +446,6 @@ def _evaluate(model: nn.Module, test_loader, final: bool) -> tuple[Tensor, Tenso
         return distributed.all_gather_cat(predict(model, test_loader)), None
     logits, emb = predict_with_embeddings(model, test_loader)
     return distributed.all_gather_cat(logits), distributed.all_gather_cat(emb)
-
-
-def _log(run_dir: Path, rec: dict[str, Any], writer) -> None:
-    with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(rec) + "\n")
-    if writer is not None:
-        for k, v in rec.items():
-            if k != "epoch" and isinstance(v, int | float):
-                writer.add_scalar(k, v, rec["epoch"])
 
 
 def _any(flag: Tensor) -> bool:
@@ -346,53 +465,3 @@ def _diverged(epoch: int, step: int, window: int, last_path: Path | None) -> Non
     if last_path is not None and last_path.exists():
         keep = f"; the last good checkpoint is kept at {last_path}"
     raise DivergenceError(f"loss became NaN/Inf at {where}{keep} (try a lower optim.lr)")
-
-
-def _load_resumable(last: Path, device: torch.device) -> dict[str, Any]:
-    """``last.pt``, or the checkpoint before it when ``last.pt`` is truncated or corrupted."""
-    try:
-        return load_checkpoint(last, map_location=device)
-    except CheckpointError as e:
-        prev = last.with_name("prev.pt")
-        if not prev.exists():
-            raise
-        ck = load_checkpoint(prev, map_location=device)
-        print(f"kdlab: {e}; resuming from the previous checkpoint {prev} (epoch {ck['epoch']})", file=sys.stderr,
-              flush=True)
-        return ck
-
-
-def _save(run_dir: Path, model: nn.Module, objective: Objective, opt: torch.optim.Optimizer, epoch: int,
-          best: dict, history: list, meta: dict | None, seed: int, is_best: bool, save_every: int) -> None:
-    ck_dir = checkpoint_dir(run_dir)
-    payload = {
-        "kdlab_version": __version__,
-        "model": getattr(model, "kdlab_spec", None),
-        "model_state": model.state_dict(),
-        "objective_state": objective.state_dict(),
-        "optimizer_state": opt.state_dict(),
-        "epoch": epoch,
-        "best": best,
-        "history": history,
-        "seed": seed,
-        **(meta or {}),
-    }
-    last, staged = ck_dir / "last.pt", ck_dir / ".next.ckpt"  # not *.pt: never listed as a checkpoint
-    save_checkpoint(staged, payload)
-    # best / epoch_XXX before last.pt moves on: a kill in between leaves last.pt at the previous epoch, and the
-    # resumed run redoes this epoch and writes them again (identically), so none is ever missing
-    if is_best:
-        _link_or_copy(staged, ck_dir / "best.pt")
-    if save_every and epoch % save_every == 0:
-        _link_or_copy(staged, ck_dir / f"epoch_{epoch:03d}.pt")
-    if last.exists():  # keep the previous checkpoint: the fallback if the new one turns out corrupted
-        _link_or_copy(last, ck_dir / "prev.pt")
-    os.replace(staged, last)
-
-
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # noqa: BLE001 - tensorboard is optional
-        return None
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))

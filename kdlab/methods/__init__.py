@@ -12,7 +12,7 @@ from . import teacher as _teacher_methods  # noqa: F401
 from .base import CrossEntropy, DistillObjective, Objective, StepOutput
 
 __all__ = ["CrossEntropy", "DistillObjective", "Objective", "StepOutput", "build_distill_objective",
-           "build_teacher_objective", "needs_teacher"]
+           "build_teacher_objective", "needs_teacher", "shares_batch_pass"]
 
 
 def build_teacher_objective(spec, model: nn.Module, data: Any, run_dir=None, epochs: int = 1) -> Objective:
@@ -30,3 +30,11 @@ def build_distill_objective(spec, teacher: nn.Module | None, student: nn.Module,
 
 def needs_teacher(method_name: str) -> bool:
     return bool(DISTILL_METHODS.get(method_name).meta.get("needs_teacher", True))
+
+
+def shares_batch_pass(method_name: str) -> bool:
+    """Whether a method in a group of students takes the teacher's outputs on each batch from the group's one
+    pass (its registry entry says ``shares_batch_pass=False`` when every teacher pass it makes is its own, e.g.
+    SSKD's, which runs the teacher on the batch and its rotations at once)."""
+    meta = DISTILL_METHODS.get(method_name).meta
+    return needs_teacher(method_name) and bool(meta.get("shares_batch_pass", True))

@@ -81,16 +81,83 @@ class CrossEntropy(Objective):
         return StepOutput(loss, logits, {"ce": loss.detach()})
 
 
+class SharedTeacher:
+    """One pass of a frozen teacher over each batch, for every student of a group (:func:`fit_group`).
+
+    The loop calls ``begin(x)`` before the members' steps on a batch and ``end()`` after them; a member's request
+    for the teacher's outputs on that very ``x`` gets the one pass (computed on the first request, with the
+    features if any member distils features: the logits of that pass are the logits a logits-only pass gives).
+    Requests on other inputs (SSKD's rotated copies, KD+'s mixes, initialisation stages) are the member's own.
+    The training-set logits of the teacher-logit cache are computed once for the group too.
+    """
+
+    def __init__(self, teacher: nn.Module, features: bool):
+        self.teacher, self.features = teacher, features
+        self._x: Tensor | None = None
+        self._out: Any = None
+        self._train_logits: Tensor | None = None
+        self.passes = 0  # teacher passes made for the group, and requests they served (a test counts both)
+        self.hits = 0
+
+    def begin(self, x: Tensor) -> None:
+        self._x, self._out = x, None
+
+    def end(self) -> None:
+        self._x = self._out = None
+
+    def __call__(self, x: Tensor, features: bool) -> Any:
+        """The teacher's outputs on the batch's inputs (None: ``x`` is not the current batch's)."""
+        if self._x is None or not _same_tensor(x, self._x) or (features and not self.features):
+            return None
+        if self._out is None:
+            self.passes += 1
+            self._out = self.teacher(x, features=True) if self.features else self.teacher(x)
+        self.hits += 1
+        if features:
+            return self._out
+        return self._out.logits if hasattr(self._out, "logits") else self._out
+
+    def training_logits(self, compute) -> Tensor:
+        if self._train_logits is None:
+            self._train_logits = compute()
+        return self._train_logits
+
+    def attach(self, objective: nn.Module) -> int:
+        """Give this pass to every part of ``objective`` that distils from this teacher; returns how many."""
+        n = 0
+        for m in objective.modules():
+            if isinstance(m, DistillObjective) and m.teacher is self.teacher:
+                m.__dict__["_shared"] = self
+                n += 1
+        return n
+
+
+def _same_tensor(a: Tensor, b: Tensor) -> bool:
+    """The same tensor, or a view of the same memory as it (a wrapper may rebuild the batch around its tensors)."""
+    return a is b or (a.device == b.device and a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
+                      and a.data_ptr() == b.data_ptr())
+
+
 class DistillObjective(Objective):
     """Base of distillation methods: holds the frozen teacher outside the module tree."""
 
     def __init__(self, teacher: nn.Module | None):
         super().__init__()
         self.__dict__["_teacher"] = teacher  # not a submodule: neither trained nor saved with the student
+        self.__dict__["_shared"] = None
 
     @property
     def teacher(self) -> nn.Module:
         return self.__dict__["_teacher"]
+
+    def teacher_forward(self, x: Tensor, features: bool) -> Any:
+        """The teacher's logits (or :class:`Features`) on ``x``, from the group's shared pass when there is one;
+        call under ``torch.no_grad``."""
+        shared = self.__dict__.get("_shared")
+        out = shared(x, features) if shared is not None else None
+        if out is None:
+            out = self.teacher(x, features=True) if features else self.teacher(x)
+        return out
 
     def _apply(self, fn, *args, **kwargs):  # keep the teacher on the student's device
         out = super()._apply(fn, *args, **kwargs)

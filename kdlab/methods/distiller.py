@@ -180,11 +180,15 @@ class Distiller(DistillObjective):
     def _teacher_logits_of_training_set(self, device: torch.device) -> Tensor:
         """The teacher's logits for every training sample, in dataset order (the teacher runs in eval mode, so
         a sample's logits do not depend on the rest of its batch)."""
-        logits = []
-        with torch.no_grad():
-            for b in self._data.eval_loader("train", 512, device).epoch(0):
-                logits.append(self.teacher(b.x).float())
-        return torch.cat(logits)
+        def compute() -> Tensor:
+            logits = []
+            with torch.no_grad():
+                for b in self._data.eval_loader("train", 512, device).epoch(0):
+                    logits.append(self.teacher(b.x).float())
+            return torch.cat(logits)
+
+        shared = self.__dict__.get("_shared")
+        return shared.training_logits(compute) if shared is not None else compute()
 
     def initialize(self, model: nn.Module, state: LoopState) -> None:
         """Initialisation stage before distillation (AB, FT, FSP); ``state.train_loader`` gives the data."""
@@ -199,7 +203,7 @@ class Distiller(DistillObjective):
         # no_grad, not inference_mode: inference tensors may not be saved for the student's backward, so they would
         # have to be copied first
         with torch.no_grad():
-            return self.teacher(batch.x, features=True) if self.needs_features else self.teacher(batch.x)
+            return self.teacher_forward(batch.x, self.needs_features)
 
     def forward(self, model: nn.Module, batch: Batch, state: LoopState) -> StepOutput:
         if state is not None and state.epoch < self.switch_epoch:

@@ -334,6 +334,7 @@ def _sftn_t8_part() -> Part:
     part.study["teacher"]["overrides"] = {"sftn_pretrained": {"train": {"epochs": 60},
                                                               "optim": {"lr": 0.005},
                                                               "schedule": {"milestones": []}}}
+    part.study["group_size"] = 1  # a time table: each student's own time, not its share of a group's
     return part
 
 
@@ -452,7 +453,9 @@ def _experiments() -> list[Experiment]:
                    "teacher", (_sftn_t8_part(),), _t8_cell, digits=0,
                    notes="Seconds of training (kdlab's train_time, on your hardware; the paper's on theirs): "
                          "compare the ratios. SFTN from a pretrained teacher: 30 epochs of branches only, then "
-                         "30 of the whole network at lr 0.005 (kdlab's choice; Sec. 4.6 gives the epochs only)."),
+                         "30 of the whole network at lr 0.005 (kdlab's choice; Sec. 4.6 gives the epochs only). "
+                         "A student reused from a study that trained it in a group shows its share of the group's "
+                         "time (summary group_size > 1)."),
         Experiment("sftn/table9", "SFTN fine-tuned from a pretrained teacher (SFTN-FT), resnet32x4 -> "
                    "ShuffleV2", (_sftn_t9_part(),),
                    method_grid_cell(one("main"), best_of=("kd", "sp", "ft", "crd", "sskd", "ofd")),

@@ -68,30 +68,41 @@ def _unique_plan(configs: list[StudyConfig]) -> list[Any]:
     return plan
 
 
-def estimate(exp: Experiment, configs: list[StudyConfig] | None = None) -> tuple[int, float | None]:
-    """(number of distinct runs, estimated GPU hours) of an experiment."""
-    plan = _unique_plan(configs or part_configs(exp))
+def estimate(exp: Experiment, configs: list[StudyConfig] | None = None, grouped: bool = False
+             ) -> tuple[int, float | None]:
+    """(number of distinct runs, estimated GPU hours) of an experiment (``grouped``: with the students of one
+    teacher trained in groups as its studies' ``group_size`` says, one teacher pass per batch)."""
+    configs = configs or part_configs(exp)
+    group_size = min(c.group_size for c in configs) if grouped else 1
+    plan = _unique_plan(configs)
     teachers = {str(r.run_dir): r.config.get("model") for r in plan if r.kind == "teacher"}
     teachers.update({str(r.run_dir): r.config.get("student") for r in plan if r.kind != "teacher"})
-    return len(plan), gpu_hours(plan, teachers)
+    return len(plan), gpu_hours(plan, teachers, group_size)
 
 
 def list_experiments() -> str:
     rows = []
+    def hours_text(hours: float | None) -> str:
+        return "?" if hours is None else (f"{hours:.0f} h" if hours >= 10 else f"{hours:.1f} h")
+
     for exp in EXPERIMENTS.values():
-        n, hours = estimate(exp)
-        gpu = "?" if hours is None else (f"{hours:.0f} h" if hours >= 10 else f"{hours:.1f} h")
-        rows.append([exp.id, exp.measures, str(n), gpu])
+        configs = part_configs(exp)
+        n, alone = estimate(exp, configs)
+        _, grouped = estimate(exp, configs, grouped=True)
+        rows.append([exp.id, exp.measures, str(n), hours_text(alone), hours_text(grouped)])
     basis = ("GPU time: training FLOPs x the seconds per FLOP of SFTN Table 8's timed runs on the authors' GPU "
-             "(within a factor 2; see kdlab.reproduce.estimate). Runs: distinct runs at the paper's scale (3 seeds "
-             "unless the paper has one); experiments of one paper share identical runs.")
-    return markdown_table(["id", "measures", "runs", "est. GPU time"], rows) + "\n\n" + basis
+             "(within a factor 2; see kdlab.reproduce.estimate); grouped: the students of one teacher trained "
+             "together, one teacher pass per batch (the default; --no-group turns it off). Runs: distinct runs at "
+             "the paper's scale (3 seeds unless the paper has one); experiments of one paper share identical runs.")
+    return markdown_table(["id", "measures", "runs", "est. GPU time", "grouped"], rows) + "\n\n" + basis
 
 
 def dry_run(exp: Experiment, overrides: list[str] = (), root: str = DEFAULT_ROOT) -> str:
     configs = part_configs(exp, overrides, root)
     n, hours = estimate(exp, configs)
-    lines = [f"{exp.id}: {exp.measures}", f"{n} runs, estimated {'?' if hours is None else f'{hours:.1f}'} GPU hours"]
+    _, grouped = estimate(exp, configs, grouped=True)
+    lines = [f"{exp.id}: {exp.measures}", f"{n} runs, estimated {'?' if hours is None else f'{hours:.1f}'} GPU hours "
+             f"({'?' if grouped is None else f'{grouped:.1f}'} with the students of a teacher in groups)"]
     if exp.notes:
         lines.append(f"notes: {exp.notes}")
     for part, cfg in zip(exp.parts, configs):
@@ -117,9 +128,9 @@ def render(exp: Experiment, parts: dict[str, PartResult], best: bool = False) ->
 def reproduce(exp_id: str, overrides: list[str] = (), workers: int = 1, launcher: str = "local",
               ray_options: dict[str, Any] | None = None, root: str = DEFAULT_ROOT,
               log: Callable[[str], None] | None = None, transform: Transform | None = None,
-              report: bool = True) -> ReproduceResult:
+              report: bool = True, group_size: int | None = None) -> ReproduceResult:
     """Run an experiment's studies and write its table in the paper's layout (``report``: also each study's
-    report and figures)."""
+    report and figures; ``group_size``: instead of each study's, 1 trains every student on its own)."""
     from ..study import run_study
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -130,7 +141,7 @@ def reproduce(exp_id: str, overrides: list[str] = (), workers: int = 1, launcher
     failed: list[str] = []
     for part, cfg in zip(exp.parts, configs):
         res = run_study(cfg, workers=workers, launcher=launcher, ray_options=ray_options, log=log,
-                        report=report or exp.cell is None)
+                        report=report or exp.cell is None, group_size=group_size)
         failed += res.failed
         results[part.name] = PartResult(cfg, res.records, part.paper_pairs)
     result = ReproduceResult(exp, out, failed=failed)

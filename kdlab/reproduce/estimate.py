@@ -7,7 +7,9 @@ the extra views some methods take (SSKD 4, KD+ 2, AugMix 3) and the initialisati
 SSKD's head 60 epochs of teacher forwards).  Seconds per FLOP: the median over SFTN Table 8's standard teachers and
 KD students (six CIFAR-100 runs of 240 epochs, timed by the SFTN authors on their GPU) of paper seconds / training
 FLOPs.  Those six ratios spread over a factor 3.5 (thin networks use a GPU less efficiently), so read an estimate
-as within a factor 2 either way, on a GPU like theirs.
+as within a factor 2 either way, on a GPU like theirs.  With groups (``group_size``), a group's members share the
+teacher's forward on each batch, so the estimate counts it once per group (a GPU may not turn all of that into
+time: small students leave it underused, see ``benchmarks/group_distill.py``).
 """
 
 from __future__ import annotations
@@ -84,9 +86,35 @@ def seconds_per_flop() -> float:
     return statistics.median(ratios)
 
 
-def gpu_hours(plan: list[Any], teachers_by_dir: dict[str, dict[str, Any]]) -> float | None:
-    """Estimated GPU hours of a plan (None when a model has no FLOP count)."""
-    total = 0.0
+def _method_name(cfg: dict[str, Any]) -> str:
+    method = cfg.get("method") or "kd"
+    return method.get("name", "kd") if isinstance(method, dict) else method
+
+
+def shared_pass_flops(plan: list[Any], teachers_by_dir: dict[str, dict[str, Any]], group_size: int) -> float:
+    """Training FLOPs a study's groups of students save: per group, the teacher's forward on every batch for all
+    but one of the members that take it from the shared pass (:func:`kdlab.methods.shares_batch_pass`)."""
+    from ..methods import shares_batch_pass
+    from ..study.execute import make_tasks
+
+    saved = 0.0
+    for task in make_tasks(plan, group_size):
+        run = task.runs[0]
+        if len(task.runs) < 2:
+            continue
+        sharing = [r for r in task.runs if shares_batch_pass(_method_name(r.config))]
+        t = forward_gflops(teachers_by_dir.get(str(run.needs[0])) or {}) if run.needs else None
+        if len(sharing) > 1 and t:
+            cfg = run.config
+            images = TRAIN_IMAGES.get(cfg["data"]["name"], 0) * (1 - cfg.get("holdout", 0.0)) * cfg["train"]["epochs"]
+            saved += (len(sharing) - 1) * t * 1e9 * images
+    return saved
+
+
+def gpu_hours(plan: list[Any], teachers_by_dir: dict[str, dict[str, Any]], group_size: int = 1) -> float | None:
+    """Estimated GPU hours of a plan (None when a model has no FLOP count); ``group_size`` > 1: with the students
+    of one teacher trained in groups of up to that many (``kdlab study``'s default)."""
+    total = -shared_pass_flops(plan, teachers_by_dir, group_size) if group_size > 1 else 0.0
     for run in plan:
         t_spec = None
         if run.kind != "teacher" and run.needs:
@@ -98,4 +126,4 @@ def gpu_hours(plan: list[Any], teachers_by_dir: dict[str, dict[str, Any]]) -> fl
     return total * seconds_per_flop() / 3600
 
 
-__all__ = ["FORWARD_GFLOPS", "forward_gflops", "gpu_hours", "run_flops", "seconds_per_flop"]
+__all__ = ["FORWARD_GFLOPS", "forward_gflops", "gpu_hours", "run_flops", "seconds_per_flop", "shared_pass_flops"]

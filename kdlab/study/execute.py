@@ -38,30 +38,89 @@ def run_one(kind: str, config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return res.summary, res.reused
 
 
+Result = tuple[dict[str, Any] | None, bool, str | None]  # summary, reused, error
+
+
+def run_task(items: list[tuple[str, dict[str, Any]]]) -> list[Result]:
+    """Train one task: a run, or a group of student runs of one teacher (:func:`kdlab.runs.distill_group`)."""
+    if len(items) == 1:
+        kind, config = items[0]
+        try:
+            summary, reused = run_one(kind, config)
+            return [(summary, reused, None)]
+        except KdlabError as e:
+            return [(None, False, str(e))]
+    from ..runs import distill_group
+
+    try:
+        results = distill_group([c for _, c in items], resume=True)
+    except KdlabError as e:  # the group's own data or teacher: every member's error
+        return [(None, False, str(e))] * len(items)
+    return [(None, False, str(r) if isinstance(r, KdlabError) else _failed(r)[2]) if isinstance(r, BaseException)
+            else (r.summary, r.reused, None) for r in results]
+
+
 def _init_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
 
 
-def _call(kind: str, config: dict[str, Any], cwd: str | None = None) -> tuple[dict[str, Any] | None, bool, str | None]:
+def _call(items: list[tuple[str, dict[str, Any]]], cwd: str | None = None) -> list[Result]:
     if cwd is not None:  # a Ray worker: relative paths (runs, data roots) mean what they mean for the driver
         os.chdir(cwd)
-    try:
-        summary, reused = run_one(kind, config)
-        return summary, reused, None
-    except KdlabError as e:
-        return None, False, str(e)
+    return run_task(items)
 
 
 def execute(plan: list[PlannedRun], workers: int = 1, log: Callable[[str], None] = print,
-            launcher: str = "local", ray_options: dict[str, Any] | None = None) -> list[Outcome]:
-    """``launcher``: ``local`` (this process, or ``workers`` processes) or ``ray`` (one Ray task per run)."""
+            launcher: str = "local", ray_options: dict[str, Any] | None = None, group_size: int = 1
+            ) -> list[Outcome]:
+    """``launcher``: ``local`` (this process, or ``workers`` processes) or ``ray`` (one Ray task per run or
+    group); ``group_size``: train up to this many students of one teacher together (see :func:`make_tasks`)."""
+    tasks = make_tasks(plan, group_size)
     if launcher == "ray":
-        return _ray(plan, workers, log, **(ray_options or {}))
+        return _ray(plan, tasks, workers, log, **(ray_options or {}))
     if workers <= 1:
-        return _sequential(plan, log)
-    return _parallel(plan, workers, log)
+        return _sequential(plan, tasks, log)
+    return _parallel(plan, tasks, workers, log)
+
+
+@dataclass(eq=False)  # a task is its own handle in the sequential schedule: hashed by identity
+class Task:
+    """What one worker trains at once: a run, or a group of student runs that share teacher, seed, data and
+    loop settings."""
+
+    runs: list[PlannedRun]
+
+    @property
+    def needs(self) -> list[Path]:
+        own = {r.run_dir for r in self.runs}
+        return list(dict.fromkeys(d for r in self.runs for d in r.needs if d not in own))
+
+
+def make_tasks(plan: list[PlannedRun], group_size: int = 1) -> list[Task]:
+    """The plan's runs as tasks, in plan order (a group where its first member is): student runs of one teacher
+    checkpoint with the same seed, data and loop settings form groups of at most ``group_size``."""
+    if group_size <= 1:
+        return [Task([r]) for r in plan]
+    from ..config import load_config
+    from ..config.schema import DistillRunConfig
+    from ..student_runs import group_key
+
+    tasks: list[Task] = []
+    open_groups: dict[tuple, Task] = {}
+    for run in plan:
+        if run.kind == "teacher":
+            tasks.append(Task([run]))
+            continue
+        plain = load_config(DistillRunConfig, run.config).model_dump(mode="json")
+        key = (run.kind, tuple(run.needs), group_key(plain))
+        task = open_groups.get(key)
+        if task is None or len(task.runs) >= group_size:
+            task = open_groups[key] = Task([])
+            tasks.append(task)
+        task.runs.append(run)
+    return tasks
 
 
 def _label(run: PlannedRun) -> str:
@@ -82,37 +141,37 @@ def _report(i: int, n: int, out: Outcome, t0: float, log: Callable[[str], None])
             f"{elapsed:.0f}s, ~{left:.0f}s left) -> {out.run.run_dir}")
 
 
-def _sequential(plan: list[PlannedRun], log) -> list[Outcome]:
-    outcomes: dict[Path, Outcome] = {}
-    t0 = time.perf_counter()
-    for i, run in enumerate(plan, 1):
-        failed = [d for d in run.needs if outcomes.get(d) is not None and outcomes[d].error]
-        if failed:
-            out = Outcome(run, None, error=f"skipped: {failed[0]} failed")
-        else:
-            t = time.perf_counter()
-            try:
-                summary, reused = run_one(run.kind, run.config)
-                out = Outcome(run, summary, reused, seconds=time.perf_counter() - t)
-            except KdlabError as e:
-                out = Outcome(run, None, error=str(e))
-            except Exception as e:  # noqa: BLE001 - a bug in one run (e.g. a user model) must not stop the study
-                out = Outcome(run, None, error=_failed(e)[2])
-        outcomes[run.run_dir] = out
-        _report(i, len(plan), out, t0, log)
-    return [outcomes[r.run_dir] for r in plan]
+def _items(task: Task, quiet: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    items = []
+    for run in task.runs:
+        config = dict(run.config)
+        if quiet:
+            config["train"] = {**config["train"], "progress": "off"}  # interleaved bars are unreadable
+        items.append((run.kind, config))
+    return items
 
 
-def _schedule(plan: list[PlannedRun], cap: int, submit: Callable[[str, dict[str, Any]], Any],
-              wait_one: Callable[[list[Any]], list[tuple[Any, tuple]]], log) -> list[Outcome]:
-    """Start each run once the runs it needs have finished, at most ``cap`` at a time.
+def _sequential(plan: list[PlannedRun], tasks: list[Task], log) -> list[Outcome]:
+    def submit(task: Task) -> list[Result]:
+        try:
+            return run_task(_items(task))
+        except Exception as e:  # noqa: BLE001 - a bug in one run (e.g. a user model) must not stop the study
+            return [_failed(e)] * len(task.runs)
 
-    ``submit(kind, config)`` starts a run and returns a handle; ``wait_one(handles)`` blocks until at least one
-    finished and returns ``(handle, (summary, reused, error))`` pairs.
+    return _schedule(plan, tasks, 1, lambda task: task, lambda handles: [(h, submit(h)) for h in handles[:1]], log)
+
+
+def _schedule(plan: list[PlannedRun], tasks: list[Task], cap: int, submit: Callable[[Task], Any],
+              wait_one: Callable[[list[Any]], list[tuple[Any, list[Result]]]], log) -> list[Outcome]:
+    """Start each task once the runs it needs have finished, at most ``cap`` at a time.
+
+    ``submit(task)`` starts a task and returns a handle; ``wait_one(handles)`` blocks until at least one
+    finished and returns ``(handle, [(summary, reused, error) per run])`` pairs.
     """
     outcomes: dict[Path, Outcome] = {}
-    pending = list(plan)
-    running: dict[Any, tuple[PlannedRun, float]] = {}
+    planned = {r.run_dir for r in plan}  # a run it needs from outside the plan is there already (or reports)
+    pending = list(tasks)
+    running: dict[Any, tuple[Task, float]] = {}
     t0 = time.perf_counter()
     done_count = 0
 
@@ -123,23 +182,25 @@ def _schedule(plan: list[PlannedRun], cap: int, submit: Callable[[str, dict[str,
         _report(done_count, len(plan), out, t0, log)
 
     while pending or running:
-        for run in list(pending):
+        for task in list(pending):
             if len(running) >= cap:
                 break
-            deps = [outcomes.get(d) for d in run.needs]
-            if any(d is not None and d.error for d in deps):
-                pending.remove(run)
-                finish(run, Outcome(run, None, error="skipped: a run it needs failed"))
+            deps = [outcomes.get(d) for d in task.needs if d in planned]
+            failed = next((d for d in deps if d is not None and d.error), None)
+            if failed is not None:
+                pending.remove(task)
+                for run in task.runs:
+                    finish(run, Outcome(run, None, error=f"skipped: {failed.run.run_dir} failed"))
             elif all(d is not None for d in deps):
-                pending.remove(run)
-                config = dict(run.config)
-                config["train"] = {**config["train"], "progress": "off"}  # interleaved bars are unreadable
-                running[submit(run.kind, config)] = (run, time.perf_counter())
+                pending.remove(task)
+                running[submit(task)] = (task, time.perf_counter())
         if not running:
             continue
-        for handle, (summary, reused, error) in wait_one(list(running)):
-            run, started = running.pop(handle)
-            finish(run, Outcome(run, summary, reused, error, time.perf_counter() - started))
+        for handle, results in wait_one(list(running)):
+            task, started = running.pop(handle)
+            seconds = (time.perf_counter() - started) / len(task.runs)
+            for run, (summary, reused, error) in zip(task.runs, results):
+                finish(run, Outcome(run, summary, reused, error, seconds))
     return [outcomes[r.run_dir] for r in plan]
 
 
@@ -148,7 +209,7 @@ def _failed(e: Exception) -> tuple[None, bool, str]:
     return None, False, f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
 
 
-def _parallel(plan: list[PlannedRun], workers: int, log) -> list[Outcome]:
+def _parallel(plan: list[PlannedRun], tasks: list[Task], workers: int, log) -> list[Outcome]:
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no forked torch/CUDA state
 
@@ -157,37 +218,41 @@ def _parallel(plan: list[PlannedRun], workers: int, log) -> list[Outcome]:
 
     pools = [new_pool()]
 
-    def submit(kind: str, cfg: dict[str, Any]) -> Future:
+    sizes: dict[Future, int] = {}
+
+    def submit(task: Task) -> Future:
         try:
-            return pools[-1].submit(_call, kind, cfg)
+            f = pools[-1].submit(_call, _items(task, quiet=True))
         except BrokenProcessPool:  # a worker died (killed, out of memory): carry on with fresh processes
             pools.append(new_pool())
-            return pools[-1].submit(_call, kind, cfg)
+            f = pools[-1].submit(_call, _items(task, quiet=True))
+        sizes[f] = len(task.runs)
+        return f
 
-    def wait_one(handles: list[Future]) -> list[tuple[Future, tuple]]:
+    def wait_one(handles: list[Future]) -> list[tuple[Future, list[Result]]]:
         finished, _ = wait(handles, return_when=FIRST_COMPLETED)
         out = []
         for f in finished:
             try:
                 out.append((f, f.result()))
             except BrokenProcessPool:
-                out.append((f, (None, False, "a worker process died during this run (this run or one running "
-                                             "beside it was killed); rerun the study to retry it")))
+                out.append((f, [(None, False, "a worker process died during this run (this run or one running "
+                                              "beside it was killed); rerun the study to retry it")] * sizes[f]))
             except Exception as e:  # noqa: BLE001
-                out.append((f, _failed(e)))
+                out.append((f, [_failed(e)] * sizes[f]))
         return out
 
     try:
-        return _schedule(plan, workers, submit, wait_one, log)
+        return _schedule(plan, tasks, workers, submit, wait_one, log)
     finally:
         for pool in pools:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _ray(plan: list[PlannedRun], workers: int, log, address: str | None = None, gpus_per_run: float = 0.0,
-         cpus_per_run: float = 1.0) -> list[Outcome]:
-    """One Ray task per run, each started once the runs it needs have finished.  Workers must see the study
-    folder (and data) at the driver's working directory: a shared file system on a cluster."""
+def _ray(plan: list[PlannedRun], tasks: list[Task], workers: int, log, address: str | None = None,
+         gpus_per_run: float = 0.0, cpus_per_run: float = 1.0) -> list[Outcome]:
+    """One Ray task per run (or group), each started once the runs it needs have finished.  Workers must see the
+    study folder (and data) at the driver's working directory: a shared file system on a cluster."""
     try:
         import ray
     except ImportError:
@@ -203,18 +268,25 @@ def _ray(plan: list[PlannedRun], workers: int, log, address: str | None = None, 
     cwd = os.getcwd()
     cap = workers if workers > 1 else max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_run, 1e-9)))
 
-    def wait_one(handles: list[Any]) -> list[tuple[Any, tuple]]:
+    sizes: dict[Any, int] = {}
+
+    def submit(t: Task) -> Any:
+        ref = task.remote(_items(t, quiet=True), cwd)
+        sizes[ref] = len(t.runs)
+        return ref
+
+    def wait_one(handles: list[Any]) -> list[tuple[Any, list[Result]]]:
         ready, _ = ray.wait(handles, num_returns=1)
         out = []
         for ref in ready:
             try:
                 out.append((ref, ray.get(ref)))
             except Exception as e:  # noqa: BLE001
-                out.append((ref, _failed(e)))
+                out.append((ref, [_failed(e)] * sizes[ref]))
         return out
 
     try:
-        return _schedule(plan, cap, lambda kind, cfg: task.remote(kind, cfg, cwd), wait_one, log)
+        return _schedule(plan, tasks, cap, submit, wait_one, log)
     finally:
         if started:
             ray.shutdown()

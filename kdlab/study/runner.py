@@ -42,11 +42,12 @@ class StudyResult:
 
 def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None] | None = None,
               workers: int = 1, launcher: str = "local", ray_options: dict[str, Any] | None = None,
-              report: bool = True) -> StudyResult:
+              report: bool = True, group_size: int | None = None) -> StudyResult:
     """Run what is missing of a study and write its results (and with ``report`` its figures, report.md and
     report.html); returns the records and the markdown tables.
 
-    ``launcher``: ``local`` (in this process, or ``workers`` processes) or ``ray`` (one Ray task per run).
+    ``launcher``: ``local`` (in this process, or ``workers`` processes) or ``ray`` (one Ray task per run or group
+    of runs); ``group_size``: instead of the config's (1: every student on its own).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     cfg = load_config(StudyConfig, config, overrides)
@@ -60,7 +61,8 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     atomic_write_text(out / "study.yaml", dump_yaml(cfg))
     write_runs_file(plan, out)  # what `kdlab report` reads back: the plan's labels and folders of every run
     t0 = time.perf_counter()
-    outcomes = execute(plan, workers, log, launcher, ray_options)
+    outcomes = execute(plan, workers, log, launcher, ray_options,
+                       group_size=cfg.group_size if group_size is None else group_size)
     result = write_results(cfg, outcomes, log, time.perf_counter() - t0)
     if report:
         write_report_logged(out, log)

@@ -75,7 +75,8 @@ def ab_loss(sources: list[Tensor], targets: list[Tensor], margin: float = 1.0, m
     return sum(ab_layer_loss(s, t, margin) for s, t in zip(sources, targets)) / b
 
 
-@register_distill_method("ab", needs_teacher=True, paper="Heo et al. 2019")
+@register_distill_method("ab", needs_teacher=True, paper="Heo et al. 2019",
+                         own_teacher_passes="initialisation stage")
 class AB(Distiller):
     """Activation-boundary transfer as an initialisation stage of the student, then CE + KD."""
 

@@ -47,7 +47,8 @@ def _pick(f: Features, layer: int) -> Tensor:
     return [*f.stages, f.embedding][layer]
 
 
-@register_distill_method("fitnet", needs_teacher=True, paper="Romero et al. 2015")
+@register_distill_method("fitnet", needs_teacher=True, paper="Romero et al. 2015",
+                         own_teacher_passes="hint stage, when init_epochs > 0")
 class FitNet(Distiller):
     """FitNets: the regressed student guided layer matches the teacher's hint layer (MSE)."""
 

@@ -56,7 +56,8 @@ def fsp_loss(g_s: list[Tensor], g_t: list[Tensor], mode: str = "code") -> Tensor
     return total
 
 
-@register_distill_method("fsp", needs_teacher=True, paper="Yim et al. 2017")
+@register_distill_method("fsp", needs_teacher=True, paper="Yim et al. 2017",
+                         own_teacher_passes="initialisation stage")
 class FSP(Distiller):
     """FSP matrices between consecutive stages, matched in an initialisation stage of the student."""
 

@@ -90,7 +90,8 @@ class Translator(nn.Module):
         return self.encoder(x)
 
 
-@register_distill_method("ft", needs_teacher=True, paper="Kim et al. 2018")
+@register_distill_method("ft", needs_teacher=True, paper="Kim et al. 2018",
+                         own_teacher_passes="initialisation stage (paraphraser)")
 class FT(Distiller):
     """Factor transfer: a pre-trained paraphraser of the teacher's last map, a translator on the student's."""
 

@@ -133,7 +133,8 @@ class KDPlusParams(StrictParams):
                              "mixes of one process) or within each process's part (no communication)")
 
 
-@register_distill_method("kdplus", needs_teacher=True, paper="seed 001 (KD+)")
+@register_distill_method("kdplus", needs_teacher=True, paper="seed 001 (KD+)",
+                         own_teacher_passes="the mixed inputs of every batch")
 class KDPlus(DistillObjective):
     """KD+: a base distillation method on the clean batch plus KD on inputs mixed between training samples."""
 

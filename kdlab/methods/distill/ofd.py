@@ -127,7 +127,8 @@ class OFDParams(DistillerParams):
                                        "pre-activations (default: one epoch)")
 
 
-@register_distill_method("ofd", needs_teacher=True, paper="Heo et al. 2019")
+@register_distill_method("ofd", needs_teacher=True, paper="Heo et al. 2019",
+                         own_teacher_passes="initialisation stage (margins)")
 class OFD(Distiller):
     """Overhaul of feature distillation: margin-ReLU'd teacher pre-activations, partial L2, conv+BN connectors."""
 

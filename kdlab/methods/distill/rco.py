@@ -86,7 +86,9 @@ class RCOParams(LogitParams):
     num_anchors: int | None = Field(None, gt=0, description="keep this many anchors, equally spaced")
 
 
-@register_distill_method("rco", needs_teacher=True, paper="Jin et al. 2019")
+@register_distill_method("rco", needs_teacher=True, paper="Jin et al. 2019",
+                         own_teacher_passes="every step: the anchors are other networks than the teacher",
+                         shares_batch_pass=False)
 class RCO(Distiller):
     """RCO (one-stage EEI): KD from the teacher's checkpoints in order, switching at equal epoch intervals."""
 

@@ -99,7 +99,9 @@ class SSKDParams(DistillerParams):
     ss_milestones: list[int] = Field([30, 45], description="epochs where the head's learning rate drops x0.1")
 
 
-@register_distill_method("sskd", needs_teacher=True, paper="Xu et al. 2020")
+@register_distill_method("sskd", needs_teacher=True, paper="Xu et al. 2020",
+                         own_teacher_passes="rotated copies of every batch, and the head's initialisation stage",
+                         shares_batch_pass=False)
 class SSKD(Distiller):
     """SSKD: CE + KD + KD on rotated copies + KL of self-supervised similarity distributions."""
 

@@ -1,0 +1,240 @@
+"""Student runs: one student (``kdlab distill``) or a group of students of one teacher trained in lockstep.
+
+A group's members share the teacher, seed, data and training-loop settings (:func:`group_key`), so they see the
+same batches in the same order with the same augmentation.  The group loads the data and the teacher once, runs
+the teacher once per batch for all of them (:class:`~kdlab.methods.base.SharedTeacher`) and predicts the
+teacher's test set once for the summaries; everything else is each member's own, and each member's run folder is
+exactly what its separate run writes (weights, ``metrics.jsonl``, checkpoints, summary; only the measured
+``train_time`` differs: a member's share of the group's time).  ``distill`` is the group of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import DistillRunConfig, load_config
+from .data import DataBundle, load_dataset
+from .engine import distributed
+from .engine.checkpoint import atomic_write_json, atomic_write_text, load_metadata
+from .engine.device import resolve_device, seed_everything, set_deterministic
+from .engine.predict import predict_with_embeddings
+from .engine.trainer import Member, RandomState, check_precision, fit_group
+from .errors import ConfigError
+from .methods import build_distill_objective, needs_teacher
+from .methods.base import SharedTeacher
+from .models import build_model
+from .runs import (
+    RunResult,
+    _check_and_init,
+    _exclusive,
+    _save_predictions,
+    _summary,
+    _with_seed,
+    check_run_dir,
+    default_out_dir,
+    load_teacher,
+    resolve_checkpoint,
+)
+
+# loop settings that members of one group may set differently (they change no member's computation)
+GROUP_FREE_TRAIN_KEYS = ("save_every", "progress", "tensorboard")
+ERROR_FILE = "error.txt"  # a group member's failure, in its own folder (removed when the run is started again)
+
+
+@dataclass
+class StudentRun:
+    """A resolved student run: its config (protocol applied, ``{seed}`` filled in), folder and plain config."""
+
+    cfg: DistillRunConfig
+    run_dir: Path
+    plain: dict[str, Any]
+
+    @property
+    def wants_teacher(self) -> bool:
+        return self.cfg.teacher is not None and needs_teacher(self.cfg.method.name)
+
+
+def _with_protocol(cfg: DistillRunConfig) -> DistillRunConfig:
+    """The config with the protocol's weights, for the kind of teacher it distils from, in every method parameter
+    it leaves open (the teacher's method comes from its checkpoint)."""
+    from .methods.protocols import apply_protocol, teacher_kind
+
+    meta = load_metadata(resolve_checkpoint(cfg.teacher))
+    t_method = ((meta.get("config") or {}).get("method") or {}).get("name")
+    spec = apply_protocol(cfg.protocol, cfg.method.raw or cfg.method.model_dump(), teacher_kind(t_method))
+    return load_config(DistillRunConfig, {**cfg.model_dump(mode="json"), "method": spec})
+
+
+def resolve_student_run(config: Any, overrides: list[str] = ()) -> StudentRun:
+    cfg = load_config(DistillRunConfig, config, overrides)
+    wants_teacher = needs_teacher(cfg.method.name)
+    if wants_teacher and cfg.teacher is None:
+        raise ConfigError(f"teacher: method {cfg.method.name!r} needs a teacher; set teacher.path to a teacher run "
+                          "folder or checkpoint")
+    out_dir = _with_seed(cfg.out_dir, cfg.seed) or default_out_dir("student", cfg.student.name, cfg.method.name,
+                                                                    cfg.seed)
+    update: dict[str, Any] = {"out_dir": out_dir}
+    if cfg.teacher is not None:  # the student of seed k learns from the teacher of seed k
+        update["teacher"] = cfg.teacher.model_copy(update={"path": _with_seed(cfg.teacher.path, cfg.seed)})
+    cfg = cfg.model_copy(update=update)
+    if cfg.protocol and wants_teacher:
+        cfg = _with_protocol(cfg)
+    return StudentRun(cfg, Path(out_dir), cfg.model_dump(mode="json"))
+
+
+def group_key(plain: dict[str, Any]) -> tuple:
+    """What the members of one group must share: teacher, seed, data, held-out share and loop settings."""
+    train = {k: v for k, v in plain["train"].items() if k not in GROUP_FREE_TRAIN_KEYS}
+    teacher = plain.get("teacher")
+    teacher_key = None if not teacher else (str(Path(teacher["path"]).resolve()), teacher.get("checkpoint"))
+    return (plain["seed"], repr(plain["data"]), plain["holdout"], teacher_key, repr(sorted(train.items())))
+
+
+def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=()) -> RunResult:
+    """Train a student (distilled from a teacher unless the method is ``none``); returns folder and summary."""
+    (out,) = _distill_runs([resolve_student_run(config, overrides)], resume, hooks)
+    if isinstance(out, BaseException):
+        raise out
+    return out
+
+
+def distill_group(configs: list[Any], resume: bool = False, hooks=()) -> list[RunResult | BaseException]:
+    """Train the student runs of ``configs`` together (one teacher pass per batch); returns each member's result,
+    or the error it ended with (a member's failure is its own: the others go on).
+
+    Every config must share teacher, seed, data, holdout and training-loop settings (a ``ConfigError`` names the
+    first difference).  Finished members are reused, unfinished ones resume (with ``resume``).
+    """
+    runs = [resolve_student_run(c) for c in configs]
+    keys = [group_key(r.plain) for r in runs]
+    for r, k in zip(runs[1:], keys[1:]):
+        if k != keys[0]:
+            field = next(name for name, a, b in zip(("seed", "data", "holdout", "teacher", "train"), keys[0], k)
+                         if a != b)
+            raise ConfigError(f"{field}: {r.run_dir} cannot train in one group with {runs[0].run_dir}: a group's "
+                              "members share teacher, seed, data, holdout and train settings")
+    if len({r.run_dir.resolve() for r in runs}) < len(runs):
+        raise ConfigError("out_dir: two members of a group write the same run folder")
+    return _distill_runs(runs, resume, hooks)
+
+
+def _distill_runs(runs: list[StudentRun], resume: bool, hooks) -> list[RunResult | BaseException]:
+    alone = len(runs) == 1
+    first = runs[0].cfg
+    set_deterministic(first.train.deterministic)  # before any CUDA work: the teacher is loaded next
+    device = distributed.process_device(resolve_device(first.train.device))
+    check_precision(device, first.train.precision)  # before any run folder is made
+    results: list[RunResult | BaseException | None] = [None] * len(runs)
+
+    def each(todo: list[int], fn) -> list[int]:
+        """``fn(i)`` for each member; a member's error is its result (a single run raises it)."""
+        kept = []
+        for i in todo:
+            try:
+                fn(i)
+                kept.append(i)
+            except Exception as e:  # noqa: BLE001 - in a group one member's bad method must not stop the others
+                if alone:
+                    raise
+                results[i] = e
+        return kept
+
+    def finished(i: int) -> None:
+        r = runs[i]
+        done = distributed.on_main(lambda: check_run_dir(r.run_dir, r.plain, resume))
+        if done is not None:
+            results[i] = RunResult(r.run_dir, done, reused=True)
+
+    todo = [i for i in each(list(range(len(runs))), finished) if results[i] is None]
+    if not todo:
+        return results
+    data = load_dataset(first.data, first.holdout)
+    teacher = teacher_path = None
+    if any(runs[i].wants_teacher for i in todo):
+        teacher, teacher_path = load_teacher(first.teacher, data, device)
+    members: dict[int, Member] = {}
+
+    def build(i: int) -> None:
+        r = runs[i]
+        seed_everything(r.cfg.seed)
+        student = build_model(r.cfg.student.name, r.cfg.student.params, data.num_classes, data.input_shape,
+                              key="student")
+        t = teacher if r.wants_teacher else None
+        objective = build_distill_objective(r.cfg.method, t, student, data, r.run_dir, r.cfg.train.epochs,
+                                            teacher_path=teacher_path if t is not None else None, device=device)
+        members[i] = Member(student, objective, r.cfg.optim, r.cfg.schedule, r.run_dir,
+                            {"kind": "student", "config": r.plain}, _desc(r.cfg), list(hooks),
+                            rng=None if alone else RandomState())
+
+    todo = each(todo, build)
+    with contextlib.ExitStack() as locks:
+        def claim(i: int) -> None:
+            r = runs[i]
+            locks.enter_context(_exclusive(r.run_dir))
+            done = distributed.on_main(lambda: _check_and_init(r.run_dir, r.plain, resume))
+            if done is not None:  # another process finished it meanwhile
+                results[i] = RunResult(r.run_dir, done, reused=True)
+            elif distributed.env().main:
+                (r.run_dir / ERROR_FILE).unlink(missing_ok=True)
+
+        # in one order of folders for every process: two groups waiting on each other's folders cannot deadlock
+        claimed = each(sorted(todo, key=lambda i: str(runs[i].run_dir.resolve())), claim)
+        todo = [i for i in todo if i in claimed and results[i] is None]
+        if not todo:
+            return results
+        shared = None
+        if teacher is not None and len(todo) > 1:
+            shared = SharedTeacher(teacher, features=any(_distills_features(members[i].objective) for i in todo))
+            for i in todo:
+                shared.attach(members[i].objective)
+        fit_group([members[i] for i in todo], data, train=first.train, seed=first.seed, resume=resume,
+                  shared=shared)
+        teacher_test = None
+        for i in todo:
+            m, r = members[i], runs[i]
+            if m.error is not None:
+                results[i] = _failed(r, m.error, alone)
+                continue
+            if not distributed.env().main:
+                results[i] = RunResult(r.run_dir, {})
+                continue
+            t = teacher if r.wants_teacher else None
+            if t is not None and teacher_test is None:
+                teacher_test = predict_with_embeddings(t, data.eval_loader("test", first.train.eval_batch_size,
+                                                                           device, first.train.num_workers))
+            results[i] = _write_summary(r, m, data, device, t, teacher_path, teacher_test if t is not None else None,
+                                        len(todo))
+    return results
+
+
+def _desc(cfg: DistillRunConfig) -> str:
+    return f"student {cfg.student.name}/{cfg.method.name} s{cfg.seed}"
+
+
+def _distills_features(objective: torch.nn.Module) -> bool:
+    return any(bool(getattr(m, "needs_features", False)) for m in objective.modules())
+
+
+def _failed(r: StudentRun, error: BaseException, alone: bool) -> BaseException:
+    if alone:
+        raise error
+    if distributed.env().main:
+        atomic_write_text(r.run_dir / ERROR_FILE, f"{type(error).__name__}: {error}\n")
+    return error
+
+
+def _write_summary(r: StudentRun, m: Member, data: DataBundle, device: torch.device, teacher, teacher_path,
+                   teacher_test, group_size: int) -> RunResult:
+    summary, logits = _summary("student", r.cfg, m.model, m.result, data, device, teacher, teacher_test)
+    # train_time is the member's share of its group's time: how many shared it says how to read it
+    summary.update({"model": r.cfg.student.name, "method": r.cfg.method.name, "group_size": group_size})
+    if teacher is not None:
+        summary["teacher_path"] = str(teacher_path)
+    _save_predictions(r.run_dir, logits, data)
+    atomic_write_json(r.run_dir / "summary.json", summary)
+    return RunResult(r.run_dir, summary)
