@@ -173,6 +173,8 @@ def test_parallel_workers_give_the_same_results(tmp_path):
     key = lambda r: (r.kind, r.teacher_label, r.method_label)
     assert {key(r): r.get("top1") for r in seq.records} == {key(r): r.get("top1") for r in par.records}
     assert par.ran == 7 and not par.failed
+    # each worker trained the two KD students of a teacher as one group
+    assert {r.get("group_size") for r in par.records if r.kind == "student" and r.teacher_label} == {2}
 
 
 _DIES_ONCE = """
