@@ -140,9 +140,9 @@ def cmd_report(a: argparse.Namespace) -> int:
 def cmd_plot(a: argparse.Namespace) -> int:
     from .study.figures import plot_study
 
-    if a.teacher is not None and a.figure != "deviation":
-        raise ConfigError("--teacher applies to the deviation figure only")
-    options = {"teacher": a.teacher} if a.teacher is not None else {}
+    options = {k: v for k, v in (("teacher", a.teacher), ("split", a.split)) if v is not None}
+    if options and a.figure != "deviation":
+        raise ConfigError(f"--{next(iter(options))} applies to the deviation figure only")
     print(plot_study(a.study_dir, a.figure, a.out, **options))
     return 0
 
@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("study_dir", metavar="STUDY_DIR", help="a study's out_dir (holds study.yaml)")
     pl.add_argument("--out", metavar="FILE", help="PNG file to write (default: STUDY_DIR/figures/FIGURE.png)")
     pl.add_argument("--teacher", metavar="LABEL", help="deviation: the teacher method label (default: the first)")
+    pl.add_argument("--split", choices=["test", "train"], help="deviation: the test examples (default) or the "
+                    "training points the runs fitted (predicted once by each run's final checkpoint, then kept in "
+                    "its folder)")
     pl.set_defaults(fn=cmd_plot)
     qs = add("quickstart", cmd_quickstart, "train teachers, KD students and the student alone over 3 seeds on "
              "embedded data (a few minutes on a CPU) and print the comparison table", "[key=value ...]")

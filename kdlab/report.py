@@ -21,9 +21,11 @@ from typing import Any
 
 from .engine.checkpoint import atomic_write_text
 from .study import curves
+from .study.correlation import correlation_table
 from .study.figures import write_figures
 from .study.records import StudyData, load_study
 from .study.runner import render_tables
+from .study.scaling import scaling_table
 from .study.table import Document, Heading, Paragraph
 
 
@@ -62,6 +64,14 @@ CAPTIONS = {
                          "Mean ± std over seeds.",
     "reliability": "Reliability diagrams: accuracy against confidence in 15 equal-width bins, test predictions "
                    "pooled over seeds; ECE in each title.",
+    "scaling": "Mean L1 distance of each trained teacher to p* on its training inputs (left) and on test inputs "
+               "(right) against the number of training examples, log-log; dots are runs, lines least-squares "
+               "fits with the slope's 95 % interval; the dotted line has slope -1/2 (Theorem 3.6's N term).",
+    "teacher-quality": "Each distilled student's test top-1 against its teacher's test top-1 (left) and its "
+                       "teacher's mean L1 distance to p* on the training inputs (right); colours are teacher "
+                       "methods, hollow markers students of a teacher checkpoint (trajectory). Spearman rho with a "
+                       "95% bootstrap interval over students (SoTeacher: the student is bounded by its teacher's "
+                       "distance to p*, not by its accuracy).",
     "deviation": "Per test example, the teacher's probability of the true label against the student's, for the "
                  "distilled student and for the student trained alone (Nagarajan et al., Sec. 3.1); lines are "
                  "means over 10 bins of the teacher's probability.",
@@ -84,6 +94,12 @@ def sections(study: StudyData) -> list[Section]:
                                                    curves.sweep_table(sw), curves.reference_table(sw))
                       if b is not None]
             out.append(Section(title, blocks, name))
+    table = scaling_table(recs)
+    if table is not None:
+        out.append(Section("Distance to p* against the training-set size", [table], "scaling"))
+    table = correlation_table(recs)
+    if table is not None:
+        out.append(Section("Teacher quality and the student", [table], "teacher-quality"))
     out.append(Section("Calibration", [], "reliability"))
     out.append(Section("Student-teacher deviations", [], "deviation"))
     return out

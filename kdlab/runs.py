@@ -2,7 +2,8 @@
 
 A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per epoch),
 ``checkpoints/`` (``last.pt``, ``best.pt``, ``epoch_XXX.pt``), ``test_logits.npy`` / ``test_labels.npy`` and,
-once finished, ``summary.json``.  A finished run is never trained again; an unfinished one continues with ``resume``.
+once finished, ``summary.json`` (and, once a figure asked for them, ``train_true_prob.npz``: see
+:func:`train_true_label_prob`).  A finished run is never trained again; an unfinished one continues with ``resume``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,14 @@ import torch.nn as nn
 import yaml
 
 from .config import DistillRunConfig, EvalConfig, TeacherRef, TeacherRunConfig, dump_yaml, load_config
-from .data import DataBundle, load_dataset
+from .data import DataBundle, DatasetSplit, Split, load_dataset
+from .data.base import evaluation_view, hold_out
 from .diagnostics import diagnose
 from .engine import distributed
 from .engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_metadata, load_weights
 from .engine.device import resolve_device, seed_everything, set_deterministic
 from .engine.locks import run_lock
+from .engine.predict import predict
 from .engine.trainer import FitResult, check_precision, checkpoint_dir, fit
 from .errors import CheckpointError, ConfigError, RunFolderError
 from .methods import build_teacher_objective
@@ -261,6 +264,49 @@ def load_teacher(ref: TeacherRef, data: DataBundle, device: torch.device) -> tup
     model, _ = load_model(path, data, device, role="teacher")
     model.requires_grad_(False)
     return model, path
+
+
+TRAIN_PREDICTIONS = "train_true_prob.npz"
+
+
+def trained_points(data: DataBundle, holdout: float) -> Split | DatasetSplit:
+    """The training points of a run on ``data`` with ``holdout``, read the way the test split is (no random
+    augmentation).  The run's hold-out (it depends on the labels only) is taken out of the evaluation view, rather
+    than the view made of the training split the hold-out leaves: that subset of a file data set can no longer be
+    given the test transform."""
+    return hold_out(replace(data, train=evaluation_view(data.train, data.test)), holdout).train
+
+
+def train_true_label_prob(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, str]:
+    """(probability of the true label, true label, the points' key) for every point a finished run trained on: its
+    training split after its hold-out, read as the test split is (no augmentation), predicted in evaluation mode
+    by ``last.pt`` (the model whose test predictions the run saved).  Two runs with the same key trained on the
+    same points in the same order.  Computed once, then read from ``<run_dir>/train_true_prob.npz`` (a finished
+    run is never trained again, so the file stays true)."""
+    run_dir = Path(run_dir)
+    cache = run_dir / TRAIN_PREDICTIONS
+    if cache.is_file():
+        with np.load(cache) as f:
+            return f["p_true"], f["labels"], str(f["points"])
+    path = resolve_checkpoint(str(run_dir))
+    ck_cfg = load_metadata(path).get("config") or {}
+    if "data" not in ck_cfg:
+        raise CheckpointError(f"{path} does not record its data set; cannot rebuild its training points")
+    cfg = load_config(EvalConfig, {"path": str(run_dir), "data": ck_cfg["data"],
+                                   "holdout": ck_cfg.get("holdout", 0.0)})
+    full = load_dataset(cfg.data)
+    train = trained_points(full, cfg.holdout)
+    device = resolve_device("auto")
+    model, _ = load_model(path, full, device, role="evaluated")
+    batch = (ck_cfg.get("train") or {}).get("eval_batch_size", 512)
+    logits = predict(model, full.eval_loader(train, batch, device))
+    labels = train.y.cpu().long()
+    p_true = torch.softmax(logits.double(), 1).gather(1, labels[:, None]).flatten().numpy()
+    points = json.dumps({"data": cfg.data.model_dump(), "holdout": cfg.holdout}, sort_keys=True)
+    buf = io.BytesIO()
+    np.savez(buf, p_true=p_true, labels=labels.numpy(), points=np.array(points))
+    atomic_write_bytes(cache, buf.getvalue())  # a concurrent report sees no file or the whole file
+    return p_true, labels.numpy(), points
 
 
 def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=()) -> RunResult:

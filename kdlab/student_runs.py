@@ -3,9 +3,10 @@
 A group's members share the teacher, seed, data and training-loop settings (:func:`group_key`), so they see the
 same batches in the same order with the same augmentation.  The group loads the data and the teacher once, runs
 the teacher once per batch for all of them (:class:`~kdlab.methods.base.SharedTeacher`) and predicts the
-teacher's test set once for the summaries; everything else is each member's own, and each member's run folder is
-exactly what its separate run writes (weights, ``metrics.jsonl``, checkpoints, summary; only the measured
-``train_time`` differs: a member's share of the group's time).  ``distill`` is the group of one.
+teacher's test and training sets once for the summaries (the teacher's own measures and the members' relations to
+it); everything else is each member's own, and each member's run folder is exactly what its separate run writes
+(weights, ``metrics.jsonl``, checkpoints, summary; only the measured ``train_time`` differs: a member's share of
+the group's time).  ``distill`` is the group of one.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import torch
 
 from .config import DistillRunConfig, load_config
 from .data import DataBundle, load_dataset
+from .diagnostics import teacher_predictions
 from .engine import distributed
 from .engine.checkpoint import atomic_write_json, atomic_write_text, load_metadata
 from .engine.device import resolve_device, seed_everything, set_deterministic
-from .engine.predict import predict_with_embeddings
 from .engine.trainer import Member, RandomState, check_precision, fit_group
 from .errors import ConfigError
 from .methods import build_distill_objective, needs_teacher
@@ -205,8 +206,8 @@ def _distill_runs(runs: list[StudentRun], resume: bool, hooks) -> list[RunResult
                 continue
             t = teacher if r.wants_teacher else None
             if t is not None and teacher_test is None:
-                teacher_test = predict_with_embeddings(t, data.eval_loader("test", first.train.eval_batch_size,
-                                                                           device, first.train.num_workers))
+                teacher_test = teacher_predictions(t, data, device, first.train.eval_batch_size,
+                                                   first.train.num_workers)
             results[i] = _write_summary(r, m, data, device, t, teacher_path, teacher_test if t is not None else None,
                                         len(todo))
     return results

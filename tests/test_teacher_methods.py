@@ -12,6 +12,7 @@ from kdlab.runs import distill, train_teacher
 
 BASELINES = [n for n in TEACHER_METHODS.names() if not n.startswith("test-")]
 REQUIRED = {"sftn": {"student": "resnet8"}}  # parameters without a default
+MODEL = {"patch-erm": "patchwise"}  # methods for one model only
 
 
 OPTIM = {"l2": {"lr": 0.05, "weight_decay": 0.0}}  # l2 is weight decay in the loss: not in the optimizer too
@@ -19,7 +20,8 @@ OPTIM = {"l2": {"lr": 0.05, "weight_decay": 0.0}}  # l2 is weight decay in the l
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_every_teacher_method_runs_end_to_end(name, tmp_path):
-    cfg = teacher_cfg(tmp_path / name, method={"name": name, **REQUIRED.get(name, {})})
+    cfg = teacher_cfg(tmp_path / name, method={"name": name, **REQUIRED.get(name, {})},
+                      model=MODEL.get(name, "resnet8"))
     res = train_teacher({**cfg, "optim": OPTIM.get(name, cfg["optim"])})
     hist = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
     assert len(hist) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in hist)

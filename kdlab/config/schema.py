@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..registry import DISTILL_METHODS, TEACHER_METHODS
+from ..registry import DATASETS, DISTILL_METHODS, TEACHER_METHODS
 from .components import (
     Component,
     DataSpec,
@@ -220,15 +220,21 @@ class PairConfig(Strict):
     assistant: ModelSpec | None = Field(None, description="TAKD: a teacher assistant distilled from the teacher "
                                         "(with assistant_method); the students learn from it")
     assistant_method: DistillMethodOrKD = Field("kd", validate_default=True)
+    teacher_methods: list[str] | None = Field(None, description="the teacher method labels this pair trains "
+                                              "(default: all); e.g. a method for one architecture only")
 
 
 class SweepConfig(Strict):
-    """Variants of one method with one parameter swept (hyper-parameter effect figures)."""
+    """Variants of one method with one parameter swept (hyper-parameter effect figures), or (``role: data``) the
+    whole study repeated for each value of a data set parameter (e.g. ``num_train``: learning curves)."""
 
-    role: Literal["teacher", "student"]
-    method: str = Field(description="a label of teacher.methods or student.methods")
+    role: Literal["teacher", "student", "data"]
+    method: str | None = Field(None, description="a label of teacher.methods or student.methods (not for data)")
     param: str
     values: list[float | int | str | bool] = Field(min_length=1)
+    same_steps: bool = Field(False, description="data sweeps over a size: the epochs (and milestones, warm-up, "
+                             "eval_every, save_every) given are for the largest value; smaller ones are scaled up so "
+                             "that every run takes about as many steps")
 
 
 class TrajectoryConfig(Strict):
@@ -290,7 +296,33 @@ class StudyConfig(Strict):
             ref = spec.get("pretrained")
             if ref == label:
                 raise ValueError(f"teacher.methods.{label}.pretrained: a teacher cannot start from itself")
+        data_sweeps = [sw for sw in self.sweeps if sw.role == "data"]
+        if data_sweeps:
+            if len(self.sweeps) > 1 or self.trajectory is not None:
+                raise ValueError("sweeps: a data sweep is the study's only sweep (no method sweep, no trajectory)")
+            sw = data_sweeps[0]
+            if sw.method is not None:
+                raise ValueError("sweeps: a data sweep repeats every method; drop its 'method'")
+            if sw.same_steps and not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                         for v in sw.values):
+                raise ValueError("sweeps: same_steps needs positive integer values (a size such as num_train)")
+            entry = DATASETS.get(self.data.name)
+            if sw.param == "name" or sw.param not in entry.params.model_fields:
+                raise ValueError(f"sweeps: {sw.param!r} is not a parameter of data set {self.data.name!r} "
+                                 f"({', '.join(entry.params.model_fields)})")
+            for v in sw.values:
+                try:
+                    entry.validate({**self.data.params, sw.param: v})
+                except ValidationError as e:
+                    _, msg = describe_first_error(e, entry.params)
+                    raise ValueError(f"sweeps[0] (data.{sw.param}={v!r}): {msg}") from None
         for i, sw in enumerate(self.sweeps):
+            if sw.role == "data":
+                continue
+            if sw.method is None:
+                raise ValueError(f"sweeps[{i}]: a {sw.role} sweep needs 'method' (a {sw.role} method label)")
+            if sw.same_steps:
+                raise ValueError(f"sweeps[{i}]: same_steps applies to data sweeps only")
             labels = self.teacher.methods if sw.role == "teacher" else self.student.methods
             if sw.method not in labels:
                 raise ValueError(f"sweeps: {sw.role} method label {sw.method!r} is not one of {sorted(labels)}")
@@ -311,6 +343,11 @@ class StudyConfig(Strict):
                     loc, msg = describe_first_error(e, entry.params)
                     key = ".".join(str(x) for x in loc)
                     raise ValueError(f"student.by_teacher.{mlabel}.{tlabel}.{key}: {msg}") from None
+        for i, pair in enumerate(self.pairs or []):
+            for lbl in pair.teacher_methods or []:
+                if lbl not in self.teacher.methods:
+                    raise ValueError(f"pairs[{i}].teacher_methods: {lbl!r} is not a teacher method label "
+                                     f"({', '.join(self.teacher.methods)})")
         if self.trajectory is not None:
             tr = self.trajectory
             every = self.teacher.train.save_every

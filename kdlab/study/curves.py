@@ -83,8 +83,13 @@ def make_series(label: str, points: Iterable[tuple[Any, float]], key: str | None
     return Series(label, xs, [groups[x] for x in xs], key)
 
 
+def is_data_sweep(r: RunRecord) -> bool:
+    """A run of a study repeated per value of a data set parameter: a plain method at that value, not a variant."""
+    return (r.sweep_param or "").startswith("data.")
+
+
 def _is_variant(r: RunRecord) -> bool:
-    return r.sweep_param is not None and r.method_label != r.sweep_base
+    return r.sweep_param is not None and not is_data_sweep(r) and r.method_label != r.sweep_base
 
 
 def teacher_variants(records: list[RunRecord]) -> set[str]:

@@ -1,4 +1,5 @@
-"""A study's figures as PNG files, computed from its records and run folders only (no training, no data set).
+"""A study's figures as PNG files, computed from its records and run folders only (no training, and no data set
+but for the deviation figure of the training points, ``split="train"``).
 
 =================  =======================================================  =======================================
 name               what it shows                                            what the study needs
@@ -11,11 +12,14 @@ sweeps             teacher and student top-1 against a swept                ``sw
                    5-6)
 reliability        accuracy against confidence in 15 bins, test             any finished run
                    predictions pooled over seeds, ECE in the title
-deviation          per test example, teacher vs student probability of the  a teacher method, its distilled students
-                   true label, distilled student and student alone (seed    (and a student alone)
-                   003)
+deviation          per test example (``split="train"``: per training        a teacher method, its distilled students
+                   point), teacher vs student probability of the true       (and a student alone)
+                   label, distilled student and student alone (seed 003)
 late-distillation  student top-1 against the epoch where distillation       a student sweep over ``switch_epoch``
                    starts (seed 003)
+teacher-quality    student top-1 against its teacher's test top-1 and its   at least 8 distilled students (of the
+                   teacher's L1 distance to p* on training inputs, one      trajectory's method, else ``kd``) with
+                   point per student, Spearman rho [bootstrap CI]           their teachers' measures
 =================  =======================================================  =======================================
 
 Each ``plot_<name>(records, out_path)`` returns the written path, or None when the study has no data for it;
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import curves
+from .correlation import plot_teacher_quality
 from .figure_names import FIGURE_HELP, FIGURE_NEEDS
 from .plotting import (
     band,
@@ -49,6 +54,7 @@ from .plotting import (
 )
 from .prediction_figures import plot_deviation, plot_reliability
 from .records import RunRecord, StudyDataError, load_study
+from .scaling import plot_scaling
 
 
 def _teacher_colours(records: list[RunRecord]) -> dict[str, str]:
@@ -158,7 +164,8 @@ def plot_late_distillation(records: list[RunRecord], out_path: str | Path) -> Pa
 
 FIGURES: dict[str, Callable[..., Path | None]] = {
     "trajectory": plot_trajectory, "sweeps": plot_sweeps, "reliability": plot_reliability,
-    "deviation": plot_deviation, "late-distillation": plot_late_distillation}
+    "deviation": plot_deviation, "late-distillation": plot_late_distillation, "scaling": plot_scaling,
+    "teacher-quality": plot_teacher_quality}
 assert list(FIGURES) == list(FIGURE_HELP)
 
 
@@ -190,4 +197,4 @@ def write_figures(study_dir: str | Path, records: list[RunRecord] | None = None)
 
 
 __all__ = ["FIGURES", "plot_deviation", "plot_late_distillation", "plot_reliability", "plot_study", "plot_sweeps",
-           "plot_trajectory", "write_figures"]
+           "plot_teacher_quality", "plot_trajectory", "write_figures"]

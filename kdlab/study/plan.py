@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config.components import Component
 from ..config.schema import PairConfig, StudyConfig
 from ..errors import ConfigError
 from ..methods import needs_teacher
@@ -79,6 +80,53 @@ def expand_sweeps(methods: dict[str, Any], sweeps, role: str, raw: bool = False
 
 
 def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
+    sweep = next((sw for sw in cfg.sweeps if sw.role == "data"), None)
+    return _plan(cfg) if sweep is None else _plan_data_sweep(cfg, sweep)
+
+
+def _plan_data_sweep(cfg: StudyConfig, sweep) -> list[PlannedRun]:
+    """The study once per value of a data set parameter, under ``<param>=<value>/``; labels get ``[<param>=<value>]``
+    (teachers, and students without a teacher; a distilled student is told apart by its teacher's label) and
+    the records ``sweep_param: data.<param>``."""
+    from ..registry import DATASETS
+
+    out = Path(cfg.runs_dir or cfg.out_dir)
+    entry = DATASETS.get(cfg.data.name)
+    plan: list[PlannedRun] = []
+    for v in sweep.values:
+        params = entry.validate({**cfg.data.params, sweep.param: v}).model_dump(mode="json")
+        update = {"data": Component(name=cfg.data.name, params=params), "sweeps": [],
+                  "runs_dir": str(out / slug(f"{sweep.param}={v}"))}
+        if sweep.same_steps:
+            factor = max(sweep.values) / v
+            update |= {"teacher": _longer(cfg.teacher, factor), "student": _longer(cfg.student, factor)}
+        sub = cfg.model_copy(update=update)
+        tag = f"[{sweep.param}={v}]"
+        for run in _plan(sub):
+            base = run.teacher_label if run.kind == "teacher" else run.method_label
+            if run.teacher_label is not None:
+                run.teacher_label += tag
+            if run.kind == "teacher":
+                run.method_label = run.teacher_label
+            elif run.pair is None:
+                run.method_label += tag
+            run.info = {**run.info, "param": f"data.{sweep.param}", "value": v, "base": base}
+            plan.append(run)
+    return plan
+
+
+def _longer(role, factor: float):
+    """A study role whose runs take ``factor`` times as many epochs (milestones and intervals scaled alike)."""
+    scale = lambda e: max(1, round(e * factor)) if e else e  # noqa: E731
+    train, sched = role.train, role.schedule
+    return role.model_copy(update={
+        "train": train.model_copy(update={"epochs": scale(train.epochs), "eval_every": scale(train.eval_every),
+                                          "save_every": scale(train.save_every)}),
+        "schedule": sched.model_copy(update={"milestones": [scale(m) for m in sched.milestones],
+                                             "warmup_epochs": scale(sched.warmup_epochs)})})
+
+
+def _plan(cfg: StudyConfig) -> list[PlannedRun]:
     out = Path(cfg.runs_dir or cfg.out_dir)
     data = cfg.data.model_dump()
     teachers, t_info = expand_sweeps(cfg.teacher.methods, cfg.sweeps, "teacher")
@@ -130,10 +178,16 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
         student_specific = "student" in teachers[tlabel] and teachers[tlabel]["student"] is None
         return f"{tlabel}-for-{slug(s_arch)}" if student_specific and multi else tlabel
 
+    def trains(pair: PairConfig, tlabel: str) -> bool:
+        """Whether the pair has teacher label ``tlabel`` (a sweep variant goes with its base label)."""
+        return pair.teacher_methods is None or t_info.get(tlabel, {}).get("base", tlabel) in pair.teacher_methods
+
     teacher_runs: dict[tuple[str, str, int], PlannedRun] = {}
     for pair in pairs:
         t_arch, s_arch = arch_label(pair.teacher), arch_label(pair.student)
         for tlabel, tspec in teachers.items():
+            if not trains(pair, tlabel):
+                continue
             spec = dict(tspec)
             if "student" in spec and spec["student"] is None:
                 spec["student"] = pair.student.model_dump()
@@ -162,7 +216,7 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
         if pair.assistant is not None:  # TAKD: the students' teacher is an assistant distilled from the teacher
             a_arch = arch_label(pair.assistant)
             assistants: dict[tuple[str, int], PlannedRun] = {}
-            for tlabel in teachers:
+            for tlabel in [t for t in teachers if trains(pair, t)]:
                 for seed in cfg.seeds:
                     t_run = t_run_of(tlabel, seed)
                     d = out / "assistants" / f"{slug(t_arch)}--{slug(a_arch)}" / tlabel / f"seed{seed}"
@@ -189,7 +243,7 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
                                  s_info.get(mlabel, {}).get("base", mlabel)) | base
                     add(PlannedRun("student", None, s_arch, None, mlabel, seed, d, c, info=s_info.get(mlabel, {})))
                 continue
-            for tlabel in teachers:
+            for tlabel in [t for t in teachers if trains(pair, t)]:
                 # TAKD: the students learn from a KD-trained assistant, a standard teacher for the protocol
                 spec = distill_spec(mlabel, tlabel) if pair.assistant is None else \
                     apply_protocol(cfg.student.protocol, mspec, "standard")
@@ -204,7 +258,7 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
                                    info=s_info.get(mlabel, {})))
         if cfg.trajectory is not None:
             tr = cfg.trajectory
-            for tlabel in tr.teachers or list(cfg.teacher.methods):
+            for tlabel in [t for t in tr.teachers or list(cfg.teacher.methods) if trains(pair, t)]:
                 mspec = distill_spec(tr.method, tlabel)
                 for epoch in range(tr.every, cfg.teacher.train.epochs + 1, tr.every):
                     for seed in cfg.seeds:

@@ -25,8 +25,13 @@ PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
            "#7f7f7f"]
 
 
+# for more lines than PALETTE has colours: its colours, then their lighter partners (matplotlib's tab20 order)
+MORE = ["#aec7e8", "#ff9896", "#98df8a", "#ffbb78", "#c5b0d5", "#c49c94", "#f7b6d2", "#9edae5", "#dbdb8d",
+        "#c7c7c7"]
+
+
 def colour(i: int) -> str:
-    return PALETTE[i % len(PALETTE)]
+    return (PALETTE + MORE)[i % (len(PALETTE) + len(MORE))]
 
 
 def new_figure(nrows: int, ncols: int, width: float = 4.2, height: float = 3.3):

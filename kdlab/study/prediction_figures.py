@@ -1,11 +1,17 @@
-"""Figures from the runs' saved test predictions: reliability diagrams and the deviation scatter (seed 003).
+"""Figures from the runs' predictions: reliability diagrams and the deviation scatter (seed 003).
 
-Test logits of the seeds are pooled (every seed predicts the same test set), so a diagram or scatter shows all
-n_seeds x n_test predictions; the titles say which seeds were pooled.
+By default both use the runs' saved test predictions.  The deviation scatter can show the training points instead
+(``split="train"``, the points the models fitted): those predictions are not saved by training, so each run's final
+checkpoint predicts its training points once, on the data set rebuilt from its config, and the run folder keeps
+the result (:func:`kdlab.runs.train_true_label_prob`).
+
+The seeds' predictions are pooled (every seed predicts the same points), so a diagram or scatter shows all
+n_seeds x n_points predictions; the titles say which seeds were pooled.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +23,7 @@ from .plotting import blank, legend, new_figure, save, suptitle, title
 from .records import RunRecord, StudyDataError, read_predictions
 
 BINS = 15  # the papers' equal-width confidence bins (REFERENCE.md section 7)
+SPLITS = {"test": "test example", "train": "training point"}  # what a point of the scatter is
 
 
 def _pooled(recs: list[RunRecord]) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
@@ -98,17 +105,35 @@ def true_label_prob(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return p[np.arange(len(labels)), labels]
 
 
-def _matched(teacher: list[RunRecord], student: list[RunRecord]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def _true_label_probs(rec: RunRecord, split: str) -> tuple[np.ndarray, np.ndarray, str | None] | None:
+    """(probability of the true label, label, which points) of a run on ``split``, or None without predictions."""
+    if split == "test":
+        got = read_predictions(rec.run_dir)
+        return None if got is None else (true_label_prob(*got), got[1], None)
+    from ..runs import train_true_label_prob  # loads models and data sets: only for the training points
+
+    return train_true_label_prob(rec.run_dir)
+
+
+def _matched(teacher: list[RunRecord], student: list[RunRecord], split: str
+             ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Teacher and student probability of the true label, pooled over the seeds both have."""
     t_by_seed = {r.seed: r for r in teacher}
     xs, ys, seeds = [], [], []
     for s in sorted(student, key=lambda r: r.seed):
         t = t_by_seed.get(s.seed)
-        pt, ps = (read_predictions(t.run_dir) if t else None), read_predictions(s.run_dir)
-        if pt is None or ps is None or not np.array_equal(pt[1], ps[1]):
+        pt, ps = (_true_label_probs(t, split) if t else None), _true_label_probs(s, split)
+        if pt is None or ps is None:
             continue
-        xs.append(true_label_prob(*pt))
-        ys.append(true_label_prob(*ps))
+        if pt[2] != ps[2] or not np.array_equal(pt[1], ps[1]):
+            if split == "train":
+                # the study gives a seed's runs the same data and hold-out: other points mean run folders of
+                # other settings, and a point-by-point comparison would be meaningless
+                raise StudyDataError(f"deviation: teacher {t.run_dir} and student {s.run_dir} were not trained on "
+                                     "the same points")
+            continue  # test predictions of different test sets are left out
+        xs.append(pt[0])
+        ys.append(ps[0])
         seeds.append(s.seed)
     if not seeds:
         return np.empty(0), np.empty(0), []
@@ -121,9 +146,29 @@ def _binned_mean(x: np.ndarray, y: np.ndarray, bins: int = 10) -> tuple[np.ndarr
     return np.array([x[idx == b].mean() for b in keep]), np.array([y[idx == b].mean() for b in keep])
 
 
-def plot_deviation(records: list[RunRecord], out_path: str | Path, teacher: str | None = None) -> Path | None:
-    """Per test example: the teacher's probability of the true label (x) against the student's (y), for the
-    students distilled from one teacher method (default: the baseline, the first) and for the student alone."""
+@dataclass(frozen=True)
+class DeviationPanel:
+    """One panel of the deviation figure: per point (pooled over ``seeds``) the teacher's probability of the true
+    label ``x`` and the distilled student's ``y``; ``x_alone``/``y_alone`` the same for the student trained alone
+    (over ``seeds_alone``, empty without one)."""
+
+    pair: curves.Pair
+    method: str
+    x: np.ndarray
+    y: np.ndarray
+    seeds: list[int]
+    alone: str | None
+    x_alone: np.ndarray
+    y_alone: np.ndarray
+    seeds_alone: list[int]
+
+
+def deviation_points(records: list[RunRecord], teacher: str | None = None, split: str = "test"
+                     ) -> tuple[str | None, list[DeviationPanel]]:
+    """The deviation figure's data: the teacher method drawn (default: the baseline, the first) and its panels,
+    one per pair and distillation method."""
+    if split not in SPLITS:
+        raise StudyDataError(f"deviation: split {split!r} is not one of {', '.join(SPLITS)}")
     labels = curves.plain_teacher_labels(records)
     if teacher is not None and teacher not in labels:
         raise StudyDataError(f"deviation: no teacher method {teacher!r} in the study (teacher methods: "
@@ -136,29 +181,43 @@ def plot_deviation(records: list[RunRecord], out_path: str | Path, teacher: str 
         no_teacher = curves.Pair(None, None, p.student)
         alone_name, alone_recs = next(((a, v) for a in alone
                                        if (v := curves.students(records, no_teacher, method_label=a))), (None, []))
-        ref = _matched(t_recs, alone_recs)
-        for m in distill:
-            got = _matched(t_recs, curves.students(records, p, method_label=m, teacher_label=teacher))
-            if got[2]:
-                panels.append((p, m, got, ref, alone_name))
+        students = {m: curves.students(records, p, method_label=m, teacher_label=teacher) for m in distill}
+        if not any(students.values()):
+            continue  # no need to predict the reference for a pair without the teacher's students
+        ref = _matched(t_recs, alone_recs, split)
+        for m, recs in students.items():
+            x, y, seeds = _matched(t_recs, recs, split)
+            if seeds:
+                panels.append(DeviationPanel(p, m, x, y, seeds, alone_name, *ref))
+    return teacher, panels
+
+
+def plot_deviation(records: list[RunRecord], out_path: str | Path, teacher: str | None = None,
+                   split: str = "test") -> Path | None:
+    """Per test example (``split="train"``: per training point), the teacher's probability of the true label (x)
+    against the student's (y), for the students distilled from one teacher method (default: the baseline, the
+    first) and for the student alone."""
+    teacher, panels = deviation_points(records, teacher, split)
     if not panels:
         return None
     ncols = min(3, len(panels))
     fig, axes = new_figure(-(-len(panels) // ncols), ncols, width=4.0, height=4.0)
     flat = [ax for row in axes for ax in row]
-    for ax, (p, m, (x, y, seeds), (xa, ya, seeds_a), alone_name) in zip(flat, panels):
-        ax.scatter(x, y, s=5, alpha=0.35, color="#1f77b4", linewidths=0, rasterized=True,
-                   label=f"{m} student (distilled)")
-        if seeds_a:
-            ax.scatter(xa, ya, s=5, alpha=0.35, color="#ff7f0e", linewidths=0, rasterized=True,
-                       label=f"{alone_name} student (no teacher)")
-            ax.plot(*_binned_mean(xa, ya), "-", color="#c45a00", linewidth=2, label="no teacher: binned mean")
-        ax.plot(*_binned_mean(x, y), "-", color="#0b3c6e", linewidth=2, label="distilled: binned mean")
+    for ax, d in zip(flat, panels):
+        ax.scatter(d.x, d.y, s=5, alpha=0.35, color="#1f77b4", linewidths=0, rasterized=True,
+                   label=f"{d.method} student (distilled)")
+        if d.seeds_alone:
+            ax.scatter(d.x_alone, d.y_alone, s=5, alpha=0.35, color="#ff7f0e", linewidths=0, rasterized=True,
+                       label=f"{d.alone} student (no teacher)")
+            ax.plot(*_binned_mean(d.x_alone, d.y_alone), "-", color="#c45a00", linewidth=2,
+                    label="no teacher: binned mean")
+        ax.plot(*_binned_mean(d.x, d.y), "-", color="#0b3c6e", linewidth=2, label="distilled: binned mean")
         ax.plot([0, 1], [0, 1], "--", color="0.4", linewidth=1, label="student = teacher")
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"{teacher} teacher: p(true label)", ylabel="student: p(true label)")
-        title(ax, f"{m} student from the {teacher} teacher\n{p.title}\ntest examples pooled over seeds {seeds}", 8)
+        title(ax, f"{d.method} student from the {teacher} teacher\n{d.pair.title}\n{SPLITS[split]}s pooled over "
+              f"seeds {d.seeds}", 8)
         legend(ax, loc="upper left")
     for ax in flat[len(panels):]:
         blank(ax)
-    suptitle(fig, "Student-teacher deviations: probability of the true label per test example")
+    suptitle(fig, f"Student-teacher deviations: probability of the true label per {SPLITS[split]}")
     return save(fig, out_path)

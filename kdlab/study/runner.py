@@ -25,8 +25,9 @@ from .table import Document, to_csv
 from .tables import study_tables
 
 METRIC_COLUMNS = ["top1", "top5", "nll", "ece", "nll_ts", "ece_ts", "temperature", "best_top1", "best_epoch",
-                  "teacher_top1", "agreement", "kl_teacher_student", "cka_teacher_student", "pstar_l1_train",
-                  "pstar_l1_test", "params", "train_time", "run_dir"]
+                  "teacher_top1", "teacher_nll", "teacher_ece", "teacher_pstar_l1_train", "teacher_pstar_l1_test",
+                  "agreement", "kl_teacher_student", "cka_teacher_student", "pstar_l1_train", "pstar_l1_test",
+                  "params", "train_time", "run_dir"]
 
 
 @dataclass
@@ -122,18 +123,29 @@ def render_tables(cfg: StudyConfig, records: list[RunRecord]) -> Document:
     its markdown, the report shows the same objects as HTML.  The main tables hold the configured method labels;
     sweep variants and trajectory students have their own tables and figures (``kdlab report``)."""
     done = {(r.kind, r.method_label) for r in records}
-    teacher_labels = [t for t in cfg.teacher.methods if ("teacher", t) in done]
+    sweep = next((sw for sw in cfg.sweeps if sw.role == "data"), None)
+
+    def expand(label: str) -> list[str]:  # a data sweep's labels carry the value
+        return [label] if sweep is None else [f"{label}[{sweep.param}={v}]" for v in sweep.values]
+
+    base_of = {x: t for t in cfg.teacher.methods for x in expand(t)}
+    teacher_labels = [x for x in base_of if ("teacher", x) in done]
     alone, distill = [], []
     for lbl, spec in cfg.student.methods.items():
-        if ("student", lbl) in done:
-            (distill if needs_teacher(spec.name) else alone).append(lbl)
+        if needs_teacher(spec.name):
+            distill += [lbl] if ("student", lbl) in done else []
+        else:
+            alone += [x for x in expand(lbl) if ("student", x) in done]
+    teacher_labels = teacher_labels or list(base_of)
     pairs = []
     for p in cfg.pair_list():
+        own = [t for t in teacher_labels if p.teacher_methods is None or base_of[t] in p.teacher_methods]
         pairs.append({"teacher": arch_label(p.teacher), "student": arch_label(p.student), "key": pair_label(p),
-                      "assistant": arch_label(p.assistant) if p.assistant is not None else None})
+                      "assistant": arch_label(p.assistant) if p.assistant is not None else None,
+                      "teacher_labels": own})
     caption = (f"{cfg.data.name}: seeds {list(cfg.seeds)}; test top-1 % at the last epoch; held-out fraction "
                f"{cfg.holdout} for temperature scaling")
-    return study_tables(records, pairs, teacher_labels or list(cfg.teacher.methods), alone, distill, caption)
+    return study_tables(records, pairs, teacher_labels, alone, distill, caption)
 
 
 def check_no_failures(result: StudyResult) -> None:

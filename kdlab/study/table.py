@@ -211,7 +211,8 @@ class Table:
     def to_csv(self) -> str:
         """One line per cell: row label (the first cell), column, and the cell's numbers or text."""
         buf = io.StringIO()
-        fields = ["row", "column", "text", "paper", "paper_std", "mean", "std", "n", "delta", "difference"]
+        fields = ["row", "column", "text", "paper", "paper_std", "mean", "std", "n", "delta", "difference", "low",
+                  "high"]
         w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in self.rows:

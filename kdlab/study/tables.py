@@ -8,7 +8,10 @@ Per teacher/student pair:
 * **teacher quality** - per teacher method: accuracy, ECE and NLL before and after temperature scaling (when the
   study holds data out), distance to the true label distribution on training and test inputs (mixed-feature);
 * **fidelity** - per distillation method and teacher method: top-1 agreement, KL(teacher ‖ student) and linear
-  CKA of the penultimate representations.
+  CKA of the penultimate representations;
+* **paired differences** - per teacher method, its difference to the baseline teacher run with the same seed
+  (teacher accuracy, distance to p*, ECE, each distilled student's accuracy): mean with a 95 % t interval over
+  the seeds, n pairs (with at least two seeds).
 
 Every table is a :class:`~kdlab.study.table.Table` whose numeric cells are :class:`~kdlab.study.table.Stat`
 objects: mean ± std over seeds with n, computed once; the difference to the baseline teacher's column is the
@@ -21,6 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .records import RunRecord
+from .stats import CI, paired_difference
 from .table import Document, Heading, Paragraph, Stat, Strong, Table, Value
 
 
@@ -97,18 +101,60 @@ def fidelity_table(records: list[RunRecord], pair: dict, teacher_labels: list[st
                  title="Student fidelity and similarity to its teacher (test set)")
 
 
+PAIRED_TEACHER = [("top1", "teacher top-1", 2), ("pstar_l1_train", "L1 to p* (train)", 3),
+                  ("pstar_l1_test", "L1 to p* (test)", 3), ("ece", "teacher ECE", 2)]
+
+
+def _by_seed(records: Iterable[RunRecord], key: str, **match: Any) -> dict[int, float]:
+    return {r.seed: r.get(key) for r in records if r.get(key) is not None
+            and all(r.get(k) == v for k, v in match.items())}
+
+
+def paired_table(records: list[RunRecord], pair: dict, teacher_labels: list[str],
+                 distill_labels: list[str]) -> Table | None:
+    """Each teacher method minus the baseline teacher, seed by seed (None without two paired seeds)."""
+    if len(teacher_labels) < 2:
+        return None
+    t_recs = _teachers_of(records, pair)
+    if any((r.sweep_param or "").startswith("data.") for r in t_recs):  # labels at other data sizes: not pairs
+        return None
+    s_recs = [r for r in records if r.kind == "student" and r.pair == pair["key"]]
+    cols = [(t_recs, k, name, d, {}) for k, name, d in PAIRED_TEACHER if any(k in r.metrics for r in t_recs)]
+    cols += [(s_recs, "top1", f"{m} student top-1", 2, {"method_label": m}) for m in distill_labels]
+    base, rows = teacher_labels[0], []
+    for t in teacher_labels[1:]:
+        row: list = [t]
+        for recs, key, _, digits, match in cols:
+            a, b = _by_seed(recs, key, teacher_label=base, **match), _by_seed(recs, key, teacher_label=t, **match)
+            row.append(CI(paired_difference([(a[s], b[s]) for s in sorted(a.keys() & b.keys())]), digits,
+                          signed=True))
+        rows.append(row)
+    if not any(c.interval.n >= 2 for row in rows for c in row[1:]):
+        return None
+    return Table(["teacher method", *(name for _, _, name, _, _ in cols)], rows,
+                 title=f"Paired differences to the {base} teacher of the same seed: mean [95 % t interval] "
+                       "(n seeds)")
+
+
 def study_tables(records: list[RunRecord], pairs: list[dict], teacher_labels: list[str], alone_labels: list[str],
                  distill_labels: list[str], caption: str) -> Document:
     """The caption, then per pair a heading and its distillation, teacher quality and fidelity tables."""
     doc = Document([Paragraph(caption)])
+    every = teacher_labels
     for pair in pairs:
+        teacher_labels = pair.get("teacher_labels") or every  # the pair's own methods
         via = f" -> {pair['assistant']}" if pair.get("assistant") else ""
-        doc.add(Heading(f"{pair['teacher']}{via} -> {pair['student']}", 3),
-                distillation_table(records, pair, teacher_labels, alone_labels, distill_labels),
-                teacher_quality_table(records, pair, teacher_labels))
+        doc.add(Heading(f"{pair['teacher']}{via} -> {pair['student']}", 3))
+        if alone_labels or distill_labels:  # a study of teachers alone: their accuracy is in the quality table
+            doc.add(distillation_table(records, pair, teacher_labels, alone_labels, distill_labels))
+        doc.add(teacher_quality_table(records, pair, teacher_labels))
         if distill_labels:
             doc.add(fidelity_table(records, pair, teacher_labels, distill_labels))
+        paired = paired_table(records, pair, teacher_labels, distill_labels)
+        if paired is not None:
+            doc.add(paired)
     return doc
 
 
-__all__ = ["TEACHER_QUALITY", "distillation_table", "fidelity_table", "study_tables", "teacher_quality_table"]
+__all__ = ["TEACHER_QUALITY", "distillation_table", "fidelity_table", "paired_table", "study_tables",
+           "teacher_quality_table"]

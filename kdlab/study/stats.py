@@ -1,0 +1,105 @@
+"""Confidence intervals of the studies' headline numbers: a mean (Student's t), a paired difference, and the
+slope of a straight-line fit (ordinary least squares with its t interval)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVEL = 0.95
+
+
+def _t(df: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + LEVEL / 2, df))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with its 95 % confidence interval and the number of observations behind it."""
+
+    estimate: float
+    low: float
+    high: float
+    n: int
+
+    def text(self, digits: int = 2, signed: bool = False) -> str:
+        if self.n == 0 or math.isnan(self.estimate):
+            return "-"
+        f = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
+        if math.isnan(self.low):
+            return f"{f.format(self.estimate)} (n={self.n})"
+        return f"{f.format(self.estimate)} [{f.format(self.low)}, {f.format(self.high)}] (n={self.n})"
+
+    @property
+    def excludes_zero(self) -> bool:
+        return not math.isnan(self.low) and (self.low > 0 or self.high < 0)
+
+
+def _clean(values: Sequence[float | None]) -> np.ndarray:
+    return np.array([float(v) for v in values if v is not None and not math.isnan(float(v))])
+
+
+def mean_interval(values: Sequence[float | None]) -> Interval:
+    """Mean with its t interval (no interval from fewer than 2 values)."""
+    x = _clean(values)
+    n = len(x)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    if n == 1:
+        return Interval(float(x[0]), math.nan, math.nan, 1)
+    half = _t(n - 1) * x.std(ddof=1) / math.sqrt(n)
+    return Interval(float(x.mean()), float(x.mean() - half), float(x.mean() + half), n)
+
+
+def paired_difference(pairs: Sequence[tuple[float | None, float | None]]) -> Interval:
+    """Mean of b - a over the pairs where both are known, with its t interval."""
+    return mean_interval([b - a for a, b in pairs if a is not None and b is not None])
+
+
+@dataclass(frozen=True)
+class LineFit:
+    slope: Interval
+    intercept: float
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.intercept + self.slope.estimate * x
+
+
+def line_fit(x: Sequence[float], y: Sequence[float]) -> LineFit:
+    """Least-squares line y = a + b x with the t interval of b (n - 2 degrees of freedom)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    n = len(x)
+    if n < 2 or np.ptp(x) == 0:
+        return LineFit(Interval(math.nan, math.nan, math.nan, n), math.nan)
+    xm, ym = x.mean(), y.mean()
+    sxx = ((x - xm) ** 2).sum()
+    b = ((x - xm) * (y - ym)).sum() / sxx
+    a = ym - b * xm
+    if n < 3:
+        return LineFit(Interval(float(b), math.nan, math.nan, n), float(a))
+    resid = y - (a + b * x)
+    se = math.sqrt((resid ** 2).sum() / (n - 2) / sxx)
+    half = _t(n - 2) * se
+    return LineFit(Interval(float(b), float(b - half), float(b + half), n), float(a))
+
+
+@dataclass(frozen=True)
+class CI:
+    """A table cell: an :class:`Interval` shown as ``estimate [low, high] (n=...)``."""
+
+    interval: Interval
+    digits: int = 2
+    signed: bool = False
+
+    def text(self) -> str:
+        return self.interval.text(self.digits, self.signed)
+
+    def csv_fields(self) -> dict:
+        iv = self.interval
+        num = lambda v: "" if math.isnan(v) else v  # noqa: E731
+        return {"mean": num(iv.estimate), "low": num(iv.low), "high": num(iv.high), "n": iv.n}
