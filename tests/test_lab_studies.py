@@ -217,3 +217,16 @@ def test_paired_table_differences_each_method_to_the_baseline_seed_by_seed():
     assert math.isclose(l1.estimate, -0.1) and math.isclose(l1.low, -0.1)  # no spread: a zero-width interval
     assert "[" in t.to_markdown() and t.to_csv().count("\n") == 4
     assert paired_table(recs, {"teacher": "T", "student": "S", "key": "T--S"}, ["standard"], ["kd"]) is None
+
+
+@pytest.mark.parametrize("name", ["lab-scaling", "lab-teacher-quality", "lab-soteacher-regime"])
+def test_the_shipped_lab_studies_validate_and_plan(name):
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "studies" / f"{name}.yaml"
+    cfg = load_config(StudyConfig, yaml.safe_load(path.read_text()))
+    plan = plan_study(cfg)
+    runs = {"lab-scaling": 54, "lab-teacher-quality": 144, "lab-soteacher-regime": 45}[name]
+    assert len(plan) == runs  # the number the docs and the config's header give
