@@ -58,23 +58,36 @@ def classification_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
     return out
 
 
-def fit_temperature(logits: Tensor, labels: Tensor, steps: int = 100) -> float:
-    """The temperature T > 0 minimising the NLL of softmax(logits / T) (Guo et al. 2017), by L-BFGS on log T.
+T_RANGE = (0.05, 20.0)  # temperatures outside it only arise from a hold-out too small or too easy to fit one
 
-    Fit it on held-out data, never on the data it is evaluated on.
+
+def fit_temperature(logits: Tensor, labels: Tensor, steps: int = 100) -> float:
+    """The temperature T > 0 minimising the NLL of softmax(logits / T) (Guo et al. 2017), by L-BFGS on log T,
+    bounded to ``T_RANGE``.
+
+    Fit it on held-out data, never on the data it is evaluated on.  When the hold-out is classified without a
+    single error the NLL keeps falling as T -> 0, so no temperature is identified: T = 1 (no scaling) is returned
+    with a warning instead of a vanishing T that would make the test NLL explode.
     """
     logits, labels = logits.detach().float().cpu(), labels.cpu()
+    if len(labels) == 0 or bool((logits.argmax(1) == labels).all()):
+        import warnings
+
+        warnings.warn(f"temperature scaling: the {len(labels)} held-out samples are all classified correctly, "
+                      "which does not identify a temperature; using T = 1 (hold out more data)", stacklevel=2)
+        return 1.0
+    lo, hi = (float(torch.tensor(t).log()) for t in T_RANGE)
     log_t = torch.zeros((), requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss = F.cross_entropy(logits / log_t.clamp(lo, hi).exp(), labels)
         loss.backward()
         return loss
 
     opt.step(closure)
-    return float(log_t.detach().exp())
+    return float(log_t.detach().clamp(lo, hi).exp())
 
 
 def calibration_metrics(logits: Tensor, labels: Tensor, temperature: float | None = None) -> dict[str, float]:

@@ -38,6 +38,8 @@ def fmt_cell(values: Sequence[float], digits: int = 2) -> str:
     mu, sd, n = mean_std(values)
     if n == 0:
         return "-"
+    if n == 1:  # one run has no spread to show
+        return f"{mu:.{digits}f} (n=1)"
     return f"{mu:.{digits}f} ± {sd:.{digits}f} (n={n})"
 
 
@@ -91,7 +93,8 @@ class Stat:
         if self.n == 0:
             return "-"
         d = self.digits
-        out = f"{self.mean:.{d}f} ± {self.std:.{d}f} (n={self.n})"
+        spread = f" ± {self.std:.{d}f}" if self.n > 1 else ""  # one run has no spread to show
+        out = f"{self.mean:.{d}f}{spread} (n={self.n})"
         return out + (f" ({self.delta:+.{d}f})" if self.delta is not None else "")
 
     def csv_fields(self) -> dict[str, Any]:
