@@ -39,12 +39,16 @@ def average_ranks(x) -> np.ndarray:
     return ranks
 
 
+def _pearson_centred(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson's correlation of two centred vectors; nan when either is constant."""
+    denom = math.sqrt(float(a @ a) * float(b @ b))
+    return float(np.clip(a @ b / denom, -1.0, 1.0)) if denom > 1e-12 else math.nan
+
+
 def spearman(x, y) -> float:
     """Spearman's rho: Pearson's correlation of the average ranks; nan when either side is constant."""
     rx, ry = average_ranks(x), average_ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denom = math.sqrt(float(rx @ rx) * float(ry @ ry))
-    return float(np.clip(rx @ ry / denom, -1.0, 1.0)) if denom > 0 else math.nan
+    return _pearson_centred(rx - rx.mean(), ry - ry.mean())
 
 
 def partial_spearman(x, y, z) -> float:
@@ -57,9 +61,7 @@ def partial_spearman(x, y, z) -> float:
         rv = average_ranks(v)
         return rv - a @ np.linalg.lstsq(a, rv, rcond=None)[0]
 
-    rx, ry = resid(x), resid(y)
-    denom = math.sqrt(float(rx @ rx) * float(ry @ ry))
-    return float(np.clip(rx @ ry / denom, -1.0, 1.0)) if denom > 1e-12 else math.nan
+    return _pearson_centred(resid(x), resid(y))  # least-squares residuals with an intercept are centred
 
 
 def bootstrap_ci(x, y, resamples: int = RESAMPLES, seed: int = SEED, level: float = 0.95, z=None

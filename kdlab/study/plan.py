@@ -84,6 +84,11 @@ def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
     return _plan(cfg) if sweep is None else _plan_data_sweep(cfg, sweep)
 
 
+def data_label(label: str, sweep, value) -> str:
+    """A method label at one value of a data sweep: ``<label>[<param>=<value>]``."""
+    return f"{label}[{sweep.param}={value}]"
+
+
 def _plan_data_sweep(cfg: StudyConfig, sweep) -> list[PlannedRun]:
     """The study once per value of a data set parameter, under ``<param>=<value>/``; labels get ``[<param>=<value>]``
     (teachers, and students without a teacher; a distilled student is told apart by its teacher's label) and
@@ -101,15 +106,14 @@ def _plan_data_sweep(cfg: StudyConfig, sweep) -> list[PlannedRun]:
             factor = max(sweep.values) / v
             update |= {"teacher": _longer(cfg.teacher, factor), "student": _longer(cfg.student, factor)}
         sub = cfg.model_copy(update=update)
-        tag = f"[{sweep.param}={v}]"
         for run in _plan(sub):
             base = run.teacher_label if run.kind == "teacher" else run.method_label
             if run.teacher_label is not None:
-                run.teacher_label += tag
+                run.teacher_label = data_label(run.teacher_label, sweep, v)
             if run.kind == "teacher":
                 run.method_label = run.teacher_label
             elif run.pair is None:
-                run.method_label += tag
+                run.method_label = data_label(run.method_label, sweep, v)
             run.info = {**run.info, "param": f"data.{sweep.param}", "value": v, "base": base}
             plan.append(run)
     return plan

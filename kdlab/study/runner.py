@@ -19,7 +19,7 @@ from ..engine.checkpoint import atomic_write_text
 from ..errors import ConfigError, KdlabError
 from ..methods import needs_teacher
 from .execute import Outcome, execute
-from .plan import PlannedRun, arch_label, pair_label, plan_study
+from .plan import PlannedRun, arch_label, data_label, pair_label, plan_study
 from .records import LABEL_COLUMNS, RunRecord, write_runs_file
 from .table import Document, to_csv
 from .tables import study_tables
@@ -126,7 +126,7 @@ def render_tables(cfg: StudyConfig, records: list[RunRecord]) -> Document:
     sweep = next((sw for sw in cfg.sweeps if sw.role == "data"), None)
 
     def expand(label: str) -> list[str]:  # a data sweep's labels carry the value
-        return [label] if sweep is None else [f"{label}[{sweep.param}={v}]" for v in sweep.values]
+        return [label] if sweep is None else [data_label(label, sweep, v) for v in sweep.values]
 
     base_of = {x: t for t in cfg.teacher.methods for x in expand(t)}
     teacher_labels = [x for x in base_of if ("teacher", x) in done]

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .curves import is_data_sweep
 from .records import RunRecord
 from .stats import CI, paired_difference
 from .table import Document, Heading, Paragraph, Stat, Strong, Table, Value
@@ -116,7 +117,7 @@ def paired_table(records: list[RunRecord], pair: dict, teacher_labels: list[str]
     if len(teacher_labels) < 2:
         return None
     t_recs = _teachers_of(records, pair)
-    if any((r.sweep_param or "").startswith("data.") for r in t_recs):  # labels at other data sizes: not pairs
+    if any(is_data_sweep(r) for r in t_recs):  # labels at other data set values: not pairs
         return None
     s_recs = [r for r in records if r.kind == "student" and r.pair == pair["key"]]
     cols = [(t_recs, k, name, d, {}) for k, name, d in PAIRED_TEACHER if any(k in r.metrics for r in t_recs)]
