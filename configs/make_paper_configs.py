@@ -1,7 +1,8 @@
 """Write the paper-scale configs under configs/cifar100, configs/tinyimagenet and configs/imagenet.
 
 One file per teacher (standard and SoTeacher training), per teacher/student pair (SFTN training, KD), with the
-recipes of REFERENCE.md section 1.  Run from the repository root: python configs/make_paper_configs.py
+papers' recipes (the CRD benchmark's, SoTeacher App. G.1).  Run from the repository root:
+python configs/make_paper_configs.py
 """
 
 from __future__ import annotations

@@ -5,11 +5,12 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
+from .export import export_model, load_model
 from .runs import RunResult, distill, evaluate, train_teacher
 from .study import StudyResult, run_study
 
-__all__ = ["RunResult", "StudyResult", "distill", "evaluate", "quickstart", "quickstart_config", "run_study",
-           "train_teacher"]
+__all__ = ["RunResult", "StudyResult", "distill", "evaluate", "export_model", "load_model", "quickstart",
+           "quickstart_config", "run_study", "train_teacher"]
 
 
 def quickstart_config() -> str:

@@ -14,6 +14,8 @@ from typing import Any
 
 from .errors import ConfigError, KdlabError
 
+# kdlab.config.describe's schemas (a test checks they agree), named here so that --help needs no pydantic import
+SCHEMA_KINDS = ("teacher", "distill", "study", "eval")
 EPILOG = ("Overrides are dotted keys: optim.lr=0.01 seed=3 train.epochs=5 method.T=2 'seeds=[0,1]'. "
           "Values use YAML syntax.")
 
@@ -36,7 +38,7 @@ def _print_summary(title: str, summary: dict[str, Any], run_dir: Path) -> None:
     if not summary:  # a process other than rank 0 of a torchrun job
         return
     keys = ["top1", "top5", "nll", "ece", "best_top1", "teacher_top1", "agreement", "kl_teacher_student",
-            "pstar_l1_train", "pstar_l1_test", "train_time"]
+            "cka_teacher_student", "pstar_l1_train", "pstar_l1_test", "train_time"]
     print(f"{title}: {run_dir}")
     for k in keys:
         if k in summary:
@@ -48,7 +50,12 @@ def cmd_train_teacher(a: argparse.Namespace) -> int:
     from .runs import train_teacher
 
     config, overrides = _split_args(a.args, need_config=False)
-    res = train_teacher(config, overrides, resume=a.resume)
+    if a.print_config or a.dry_run:
+        from . import dry_run
+
+        print(dry_run.teacher(config, overrides, a.dry_run, resume=a.resume, overwrite=a.overwrite))
+        return 0
+    res = train_teacher(config, overrides, resume=a.resume, overwrite=a.overwrite)
     _print_summary("teacher" + (" (already finished)" if res.reused else ""), res.summary, res.run_dir)
     return 0
 
@@ -57,7 +64,12 @@ def cmd_distill(a: argparse.Namespace) -> int:
     from .runs import distill
 
     config, overrides = _split_args(a.args, need_config=False)
-    res = distill(config, overrides, resume=a.resume)
+    if a.print_config or a.dry_run:
+        from . import dry_run
+
+        print(dry_run.student(config, overrides, a.dry_run, resume=a.resume, overwrite=a.overwrite))
+        return 0
+    res = distill(config, overrides, resume=a.resume, overwrite=a.overwrite)
     _print_summary("student" + (" (already finished)" if res.reused else ""), res.summary, res.run_dir)
     return 0
 
@@ -67,9 +79,14 @@ def cmd_study(a: argparse.Namespace) -> int:
     from .study.runner import check_no_failures
 
     config, overrides = _split_args(a.args, need_config=True)
+    if a.print_config or a.dry_run:
+        from . import dry_run
+
+        print(dry_run.study(config, overrides, a.dry_run))
+        return 0
     ray_options = {"address": a.ray_address, "gpus_per_run": a.gpus_per_run, "cpus_per_run": a.cpus_per_run}
     res = run_study(config, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options,
-                    group_size=1 if a.no_group else None)
+                    group_size=1 if a.no_group else None, allow_failures=True)
     print(res.table)
     check_no_failures(res)
     return 0
@@ -80,7 +97,7 @@ def cmd_quickstart(a: argparse.Namespace) -> int:
     from .study.runner import check_no_failures
 
     _, overrides = _split_args(a.args, need_config=False)
-    res = quickstart(overrides, workers=a.workers)
+    res = quickstart(overrides, workers=a.workers, allow_failures=True)
     print(res.table)
     check_no_failures(res)
     return 0
@@ -102,7 +119,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
         return 0
     ray_options = {"address": a.ray_address, "gpus_per_run": a.gpus_per_run, "cpus_per_run": a.cpus_per_run}
     res = reproduce(exp_id, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options, root=root,
-                    group_size=1 if a.no_group else None)
+                    group_size=1 if a.no_group else None, allow_failures=True)
     for t in res.tables[:1]:
         print(t.to_markdown())
     check_reproduced(res)
@@ -120,12 +137,26 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
     target, overrides = _split_args(a.args, need_config=True)
     source = target if target.endswith((".yaml", ".yml")) else {"path": target}
+    if a.print_config or a.dry_run:
+        from . import dry_run
+
+        print(dry_run.evaluation(source, overrides, a.dry_run))
+        return 0
     out = evaluate(source, overrides)
     if a.json:
         print(json.dumps(out, indent=2))
     else:
         for k, v in out.items():
             print(f"{k:<20} {v:.4f}" if isinstance(v, float) else f"{k:<20} {v}")
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from .export import export_model
+
+    target, overrides = _split_args(a.args, need_config=True)
+    out = export_model(target, a.format, a.out, overrides=overrides)
+    print(f"exported: {out}")
     return 0
 
 
@@ -150,7 +181,14 @@ def cmd_plot(a: argparse.Namespace) -> int:
 def cmd_list(a: argparse.Namespace) -> int:
     from .listing import listing
 
-    print(listing(a.what))
+    print(listing(a.what, a.name))
+    return 0
+
+
+def cmd_schema(a: argparse.Namespace) -> int:
+    from .config.describe import schema_text
+
+    print(schema_text(a.kind, a.key))
     return 0
 
 
@@ -163,21 +201,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name: str, fn, help_: str, args_help: str, resume: bool = False) -> argparse.ArgumentParser:
+    def add(name: str, fn, help_: str, args_help: str, resume: bool = False,
+            preview: bool = False) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG)
         sp.add_argument("args", nargs="*", metavar="ARG", help=args_help)
+        if preview:
+            sp.add_argument("--print-config", action="store_true", help="print the resolved config (every default "
+                            "filled in) as YAML and exit, writing nothing")
+            sp.add_argument("--dry-run", action="store_true", help="as --print-config, plus what the command would "
+                            "do (train, resume or reuse each run; its errors) as YAML comments; writes nothing")
         if resume:
             sp.add_argument("--resume", action="store_true",
                             help="continue an interrupted run in out_dir (or reuse a finished one)")
+            sp.add_argument("--overwrite", action="store_true",
+                            help="delete the run already in out_dir and train it anew")
         sp.set_defaults(fn=fn)
         return sp
 
     add("train-teacher", cmd_train_teacher, "train a teacher network",
-        "[CONFIG.yaml] [key=value ...]", resume=True)
+        "[CONFIG.yaml] [key=value ...]", resume=True, preview=True)
     add("distill", cmd_distill, "train a student, distilled from a teacher (method none: alone)",
-        "[CONFIG.yaml] [key=value ...]", resume=True)
+        "[CONFIG.yaml] [key=value ...]", resume=True, preview=True)
     st = add("study", cmd_study, "run teacher methods x pairs x distillation methods x seeds and print the "
-             "tables (finished runs are reused, interrupted ones resumed)", "CONFIG.yaml [key=value ...]")
+             "tables (finished runs are reused, interrupted ones resumed)", "CONFIG.yaml [key=value ...]",
+             preview=True)
     st.add_argument("--workers", type=int, default=1, metavar="N",
                     help="train up to N runs at once (local worker processes, or Ray tasks in flight)")
     st.add_argument("--launcher", choices=["local", "ray"], default="local",
@@ -201,13 +248,29 @@ def build_parser() -> argparse.ArgumentParser:
     rp_.add_argument("--cpus-per-run", type=float, default=1.0, help="as kdlab study")
     rp_.add_argument("--no-group", action="store_true", help="as kdlab study")
     e = add("eval", cmd_eval, "evaluate a checkpoint on the test split",
-            "RUN_DIR | CHECKPOINT.pt | EVAL.yaml [key=value ...] (e.g. checkpoint=best teacher.path=runs/t)")
+            "RUN_DIR | CHECKPOINT.pt | EVAL.yaml [key=value ...] (e.g. checkpoint=best teacher.path=runs/t)",
+            preview=True)
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    ls = sub.add_parser("list", help="list models, teacher methods, distillation methods or data sets",
-                        description="list registered components")
-    ls.add_argument("what", nargs="?", default="all",
-                    choices=["all", "models", "teacher-methods", "distill-methods", "methods", "datasets"])
+    ex = add("export", cmd_export, "write a run's model as a file that loads without kdlab (the user's own "
+             "module's state dict for module-adapter runs, torchvision's keys for torchvision models)",
+             "RUN_DIR | CHECKPOINT.pt [checkpoint=last|best|epoch_XXX]")
+    ex.add_argument("--format", choices=["state_dict", "torchscript", "onnx", "safetensors"], default="state_dict",
+                    help="state_dict (torch.save; default), torchscript (traced), onnx (needs onnx and onnxscript) "
+                    "or safetensors")
+    ex.add_argument("--out", metavar="FILE", help="file to write (default: RUN_DIR/export/<checkpoint>.<format>)")
+    ls = sub.add_parser("list", help="list models, teacher methods, distillation methods or data sets, with "
+                        "their parameters", description="list the registered components; the methods with each "
+                        "parameter's type, default and meaning (NAME: one component's parameters)")
+    ls.add_argument("what", nargs="?", default="all", metavar="KIND", help="all (default), models, teacher-methods, "
+                    "distill-methods, methods (both) or datasets; or a component's name (its parameters)")
+    ls.add_argument("name", nargs="?", metavar="NAME", help="one component of KIND, with its parameters")
     ls.set_defaults(fn=cmd_list)
+    sc = sub.add_parser("schema", help="the keys of a run config: type, default and meaning",
+                        description="print every key of a train-teacher (teacher), distill, study or eval config "
+                        "with its type, default and meaning; KEY: only that key and those below it (e.g. train)")
+    sc.add_argument("kind", choices=SCHEMA_KINDS, metavar="KIND", help=" | ".join(SCHEMA_KINDS))
+    sc.add_argument("key", nargs="?", metavar="KEY", help="a dotted key, e.g. optim or train.epochs")
+    sc.set_defaults(fn=cmd_schema)
     rp = sub.add_parser("report", help="write a study's report.html (self-contained: tables and figures) and "
                         "report.md", description="write STUDY_DIR/report.html (tables and figures in one file) and "
                         "report.md (tables, links to figures/*.png) from the study's run folders")
@@ -221,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("figure", choices=list(FIGURE_HELP), metavar="FIGURE", help=" | ".join(FIGURE_HELP))
     pl.add_argument("study_dir", metavar="STUDY_DIR", help="a study's out_dir (holds study.yaml)")
     pl.add_argument("--out", metavar="FILE", help="PNG file to write (default: STUDY_DIR/figures/FIGURE.png)")
-    pl.add_argument("--teacher", metavar="LABEL", help="deviation: the teacher method label (default: the first)")
+    pl.add_argument("--teacher", metavar="LABEL", help="deviation: only this teacher method (default: every one)")
     pl.add_argument("--split", choices=["test", "train"], help="deviation: the test examples (default) or the "
                     "training points the runs fitted (predicted once by each run's final checkpoint, then kept in "
                     "its folder)")
@@ -229,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     qs = add("quickstart", cmd_quickstart, "train teachers, KD students and the student alone over 3 seeds on "
              "embedded data (a few minutes on a CPU) and print the comparison table", "[key=value ...]")
     qs.add_argument("--workers", type=int, default=1, metavar="N", help="runs at once (worker processes)")
+    for sp in sub.choices.values():  # the error hint says "rerun with --debug": after the subcommand works too
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show full tracebacks for errors")
     return p
 
 
@@ -242,8 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(a, "fn", None):
         parser.print_help()
         return 2
+    code = 1  # an exception: in a torchrun job, leave at once (the others are told to stop by torchrun)
     try:
-        return a.fn(a)
+        code = a.fn(a)
+        return code
     except KdlabError as e:
         if a.debug:
             traceback.print_exc()
@@ -265,28 +333,47 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     finally:
-        _leave_process_group()
+        _leave_process_group(clean=code == 0)
 
 
-def _leave_process_group() -> None:
-    from .engine import distributed
+def _distributed_module():
+    """kdlab's distributed module if this process imported it (else no process group was joined: importing it
+    now would only cost the torch import)."""
+    return sys.modules.get(f"{__package__}.engine.distributed")
 
+
+def _leave_process_group(clean: bool = True) -> None:
+    """After a failure no barrier: the other processes may be waiting in a collective this one never joins, and
+    a barrier would hang the whole job; exiting lets torchrun stop them."""
+    distributed = _distributed_module()
+    if distributed is None or not clean:
+        return
     with contextlib.suppress(Exception):  # a peer that already failed: nothing left to synchronise with
         distributed.shutdown()
 
 
 def entry() -> None:
     """The ``kdlab`` command and ``python -m kdlab``."""
-    from .engine.distributed import env
-
+    _import_from_cwd()
     code = main()
-    if env().active:
+    distributed = _distributed_module()
+    if distributed is not None and distributed.env().active:
         # In a torchrun job gloo's worker threads can hit std::terminate while the interpreter tears down (a
         # SIGABRT after a finished run); every file is written and closed by now, so skip the teardown.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(int(code or 0))
     sys.exit(code)
+
+
+def _import_from_cwd() -> None:
+    """Make modules in the working directory importable (``model: {name: module, target: "mynets:Net"}``), as
+    ``python -m kdlab`` does; the console script's first path entry is its own bin folder instead."""
+    if getattr(sys.flags, "safe_path", False):  # python -P: no implicit path entries wanted
+        return
+    cwd = os.getcwd()
+    if all(os.path.abspath(p or os.curdir) != cwd for p in sys.path):
+        sys.path.insert(0, cwd)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,3 +27,11 @@ class DivergenceError(KdlabError):
 
 class RunFolderError(KdlabError):
     """A run folder is in a state that the requested action would damage (e.g. overwrite finished work)."""
+
+
+class StudyFailedError(KdlabError):
+    """Runs of a study failed; the study's results (tables of the runs that finished) are in ``result``."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result

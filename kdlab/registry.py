@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, ValidationInfo, create_model, field_validator
 
 from .errors import ConfigError
 
@@ -37,6 +37,13 @@ class StrictParams(BaseModel):
     """Base class for component parameters: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=False, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        from ._no_bool_numbers import reject_bool
+
+        return reject_bool(cls, value, info.field_name)
 
 
 def _signature(obj: Callable) -> inspect.Signature:

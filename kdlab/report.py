@@ -54,6 +54,9 @@ class Figure:
 
 
 CAPTIONS = {
+    "headline": "Test top-1 of each teacher method's teacher (left of the grey line) and of the students distilled "
+                "from it, per distillation method; lines are the student trained without a teacher (band: ± std). "
+                "Mean ± std over seeds, no bar for a single run; the numbers are the distillation table's.",
     "trajectory": "Teacher test accuracy and training loss per epoch, and the accuracy of the student distilled "
                   "from the teacher's checkpoint at that epoch (SoTeacher, Fig. 1). Mean ± std over seeds.",
     "sweeps": "Teacher and student test accuracy against each swept hyper-parameter (SoTeacher App. Fig. 1; "
@@ -63,7 +66,7 @@ CAPTIONS = {
                          "switch epoch and with the distillation loss from it on (Nagarajan et al., Sec. 3.2). "
                          "Mean ± std over seeds.",
     "reliability": "Reliability diagrams: accuracy against confidence in 15 equal-width bins, test predictions "
-                   "pooled over seeds; ECE in each title.",
+                   "pooled over seeds; ECE in each title; below each diagram the number of predictions per bin.",
     "scaling": "Mean L1 distance of each trained teacher to p* on its training inputs (left) and on test inputs "
                "(right) against the number of training examples, log-log; dots are runs, lines least-squares "
                "fits with the slope's 95 % interval; the dotted line has slope -1/2 (Theorem 3.6's N term).",
@@ -73,14 +76,14 @@ CAPTIONS = {
                        "95% bootstrap interval over students (SoTeacher: the student is bounded by its teacher's "
                        "distance to p*, not by its accuracy).",
     "deviation": "Per test example, the teacher's probability of the true label against the student's, for the "
-                 "distilled student and for the student trained alone (Nagarajan et al., Sec. 3.1); lines are "
-                 "means over 10 bins of the teacher's probability.",
+                 "distilled student and for the student trained alone (Nagarajan et al., Sec. 3.1), one column per "
+                 "teacher method; lines are means over 10 bins of the teacher's probability.",
 }
 
 
 def sections(study: StudyData) -> list[Section]:
     recs = study.records
-    out = [Section("Results", list(render_tables(study.config, recs)))]
+    out = [Section("Results at a glance", [], "headline"), Section("Results", list(render_tables(study.config, recs)))]
     traj = curves.trajectories(recs)
     if traj:
         blocks = [b for t in traj for b in (Heading(t.pair.title, 3), curves.trajectory_table(t))]

@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 import torch.nn as nn
 import yaml
 
+from . import log
 from .config import DistillRunConfig, EvalConfig, TeacherRef, TeacherRunConfig, dump_yaml, load_config
 from .data import DataBundle, DatasetSplit, Split, load_dataset
 from .data.base import evaluation_view, hold_out
@@ -29,6 +31,7 @@ from .engine import distributed
 from .engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_metadata, load_weights
 from .engine.device import resolve_device, seed_everything, set_deterministic
 from .engine.locks import run_lock
+from .engine.manifest import damaged_files, discard_results, write_manifest
 from .engine.predict import predict
 from .engine.trainer import FitResult, check_precision, checkpoint_dir, fit
 from .errors import CheckpointError, ConfigError, RunFolderError
@@ -36,7 +39,8 @@ from .methods import build_teacher_objective
 from .models import build_model, count_parameters
 
 # settings that do not change what a run computes, and so may differ when a run is resumed
-VOLATILE_KEYS = {"out_dir", "train.progress", "train.device", "train.tensorboard", "train.eval_batch_size"}
+VOLATILE_KEYS = {"out_dir", "train.progress", "train.device", "train.tensorboard", "train.tensorboard_every_step",
+                 "train.eval_batch_size"}
 
 
 @dataclass
@@ -72,6 +76,11 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
+def checkpoint_config_differences(saved: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """How the config a checkpoint was written with differs from a run's (both as this version resolves them)."""
+    return config_differences(_as_resolved_now(saved), _as_resolved_now(config))
+
+
 def settings_differences(run_dir: Path, plain_cfg: dict[str, Any]) -> list[str] | None:
     """How the run in ``run_dir`` was configured differently from ``plain_cfg`` (None: no run there yet)."""
     cfg_path = run_dir / "config.yaml"
@@ -79,8 +88,12 @@ def settings_differences(run_dir: Path, plain_cfg: dict[str, Any]) -> list[str] 
         return None
     try:
         old = yaml.safe_load(cfg_path.read_text()) or {}
-    except (yaml.YAMLError, OSError):
-        raise RunFolderError(f"{cfg_path} is unreadable; move the folder away or choose another out_dir") from None
+    except (yaml.YAMLError, OSError, UnicodeDecodeError, RecursionError):
+        raise RunFolderError(f"{cfg_path} is damaged (unreadable); move the folder away or choose another out_dir") \
+            from None
+    if not isinstance(old, dict) or not old:
+        raise RunFolderError(f"{cfg_path} is empty or damaged (not a run's config); move the folder away or choose "
+                             "another out_dir")
     return config_differences(_as_resolved_now(old), plain_cfg)
 
 
@@ -105,7 +118,8 @@ def check_run_dir(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> dic
         finished = summary_path.exists()
         state = "finished" if finished else "unfinished"
         if not resume:
-            hint = "pass --resume to continue it" if not finished else "pass --resume to reuse it"
+            hint = ("pass --resume (resume=True in Python) to " + ("reuse" if finished else "continue")
+                    + " it, --overwrite (overwrite=True) to train it anew,")
             raise RunFolderError(f"{run_dir} already holds a{'n' if not finished else ''} {state} run; "
                                  f"{hint} or choose another out_dir")
         if diff:
@@ -113,16 +127,52 @@ def check_run_dir(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> dic
             raise RunFolderError(f"{run_dir} holds a run with different settings ({diff[0]}{more}); "
                                  "choose another out_dir")
         if finished:
-            return json.loads(summary_path.read_text())
+            bad = damaged_files(run_dir)
+            if not bad:
+                return json.loads(summary_path.read_text())
+            ck = checkpoint_dir(run_dir)
+            if not ((ck / "last.pt").exists() or (ck / "prev.pt").exists()):
+                raise RunFolderError(f"{run_dir}: {', '.join(bad)} no longer match{'es' if len(bad) == 1 else ''} "
+                                     "the run's checksums (edited or damaged) and the run has no checkpoint to "
+                                     "recompute from; delete the folder to train the run anew")
+            return None  # finished again from its final checkpoint (see _check_and_init)
     elif (checkpoint_dir(run_dir) / "last.pt").exists():
         raise RunFolderError(f"{run_dir} has checkpoints but no config.yaml; move it away or choose another out_dir")
     return None
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Temporary files a killed process left behind (up to a checkpoint's size each).  Called under the run's
+    lock, so no live writer owns them."""
+    for folder in (run_dir, checkpoint_dir(run_dir)):
+        if folder.is_dir():
+            for f in [*folder.glob(".*.tmp"), *folder.glob(".next.ckpt")]:
+                f.unlink(missing_ok=True)
+
+
+def remove_run(run_dir: Path) -> None:
+    """Delete a run folder to train it anew, refusing a folder that is not a kdlab run (nothing else is lost)."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir() or (any(run_dir.iterdir()) and not (run_dir / "config.yaml").is_file()
+                                and not checkpoint_dir(run_dir).is_dir()):
+        raise RunFolderError(f"overwrite: {run_dir} is not a kdlab run folder; not deleting it")
+    with run_lock(run_dir, wait=False):
+        shutil.rmtree(run_dir)
 
 
 def _check_and_init(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> dict[str, Any] | None:
     """Under the run's lock, once everything is validated (a run that cannot start leaves no folder behind):
     the finished summary if another process completed the run meanwhile, else the folder made ready."""
     done = check_run_dir(run_dir, plain_cfg, resume)
+    if done is None:
+        remove_stale_temporaries(run_dir)
+    if done is None and (run_dir / "summary.json").exists():
+        bad = damaged_files(run_dir)
+        if bad:
+            log.warning(f"kdlab: {run_dir}: {', '.join(bad)} no longer match{'es' if len(bad) == 1 else ''} the "
+                        "run's checksums (edited or damaged); recomputing the results from its final checkpoint")
+            discard_results(run_dir)
     if done is None:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_yaml(plain_cfg))
@@ -167,14 +217,20 @@ def default_out_dir(kind: str, model: str, method: str, seed: int) -> str:
     return str(Path("runs") / f"{kind}-{model}-{method}-s{seed}")
 
 
-def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, hooks=()) -> RunResult:
-    """Train a teacher as the config says; returns its run folder and summary."""
+def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, hooks=(),
+                  overwrite: bool = False) -> RunResult:
+    """Train a teacher as the config says; returns its run folder and summary.
+
+    A folder that already holds a run is an error unless ``resume`` (reuse it if finished with the same
+    settings, continue it if interrupted) or ``overwrite`` (delete it and train anew)."""
     cfg = load_config(TeacherRunConfig, config, overrides)
     out_dir = _with_seed(cfg.out_dir, cfg.seed) or default_out_dir("teacher", cfg.model.name, cfg.method.name,
                                                                     cfg.seed)
     cfg = cfg.model_copy(update={"out_dir": out_dir})
     run_dir = Path(out_dir)
     plain = cfg.model_dump(mode="json")
+    if overwrite:
+        distributed.on_main(lambda: remove_run(run_dir))
     set_deterministic(cfg.train.deterministic)  # before any CUDA work (the cuBLAS workspace setting)
     check_precision(distributed.process_device(resolve_device(cfg.train.device)), cfg.train.precision)
     done = distributed.on_main(lambda: check_run_dir(run_dir, plain, resume))
@@ -203,12 +259,15 @@ def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, plain: dict, data: Data
     summary.update({"model": cfg.model.name, "method": cfg.method.name})
     _save_predictions(run_dir, logits, data)
     atomic_write_json(run_dir / "summary.json", summary)
+    write_manifest(run_dir)
     return RunResult(run_dir, summary)
 
 
 def resolve_checkpoint(ref: TeacherRef | str, checkpoint: str = "last") -> Path:
     """A run folder + checkpoint name (last / best / epoch_XXX), or a checkpoint file, -> the file's path."""
     if isinstance(ref, TeacherRef):
+        if ref.path is None:
+            raise CheckpointError(f"teacher weights {ref.weights} are not a kdlab checkpoint")
         path, checkpoint = Path(ref.path), ref.checkpoint
     else:
         path = Path(ref)
@@ -260,10 +319,26 @@ def load_model(path: Path, data: DataBundle | None, device: torch.device, role: 
 
 
 def load_teacher(ref: TeacherRef, data: DataBundle, device: torch.device) -> tuple[nn.Module, Path]:
-    path = resolve_checkpoint(ref)
-    model, _ = load_model(path, data, device, role="teacher")
+    """The frozen teacher of ``ref`` on ``device`` and the file its weights came from."""
+    if ref.weights is not None:
+        model, path = pretrained_teacher(ref, data), Path(ref.weights)
+        model.to(device).eval()
+    else:
+        path = resolve_checkpoint(ref)
+        model, _ = load_model(path, data, device, role="teacher")
     model.requires_grad_(False)
     return model, path
+
+
+def pretrained_teacher(ref: TeacherRef, data: DataBundle) -> nn.Module:
+    """A teacher kdlab did not train: ``ref.model`` built for ``data``, its weights from the file ``ref.weights``
+    (in the key names of the model's own code, or kdlab's)."""
+    from .models._weights import load_pretrained
+
+    model = build_model(ref.model.name, ref.model.params, data.num_classes, data.input_shape, key="teacher.model")
+    detail = ref.model.get("arch") or ref.model.get("target")
+    load_pretrained(model, ref.weights, f"teacher {ref.model.name}" + (f" {detail!r}" if detail else ""))
+    return model
 
 
 TRAIN_PREDICTIONS = "train_true_prob.npz"
@@ -309,11 +384,13 @@ def train_true_label_prob(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.nd
     return p_true, labels.numpy(), points
 
 
-def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=()) -> RunResult:
-    """Train a student (distilled from a teacher unless the method is ``none``); returns folder and summary."""
+def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=(),
+            overwrite: bool = False) -> RunResult:
+    """Train a student (distilled from a teacher unless the method is ``none``); returns folder and summary.
+    ``resume`` and ``overwrite`` as for :func:`train_teacher`."""
     from .student_runs import distill as run
 
-    return run(config, overrides, resume, hooks)
+    return run(config, overrides, resume, hooks, overwrite=overwrite)
 
 
 def distill_group(configs: list[Any], resume: bool = False, hooks=()) -> list:

@@ -24,6 +24,7 @@ from .diagnostics import teacher_predictions
 from .engine import distributed
 from .engine.checkpoint import atomic_write_json, atomic_write_text, load_metadata
 from .engine.device import resolve_device, seed_everything, set_deterministic
+from .engine.manifest import write_manifest
 from .engine.trainer import Member, RandomState, check_precision, fit_group
 from .errors import ConfigError
 from .methods import build_distill_objective, needs_teacher
@@ -39,6 +40,7 @@ from .runs import (
     check_run_dir,
     default_out_dir,
     load_teacher,
+    remove_run,
     resolve_checkpoint,
 )
 
@@ -65,8 +67,10 @@ def _with_protocol(cfg: DistillRunConfig) -> DistillRunConfig:
     it leaves open (the teacher's method comes from its checkpoint)."""
     from .methods.protocols import apply_protocol, teacher_kind
 
-    meta = load_metadata(resolve_checkpoint(cfg.teacher))
-    t_method = ((meta.get("config") or {}).get("method") or {}).get("name")
+    t_method = None  # a pretrained teacher kdlab did not train counts as a standard one
+    if cfg.teacher.path is not None:
+        meta = load_metadata(resolve_checkpoint(cfg.teacher))
+        t_method = ((meta.get("config") or {}).get("method") or {}).get("name")
     spec = apply_protocol(cfg.protocol, cfg.method.raw or cfg.method.model_dump(), teacher_kind(t_method))
     return load_config(DistillRunConfig, {**cfg.model_dump(mode="json"), "method": spec})
 
@@ -76,12 +80,14 @@ def resolve_student_run(config: Any, overrides: list[str] = ()) -> StudentRun:
     wants_teacher = needs_teacher(cfg.method.name)
     if wants_teacher and cfg.teacher is None:
         raise ConfigError(f"teacher: method {cfg.method.name!r} needs a teacher; set teacher.path to a teacher run "
-                          "folder or checkpoint")
+                          "folder or checkpoint, or teacher.model and teacher.weights to a pretrained model's "
+                          "state dict")
     out_dir = _with_seed(cfg.out_dir, cfg.seed) or default_out_dir("student", cfg.student.name, cfg.method.name,
                                                                     cfg.seed)
     update: dict[str, Any] = {"out_dir": out_dir}
     if cfg.teacher is not None:  # the student of seed k learns from the teacher of seed k
-        update["teacher"] = cfg.teacher.model_copy(update={"path": _with_seed(cfg.teacher.path, cfg.seed)})
+        update["teacher"] = cfg.teacher.model_copy(update={"path": _with_seed(cfg.teacher.path, cfg.seed),
+                                                           "weights": _with_seed(cfg.teacher.weights, cfg.seed)})
     cfg = cfg.model_copy(update=update)
     if cfg.protocol and wants_teacher:
         cfg = _with_protocol(cfg)
@@ -92,13 +98,22 @@ def group_key(plain: dict[str, Any]) -> tuple:
     """What the members of one group must share: teacher, seed, data, held-out share and loop settings."""
     train = {k: v for k, v in plain["train"].items() if k not in GROUP_FREE_TRAIN_KEYS}
     teacher = plain.get("teacher")
-    teacher_key = None if not teacher else (str(Path(teacher["path"]).resolve()), teacher.get("checkpoint"))
+    if not teacher:
+        teacher_key = None
+    elif teacher.get("weights") is not None:
+        teacher_key = (str(Path(teacher["weights"]).resolve()), repr(teacher["model"]))
+    else:
+        teacher_key = (str(Path(teacher["path"]).resolve()), teacher.get("checkpoint"))
     return (plain["seed"], repr(plain["data"]), plain["holdout"], teacher_key, repr(sorted(train.items())))
 
 
-def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=()) -> RunResult:
+def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=(),
+            overwrite: bool = False) -> RunResult:
     """Train a student (distilled from a teacher unless the method is ``none``); returns folder and summary."""
-    (out,) = _distill_runs([resolve_student_run(config, overrides)], resume, hooks)
+    run = resolve_student_run(config, overrides)
+    if overwrite:
+        distributed.on_main(lambda: remove_run(run.run_dir))
+    (out,) = _distill_runs([run], resume, hooks)
     if isinstance(out, BaseException):
         raise out
     return out
@@ -158,6 +173,8 @@ def _distill_runs(runs: list[StudentRun], resume: bool, hooks) -> list[RunResult
     teacher = teacher_path = None
     if any(runs[i].wants_teacher for i in todo):
         teacher, teacher_path = load_teacher(first.teacher, data, device)
+    # methods that read the teacher run's other checkpoints (rco) find none beside a pretrained weights file
+    run_checkpoint = teacher_path if first.teacher is not None and first.teacher.path is not None else None
     members: dict[int, Member] = {}
 
     def build(i: int) -> None:
@@ -167,7 +184,7 @@ def _distill_runs(runs: list[StudentRun], resume: bool, hooks) -> list[RunResult
                               key="student")
         t = teacher if r.wants_teacher else None
         objective = build_distill_objective(r.cfg.method, t, student, data, r.run_dir, r.cfg.train.epochs,
-                                            teacher_path=teacher_path if t is not None else None, device=device)
+                                            teacher_path=run_checkpoint if t is not None else None, device=device)
         members[i] = Member(student, objective, r.cfg.optim, r.cfg.schedule, r.run_dir,
                             {"kind": "student", "config": r.plain}, _desc(r.cfg), list(hooks),
                             rng=None if alone else RandomState())
@@ -238,4 +255,5 @@ def _write_summary(r: StudentRun, m: Member, data: DataBundle, device: torch.dev
         summary["teacher_path"] = str(teacher_path)
     _save_predictions(r.run_dir, logits, data)
     atomic_write_json(r.run_dir / "summary.json", summary)
+    write_manifest(r.run_dir)
     return RunResult(r.run_dir, summary)

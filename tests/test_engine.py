@@ -184,15 +184,14 @@ def test_kill_between_checkpoint_files_loses_no_epoch_checkpoint(tmp_path, monke
     train = {**TINY_TRAIN, "epochs": 3, "save_every": 1}
     make = lambda d: teacher_cfg(d, train=train, schedule={"milestones": [2]})
     train_teacher(make(tmp_path / "full"))
-    original = run_checkpoints.link_or_copy
+    original = run_checkpoints.copy_atomic
 
     def killed_at_epoch_2(src, dst):
-        if dst.name == "prev.pt" and load_checkpoint(src)["epoch"] == 1 and src.name == "last.pt" and \
-                (dst.parent / "epoch_002.pt").exists():
-            raise KeyboardInterrupt  # the process dies after epoch 2's copies, before last.pt moves on
         original(src, dst)
+        if dst.name == "epoch_002.pt":
+            raise KeyboardInterrupt  # the process dies after epoch 2's copies, before last.pt moves on
 
-    monkeypatch.setattr(run_checkpoints, "link_or_copy", killed_at_epoch_2)
+    monkeypatch.setattr(run_checkpoints, "copy_atomic", killed_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train_teacher(make(tmp_path / "cut"))
     monkeypatch.undo()
@@ -250,9 +249,9 @@ def test_tensorboard_scalars_when_available(tmp_path, monkeypatch):
         def close(self):
             logged.append(("closed", None))
 
-    monkeypatch.setattr(sinks, "_tensorboard", lambda run_dir: FakeWriter())
+    monkeypatch.setattr(sinks, "_tensorboard", lambda run_dir, **kw: FakeWriter())
     train_teacher(teacher_cfg(tmp_path / "tb"))
-    assert ("loss", 1) in logged and ("test_top1", 2) in logged and logged[-1] == ("closed", None)
+    assert ("train/loss", 1) in logged and ("test/top1", 2) in logged and logged[-1] == ("closed", None)
     logged.clear()
     train_teacher(teacher_cfg(tmp_path / "off", train={**TINY_TRAIN, "tensorboard": False}))
     assert logged == []

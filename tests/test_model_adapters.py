@@ -8,7 +8,8 @@ from torchvision.models import get_model
 
 from kdlab.errors import CheckpointError, ConfigError
 from kdlab.models import build_model
-from kdlab.models.adapter import HookedModel
+from kdlab.models.adapter import GraphModel, HookedModel, graph_or_hooked
+from kdlab.models.torchvision_resnet import TorchvisionResNet, set_stem
 
 SHAPE = (3, 64, 64)
 
@@ -51,7 +52,7 @@ def check_contract(model, shape=SHAPE, classes=10):
 
 def test_torchvision_mobilenet_v3_small_finds_one_stage_per_resolution():
     model = build_model("torchvision", {"arch": "mobilenet_v3_small"}, 10, SHAPE)
-    assert isinstance(model, HookedModel)
+    assert isinstance(model, GraphModel)
     assert model._stage_names == ["features.0", "features.1", "features.3", "features.8", "features.12"]
     assert model.stage_channels == [16, 16, 24, 48, 576]
     out = check_contract(model)
@@ -110,14 +111,19 @@ def test_explicit_stages_and_training_gradients():
     assert all(p.grad is not None for p in model.parameters())
 
 
-def test_forward_from_runs_only_the_remaining_stages():
+def test_hooked_forward_from_leaves_the_skipped_modules_untouched():
     model = build_model("module", {"target": "test_model_adapters:TinyNet"}, 10, SHAPE).train()
+    assert isinstance(model, HookedModel)
     stem_bn = model.net.stem[1]
-    before = stem_bn.running_mean.clone()
+    before = stem_bn.running_mean.clone(), stem_bn.num_batches_tracked.clone()
     h = torch.randn(2, 16, 32, 32, requires_grad=True)
     model.forward_from(2, h).sum().backward()
-    assert torch.equal(stem_bn.running_mean, before)  # skipped modules did not run, not even their BN updates
+    # the skipped modules ran in eval mode without autograd: no batch-norm update, no gradient, modes restored
+    assert torch.equal(stem_bn.running_mean, before[0]) and torch.equal(stem_bn.num_batches_tracked, before[1])
     assert h.grad is not None and stem_bn.weight.grad is None
+    assert all(m.training for m in model.modules()) and torch.is_grad_enabled()
+    # the remaining stages trained as usual
+    assert model.net.body[2][1].num_batches_tracked == 1 and model.net.fc.weight.grad is not None
 
 
 def test_forward_from_that_cannot_reproduce_the_model_is_a_clear_error():
@@ -160,3 +166,169 @@ def test_sftn_branches_run_on_the_zoo_and_on_adapted_students(teacher, student):
     assert all(p.grad is not None for p in t.stages[1].parameters())  # branch losses reach the teacher
     if student == "module":  # the stages a branch never runs are dropped from the wrapped model too
         assert all(isinstance(branch.student.net.stem, nn.Identity) for branch in obj.branches)
+
+
+def _modules_with_own_forward(net: nn.Module) -> list[str]:
+    return [n for n, m in net.named_modules() if "forward" in m.__dict__]
+
+
+@pytest.mark.parametrize("name, params", [("module", {"target": "test_model_adapters:TinyNet"}),
+                                          ("torchvision", {"arch": "mobilenet_v3_small"})])
+def test_forward_from_assigns_no_forward_on_the_wrapped_modules(name, params):
+    model = build_model(name, params, 10, SHAPE).train()
+    out = model(torch.randn(2, *SHAPE), features=True)
+    during = []
+    # looked at while the forward runs: a patch removed afterwards would pass a check made after the call
+    model.classifier.register_forward_hook(lambda m, a, o: during.append(_modules_with_own_forward(model.net)))
+    for i in range(1, len(model.stages)):
+        model.forward_from(i, out.stages[i - 1].detach()).sum().backward()
+    assert during == [[]] * (len(model.stages) - 1)
+    assert _modules_with_own_forward(model.net) == []
+
+
+def _manual_mobilenet_stages(net, x, picks):
+    outs = []
+    for i, layer in enumerate(net.features):
+        x = layer(x)
+        if i in picks:
+            outs.append(x)
+    return outs
+
+
+def test_fx_path_gives_the_stage_features_of_manual_computation_and_of_the_probe():
+    net = get_model("mobilenet_v3_small", num_classes=10)
+    fx_model = GraphModel(net, SHAPE, 10).eval()
+    probed = HookedModel(net, SHAPE, 10).eval()  # the same modules, seen by hooks
+    assert fx_model._stage_names == probed._stage_names
+    x = torch.randn(2, *SHAPE)
+    with torch.no_grad():
+        a, b = fx_model(x, features=True), probed(x, features=True)
+        manual = _manual_mobilenet_stages(net, x, [0, 1, 3, 8, 12])
+    for fa, fb, fm in zip(a.stages, b.stages, manual, strict=True):
+        assert torch.allclose(fa, fm, atol=1e-6) and torch.allclose(fb, fm, atol=1e-6)
+    assert torch.allclose(a.logits, b.logits, atol=1e-6) and torch.allclose(a.embedding, b.embedding, atol=1e-6)
+    for i in range(1, 5):
+        assert torch.allclose(fx_model.forward_from(i, manual[i - 1]), probed.forward_from(i, manual[i - 1]),
+                              atol=1e-5)
+
+
+def test_fx_path_on_a_small_input_resnet18_matches_the_explicit_wrapper_with_preactivations():
+    net = get_model("resnet18", num_classes=10)
+    set_stem(net, 3, small_input=True)
+    explicit = TorchvisionResNet(net).eval()
+    fx_model = GraphModel(net, (3, 32, 32), 10, stages=["relu", "layer1", "layer2", "layer3", "layer4"]).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        a, b = fx_model(x, features=True), explicit(x, features=True)
+    assert [f.shape[-1] for f in a.stages] == [32, 32, 16, 8, 4]
+    for name in ("stages", "preact"):
+        assert all(torch.allclose(p, q, atol=1e-5) for p, q in zip(getattr(a, name), getattr(b, name), strict=True))
+    # the FX graph finds the true pre-activations: the stem's BN output and each layer's residual sum
+    assert all((p < 0).any() and torch.equal(f, p.relu()) for f, p in zip(a.stages, a.preact))
+    assert torch.allclose(a.embedding, b.embedding, atol=1e-5) and torch.allclose(a.logits, b.logits, atol=1e-5)
+    for i in range(1, 5):
+        assert torch.allclose(fx_model.forward_from(i, b.stages[i - 1]), b.logits, atol=1e-5)
+    outs, pres = fx_model.forward_stages(b.stages[1], 2)
+    assert all(torch.allclose(p, q, atol=1e-5) for p, q in zip(pres, b.preact[2:], strict=True))
+
+
+def test_fx_forward_from_does_not_run_the_stages_before_it():
+    model = build_model("torchvision", {"arch": "mobilenet_v3_small"}, 10, SHAPE).train()
+    out = model(torch.randn(2, *SHAPE), features=True)
+    calls = []
+    for name in ("features.0.0", "features.1.block.0.0", "features.2.block.0.0"):
+        model.net.get_submodule(name).register_forward_hook(lambda m, a, o, n=name: calls.append(n))
+    bn = model.net.features[1].block[0][1]
+    before = bn.num_batches_tracked.clone()
+    h = out.stages[1].detach().requires_grad_()
+    model.forward_from(2, h).sum().backward()
+    # features.2 lies between stage 1 (features.1) and stage 2 (features.3): it belongs to the rest of the model
+    assert calls == ["features.2.block.0.0"]
+    assert torch.equal(bn.num_batches_tracked, before) and h.grad is not None
+
+
+class Mode(nn.Module):
+    """A model whose forward branches on self.training (FX bakes such a branch into the graph it traces)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.net = TinyNet(num_classes)
+
+    def forward(self, x):
+        logits = self.net(x)
+        return logits * 2 if self.training else logits
+
+
+def test_fx_path_traces_train_and_eval_mode_apart():
+    net = Mode()
+    model = GraphModel(net, SHAPE, 10)
+    x = torch.randn(2, *SHAPE)
+    for mode in (True, False):
+        model.train(mode)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            want = net(x)
+            assert torch.allclose(model(x, features=True).logits, want, atol=1e-5)
+
+
+def test_fx_forward_from_over_a_skip_connection_names_what_crosses_the_boundary():
+    model = GraphModel(TinyNet(skip=True), SHAPE, 10).eval()
+    out = model(torch.randn(2, *SHAPE), features=True)
+    assert torch.allclose(model.forward_from(1, out.stages[0]), out.logits, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"cannot be run from stage 2.*reads stem\.2 from before it"):
+        model.forward_from(2, out.stages[1])
+
+
+class Untraceable(TinyNet):
+    def forward(self, x):
+        if x.mean() > 100:  # data-dependent control flow: symbolic tracing cannot decide it
+            x = x * 0
+        return super().forward(x)
+
+
+def test_models_fx_cannot_trace_fall_back_to_hooks():
+    model = graph_or_hooked(Untraceable(), SHAPE, 10, None, "untraceable")
+    assert isinstance(model, HookedModel)
+    check_contract(model)
+    assert isinstance(graph_or_hooked(TinyNet(), SHAPE, 10, None, "tiny"), GraphModel)
+
+
+def test_fx_models_survive_deepcopy_and_pickle_bound_to_their_own_modules():
+    import copy
+    import pickle
+
+    model = build_model("torchvision", {"arch": "mobilenet_v3_small"}, 10, SHAPE).eval()
+    x = torch.randn(2, *SHAPE)
+    ref = model(x, features=True)
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        got = other(x, features=True)
+        assert torch.allclose(got.logits, ref.logits, atol=1e-6)
+        assert torch.allclose(other.forward_from(3, ref.stages[2]), ref.logits, atol=1e-5)
+        with torch.no_grad():
+            other.net.classifier[3].weight.zero_()
+            other.net.classifier[3].bias.zero_()
+        assert torch.equal(other(x, features=True).logits, torch.zeros(2, 10))  # runs on its own modules
+        assert torch.allclose(model(x, features=True).logits, ref.logits)
+
+
+class InplaceTail(nn.Module):
+    """Stages that end in batch norm, followed by functional in-place ReLUs (as densenet's and inception's code)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.body = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.BatchNorm2d(16))
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        s = F.relu(self.stem(x), inplace=True)
+        h = F.relu(self.body(s), inplace=True)
+        return self.fc(h.mean((2, 3)))
+
+
+def test_fx_stage_outputs_are_not_overwritten_by_later_in_place_ops():
+    model = graph_or_hooked(InplaceTail(), SHAPE, 10, None, "inplace")
+    assert isinstance(model, GraphModel) and model._stage_names == ["stem", "body"]
+    out = model.eval()(torch.randn(2, *SHAPE), features=True)
+    assert all((f < 0).any() for f in out.stages)  # the batch norms' outputs, not the ReLUs' applied in place
+    check_contract(model)

@@ -52,7 +52,7 @@ def test_html_is_self_contained_with_one_image_per_figure(report):
     assert refs and all(r.startswith("data:") for r in refs)
     assert "<script" not in page and "<link" not in page and "url(" not in page
     imgs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', page)
-    assert [a for a, _ in imgs] == ["trajectory", "sweeps", "late-distillation", "teacher-quality",
+    assert [a for a, _ in imgs] == ["headline", "trajectory", "sweeps", "late-distillation", "teacher-quality",
                                       "reliability", "deviation"]
     assert len(imgs) == len(FIGURES) - 1 == page.count("<img")  # all but scaling (a data sweep's own study)
     for name, data in imgs:

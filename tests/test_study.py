@@ -7,7 +7,7 @@ import pytest
 from conftest import TINY_DATA, TINY_TRAIN
 from kdlab.config import StudyConfig, load_config
 from kdlab.data.base import ArrayLoader
-from kdlab.errors import ConfigError
+from kdlab.errors import ConfigError, StudyFailedError
 from kdlab.study import plan_study, run_study
 from kdlab.study.table import mean_std
 
@@ -203,12 +203,16 @@ def test_a_run_that_crashes_or_kills_its_worker_does_not_stop_the_study(tmp_path
     if workers == 1:  # in-process: SIGKILL would kill the test; a plain exception stands for the crash
         (tmp_path / "dies_once.py").write_text(_DIES_ONCE.replace("os.kill(os.getpid(), signal.SIGKILL)",
                                                                   "raise RuntimeError('boom')"))
-    first = run_study(cfg, log=lambda s: None, workers=workers)
+    with pytest.raises(StudyFailedError, match="run.s. of the study failed") as caught:
+        run_study(cfg, log=lambda s: None, workers=workers)
+    first = caught.value.result
     # the crashed run fails; with 2 workers a run beside it (and what needs that run) may go down with it
     assert first.failed and first.ran == 7 - len(first.failed) and (tmp_path / "s" / "results.csv").exists()
-    if workers == 2:
-        assert any("worker process died" in f for f in first.failed)
-    again = run_study(cfg, log=lambda s: None, workers=workers)
+    if workers == 2:  # the cause is named: which worker died, and of what
+        assert any("worker process died" in f and "was killed by SIGKILL" in f for f in first.failed), first.failed
+    else:
+        assert any("boom" in f for f in first.failed)
+    again = run_study(cfg, log=lambda s: None, workers=workers, allow_failures=True)
     assert not again.failed and again.ran == len(first.failed) and again.reused == first.ran
 
 

@@ -14,6 +14,7 @@ from test_study import study_cfg
 import kdlab.study.plan
 import kdlab.study.table
 from kdlab.config import StudyConfig, load_config
+from kdlab.engine.manifest import write_manifest
 from kdlab.report import render_html, report_document, write_report
 from kdlab.study import plan_study, run_study
 from kdlab.study.records import RunRecord, StudyData, load_study
@@ -90,6 +91,7 @@ def test_load_study_reads_runs_json_without_planning_even_moved(study, tmp_path,
     kd_dir = moved / "students" / "resnet8--mlp-hidden=16" / "wd0" / "kd" / "seed1"
     summary = json.loads((kd_dir / "summary.json").read_text())
     (kd_dir / "summary.json").write_text(json.dumps({**summary, "teacher_path": "/elsewhere/checkpoints/last.pt"}))
+    write_manifest(kd_dir)  # as if the run had been written so (an edit alone is refused as damage)
     data = load_study(moved)
     assert data.planned == 10 and len(data.records) == 10
     assert all(str(r.run_dir).startswith(str(moved)) for r in data.records)

@@ -6,6 +6,7 @@ is reported with its full dotted key (``student.method.T``), like every other co
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from typing import Annotated, Any
@@ -25,9 +26,14 @@ class Component(BaseModel):
     name: str
     params: dict[str, Any] = {}
     raw: dict[str, Any] = Field(default_factory=dict, repr=False, exclude=True)
+    label: str | None = None  # models: the short name tables, figures and folders use (a study's own setting)
 
     @model_serializer
     def _flat(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params} | ({"label": self.label} if self.label is not None else {})
+
+    def without_label(self) -> dict[str, Any]:
+        """The spec as a run's config holds it: a label names the model in a study, it does not change the run."""
         return {"name": self.name, **self.params}
 
     def __getitem__(self, key: str) -> Any:
@@ -53,6 +59,11 @@ def _component_validator(registry: Registry, default: str | None = None):
                                             "subloc": ()})
         raw = dict(value)
         name = raw.pop("name", default)
+        label = raw.pop("label", None) if registry is MODELS else None
+        if label is not None and (not isinstance(label, str) or not label.strip()):
+            raise PydanticCustomError("kdlab_component", "{msg}",
+                                      {"msg": f"a model's label must be a non-empty string, got {label!r}",
+                                       "subloc": ("label",)})
         if not isinstance(name, str):
             raise PydanticCustomError("kdlab_component", "{msg}",
                                       {"msg": f"a {registry.kind} needs a 'name'", "subloc": ("name",)})
@@ -65,7 +76,8 @@ def _component_validator(registry: Registry, default: str | None = None):
         except ValidationError as e:
             loc, msg = describe_first_error(e, entry.params)
             raise PydanticCustomError("kdlab_component", "{msg}", {"msg": msg, "subloc": loc}) from None
-        return Component(name=name, params=params.model_dump(mode="json"), raw=kept_raw or {"name": name, **raw})
+        return Component(name=name, params=params.model_dump(mode="json"), raw=kept_raw or {"name": name, **raw},
+                         label=label)
 
     return validate
 
@@ -124,6 +136,11 @@ def describe_first_error(exc: ValidationError, model_cls: type[BaseModel]) -> tu
         msg = err["msg"]
         if "input" in err and not isinstance(err["input"], dict | list):
             msg += f" (got {err['input']!r})"
-    if len(errors) > 1:
-        msg += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    more = len(errors) - 1
+    inner = re.search(r" \(and (\d+) more errors?\)$", msg)  # a component's own errors, counted once
+    if inner:
+        more += int(inner.group(1))
+        msg = msg[:inner.start()]
+    if more:
+        msg += f" (and {more} more error{'s' if more > 1 else ''})"
     return loc, msg

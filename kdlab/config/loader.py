@@ -17,12 +17,38 @@ from .components import describe_first_error
 M = TypeVar("M", bound=BaseModel)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A mapping that names a key twice is an error, not 'the last one wins' (a silently lost setting)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                dup = key in seen
+            except TypeError:
+                continue  # an unhashable key: SafeLoader reports it
+            if dup:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice in one mapping", key_node.start_mark)
+            seen[key] = True
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"config file not found: {p}")
+    if not p.is_file():
+        raise ConfigError(f"config file {p} is not a regular file (a YAML file is expected)")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = load_yaml_text(p.read_text())
+    except RecursionError:
+        raise ConfigError(f"cannot parse {p}: nested too deeply") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -40,7 +66,11 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
 def parse_value(text: str) -> Any:
     """YAML scalar/flow syntax: ``0.01`` -> float, ``[1,2]`` -> list, ``true`` -> bool, else the string."""
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        return load_yaml_text(text) if text.strip() else ""
+    except RecursionError:
+        raise ConfigError(f"override value nested too deeply: {text[:40]}...") from None
+    except yaml.constructor.ConstructorError as e:
+        raise ConfigError(f"override value {text[:60]!r}: {e.problem}") from None
     except yaml.YAMLError:
         return text
 

@@ -16,10 +16,14 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
+from .._no_bool_numbers import reject_bool
 from ..registry import DATASETS, DISTILL_METHODS, TEACHER_METHODS
 from .components import (
     Component,
@@ -45,25 +49,33 @@ Device = Annotated[str, AfterValidator(_check_device)]
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return reject_bool(cls, value, info.field_name)
+
 
 class OptimConfig(Strict):
     """Optimizer.  Defaults: the CIFAR-100 recipe of the papers (SGD, momentum 0.9, wd 5e-4, lr 0.05)."""
 
-    name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: PositiveFloat = 0.05
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    nesterov: bool = False
+    name: Literal["sgd", "adam", "adamw"] = Field("sgd", description="SGD (with momentum), Adam or AdamW")
+    lr: PositiveFloat = Field(0.05, description="base learning rate, scaled by the schedule")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (not used by adam / adamw)")
+    weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay of the optimizer (adamw: decoupled)")
+    nesterov: bool = Field(False, description="SGD: Nesterov momentum (when momentum > 0)")
 
 
 class ScheduleConfig(Strict):
     """Learning-rate schedule, evaluated per epoch (with an optional per-step linear warm-up)."""
 
-    name: Literal["multistep", "cosine", "constant"] = "multistep"
-    milestones: list[NonNegativeInt] = [150, 180, 210]
-    gamma: PositiveFloat = 0.1
-    warmup_epochs: NonNegativeInt = 0
-    min_lr: float = Field(0.0, ge=0)
+    name: Literal["multistep", "cosine", "constant"] = Field(
+        "multistep", description="multistep: lr x gamma at each milestone; cosine: from lr down to min_lr over "
+                                 "the epochs after the warm-up; constant: lr throughout")
+    milestones: list[NonNegativeInt] = Field([150, 180, 210], description="multistep: the epochs (increasing) "
+                                             "at which the learning rate is multiplied by gamma")
+    gamma: PositiveFloat = Field(0.1, description="multistep: factor applied at each milestone")
+    warmup_epochs: NonNegativeInt = Field(0, description="epochs of linear warm-up from 0 to lr, per step")
+    min_lr: float = Field(0.0, ge=0, description="cosine: the learning rate at the last epoch")
 
     @model_validator(mode="after")
     def _sorted(self) -> ScheduleConfig:
@@ -75,17 +87,22 @@ class ScheduleConfig(Strict):
 class TrainConfig(Strict):
     """The training loop: length, batching, device, logging and checkpointing."""
 
-    epochs: PositiveInt = 240
-    batch_size: PositiveInt = 64
-    eval_batch_size: PositiveInt = 512
+    epochs: PositiveInt = Field(240, description="training epochs")
+    batch_size: PositiveInt = Field(64, description="training batch (the global batch under torchrun)")
+    eval_batch_size: PositiveInt = Field(512, description="batch size of evaluation and prediction (memory only: "
+                                         "results do not depend on it)")
     device: Device = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    eval_every: PositiveInt = 1
+    eval_every: PositiveInt = Field(1, description="test the model every k epochs (and after the last)")
     save_every: NonNegativeInt = Field(0, description="also keep checkpoints/epoch_XXX.pt every k epochs (0: never)")
-    progress: Literal["auto", "bar", "log", "off"] = "auto"
+    progress: Literal["auto", "bar", "log", "off"] = Field(
+        "auto", description="bar: a progress bar; log: a line per epoch (at most every 10 s); auto: bar on a "
+                            "terminal, else log; off: quiet")
     tensorboard: bool = Field(True, description="write TensorBoard logs when the tensorboard package is installed")
+    tensorboard_every_step: bool = Field(False, description="TensorBoard: also each step's loss, loss parts and lr "
+                                         "under step/ (a device synchronisation per step)")
     deterministic: bool = Field(True, description="true: deterministic kernels, exact repeats and resumes; false: "
                                 "cuDNN autotuning (faster on GPUs), runs may differ in the last bits")
-    drop_last: bool = False
+    drop_last: bool = Field(False, description="skip the last, smaller training batch of each epoch")
     num_workers: NonNegativeInt = Field(4, description="DataLoader worker processes for data sets read from "
                                         "image folders (in-memory data sets need none)")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast precision of the step "
@@ -114,16 +131,25 @@ HOLDOUT = Field(0.0, ge=0, lt=1, description="fraction of the training data held
 class TeacherRunConfig(Strict):
     """``kdlab train-teacher``: train one teacher."""
 
-    seed: int = 0
+    seed: int = Field(0, description="seeds initialisation, data order and augmentation")
     holdout: float = HOLDOUT
     out_dir: str | None = Field(None, description="run folder; {seed} stands for the seed (default: "
                                 "runs/teacher-<model>-<method>-s<seed>)")
-    data: DataSpec
-    model: ModelSpec
-    method: TeacherMethodOrStandard = Field("standard", validate_default=True)
+    data: DataSpec = Field(description="the data set")
+    model: ModelSpec = Field(description="the teacher's architecture")
+    method: TeacherMethodOrStandard = Field("standard", validate_default=True, description="how the teacher is "
+                                            "trained")
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _trains(cls, v: Any) -> Any:
+        if isinstance(v, dict) and v.get("epochs") == 0:
+            _key_error(("epochs",), "must be at least 1: a teacher run trains; to distil from a pretrained model as "
+                                    "it is, give the distill config teacher: {model: ..., weights: FILE}")
+        return v
 
     @model_validator(mode="after")
     def _one_weight_decay(self) -> TeacherRunConfig:
@@ -138,24 +164,60 @@ def check_l2(method: Component, optim: OptimConfig, where: str) -> None:
                          f"applied twice (or use standard training with optim.weight_decay={method['weight']:g})")
 
 
-class TeacherRef(Strict):
-    """Which teacher to distil from: a teacher run folder (or a checkpoint file) and which of its checkpoints."""
+def _key_error(subloc: tuple[str, ...], msg: str) -> None:
+    """Fail validation at a key below the current model (a plain ValueError would point at the model itself)."""
+    raise PydanticCustomError("kdlab_component", "{msg}", {"msg": msg, "subloc": subloc})
 
-    path: str = Field(description="teacher run folder or checkpoint file; {seed} stands for the student's seed")
+
+class TeacherRef(Strict):
+    """Which teacher to distil from: a kdlab teacher run folder (or checkpoint file) and which of its checkpoints,
+    or a pretrained model kdlab did not train: a model spec and a weights file (a state dict)."""
+
+    path: str | None = Field(None, description="teacher run folder or checkpoint file; {seed} stands for the "
+                             "student's seed")
     checkpoint: str = Field("last", description="last | best | epoch_XXX (ignored when path is a file)")
+    model: ModelSpec | None = Field(None, description="with weights: the pretrained teacher's architecture")
+    weights: str | None = Field(None, description="instead of path: a state dict of model saved by plain PyTorch "
+                                "(torch.save, also nested under 'state_dict' / 'model', 'module.' prefixes of "
+                                "DataParallel) or safetensors; {seed} stands for the student's seed")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherRef:
+        if (self.path is None) == (self.weights is None):
+            _key_error((), "give path or weights, not both" if self.path is not None else
+                       "give path (a kdlab teacher run or checkpoint) or model + weights (a pretrained state dict)")
+        if self.weights is not None:
+            if self.model is None:
+                _key_error(("model",), "required with weights: the architecture the state dict is for")
+            if self.model.get("weights"):
+                _key_error(("model", "weights"), "give the weights file once, as teacher.weights")
+            if "checkpoint" in self.model_fields_set:
+                _key_error(("checkpoint",), "names a checkpoint of a teacher run (teacher.path), not of a weights "
+                                            "file")
+        elif self.model is not None:
+            _key_error(("model",), "goes with weights; a kdlab checkpoint (teacher.path) describes its own model")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _own_keys(self, handler):
+        # only the keys of the kind of teacher given: a run teacher's saved config stays what it always was
+        out = handler(self)
+        drop = ("model", "weights") if self.path is not None else ("path", "checkpoint")
+        return {k: v for k, v in out.items() if k not in drop}
 
 
 class DistillRunConfig(Strict):
     """``kdlab distill``: train a student, with a teacher unless the method is ``none``."""
 
-    seed: int = 0
+    seed: int = Field(0, description="seeds initialisation, data order and augmentation")
     holdout: float = HOLDOUT
     out_dir: str | None = Field(None, description="run folder; {seed} stands for the seed (default: "
                                 "runs/student-<model>-<method>-s<seed>)")
-    data: DataSpec
+    data: DataSpec = Field(description="the data set (the teacher's classes and input shape)")
     teacher: TeacherRef | None = None
-    student: ModelSpec
-    method: DistillMethodOrKD = Field("kd", validate_default=True)
+    student: ModelSpec = Field(description="the student's architecture")
+    method: DistillMethodOrKD = Field("kd", validate_default=True, description="the distillation method "
+                                      "(none: the student alone)")
     protocol: Protocol | None = PROTOCOL
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
@@ -165,9 +227,9 @@ class DistillRunConfig(Strict):
 class MethodSettings(Strict):
     """Training settings one method label of a study takes instead of its role's (only the keys given)."""
 
-    optim: dict[str, Any] = {}
-    schedule: dict[str, Any] = {}
-    train: dict[str, Any] = {}
+    optim: dict[str, Any] = Field({}, description="optim keys of this method's runs")
+    schedule: dict[str, Any] = Field({}, description="schedule keys of this method's runs")
+    train: dict[str, Any] = Field({}, description="train keys of this method's runs")
 
 
 class StudyRole(Strict):
@@ -203,7 +265,8 @@ class StudyStudents(StudyRole):
         default_factory=lambda: {"alone": "none", "kd": "kd"}, validate_default=True,
         description="label -> distillation method; methods without a teacher ('none', online methods) run once "
                     "per (student architecture, seed), the others once per teacher")
-    teacher_checkpoint: str = "last"
+    teacher_checkpoint: str = Field("last", description="the teacher checkpoint the students distil from: last, "
+                                    "best or epoch_XXX")
     protocol: Protocol | None = PROTOCOL
     by_teacher: dict[str, dict[str, dict[str, Any]]] = Field(
         default_factory=dict, description="method label -> teacher label -> parameters that the method takes when "
@@ -213,34 +276,39 @@ class StudyStudents(StudyRole):
 class PairConfig(Strict):
     """One teacher/student architecture pair of a study."""
 
-    teacher: ModelSpec
-    student: ModelSpec
+    teacher: ModelSpec = Field(description="the teacher's architecture")
+    student: ModelSpec = Field(description="the student's architecture")
     student_lr: PositiveFloat | None = Field(None, description="student learning rate for this pair (the papers "
                                              "use 0.01 for ShuffleNet / MobileNet students)")
     assistant: ModelSpec | None = Field(None, description="TAKD: a teacher assistant distilled from the teacher "
                                         "(with assistant_method); the students learn from it")
-    assistant_method: DistillMethodOrKD = Field("kd", validate_default=True)
+    assistant_method: DistillMethodOrKD = Field("kd", validate_default=True, description="how the assistant is "
+                                                "distilled from the teacher")
     teacher_methods: list[str] | None = Field(None, description="the teacher method labels this pair trains "
                                               "(default: all); e.g. a method for one architecture only")
+    label: str | None = Field(None, min_length=1, description="the pair's name in tables and its students' "
+                              "folder (default: <teacher label>--<student label>)")
 
 
 class SweepConfig(Strict):
     """Variants of one method with one parameter swept (hyper-parameter effect figures), or (``role: data``) the
     whole study repeated for each value of a data set parameter (e.g. ``num_train``: learning curves)."""
 
-    role: Literal["teacher", "student", "data"]
+    role: Literal["teacher", "student", "data"] = Field(description="what is swept: a teacher method, a "
+                                                        "student method or the data set")
     method: str | None = Field(None, description="a label of teacher.methods or student.methods (not for data)")
-    param: str
-    values: list[float | int | str | bool] = Field(min_length=1)
+    param: str = Field(description="the swept parameter of the method (or of the data set)")
+    values: list[float | int | str | bool] = Field(min_length=1, description="the values, one variant each")
     same_steps: bool = Field(False, description="data sweeps over a size: the epochs (and milestones, warm-up, "
                              "eval_every, save_every) given are for the largest value; smaller ones are scaled up so "
                              "that every run takes about as many steps")
 
 
 class TrajectoryConfig(Strict):
-    """Students distilled from teacher checkpoints every ``every`` epochs (SoTeacher seed 000, Fig. 1)."""
+    """Students distilled from teacher checkpoints every ``every`` epochs (Fig. 1 of SoTeacher's first version:
+    Dong, Liu & Shang, 2022)."""
 
-    every: PositiveInt
+    every: PositiveInt = Field(description="distil from the teacher checkpoint of every k-th epoch")
     teachers: list[str] | None = Field(None, description="teacher method labels (default: all)")
     method: str = Field("kd", description="the student method label distilled from each checkpoint")
 
@@ -259,18 +327,22 @@ def _check_sweep(i: int, sw: SweepConfig, spec: Component, registry) -> None:
 class StudyConfig(Strict):
     """``kdlab study``: teacher methods x teacher/student pairs x distillation methods x seeds (+ sweeps)."""
 
-    name: str = "study"
-    out_dir: str = "runs/study"
+    name: str = Field("study", description="the study's name in tables and reports")
+    out_dir: str = Field("runs/study", description="folder of the study's results (study.yaml, results.md, "
+                         "figures/, report.html)")
     runs_dir: str | None = Field(None, description="where the run folders live (default: out_dir); studies that "
                                  "share it share their identical runs, e.g. the tables of one paper")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="every run is "
+                             "trained once per seed (distinct)")
     holdout: float = HOLDOUT
-    data: DataSpec
-    teacher: StudyTeachers
-    student: StudyStudents
+    data: DataSpec = Field(description="the data set of every run")
+    teacher: StudyTeachers = Field(description="the teachers: methods and training settings")
+    student: StudyStudents = Field(description="the students: methods and training settings")
     pairs: list[PairConfig] | None = Field(None, description="default: [teacher.model -> student.model]")
-    sweeps: list[SweepConfig] = []
-    trajectory: TrajectoryConfig | None = None
+    sweeps: list[SweepConfig] = Field([], description="method variants with one parameter swept, or the study "
+                                      "repeated over a data set parameter")
+    trajectory: TrajectoryConfig | None = Field(None, description="students distilled from teacher checkpoints "
+                                                "along training")
     group_size: PositiveInt = Field(8, description="train up to this many students of one teacher together, one "
                                     "teacher pass per batch (bit-identical to separate runs; 1: one at a time)")
 
@@ -371,10 +443,10 @@ class EvalConfig(Strict):
     """``kdlab eval``: evaluate a checkpoint on a data set's test split."""
 
     path: str = Field(description="run folder or checkpoint file")
-    checkpoint: str = "last"
+    checkpoint: str = Field("last", description="last, best or epoch_XXX (ignored when path is a file)")
     data: DataSpec | None = Field(None, description="default: the data set the run was trained on")
     teacher: TeacherRef | None = Field(None, description="also report agreement and KL with this teacher")
-    batch_size: PositiveInt = 512
-    device: Device = "auto"
+    batch_size: PositiveInt = Field(512, description="evaluation batch size (memory only)")
+    device: Device = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     holdout: float | None = Field(None, ge=0, lt=1, description="held-out fraction of the training data for "
                                   "temperature scaling (default: the run's own)")

@@ -43,6 +43,8 @@ def arrays(root: str, num_classes: int | None = None) -> DataBundle:
         x, y = arr.pop("x"), arr.pop("y")
         if len(x) != len(y):
             raise DataError(f"{path}: x has {len(x)} rows but y has {len(y)}")
+        if len(y) == 0:
+            raise DataError(f"{path} holds no samples (x and y have 0 rows)")
         if not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"{path}: y must hold integer labels, got dtype {y.dtype}")
         extras = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arr.items() if len(v) == len(y)}

@@ -117,6 +117,8 @@ class DataBundle:
         for split_name, split in (("train", self.train), ("test", self.test)):
             if len(split) == 0:
                 raise DataError(f"{self.name}: the {split_name} split is empty")
+            if split_name == "train" and len(split) < MIN_TRAIN_BATCH:
+                raise DataError(_too_few(self.name, len(split)))
             if isinstance(split, Split):
                 if tuple(split.x.shape[1:]) != tuple(self.input_shape):
                     raise DataError(f"{self.name}: {split_name} inputs have shape {tuple(split.x.shape[1:])}, "
@@ -143,29 +145,38 @@ def _loader(split, batch_size, device, shuffle, drop_last, augment, prepare, see
                          seed=seed, num_workers=num_workers, shard=shard)
 
 
-def batch_plan(n: int, batch_size: int, order: Tensor, drop_last: bool, shard: tuple[int, int]
+# a training batch of one sample is dropped: batch norm cannot normalise it (the step would fail)
+MIN_TRAIN_BATCH = 2
+
+
+def _too_few(name: str, n: int, after: str = "") -> str:
+    return (f"{name}: the training split has {n} sample{'s' if n != 1 else ''}{after}; training needs at least "
+            f"{MIN_TRAIN_BATCH} (batch norm cannot normalise a batch of one)")
+
+
+def batch_plan(n: int, batch_size: int, order: Tensor, drop_last: bool, shard: tuple[int, int], min_size: int = 1
                ) -> list[tuple[Tensor, slice]]:
     """The global batches of ``order`` and, for process ``rank`` of ``world``, its contiguous part of each.
 
     Every process sees the same global batches, so the union of their parts is the single-process batch; a final
     global batch smaller than ``world`` is dropped when training on several processes (a process with no sample
-    could not take part in the step).
+    could not take part in the step), and one smaller than ``min_size`` (training: :data:`MIN_TRAIN_BATCH`).
     """
     rank, world = shard
     out = []
     for b in range(0, n, batch_size):
         idx = order[b:b + batch_size]
-        if len(idx) < batch_size and (drop_last or len(idx) < world):
+        if len(idx) < batch_size and (drop_last or len(idx) < max(world, min_size)):
             break
         bounds = [len(idx) * r // world for r in range(world + 1)]
         out.append((idx, slice(bounds[rank], bounds[rank + 1])))
     return out
 
 
-def batch_count(n: int, batch_size: int, drop_last: bool, world: int = 1) -> int:
+def batch_count(n: int, batch_size: int, drop_last: bool, world: int = 1, min_size: int = 1) -> int:
     """``len(batch_plan(n, batch_size, ...))`` without building the plan (it is the same for every order)."""
     full, rest = divmod(n, batch_size)
-    return full + int(rest > 0 and not drop_last and rest >= world)
+    return full + int(rest > 0 and not drop_last and rest >= max(world, min_size))
 
 
 def shard_range(n: int, shard: tuple[int, int]) -> tuple[int, int]:
@@ -201,12 +212,12 @@ class ArrayLoader:
 
     def _plan(self, order: Tensor) -> list[tuple[Tensor, slice]]:
         if self.shuffle:
-            return batch_plan(self.n, self.batch_size, order, self.drop_last, self.shard)
+            return batch_plan(self.n, self.batch_size, order, self.drop_last, self.shard, MIN_TRAIN_BATCH)
         return batch_plan(self.hi - self.lo, self.batch_size, order[self.lo:self.hi], False, (0, 1))
 
     def __len__(self) -> int:
         if self.shuffle:
-            return batch_count(self.n, self.batch_size, self.drop_last, self.shard[1])
+            return batch_count(self.n, self.batch_size, self.drop_last, self.shard[1], MIN_TRAIN_BATCH)
         return batch_count(self.hi - self.lo, self.batch_size, False)
 
     def epoch(self, epoch: int = 0) -> Iterator[Batch]:
@@ -273,14 +284,15 @@ class _EpochBatches(torch.utils.data.Sampler):
         if self.shuffle:
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.epoch_seed))
             return [(idx[part].tolist(), (part.start, part.stop, len(idx)))
-                    for idx, part in batch_plan(self.n, self.batch_size, order, self.drop_last, self.shard)]
+                    for idx, part in batch_plan(self.n, self.batch_size, order, self.drop_last, self.shard,
+                                                MIN_TRAIN_BATCH)]
         lo, hi = shard_range(self.n, self.shard)
         return [(idx.tolist(), None)
                 for idx, _ in batch_plan(hi - lo, self.batch_size, torch.arange(lo, hi), False, (0, 1))]
 
     def __len__(self) -> int:
         if self.shuffle:
-            return batch_count(self.n, self.batch_size, self.drop_last, self.shard[1])
+            return batch_count(self.n, self.batch_size, self.drop_last, self.shard[1], MIN_TRAIN_BATCH)
         lo, hi = shard_range(self.n, self.shard)
         return batch_count(hi - lo, self.batch_size, False)
 
@@ -369,6 +381,8 @@ def hold_out(bundle: DataBundle, fraction: float, seed: int = 0) -> DataBundle:
     keep[held_idx] = False
     if len(held_idx) == 0 or not keep.any():
         raise DataError(f"{bundle.name}: holdout {fraction} leaves an empty training or held-out split")
+    if int(keep.sum()) < MIN_TRAIN_BATCH:
+        raise DataError(_too_few(bundle.name, int(keep.sum()), f" after holdout {fraction}"))
     from dataclasses import replace
 
     return replace(bundle, train=subset(bundle.train, keep.nonzero().flatten()),

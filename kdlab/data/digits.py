@@ -7,6 +7,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..registry import register_dataset
 from .augment import make_crop_flip
 from .base import DataBundle, Split
@@ -27,7 +28,11 @@ def digits(test_fraction: float = 0.25, split_seed: int = 0,
     x = d.data.astype(np.float32).reshape(-1, 1, 8, 8) / 16.0
     y = d.target.astype(np.int64)
     idx = np.arange(len(y))
-    tr, te = train_test_split(idx, test_size=test_fraction, random_state=split_seed, stratify=y)
+    try:
+        tr, te = train_test_split(idx, test_size=test_fraction, random_state=split_seed, stratify=y)
+    except ValueError as e:  # a split with fewer samples than classes on one side
+        raise ConfigError(f"data.test_fraction: {test_fraction} cannot split 1797 samples of 10 classes: "
+                          f"{str(e).strip().splitlines()[0]}") from None
     mean, std = x[tr].mean(), x[tr].std()
     x = (x - mean) / std
     aug = make_crop_flip(pad=1, flip=False) if augment == "shift" else None

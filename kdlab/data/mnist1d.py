@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..registry import register_dataset
 from .augment import make_crop_flip
 from .base import DataBundle, Split
@@ -23,6 +24,8 @@ def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42,
     """
     from mnist1d.data import get_dataset_args, make_dataset
 
+    if num_samples < 10:  # the generator draws num_samples // 10 of each class and fails on none
+        raise ConfigError(f"data.num_samples: {num_samples} is fewer than one sample per class (10)")
     args = get_dataset_args()
     args.num_samples, args.train_split, args.seed = num_samples, train_split, seed
     args.iid_noise_scale, args.corr_noise_scale, args.shear_scale = iid_noise_scale, corr_noise_scale, shear_scale

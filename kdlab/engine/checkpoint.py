@@ -47,6 +47,20 @@ def _file_mode() -> int:
 _MODE = _file_mode()  # mkstemp creates 0600 files; results should be as readable as any other file
 
 
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make renames in ``folder`` durable across a power loss, not only a kill (POSIX; a no-op elsewhere)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # file systems that cannot sync a folder
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write`` on a temporary file beside ``path``, fsync it, then rename it to ``path``: readers see the
     old file or the complete new one, never a partial one."""
@@ -60,6 +74,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

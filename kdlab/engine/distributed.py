@@ -26,6 +26,8 @@ What keeps the processes one run (each piece is tested against a 1-process run):
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -72,7 +74,23 @@ def setup(device: torch.device) -> DistEnv:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend)
+        _say_why_when_stopped(e)
     return e
+
+
+def _say_why_when_stopped(e: DistEnv) -> None:
+    """torchrun stops the job's other processes (SIGTERM) when one fails: each says so in one line, instead of
+    dying silently or with a traceback from inside a collective."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stopped(signum, frame) -> None:  # noqa: ARG001
+        # a raw write: a signal handler must not take the logging or stdio locks the interrupted code may hold
+        os.write(2, f"kdlab: process {e.rank} of {e.world}: stopped (another process of the job failed or the job "
+                    "was cancelled; see the first error above)\n".encode())
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stopped)
 
 
 def process_device(device: torch.device) -> torch.device:

@@ -3,30 +3,34 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from .. import log
 
 
 @contextlib.contextmanager
 def run_lock(run_dir: str | os.PathLike, wait: bool = True) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``<parent>/.<name>.lock`` (released when the process dies)."""
+    """Hold an exclusive lock on ``<parent>/.<name>.lock``: an OS lock (``flock`` on POSIX, ``msvcrt`` on
+    Windows), released when the process dies, so a killed run never leaves its folder locked."""
     run_dir = Path(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    path = run_dir.parent / f".{run_dir.name}.lock"
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not wait:
-                from ..errors import RunFolderError
+    # thread_local=False: a lock taken by one thread (a study's scheduler) is held for the whole process
+    # no soft (file-existence) fallback: a killed process would leave such a lock held for ever
+    lock = FileLock(run_dir.parent / f".{run_dir.name}.lock", thread_local=False, fallback_to_soft=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not wait:
+            from ..errors import RunFolderError
 
-                raise RunFolderError(f"{run_dir} is being trained by another process") from None
-            print(f"kdlab: waiting for {run_dir}: another process is training it", file=sys.stderr, flush=True)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            raise RunFolderError(f"{run_dir} is being trained by another process") from None
+        log.info(f"kdlab: waiting for {run_dir}: another process is training it")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -6,6 +6,8 @@ import sys
 import time
 from typing import TextIO
 
+from .. import log
+
 
 def _fmt_time(s: float) -> str:
     s = int(max(s, 0))
@@ -24,9 +26,9 @@ class Progress:
 
     def __init__(self, mode: str, desc: str, epochs: int, steps_per_epoch: int, start_epoch: int = 0,
                  stream: TextIO | None = None):
-        self.stream = stream or sys.stderr
+        self.stream = stream  # None: lines go to the ``kdlab`` logger (:mod:`kdlab.log`)
         if mode == "auto":
-            mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "log"
+            mode = "bar" if getattr(stream or sys.stderr, "isatty", lambda: False)() else "log"
         self.mode = mode
         self.desc = desc
         self.epochs = epochs
@@ -39,7 +41,7 @@ class Progress:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=epochs * self.steps, initial=start_epoch * self.steps, desc=desc,
-                            file=self.stream, dynamic_ncols=True, leave=False, unit="step", mininterval=0.5)
+                            file=stream or sys.stderr, dynamic_ncols=True, leave=False, unit="step", mininterval=0.5)
 
     def step(self, n: int = 1) -> None:
         if self.bar is not None:
@@ -57,8 +59,8 @@ class Progress:
             now = time.perf_counter()
             if epoch == self.epochs or epoch == self.start_epoch + 1 or now - self.last_line >= 10.0:
                 self.last_line = now
-                print(f"[{self.desc}] epoch {epoch}/{self.epochs} {text} | {_fmt_time(elapsed)} elapsed, "
-                      f"~{_fmt_time(left)} left", file=self.stream, flush=True)
+                self._line(f"[{self.desc}] epoch {epoch}/{self.epochs} {text} | {_fmt_time(elapsed)} elapsed, "
+                           f"~{_fmt_time(left)} left")
 
     def end_epoch_of(self, name: str, epoch: int, metrics: dict[str, float]) -> None:
         """One member of a group finished ``epoch``: a line per member (the bar counts the group's steps)."""
@@ -67,8 +69,13 @@ class Progress:
             self.bar.set_postfix_str(f"ep {epoch}/{self.epochs} {name}: {text}", refresh=True)
         elif self.mode == "log":
             elapsed = time.perf_counter() - self.t0
-            print(f"[{name}] epoch {epoch}/{self.epochs} {text} | {_fmt_time(elapsed)} elapsed (group)",
-                  file=self.stream, flush=True)
+            self._line(f"[{name}] epoch {epoch}/{self.epochs} {text} | {_fmt_time(elapsed)} elapsed (group)")
+
+    def _line(self, text: str) -> None:
+        if self.stream is None:
+            log.info(text)
+        else:
+            print(text, file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -11,53 +11,70 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from .. import __version__
+from .. import __version__, log
 from ..errors import CheckpointError
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write, fsync_dir, load_checkpoint, save_checkpoint
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Make ``dst`` hold ``src``'s bytes atomically (a hard link when the file system allows)."""
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+def copy_atomic(src: Path, dst: Path) -> None:
+    """Make ``dst`` a copy of ``src`` atomically, with bytes of its own: a damaged file never takes another
+    checkpoint down with it (as a hard link between best.pt and last.pt would)."""
+    atomic_write(dst, lambda f: _copy_into(src, f))
 
 
-def load_resumable(last: Path, device: torch.device) -> dict[str, Any]:
-    """``last.pt``, or the checkpoint before it when ``last.pt`` is truncated or corrupted."""
+def _copy_into(src: Path, out) -> None:
+    with open(src, "rb") as f:
+        shutil.copyfileobj(f, out, 1 << 20)
+
+
+def load_resumable(last: Path, device: torch.device, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``last.pt``, or the checkpoint before it (``prev.pt``) when ``last.pt`` is missing, truncated, corrupted or
+    from another run (its saved config differs from ``config``, the run's own)."""
+    prev = last.with_name("prev.pt")
     try:
-        return load_checkpoint(last, map_location=device)
+        if not last.exists():
+            raise CheckpointError(f"{last} is missing")
+        return _own(load_checkpoint(last, map_location=device), last, config)
     except CheckpointError as e:
-        prev = last.with_name("prev.pt")
         if not prev.exists():
             raise
-        ck = load_checkpoint(prev, map_location=device)
-        print(f"kdlab: {e}; resuming from the previous checkpoint {prev} (epoch {ck['epoch']})", file=sys.stderr,
-              flush=True)
+        ck = _own(load_checkpoint(prev, map_location=device), prev, config)
+        log.warning(f"kdlab: {e}; resuming from the previous checkpoint {prev} (epoch {ck['epoch']})")
         return ck
 
 
+def _own(ck: dict[str, Any], path: Path, config: dict[str, Any] | None) -> dict[str, Any]:
+    """``ck`` if it was written by the run configured as ``config`` (a checkpoint copied over from another run,
+    another seed say, would otherwise be resumed and reported as this run)."""
+    saved = ck.get("config")
+    if config is None or not isinstance(saved, dict):
+        return ck
+    from ..runs import checkpoint_config_differences
+
+    diff = checkpoint_config_differences(saved, config)
+    if diff:
+        raise CheckpointError(f"{path} belongs to another run ({diff[0]}); restore this run's own checkpoint or "
+                              "delete it to train the run anew")
+    return ck
+
+
 def resume(last_path: Path | None, model: nn.Module, objective: nn.Module, opt: torch.optim.Optimizer,
-           device: torch.device) -> tuple[int, list, dict]:
-    """(start epoch, history, best) of the checkpoint at ``last_path``, its state loaded; a fresh start without."""
-    if last_path is None or not last_path.exists():
+           device: torch.device, config: dict[str, Any] | None = None) -> tuple[int, list, dict]:
+    """(start epoch, history, best) of the checkpoint at ``last_path`` (or the one before it), its state loaded;
+    a fresh start without either.  ``config``: the run's own, which the checkpoint's must match."""
+    if last_path is None or not (last_path.exists() or last_path.with_name("prev.pt").exists()):
         return 0, [], {"epoch": 0, "test_top1": -math.inf}
-    ck = load_resumable(last_path, device)
+    ck = load_resumable(last_path, device, config)
     model.load_state_dict(ck["model_state"])
     objective.load_state_dict(ck["objective_state"])
     opt.load_state_dict(ck["optimizer_state"])
@@ -84,12 +101,13 @@ def save_epoch(run_dir: Path, model: nn.Module, objective: nn.Module, opt: torch
     # best / epoch_XXX before last.pt moves on: a kill in between leaves last.pt at the previous epoch, and the
     # resumed run redoes this epoch and writes them again (identically), so none is ever missing
     if is_best:
-        link_or_copy(staged, ck_dir / "best.pt")
+        copy_atomic(staged, ck_dir / "best.pt")
     if save_every and epoch % save_every == 0:
-        link_or_copy(staged, ck_dir / f"epoch_{epoch:03d}.pt")
-    if last.exists():  # keep the previous checkpoint: the fallback if the new one turns out corrupted
-        link_or_copy(last, ck_dir / "prev.pt")
+        copy_atomic(staged, ck_dir / f"epoch_{epoch:03d}.pt")
+    if last.exists():  # the previous checkpoint becomes prev.pt, the fallback if the new one turns out damaged;
+        os.replace(last, ck_dir / "prev.pt")  # a kill before the next line leaves prev.pt alone, and resume uses it
     os.replace(staged, last)
+    fsync_dir(ck_dir)
 
 
-__all__ = ["checkpoint_dir", "link_or_copy", "load_resumable", "resume", "save_epoch"]
+__all__ = ["checkpoint_dir", "copy_atomic", "load_resumable", "resume", "save_epoch"]

@@ -22,6 +22,8 @@ class LoopState:
     train_loader: Any = None  # for objectives with an initialisation stage over the training data
     extra: dict[str, Any] = field(default_factory=dict)
     seed: int = 0  # the run's seed
+    display: str = "off"  # how stages inside a step show progress (train.progress; off on ranks > 0)
+    desc: str = ""  # the run's name in progress lines
 
     def generator(self, purpose: int, device: torch.device | str | None = None) -> torch.Generator:
         """A generator seeded from (seed, step, purpose): the same in every process and on resume, whatever else

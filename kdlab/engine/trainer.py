@@ -280,12 +280,14 @@ class _Run:
         self.optimizer_step = OptimizerStep(self.opt, scaler)
         self.state = LoopState(epoch=0, epochs=train.epochs, step=0, steps_per_epoch=steps,
                                num_train=len(data.train), num_classes=data.num_classes, device=device,
-                               run_dir=m.run_dir, train_loader=loader, seed=seed)
+                               run_dir=m.run_dir, train_loader=loader, seed=seed,
+                               display=train.progress if world.main else "off", desc=m.desc)
         self.last_path = checkpoint_dir(m.run_dir) / "last.pt" if m.run_dir else None
         self.start_epoch, self.history, self.best = resume(self.last_path if resume_run else None, m.model,
-                                                           m.objective, self.opt, device)
+                                                           m.objective, self.opt, device, (m.meta or {}).get("config"))
         self.state.step = self.start_epoch * steps
-        self.sink = MetricSink(m.run_dir, world.main, train.tensorboard, self.history, m.hooks)
+        self.sink = MetricSink(m.run_dir, world.main, train.tensorboard, self.history, m.hooks,
+                               every_step=train.tensorboard_every_step)
         self.rng: RandomState | None = None
         self.test_logits = self.test_emb = None
         self.step_fn: Callable | None = None
@@ -359,6 +361,9 @@ class _Run:
         for k, v in out.parts.items():
             self.parts_sum[k] = self.parts_sum.get(k, 0.0) + v.detach().double() * bs
         self.state.step += 1
+        if self.sink.logs_steps:  # reading the loss waits for the device: only when asked for
+            self.sink.write_step(self.state.step, out.loss.detach(), {k: v.detach() for k, v in out.parts.items()},
+                                 self.opt.param_groups[0]["lr"])
 
     def epoch_record(self, check_every: int, share: int = 1) -> dict[str, Any]:
         """The epoch's log record; ``train_time`` is this member's share of the epoch (the group's time over the

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch.nn as nn
 
+from .. import log
 from ..registry import DISTILL_METHODS, TEACHER_METHODS
 from . import distill as _distill_methods  # noqa: F401  (registration)
 from . import teacher as _teacher_methods  # noqa: F401
@@ -23,9 +24,13 @@ def build_distill_objective(spec, teacher: nn.Module | None, student: nn.Module,
                             epochs: int = 1, teacher_path=None, device=None) -> Objective:
     """``teacher_path``: the teacher's checkpoint file (methods that read other checkpoints of the teacher run,
     like RCO, find them beside it); ``device``: where the teacher lives."""
-    return DISTILL_METHODS.get(spec.name).build(spec.params, teacher=teacher, student=student, data=data,
-                                                run_dir=run_dir, epochs=epochs, teacher_path=teacher_path,
-                                                device=device)
+    entry = DISTILL_METHODS.get(spec.name)
+    params_model = getattr(entry.obj, "Params", None)
+    if hasattr(params_model, "ineffective"):
+        for why in params_model(**spec.params).ineffective(epochs):
+            log.warning(f"kdlab: warning: method.{why}")
+    return entry.build(spec.params, teacher=teacher, student=student, data=data, run_dir=run_dir, epochs=epochs,
+                       teacher_path=teacher_path, device=device)
 
 
 def needs_teacher(method_name: str) -> bool:

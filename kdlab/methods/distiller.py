@@ -1,22 +1,22 @@
 """Base class of distillation methods: student loss = gamma * CE + alpha * KD + beta * method loss.
 
-Two conventions for the weights (../shared/REFERENCE.md section 2).  The CRD benchmark's scripts
-(``scripts/run_cifar_distill.sh``) train every feature method *without* KD (gamma = 1, alpha = 0, the method's
-beta) and KD alone with gamma = 0.1, alpha = 0.9 (T = 4).  Training feature methods jointly with logit KD
-(gamma = alpha = 1, T = 4, plus beta * the method's term) is SoTeacher's convention (App. G.2; SFTN's Sec. 4.1
-also describes its feature-method runs as joint with KD).  kdlab's feature methods default to the joint
-convention (gamma = alpha = 1); a reproduction of a CRD-protocol table sets alpha = 0.  The logit-only methods
-(kd, rco) default to the CRD weights, or SoTeacher's 0.5 / 0.5 with ``beta_preset: soteacher``.  A method
-subclasses :class:`Distiller`, declares its parameters (``Params``, inheriting the shared ones), its default beta
-for standard and for SoTeacher teachers (``BETA``), and implements :meth:`Distiller.method_loss`.  Trainable
-connectors (regressors, embeddings, paraphrasers) are submodules built in ``__init__`` from
-``self.student_shapes`` / ``self.teacher_shapes``, so the loop optimises them with the student and checkpoints
-save them.
+Two conventions for the weights (the CRD benchmark: Tian, Krishnan & Isola, 2020, Contrastive Representation
+Distillation; SoTeacher App. G.2).  The CRD benchmark's scripts (``scripts/run_cifar_distill.sh``) train every
+feature method *without* KD (gamma = 1, alpha = 0, the method's beta) and KD alone with gamma = 0.1, alpha = 0.9
+(T = 4).  Training feature methods jointly with logit KD (gamma = alpha = 1, T = 4, plus beta * the method's term) is
+SoTeacher's convention (App. G.2; SFTN's Sec. 4.1 also describes its feature-method runs as joint with KD).  kdlab's
+feature methods default to the joint convention (gamma = alpha = 1); a reproduction of a CRD-protocol table sets
+alpha = 0.  The logit-only methods (kd, rco) default to the CRD weights, or SoTeacher's 0.5 / 0.5 with
+``beta_preset: soteacher``.  A method subclasses :class:`Distiller`, declares its parameters (``Params``, inheriting
+the shared ones), its default beta for standard and for SoTeacher teachers (``BETA``), and implements
+:meth:`Distiller.method_loss`.  Trainable connectors (regressors, embeddings, paraphrasers) are submodules built in
+``__init__`` from ``self.student_shapes`` / ``self.teacher_shapes``, so the loop optimises them with the student and
+checkpoints save them.
 
 Shared options:
 
-* ``switch_epoch`` (late distillation, seed 003): before this epoch the student trains on the one-hot labels alone
-  (cross-entropy), from it on with the full distillation loss;
+* ``switch_epoch`` (late distillation, Nagarajan et al. 2023, Sec. 3.2): before this epoch the student trains on
+  the one-hot labels alone (cross-entropy), from it on with the full distillation loss;
 * ``beta_preset``: ``standard`` or ``soteacher`` (SoTeacher App. G halves every feature-loss weight), used when
   ``beta`` is not given;
 * ``cache_teacher``: for logit-only methods on training data without random augmentation, the frozen teacher's
@@ -62,9 +62,16 @@ class DistillerParams(StrictParams):
         "auto", description="compute the teacher's logits once per training sample (auto: when the method uses "
                             "logits only and the training inputs are not augmented)")
 
+    def ineffective(self, epochs: int) -> list[str]:
+        """Settings that cannot take effect in a run of ``epochs`` epochs, each as 'key: why' (warned about)."""
+        if self.switch_epoch >= epochs > 0:
+            return [f"switch_epoch {self.switch_epoch} >= train.epochs {epochs}: the run never distils (cross-"
+                    "entropy only)"]
+        return []
+
 
 # cross-entropy / KD weights of the logit-only methods (kd, rco) when not given, per beta_preset: the CRD benchmark
-# code's, and SoTeacher's own logit-KD runs (REFERENCE.md section 2)
+# code's, and SoTeacher's own logit-KD runs (SoTeacher App. G.2)
 LOGIT_WEIGHTS = {"standard": (0.1, 0.9), "soteacher": (0.5, 0.5)}
 
 

@@ -1,6 +1,6 @@
 """Distillation protocols: the loss weights a paper's tables were made with, as named presets.
 
-Student loss = gamma * CE + alpha * KD(T) + beta * method loss (../shared/REFERENCE.md section 2).  A protocol
+Student loss = gamma * CE + alpha * KD(T) + beta * method loss (the code behind the papers' tables).  A protocol
 fills gamma, alpha, beta and T (and SSKD's four lambdas) of every method it covers, for the kind of teacher a run
 distils from; a value the user sets explicitly always wins.  The resolved run config (``config.yaml``) holds the
 numbers that were used, and ``protocol`` names where they came from.
@@ -13,7 +13,8 @@ numbers that were used, and ``protocol`` names where they came from.
   in ``crd``; feature methods jointly with KD, gamma 1, alpha 1 (the CRD code's own joint variant, CRD+KD, uses
   these) and the standard beta; SSKD with its authors' code defaults (lambda 0.1, 0.9, 2.7, 10.0), the
   implementation the paper says it used.  The paper gives no weights itself: this reading is kdlab's.
-  (REFERENCE.md section 2 files SFTN under the CRD protocol; the SFTN text says otherwise, and this follows it.)
+  (A reading of SFTN as 'the CRD protocol', feature methods without KD, is common; the SFTN text says otherwise,
+  and this follows it.)
 * ``soteacher`` - SoTeacher App. G.2: KD alone CE * 0.5 + KD * 0.5 at T 4; every feature method jointly with KD,
   gamma 1, alpha 1, beta from the column of the teacher it distils from: the published beta with a standard
   teacher, half of it with a SoTeacher teacher (App. Table 5; FSP, which the table lacks, is halved too); SSKD

@@ -1,4 +1,7 @@
-"""Load a local state-dict file (torchvision's format: a plain mapping of parameter names to tensors) into a model."""
+"""Weights files that kdlab did not write: read a state dict saved by plain PyTorch (torchvision's ``.pth``, a
+training script's ``{"state_dict": ...}``, a DataParallel model's ``module.`` keys) or safetensors, and load it
+into a model; and the model a kdlab model stands for (:func:`native_module`), whose key names such files use.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,9 @@ import torch.nn as nn
 
 from ..errors import CheckpointError
 
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # where training scripts commonly nest the weights
+_PARALLEL_PREFIX = "module."
+
 
 def first_line(e: BaseException) -> str:
     """An exception as one line: its type and the first line of its message."""
@@ -17,20 +23,63 @@ def first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 
-def load_weights(module: nn.Module, path: str, what: str) -> None:
-    """Load ``path`` into ``module`` strictly; any problem is a one-line :class:`CheckpointError` about ``what``."""
+def _is_state(obj: object) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` (torch.save or safetensors), unwrapped from a ``state_dict`` / ``model`` key and
+    without DataParallel's ``module.`` prefix; any problem is a one-line :class:`CheckpointError` about ``what``."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise CheckpointError(f"{what}: weights file {file} not found")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise CheckpointError(f"{what}: cannot read weights file {file}: {first_line(e)}") from None
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{what}: {file} is not a state dict (a mapping of parameter names to tensors)")
+    with open(file, "rb") as f:
+        head = f.read(9)
+    # a safetensors file starts with its JSON header's length, then the header; torch.save writes a zip file
+    if file.suffix == ".safetensors" or (head[8:] == b"{" and int.from_bytes(head[:8], "little") < 2 ** 32):
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise CheckpointError(f"{what}: {file} is a safetensors file; pip install safetensors to read it") \
+                from None
+        try:
+            state: object = load_file(str(file), device="cpu")
+        except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
+            raise CheckpointError(f"{what}: cannot read weights file {file}: {first_line(e)}") from None
+    else:
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
+            # weights_only refuses pickled classes, so that loading a file never runs code from it
+            why = ("it holds pickled Python objects (a whole model?), which kdlab does not unpickle; save "
+                   "model.state_dict() instead") if "Weights only" in str(e) else first_line(e)
+            raise CheckpointError(f"{what}: cannot read weights file {file}: {why}") from None
+    if isinstance(state, Mapping) and str(state.get("format", "")).startswith("kdlab-checkpoint"):
+        raise CheckpointError(f"{what}: {file} is a kdlab checkpoint, not a weights file: give it as teacher.path "
+                              "(kdlab rebuilds its model and verifies it), or kdlab export it to a state dict")
+    while isinstance(state, Mapping) and not _is_state(state):
+        inner = next((state[k] for k in WRAPPER_KEYS if isinstance(state.get(k), Mapping)), None)
+        if inner is None:
+            break
+        state = inner
+    if not _is_state(state):
+        raise CheckpointError(f"{what}: {file} is not a state dict (a mapping of parameter names to tensors, or a "
+                              f"dict holding one under {' / '.join(repr(k) for k in WRAPPER_KEYS)})")
+    if all(k.startswith(_PARALLEL_PREFIX) for k in state):
+        state = {k[len(_PARALLEL_PREFIX):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _optional(key: str) -> bool:
+    # batch norm fills in a missing counter itself (state dicts saved before it existed, e.g. old torchvision files)
+    return key.endswith("num_batches_tracked")
+
+
+def fit_problems(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Why ``state`` cannot be loaded strictly into ``module`` (empty: it can), first offending keys named."""
     own = module.state_dict()
     problems = []
-    missing = [k for k in own if k not in state]
+    missing = [k for k in own if k not in state and not _optional(k)]
     unexpected = [k for k in state if k not in own]
     if missing:
         problems.append(f"{len(missing)} missing keys (first: {missing[0]})")
@@ -40,6 +89,60 @@ def load_weights(module: nn.Module, path: str, what: str) -> None:
         if k in state and state[k].shape != v.shape:
             problems.append(f"{k} has shape {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model")
             break
+    return problems
+
+
+def _load(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, file: str | Path) -> None:
+    problems = fit_problems(module, state)
     if problems:
-        raise CheckpointError(f"{what}: weights file {file} does not fit the model: " + "; ".join(problems))
-    module.load_state_dict(state)
+        raise CheckpointError(f"{what}: weights file {Path(file).expanduser()} does not fit the model: "
+                              + "; ".join(problems))
+    module.load_state_dict(state, strict=False)  # strict up to the batch-norm counters fit_problems allows
+
+
+def load_weights(module: nn.Module, path: str | Path, what: str) -> None:
+    """Load the state dict in ``path`` into ``module`` strictly; any problem is a one-line CheckpointError."""
+    _load(module, read_state_dict(path, what), what, path)
+
+
+def native_module(model: nn.Module) -> nn.Module:
+    """The model a kdlab model stands for, sharing its parameters: the wrapped ``nn.Module`` of the ``module`` and
+    ``torchvision`` adapters, a torchvision ``ResNet`` for the models built on one (``imagenet_resnet*``,
+    ``ResNet50``, the torchvision adapter's ResNets), else the model itself.  Its state dict has the key names
+    of the model's own code (no ``net.`` / ``stages.`` of kdlab's wrappers)."""
+    from .torchvision_resnet import TorchvisionResNet
+
+    net = getattr(model, "net", None)
+    # the adapters (module, torchvision, timm) keep the wrapped model as ``net`` and no state of their own
+    if isinstance(net, nn.Module) and list(model.state_dict()) == [f"net.{k}" for k in net.state_dict()]:
+        return net
+    if isinstance(model, TorchvisionResNet):
+        return _as_torchvision_resnet(model)
+    return model
+
+
+def _as_torchvision_resnet(model: nn.Module) -> nn.Module:
+    """A torchvision ``ResNet`` made of a TorchvisionResNet's modules (the wrapper keeps them, not the ResNet)."""
+    from torchvision.models import ResNet
+
+    net = ResNet.__new__(ResNet)
+    nn.Module.__init__(net)
+    stem, first, *rest = model.stages
+    net.conv1, net.bn1, net.relu = stem.conv, stem.bn, nn.ReLU(inplace=True)
+    net.maxpool = first.pool
+    for i, stage in enumerate([first, *rest], start=1):
+        setattr(net, f"layer{i}", stage.blocks)
+    net.avgpool, net.fc = nn.AdaptiveAvgPool2d((1, 1)), model.classifier
+    net.train(model.training)
+    return net
+
+
+def load_pretrained(model: nn.Module, path: str | Path, what: str) -> None:
+    """Load a weights file into a kdlab model: in the key names of the model's own code (:func:`native_module`:
+    a torchvision file into the torchvision adapter) or, failing that, in kdlab's (a kdlab ``model_state``)."""
+    state = read_state_dict(path, what)
+    native = native_module(model)
+    if native is not model and not fit_problems(model, state):
+        model.load_state_dict(state, strict=False)
+        return
+    _load(native, state, what, path)

@@ -10,15 +10,15 @@ and the files hold the best-epoch table too.  Overrides (``key=value``) apply to
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .. import log as kdlog
 from ..config import DistillRunConfig, StudyConfig, TeacherRunConfig, dump_yaml, load_config
 from ..engine.checkpoint import atomic_write_text
-from ..errors import KdlabError
+from ..errors import StudyFailedError
 from ..study import plan_study
 from ..study.table import Table, markdown_table
 from .catalogue import EXPERIMENTS, Experiment, get_experiment
@@ -128,12 +128,15 @@ def render(exp: Experiment, parts: dict[str, PartResult], best: bool = False) ->
 def reproduce(exp_id: str, overrides: list[str] = (), workers: int = 1, launcher: str = "local",
               ray_options: dict[str, Any] | None = None, root: str = DEFAULT_ROOT,
               log: Callable[[str], None] | None = None, transform: Transform | None = None,
-              report: bool = True, group_size: int | None = None) -> ReproduceResult:
+              report: bool = True, group_size: int | None = None, allow_failures: bool = False
+              ) -> ReproduceResult:
     """Run an experiment's studies and write its table in the paper's layout (``report``: also each study's
-    report and figures; ``group_size``: instead of each study's, 1 trains every student on its own)."""
+    report and figures; ``group_size``: instead of each study's, 1 trains every student on its own).  When runs
+    fail the table of the others is still written, then :class:`~kdlab.errors.StudyFailedError` is raised,
+    unless ``allow_failures`` (``failed`` lists them)."""
     from ..study import run_study
 
-    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    log = log or kdlog.info
     exp = get_experiment(exp_id)
     configs = part_configs(exp, overrides, root, transform)
     out = Path(root) / exp.id.replace("/", "-")
@@ -141,14 +144,15 @@ def reproduce(exp_id: str, overrides: list[str] = (), workers: int = 1, launcher
     failed: list[str] = []
     for part, cfg in zip(exp.parts, configs):
         res = run_study(cfg, workers=workers, launcher=launcher, ray_options=ray_options, log=log,
-                        report=report or exp.cell is None, group_size=group_size)
+                        report=report or exp.cell is None, group_size=group_size,
+                        allow_failures=True)
         failed += res.failed
         results[part.name] = PartResult(cfg, res.records, part.paper_pairs)
     result = ReproduceResult(exp, out, failed=failed)
     if exp.cell is None:  # a figure: the study's own tables and figures
         log(f"{exp.id}: a figure; see the report of each study: "
             + ", ".join(str(Path(c.out_dir) / "report.html") for c in configs))
-        return result
+        return result if allow_failures else check_reproduced(result)
     last, best = render(exp, results), render(exp, results, best=True)
     same = [[str(c) for c in r] for r in last.rows] == [[str(c) for c in r] for r in best.rows]
     result.tables = [last] if same else [last, best]  # tables without accuracies have one version
@@ -160,12 +164,13 @@ def reproduce(exp_id: str, overrides: list[str] = (), workers: int = 1, launcher
                       f"{exp.id}</title></head><body>\n" + "\n".join(t.to_html() for t in result.tables)
                       + "\n</body></html>\n")
     log(f"{exp.id}: table in {out / 'paper_table.md'}")
-    return result
+    return result if allow_failures else check_reproduced(result)
 
 
-def check_reproduced(result: ReproduceResult) -> None:
+def check_reproduced(result: ReproduceResult) -> ReproduceResult:
     if result.failed:
-        raise KdlabError(f"{len(result.failed)} run(s) failed; first: {result.failed[0]}")
+        raise StudyFailedError(f"{len(result.failed)} run(s) failed; first: {result.failed[0]}", result)
+    return result
 
 
 __all__ = ["ReproduceResult", "dry_run", "estimate", "list_experiments", "render", "reproduce"]

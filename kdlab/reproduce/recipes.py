@@ -1,5 +1,6 @@
-"""The papers' training recipes and teacher methods, as study-config fragments (../shared/REFERENCE.md section 1;
-SoTeacher App. G.1; SFTN Sec. 4.2, "identical to the one performed in CRD").
+"""The papers' training recipes and teacher methods, as study-config fragments (the CRD benchmark: Tian,
+Krishnan & Isola, 2020, Contrastive Representation Distillation; SoTeacher App. G.1; SFTN Sec. 4.2, "identical
+to the one performed in CRD").
 
 CIFAR-100: SGD, momentum 0.9, weight decay 5e-4, batch 64, lr 0.05 (0.01 for ShuffleNet / MobileNet students),
 240 epochs, decayed x0.1 at 150, 180, 210; random crop 32 (pad 4) + flip.  Tiny-ImageNet (SoTeacher): teacher 90

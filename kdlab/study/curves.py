@@ -21,7 +21,7 @@ import yaml
 from .records import RunRecord, read_metrics
 from .table import Stat, Table
 
-LATE_PARAM = "switch_epoch"  # the Distiller option behind late distillation (seed 003)
+LATE_PARAM = "switch_epoch"  # the Distiller option behind late distillation (Nagarajan et al. 2023, Sec. 3.2)
 LOSS_KEYS = ("ce", "ce_teacher", "loss")  # the cross-entropy part of a teacher's logged loss, when logged
 
 
@@ -158,7 +158,7 @@ def seeds_of(recs: Iterable[RunRecord]) -> list[int]:
     return sorted({r.seed for r in recs})
 
 
-# --- trajectory (seed 000, Fig. 1) -----------------------------------------------------------------------------
+# --- trajectory (SoTeacher first version, Fig. 1) ---------------------------------------------------------------------
 
 @dataclass
 class TrajectoryMethod:
@@ -203,7 +203,7 @@ def trajectories(records: list[RunRecord]) -> list[Trajectory]:
     return out
 
 
-# --- sweeps (seed 004 App. Fig. 1, seed 002 Tables 5-6) and late distillation (seed 003) ------------------------
+# --- sweeps (SoTeacher App. Fig. 1, SFTN Tables 5-6) and late distillation (Nagarajan et al. 2023) --------------------
 
 @dataclass
 class Sweep:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing import spawn
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +63,21 @@ def run_task(items: list[tuple[str, dict[str, Any]]]) -> list[Result]:
             else (r.summary, r.reused, None) for r in results]
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int | None = None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    if parent is not None:
+        threading.Thread(target=_die_with, args=(parent,), name="kdlab-parent-watch", daemon=True).start()
+
+
+def _die_with(parent: int, every: float = 0.5) -> None:
+    """End this worker once the study that started it is gone, whatever ended the study (SIGKILL included, which
+    no handler in the study sees): an orphaned worker would otherwise train on, holding memory, for ever."""
+    while True:
+        time.sleep(every)
+        if os.getppid() != parent:
+            os._exit(70)
 
 
 def _call(items: list[tuple[str, dict[str, Any]]], cwd: str | None = None) -> list[Result]:
@@ -211,42 +225,103 @@ def _failed(e: Exception) -> tuple[None, bool, str]:
 
 def _parallel(plan: list[PlannedRun], tasks: list[Task], workers: int, log) -> list[Outcome]:
     threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no forked torch/CUDA state
+    # a script's module-adapter model defined in the script itself is found only if the workers import it
+    keep_main = any("__main__" in repr(c) for r in plan for c in [r.config])
 
-    def new_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+    def new_pool() -> tuple[ProcessPoolExecutor, WorkerContext]:
+        ctx = WorkerContext(keep_main)
+        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(threads, os.getpid())), ctx
 
     pools = [new_pool()]
 
-    sizes: dict[Future, int] = {}
+    sizes: dict[Future, tuple[int, WorkerContext]] = {}
 
     def submit(task: Task) -> Future:
         try:
-            f = pools[-1].submit(_call, _items(task, quiet=True))
+            f = pools[-1][0].submit(_call, _items(task, quiet=True))
         except BrokenProcessPool:  # a worker died (killed, out of memory): carry on with fresh processes
             pools.append(new_pool())
-            f = pools[-1].submit(_call, _items(task, quiet=True))
-        sizes[f] = len(task.runs)
+            f = pools[-1][0].submit(_call, _items(task, quiet=True))
+        sizes[f] = (len(task.runs), pools[-1][1])
         return f
 
     def wait_one(handles: list[Future]) -> list[tuple[Future, list[Result]]]:
         finished, _ = wait(handles, return_when=FIRST_COMPLETED)
         out = []
         for f in finished:
+            n, ctx = sizes[f]
             try:
                 out.append((f, f.result()))
             except BrokenProcessPool:
-                out.append((f, [(None, False, "a worker process died during this run (this run or one running "
-                                              "beside it was killed); rerun the study to retry it")] * sizes[f]))
+                out.append((f, [(None, False, f"a worker process died during this run or one running beside it "
+                                              f"({ctx.death_cause()}); rerun the study to retry it")] * n))
             except Exception as e:  # noqa: BLE001
-                out.append((f, [_failed(e)] * sizes[f]))
+                out.append((f, [_failed(e)] * n))
         return out
 
     try:
         return _schedule(plan, tasks, workers, submit, wait_one, log)
     finally:
-        for pool in pools:
+        for pool, _ in pools:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _WorkerProcess(mp.context.SpawnProcess):
+    keep_main = False
+
+    @staticmethod
+    def _Popen(process_obj):
+        # Spawn re-runs the parent's main script in every worker, and a script without an
+        # ``if __name__ == "__main__":`` guard would start its study again there and die.  The workers need
+        # nothing from the script (a task is plain config), so unless it names ``__main__`` they skip it.
+        get = spawn.get_preparation_data
+        if not process_obj.keep_main:
+            def prep(name: str) -> dict[str, Any]:
+                data = get(name)
+                data.pop("init_main_from_name", None)
+                data.pop("init_main_from_path", None)
+                return data
+
+            spawn.get_preparation_data = prep
+        try:
+            popen = mp.context.SpawnProcess._Popen(process_obj)
+        finally:
+            spawn.get_preparation_data = get
+        return popen
+
+
+class WorkerContext(mp.context.SpawnContext):
+    """A fresh interpreter per worker (no forked torch/CUDA state) that remembers its processes, so that a
+    worker's death can be reported with its cause (the signal or exit code)."""
+
+    def __init__(self, keep_main: bool = False):
+        super().__init__()
+        self.started: list[mp.process.BaseProcess] = []
+        self.keep_main = keep_main
+
+    def Process(self, *args: Any, **kwargs: Any) -> mp.process.BaseProcess:  # noqa: N802 (the context's API)
+        p = _WorkerProcess(*args, **kwargs)
+        p.keep_main = self.keep_main  # travels with the pickled process object: a plain bool
+        self.started.append(p)
+        return p
+
+    def death_cause(self) -> str:
+        # the pool's own thread reaps the dead workers meanwhile: until it has, their exit codes read as unknown
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and any(p.pid is not None and p.exitcode is None for p in self.started):
+            time.sleep(0.05)
+        codes = [(p.pid, p.exitcode) for p in self.started if p.pid is not None]
+        # the pool terminates the survivors (SIGTERM) once one has died: the culprit is the other code
+        dead = [c for c in codes if c[1] not in (None, 0, -signal.SIGTERM)] or [c for c in codes if c[1]]
+        if not dead:
+            return "no exit status known"
+        pid, code = dead[0]
+        if code < 0:
+            name = signal.Signals(-code).name
+            hint = ": the out-of-memory killer sends it, as does kill -9" if code == -signal.SIGKILL else ""
+            return f"worker {pid} was killed by {name}{hint}"
+        return f"worker {pid} exited with code {code}; its error is printed above"
 
 
 def _ray(plan: list[PlannedRun], tasks: list[Task], workers: int, log, address: str | None = None,

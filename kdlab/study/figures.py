@@ -4,19 +4,25 @@ but for the deviation figure of the training points, ``split="train"``).
 =================  =======================================================  =======================================
 name               what it shows                                            what the study needs
 =================  =======================================================  =======================================
+headline           per pair, test top-1 of the teacher and of each          finished teachers (and students); not
+                   distillation method's student, per teacher method        a data sweep
+                   (mean ± std over seeds), the student alone as a line
 trajectory         teacher test top-1 and training loss per epoch, and the  ``trajectory:`` (teacher ``save_every``)
-                   student distilled from each saved checkpoint (seed 000
-                   Fig. 1), one line per teacher method
+                   student distilled from each saved checkpoint
+                   (SoTeacher first version, Fig. 1), one line per teacher
+                   method
 sweeps             teacher and student top-1 against a swept                ``sweeps:`` over a parameter other than
-                   hyper-parameter (seed 004 App. Fig. 1; seed 002 Tables   ``switch_epoch``
+                   hyper-parameter (SoTeacher App. Fig. 1; SFTN Tables      ``switch_epoch``
                    5-6)
-reliability        accuracy against confidence in 15 bins, test             any finished run
-                   predictions pooled over seeds, ECE in the title
+reliability        accuracy against confidence in 15 bins and the number    any finished run
+                   of predictions per bin, test predictions pooled over
+                   seeds, ECE in the title
 deviation          per test example (``split="train"``: per training        a teacher method, its distilled students
                    point), teacher vs student probability of the true       (and a student alone)
-                   label, distilled student and student alone (seed 003)
+                   label, distilled student and student alone (Nagarajan
+                   et al. 2023), a column per teacher method
 late-distillation  student top-1 against the epoch where distillation       a student sweep over ``switch_epoch``
-                   starts (seed 003)
+                   starts (Nagarajan et al. 2023)
 teacher-quality    student top-1 against its teacher's test top-1 and its   at least 8 distilled students (of the
                    teacher's L1 distance to p* on training inputs, one      trajectory's method, else ``kd``) with
                    point per student, Spearman rho [bootstrap CI]           their teachers' measures
@@ -30,6 +36,7 @@ Each ``plot_<name>(records, out_path)`` returns the written path, or None when t
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +48,7 @@ from .plotting import (
     blank,
     categorical_order,
     colour,
+    figure_legend,
     hline,
     integer_x,
     legend,
@@ -55,10 +63,98 @@ from .plotting import (
 from .prediction_figures import plot_deviation, plot_reliability
 from .records import RunRecord, StudyDataError, load_study
 from .scaling import plot_scaling
+from .table import Stat
 
 
 def _teacher_colours(records: list[RunRecord]) -> dict[str, str]:
     return {t: colour(i) for i, t in enumerate(curves.plain_teacher_labels(records))}
+
+
+@dataclass
+class HeadlinePanel:
+    """One panel of the headline figure: per group (the teacher, then each distillation method's student) the
+    top-1 of each teacher method's runs; ``alone``: the students trained without a teacher (lines)."""
+
+    title: str
+    groups: list[tuple[str, dict[str, Stat]]]
+    alone: dict[str, Stat]
+
+
+def headline_panels(records: list[RunRecord]) -> list[HeadlinePanel]:
+    """Per pair (per teacher architecture in a study of teachers alone), the numbers of the distillation table:
+    its plain methods only (no sweep variants or trajectory students), and no data sweep, whose labels stand
+    for other data sets."""
+    recs = [r for r in records if not curves.is_data_sweep(r)]
+    teachers = curves.plain_teacher_labels(recs)
+    distill, alone = curves.plain_student_labels(recs)
+    top1 = lambda rs: Stat.of([r.get("top1") for r in rs])  # noqa: E731
+    out = []
+    for p in curves.pairs_of(recs):
+        groups = [("teacher", {t: top1(curves.teacher_records(recs, p, t)) for t in teachers})]
+        groups += [(f"{m} student", {t: top1(curves.students(recs, p, method_label=m, teacher_label=t))
+                                     for t in teachers}) for m in distill]
+        ref = curves.Pair(None, None, p.student)
+        lines = {a: top1(curves.students(recs, ref, method_label=a)) for a in alone}
+        out.append(HeadlinePanel(p.title, groups, {a: s for a, s in lines.items() if s.n}))
+    if not out:  # teachers alone: their accuracy per architecture
+        for arch in dict.fromkeys(r.arch for r in recs if r.kind == "teacher"):
+            mine = [r for r in recs if r.kind == "teacher" and r.arch == arch]
+            stats = {t: top1([r for r in mine if r.teacher_label == t]) for t in teachers}
+            out.append(HeadlinePanel(f"teacher {arch}", [("teacher", stats)], {}))
+    return [p for p in out if any(s.n for _, g in p.groups for s in g.values())]
+
+
+def _headline_panel(ax, panel: HeadlinePanel, colours: dict[str, str]) -> None:
+    methods = [t for t in colours if any(g.get(t) is not None and g[t].n for _, g in panel.groups)]
+    ns = [s.n for _, g in panel.groups for s in g.values() if s.n]
+    most = max(ns)
+    spread = 0.8 / max(len(methods), 1)
+    for i, (_, stats) in enumerate(panel.groups):
+        for j, t in enumerate(methods):
+            s = stats.get(t)
+            if s is None or not s.n:
+                continue
+            x = i + (j - (len(methods) - 1) / 2) * spread
+            # one run has no spread: a bar of zero length would read as a spread of zero
+            ax.errorbar([x], [s.mean], yerr=[s.std] if s.n > 1 else None, color=colours[t], marker="o",
+                        markersize=5, capsize=3, linestyle="none", label=f"{t} teacher")
+            if s.n < most:  # fewer seeds than the other points: say so at the point
+                ax.annotate(f"n={s.n}", (x, s.mean), xytext=(4, -3), textcoords="offset points", fontsize=6,
+                            color=colours[t])
+    for k, (a, s) in enumerate(panel.alone.items()):
+        style = ["--", ":", "-."][k % 3]
+        ax.axhline(s.mean, color="0.35", linestyle=style, linewidth=1.1,
+                   label=f"{a} student (no teacher)" + ("" if s.n > 1 else ", n=1"))
+        if s.n > 1:
+            ax.axhspan(s.mean - s.std, s.mean + s.std, color="0.5", alpha=0.12, linewidth=0)
+    if len(panel.groups) > 1:
+        ax.axvline(0.5, color="0.75", linewidth=0.8)  # the teacher apart from its students
+    ax.set_xticks(range(len(panel.groups)), [g for g, _ in panel.groups])
+    ax.set_xlim(-0.5, len(panel.groups) - 0.5)
+    ax.set_ylabel("test top-1 (%)")
+    varies = " (fewer where marked)" if min(ns) < most else ""
+    title(ax, f"{panel.title}\nmean ± std over seeds, {n_seeds(most)}{varies}")
+
+
+def plot_headline(records: list[RunRecord], out_path: str | Path) -> Path | None:
+    """Student top-1 per teacher method and distillation method, beside the teachers' own top-1 and the student
+    alone: the study's result at a glance (the distillation table's numbers)."""
+    panels = headline_panels(records)
+    if not panels:
+        return None
+    colours = _teacher_colours([r for r in records if not curves.is_data_sweep(r)])
+    ncols = min(2, len(panels))
+    groups = max(len(p.groups) for p in panels)
+    width = max(5.0, 1.2 + groups * (0.5 + 0.3 * len(colours)))  # room for each group's points and its label
+    fig, axes = new_figure(-(-len(panels) // ncols), ncols, width=width, height=3.6)
+    flat = [ax for row in axes for ax in row]
+    for ax, panel in zip(flat, panels):
+        _headline_panel(ax, panel, colours)
+    for ax in flat[len(panels):]:
+        blank(ax)
+    figure_legend(fig)
+    suptitle(fig, "Test top-1 of the teachers and of their students, per teacher method (mean ± std over seeds)")
+    return save(fig, out_path)
 
 
 def plot_trajectory(records: list[RunRecord], out_path: str | Path) -> Path | None:
@@ -121,10 +217,6 @@ def _sweep_panel(ax, sw: curves.Sweep, colours: dict[str, str], xlabel: str, hea
     title(ax, f"{heading}\n{sw.pair.title}\n({n_seeds(len(sw.seeds))}; ▲ the configuration of the tables)")
     if tax is not None:
         tax.set_ylabel("teacher test top-1 (%), dashed")
-        handles = [h for a in (ax, tax) for h in zip(*a.get_legend_handles_labels())]
-        ax.legend([h for h, _ in handles], [lbl for _, lbl in handles], fontsize=7)
-    else:
-        legend(ax)
 
 
 def _sweep_figure(panels: list[curves.Sweep], out_path, colours, xlabel, panel_title, heading) -> Path:
@@ -136,6 +228,7 @@ def _sweep_figure(panels: list[curves.Sweep], out_path, colours, xlabel, panel_t
         _sweep_panel(ax, sw, colours, xlabel(sw), panel_title(sw))
     for ax in flat[len(panels):]:
         blank(ax)
+    figure_legend(fig)  # the panels share their lines' labels; below them, a legend covers no point
     suptitle(fig, heading)
     return save(fig, out_path)
 
@@ -163,7 +256,7 @@ def plot_late_distillation(records: list[RunRecord], out_path: str | Path) -> Pa
 
 
 FIGURES: dict[str, Callable[..., Path | None]] = {
-    "trajectory": plot_trajectory, "sweeps": plot_sweeps, "reliability": plot_reliability,
+    "headline": plot_headline, "trajectory": plot_trajectory, "sweeps": plot_sweeps, "reliability": plot_reliability,
     "deviation": plot_deviation, "late-distillation": plot_late_distillation, "scaling": plot_scaling,
     "teacher-quality": plot_teacher_quality}
 assert list(FIGURES) == list(FIGURE_HELP)
@@ -196,5 +289,6 @@ def write_figures(study_dir: str | Path, records: list[RunRecord] | None = None)
     return written
 
 
-__all__ = ["FIGURES", "plot_deviation", "plot_late_distillation", "plot_reliability", "plot_study", "plot_sweeps",
-           "plot_teacher_quality", "plot_trajectory", "write_figures"]
+__all__ = ["FIGURES", "HeadlinePanel", "headline_panels", "plot_deviation", "plot_headline",
+           "plot_late_distillation", "plot_reliability", "plot_study", "plot_sweeps", "plot_teacher_quality",
+           "plot_trajectory", "write_figures"]

@@ -15,6 +15,8 @@ students learn from the assistant (pair key ``<teacher>--<assistant>--<student>`
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,19 +44,40 @@ class PlannedRun:
     info: dict[str, Any] = field(default_factory=dict)  # sweep / trajectory facts for tables and figures
 
 
+MAX_LABEL = 60  # characters of a derived model label (and so of its folder name)
+
+
 def slug(text: str) -> str:
-    """A folder-safe label: resnet_cifar(depth=8, filters=[32, 32]) -> resnet_cifar-depth=8-filters=32-32."""
-    s = re.sub(r"[\[\]'\"]", "", text)
-    s = re.sub(r"[\(\)\s,:/]+", "-", s).strip("-")
-    return re.sub(r"-+", "-", s)
+    """A folder-safe label: resnet_cifar(depth=8, filters=[32, 32]) -> resnet_cifar-depth=8-filters=32-32.  Only
+    letters, digits and ``._=+-`` remain, which every file system and shell takes as they are."""
+    s = re.sub(r"[\[\]'\"{}]", "", text)
+    s = re.sub(r"[^A-Za-z0-9._=+-]+", "-", s).strip("-.")
+    return re.sub(r"-+", "-", s) or "-"
 
 
 def arch_label(spec) -> str:
-    return MODELS.describe(spec.name, spec.params)
+    """The short name of a model in tables, figures and folder names: its ``label``, else its name with the
+    parameters that differ from their defaults, e.g. ``mlp(hidden=[16])``; when that is longer than
+    :data:`MAX_LABEL`, the name (a module's class name) and a hash of the full spec, e.g. ``SmallCNN-3fa9c2``
+    (the full spec stays in each run's config.yaml)."""
+    if getattr(spec, "label", None):
+        return spec.label
+    full = MODELS.describe(spec.name, spec.params)
+    if len(full) <= MAX_LABEL:
+        return full
+    base = spec.name
+    target = spec.params.get("target") if isinstance(spec.params.get("target"), str) else None
+    if target:  # module(target=pkg.mod:Class, ...) -> Class
+        base = re.split(r"[:.]", target)[-1] or base
+    digest = hashlib.sha1(json.dumps(spec.without_label(), sort_keys=True, default=str).encode()).hexdigest()
+    return f"{base[:MAX_LABEL - 7]}-{digest[:6]}"
 
 
 def pair_label(pair: PairConfig) -> str:
-    """The folder/record key of a pair: teacher--student, or teacher--assistant--student for TAKD."""
+    """The folder/record key of a pair: its ``label``, else teacher--student, or teacher--assistant--student for
+    TAKD."""
+    if getattr(pair, "label", None):
+        return slug(pair.label)
     parts = [pair.teacher] + ([pair.assistant] if pair.assistant is not None else []) + [pair.student]
     return "--".join(slug(arch_label(p)) for p in parts)
 
@@ -80,8 +103,16 @@ def expand_sweeps(methods: dict[str, Any], sweeps, role: str, raw: bool = False
 
 
 def plan_study(cfg: StudyConfig) -> list[PlannedRun]:
+    if not cfg.pair_list():
+        raise ConfigError("pairs: the list is empty; a study needs at least one teacher/student pair")
+    taught = [lbl for lbl, spec in cfg.student.methods.items() if needs_teacher(spec.name)]
+    if taught and not cfg.teacher.methods:
+        raise ConfigError(f"teacher.methods: empty, but student method {taught[0]!r} distils from a teacher")
     sweep = next((sw for sw in cfg.sweeps if sw.role == "data"), None)
-    return _plan(cfg) if sweep is None else _plan_data_sweep(cfg, sweep)
+    plan = _plan(cfg) if sweep is None else _plan_data_sweep(cfg, sweep)
+    if not plan:
+        raise ConfigError("the study has no runs: give teacher.methods or student.methods")
+    return plan
 
 
 def data_label(label: str, sweep, value) -> str:
@@ -117,6 +148,32 @@ def _plan_data_sweep(cfg: StudyConfig, sweep) -> list[PlannedRun]:
             run.info = {**run.info, "param": f"data.{sweep.param}", "value": v, "base": base}
             plan.append(run)
     return plan
+
+
+def check_folder_name(label: str, what: str) -> None:
+    """A method label is a folder name of its runs: one safe path component."""
+    bad = next((c for c in label if c in '/\\:*?"<>|' or ord(c) < 32), None)
+    if bad is not None or label.strip() in ("", ".", "..") or label.startswith(".") or len(label) > 100:
+        why = f"contains {bad!r}" if bad is not None else "is empty, hidden, '.'/'..' or longer than 100 characters"
+        raise ConfigError(f"{what}: the label {label!r} {why}; a label names its runs' folder: use letters, digits "
+                          "and ._-=+[] ")
+
+
+def _check_labels(pairs: list[PairConfig]) -> None:
+    """A label (and so a folder) must name one model: two architectures under one name would share runs."""
+    seen: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        for spec in [pair.teacher, pair.student] + ([pair.assistant] if pair.assistant is not None else []):
+            name = slug(arch_label(spec))
+            if seen.setdefault(name, spec.without_label()) != spec.without_label():
+                raise ConfigError(f"pairs: the label {arch_label(spec)!r} names two different models "
+                                  f"({seen[name]} and {spec.without_label()}); give them different labels")
+    named: dict[str, Any] = {}
+    for p in pairs:  # the same pair twice is harmless (its runs are planned once); two pairs under one name not
+        models = tuple(m.without_label() if m is not None else None for m in (p.teacher, p.assistant, p.student))
+        if named.setdefault(pair_label(p), models) != models:
+            raise ConfigError(f"pairs: two different pairs are both named {pair_label(p)!r}; give them different "
+                              "labels")
 
 
 def _longer(role, factor: float):
@@ -157,8 +214,14 @@ def _plan(cfg: StudyConfig) -> list[PlannedRun]:
                 "schedule": schedule_cfg.model_dump(), "train": train_cfg.model_dump()}
 
     planned: dict[Path, dict[str, Any]] = {}
+    root = out.resolve()
+    for what, labels in (("teacher.methods", teachers), ("student.methods", students)):
+        for label in labels:
+            check_folder_name(label, what)
 
     def add(run: PlannedRun) -> None:
+        if not run.run_dir.resolve().is_relative_to(root):  # nothing a config names may write outside out_dir
+            raise ConfigError(f"the run folder {run.run_dir} would lie outside {out}; check the labels")
         if run.run_dir in planned:
             if planned[run.run_dir] != run.config:  # a shared run (a teacher, a student alone) asked for twice
                 from ..runs import config_differences
@@ -173,6 +236,7 @@ def _plan(cfg: StudyConfig) -> list[PlannedRun]:
         plan.append(run)
 
     pairs: list[PairConfig] = cfg.pair_list()
+    _check_labels(pairs)
     # a teacher trained for one student (SFTN) is named by its student when another pair, or another study sharing
     # the run folder, may train one for another student
     multi = len(pairs) > 1 or cfg.runs_dir is not None
@@ -194,7 +258,7 @@ def _plan(cfg: StudyConfig) -> list[PlannedRun]:
                 continue
             spec = dict(tspec)
             if "student" in spec and spec["student"] is None:
-                spec["student"] = pair.student.model_dump()
+                spec["student"] = pair.student.without_label()
             key = teacher_key(tlabel, s_arch)
             own = f"{slug(t_arch)}--{slug(s_arch)}" if key != tlabel else None  # trained for this pair only
             for seed in cfg.seeds:
@@ -205,7 +269,7 @@ def _plan(cfg: StudyConfig) -> list[PlannedRun]:
                     ref_dir = out / "teachers" / slug(t_arch) / teacher_key(ref, s_arch) / f"seed{seed}"
                     method, needs = {**spec, "pretrained": str(ref_dir)}, [ref_dir]
                 c = role_cfg(cfg.teacher, seed, d, label=t_info.get(tlabel, {}).get("base", tlabel)) | {
-                    "model": pair.teacher.model_dump(), "method": method}
+                    "model": pair.teacher.without_label(), "method": method}
                 run = PlannedRun("teacher", own, t_arch, tlabel, tlabel, seed, d, c, needs,
                                  info=t_info.get(tlabel, {}))
                 add(run)
@@ -228,7 +292,7 @@ def _plan(cfg: StudyConfig) -> list[PlannedRun]:
                                                                         pair.assistant_method.model_dump()),
                                             teacher_kind(teachers[tlabel]["name"]))
                     c = role_cfg(cfg.student, seed, d) | protocol_of(a_spec) | {
-                        "student": pair.assistant.model_dump(), "method": a_spec,
+                        "student": pair.assistant.without_label(), "method": a_spec,
                         "teacher": {"path": str(t_run.run_dir), "checkpoint": cfg.student.teacher_checkpoint}}
                     run = PlannedRun("assistant", pair_key, a_arch, tlabel, "assistant", seed, d, c,
                                      [t_run.run_dir])
@@ -239,7 +303,7 @@ def _plan(cfg: StudyConfig) -> list[PlannedRun]:
         else:
             source_of = t_run_of
         for mlabel, mspec in students.items():
-            base = {"student": pair.student.model_dump(), "method": mspec}
+            base = {"student": pair.student.without_label(), "method": mspec}
             if not needs_teacher(mspec["name"]):
                 for seed in cfg.seeds:
                     d = out / "students" / slug(s_arch) / mlabel / f"seed{seed}"
@@ -271,7 +335,7 @@ def _plan(cfg: StudyConfig) -> list[PlannedRun]:
                         d = out / "students" / pair_key / tlabel / mlabel / f"seed{seed}"
                         teacher = {"path": str(t_run.run_dir), "checkpoint": f"epoch_{epoch:03d}"}
                         c = role_cfg(cfg.student, seed, d, pair.student_lr) | protocol_of(mspec) | {
-                            "student": pair.student.model_dump(), "method": mspec, "teacher": teacher}
+                            "student": pair.student.without_label(), "method": mspec, "teacher": teacher}
                         add(PlannedRun("student", pair_key, s_arch, tlabel, mlabel, seed, d, c, [t_run.run_dir],
                                        info={"trajectory_epoch": epoch, "base": tr.method}))
     return plan

@@ -1,4 +1,4 @@
-"""Figures from the runs' predictions: reliability diagrams and the deviation scatter (seed 003).
+"""Figures from the runs' predictions: reliability diagrams and the deviation scatter (Nagarajan et al. 2023).
 
 By default both use the runs' saved test predictions.  The deviation scatter can show the training points instead
 (``split="train"``, the points the models fitted): those predictions are not saved by training, so each run's final
@@ -19,10 +19,10 @@ import torch
 
 from ..engine.metrics import ece, reliability_bins
 from . import curves
-from .plotting import blank, legend, new_figure, save, suptitle, title
+from .plotting import blank, blank_figure, figure_legend, new_figure, save, seed_list, small_axes, suptitle, title
 from .records import RunRecord, StudyDataError, read_predictions
 
-BINS = 15  # the papers' equal-width confidence bins (REFERENCE.md section 7)
+BINS = 15  # the papers' equal-width confidence bins (Guo et al. 2017, On Calibration of Modern Neural Networks)
 SPLITS = {"test": "test example", "train": "training point"}  # what a point of the scatter is
 
 
@@ -66,35 +66,62 @@ def _reliability_rows(records: list[RunRecord]) -> list[list[tuple[str, list[Run
     return [row for row in rows if any(recs for _, recs in row)]
 
 
+def _count_text(n: int) -> str:
+    return str(n) if n < 10_000 else f"{n / 1000:.0f}k"  # five characters at most: the width of a bin
+
+
+def _reliability_panel(ax, strip, name: str, logits: np.ndarray, labels: np.ndarray, seeds: list[int],
+                       bins: int) -> None:
+    """Accuracy per confidence bin above, the number of predictions per bin below it (a bar and its count), so
+    that a bin of three predictions is not read like one of three thousand."""
+    edges = np.linspace(0, 1, bins + 1)
+    z, y = torch.from_numpy(logits).float(), torch.from_numpy(labels).long()
+    rb = reliability_bins(z, y, bins)
+    count = np.array(rb["count"])
+    full = count > 0
+    ax.bar(edges[:-1][full], np.array(rb["accuracy"])[full], width=1 / bins, align="edge", color="#1f77b4",
+           edgecolor="white", label="accuracy of the bin")
+    ax.plot(np.array(rb["confidence"])[full], np.array(rb["accuracy"])[full], "o", color="#d62728",
+            markersize=3, label="(mean confidence, accuracy) of the bin")
+    ax.plot([0, 1], [0, 1], "--", color="0.4", linewidth=1, label="perfect calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
+    ax.tick_params(labelbottom=False)
+    title(ax, f"{name}\nECE {ece(z, y, bins):.2f}%, seeds {seed_list(seeds)}, {len(y)} predictions", 8)
+    strip.bar(edges[:-1][full], count[full], width=1 / bins, align="edge", color="0.8", edgecolor="white",
+              label="predictions in the bin (count, log scale)")
+    for left, n in zip(edges[:-1][full], count[full]):
+        strip.text(left + 0.5 / bins, 0.96, _count_text(int(n)), transform=strip.get_xaxis_transform(),
+                   rotation=90, ha="center", va="top", fontsize=6)
+    # log scale: a bin of a few predictions still shows beside one of thousands; the top third holds the counts
+    strip.set_yscale("log")
+    strip.set(xlim=(0, 1), ylim=(0.7, count.max() ** 1.5 * 2), xlabel="confidence (max softmax probability)",
+              ylabel="count")
+    strip.set_yticks([])
+    strip.minorticks_off()
+    small_axes(strip)
+
+
 def plot_reliability(records: list[RunRecord], out_path: str | Path, bins: int = BINS) -> Path | None:
     panels = [[(name, _pooled(recs) if recs else None) for name, recs in row] for row in _reliability_rows(records)]
     panels = [row for row in panels if any(p is not None for _, p in row)]
     if not panels:
         return None
-    fig, axes = new_figure(len(panels), max(len(r) for r in panels), width=3.4, height=3.5)
-    edges = np.linspace(0, 1, bins + 1)
-    first = True
-    for row, ax_row in zip(panels, axes):
-        for j, ax in enumerate(ax_row):
+    nrows, ncols = len(panels), max(len(r) for r in panels)
+    fig = blank_figure(3.4 * ncols, 4.4 * nrows + 0.5)
+    grid = fig.add_gridspec(2 * nrows, ncols, height_ratios=[3.2, 1] * nrows)
+    for i, row in enumerate(panels):
+        for j in range(ncols):
+            ax = fig.add_subplot(grid[2 * i, j])
+            strip = fig.add_subplot(grid[2 * i + 1, j], sharex=ax)
             if j >= len(row) or row[j][1] is None:
                 blank(ax)
+                blank(strip)
                 continue
             name, (logits, labels, seeds) = row[j]
-            z, y = torch.from_numpy(logits).float(), torch.from_numpy(labels).long()
-            rb = reliability_bins(z, y, bins)
-            count = np.array(rb["count"])
-            full = count > 0
-            ax.bar(edges[:-1][full], np.array(rb["accuracy"])[full], width=1 / bins, align="edge",
-                   color="#1f77b4", edgecolor="white", label="accuracy")
-            ax.plot(np.array(rb["confidence"])[full], np.array(rb["accuracy"])[full], "o", color="#d62728",
-                    markersize=3, label="(mean confidence, accuracy)")
-            ax.plot([0, 1], [0, 1], "--", color="0.4", linewidth=1, label="perfect calibration")
-            ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max softmax probability)", ylabel="accuracy")
-            title(ax, f"{name}\nECE {ece(z, y, bins):.2f}%, seeds {seeds} pooled, {len(y)} predictions", 8)
-            if first:
-                legend(ax, loc="upper left")
-                first = False
-    suptitle(fig, f"Reliability diagrams ({bins} equal-width confidence bins; test predictions pooled over seeds)")
+            _reliability_panel(ax, strip, name, logits, labels, seeds, bins)
+    figure_legend(fig)
+    suptitle(fig, f"Reliability diagrams ({bins} equal-width confidence bins; test predictions pooled over seeds; "
+                  "below each, the number of predictions per bin)")
     return save(fig, out_path)
 
 
@@ -165,8 +192,8 @@ class DeviationPanel:
 
 def deviation_points(records: list[RunRecord], teacher: str | None = None, split: str = "test"
                      ) -> tuple[str | None, list[DeviationPanel]]:
-    """The deviation figure's data: the teacher method drawn (default: the baseline, the first) and its panels,
-    one per pair and distillation method."""
+    """The deviation data of one teacher method (default: the baseline, the first) and its panels, one per pair
+    and distillation method."""
     if split not in SPLITS:
         raise StudyDataError(f"deviation: split {split!r} is not one of {', '.join(SPLITS)}")
     labels = curves.plain_teacher_labels(records)
@@ -192,32 +219,52 @@ def deviation_points(records: list[RunRecord], teacher: str | None = None, split
     return teacher, panels
 
 
+def _deviation_panel(ax, teacher: str, d: DeviationPanel, split: str) -> None:
+    ax.scatter(d.x, d.y, s=5, alpha=0.35, color="#1f77b4", linewidths=0, rasterized=True,
+               label="distilled student")
+    if d.seeds_alone:
+        ax.scatter(d.x_alone, d.y_alone, s=5, alpha=0.35, color="#ff7f0e", linewidths=0, rasterized=True,
+                   label=f"{d.alone} student (no teacher)")
+        ax.plot(*_binned_mean(d.x_alone, d.y_alone), "-", color="#c45a00", linewidth=2,
+                label="no teacher: binned mean")
+    ax.plot(*_binned_mean(d.x, d.y), "-", color="#0b3c6e", linewidth=2, label="distilled: binned mean")
+    ax.plot([0, 1], [0, 1], "--", color="0.4", linewidth=1, label="student = teacher")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="teacher: p(true label)", ylabel="student: p(true label)")
+    title(ax, f"{d.method} student from the {teacher} teacher\n{d.pair.title}\n{SPLITS[split]}s of seeds "
+              f"{seed_list(d.seeds)}", 8)
+
+
 def plot_deviation(records: list[RunRecord], out_path: str | Path, teacher: str | None = None,
                    split: str = "test") -> Path | None:
     """Per test example (``split="train"``: per training point), the teacher's probability of the true label (x)
-    against the student's (y), for the students distilled from one teacher method (default: the baseline, the
-    first) and for the student alone."""
-    teacher, panels = deviation_points(records, teacher, split)
-    if not panels:
+    against the student's (y), for the students distilled from each teacher method (``teacher``: that one only)
+    and for the student alone: a column per teacher method, a row per pair and distillation method."""
+    chosen = [teacher] if teacher is not None else curves.plain_teacher_labels(records) or [None]
+    cells: dict[tuple, dict[str, DeviationPanel]] = {}
+    for t in chosen:
+        label, panels = deviation_points(records, t, split)
+        for d in panels:
+            cells.setdefault((d.pair.key, d.method), {})[label] = d
+    if not cells:
         return None
-    ncols = min(3, len(panels))
-    fig, axes = new_figure(-(-len(panels) // ncols), ncols, width=4.0, height=4.0)
-    flat = [ax for row in axes for ax in row]
-    for ax, d in zip(flat, panels):
-        ax.scatter(d.x, d.y, s=5, alpha=0.35, color="#1f77b4", linewidths=0, rasterized=True,
-                   label=f"{d.method} student (distilled)")
-        if d.seeds_alone:
-            ax.scatter(d.x_alone, d.y_alone, s=5, alpha=0.35, color="#ff7f0e", linewidths=0, rasterized=True,
-                       label=f"{d.alone} student (no teacher)")
-            ax.plot(*_binned_mean(d.x_alone, d.y_alone), "-", color="#c45a00", linewidth=2,
-                    label="no teacher: binned mean")
-        ax.plot(*_binned_mean(d.x, d.y), "-", color="#0b3c6e", linewidth=2, label="distilled: binned mean")
-        ax.plot([0, 1], [0, 1], "--", color="0.4", linewidth=1, label="student = teacher")
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"{teacher} teacher: p(true label)", ylabel="student: p(true label)")
-        title(ax, f"{d.method} student from the {teacher} teacher\n{d.pair.title}\n{SPLITS[split]}s pooled over "
-              f"seeds {d.seeds}", 8)
-        legend(ax, loc="upper left")
-    for ax in flat[len(panels):]:
-        blank(ax)
-    suptitle(fig, f"Student-teacher deviations: probability of the true label per {SPLITS[split]}")
+    columns = [t for t in (chosen if teacher is not None else curves.plain_teacher_labels(records))
+               if any(t in row for row in cells.values())]
+    if len(columns) == 1:  # one teacher method: its panels in rows of three
+        flat_cells = [(columns[0], row[columns[0]]) for row in cells.values()]
+        ncols = min(3, len(flat_cells))
+        grid = [flat_cells[i:i + ncols] for i in range(0, len(flat_cells), ncols)]
+    else:
+        ncols = len(columns)
+        grid = [[(t, row.get(t)) for t in columns] for row in cells.values()]
+    # taller than wide: the titles' lines above a panel of about equal sides (both axes are a probability)
+    fig, axes = new_figure(len(grid), ncols, width=3.6, height=4.3)
+    for row, ax_row in zip(grid, axes):
+        for j, ax in enumerate(ax_row):
+            if j >= len(row) or row[j][1] is None:
+                blank(ax)
+                continue
+            _deviation_panel(ax, row[j][0], row[j][1], split)
+    figure_legend(fig, markerscale=2.5)
+    suptitle(fig, f"Student-teacher deviations: probability of the true label per {SPLITS[split]}, teacher (x) "
+                  "against student (y), pooled over seeds; lines are means over 10 bins of x")
     return save(fig, out_path)

@@ -23,6 +23,7 @@ import numpy as np
 from ..config import StudyConfig, load_config
 from ..config.loader import read_yaml
 from ..engine.checkpoint import atomic_write_text
+from ..engine.manifest import damaged_files
 from ..errors import KdlabError
 
 if TYPE_CHECKING:
@@ -134,14 +135,27 @@ class StudyData:
     planned: int  # runs in the study's plan (finished or not)
 
 
+def _check(run_dir: Path, *names: str) -> None:
+    """Results are read only when they match the checksums the run wrote when it finished."""
+    bad = damaged_files(run_dir, names)
+    if bad:
+        raise StudyDataError(f"{run_dir / bad[0]} does not match the run's checksums (edited or damaged); rerun "
+                             "the study (`kdlab study <its study.yaml>`): it recomputes the run's results from its "
+                             "final checkpoint")
+
+
 def _summary(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / "summary.json"
     if not path.is_file():
         return None
+    _check(run_dir, "summary.json")
     try:
-        return json.loads(path.read_text())
+        out = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise StudyDataError(f"{path} is unreadable: {e}") from None
+        raise StudyDataError(f"{path} is unreadable ({e}); rerun the study to recompute it") from None
+    if not isinstance(out, dict):
+        raise StudyDataError(f"{path} is damaged (not a run summary); rerun the study to recompute it")
+    return out
 
 
 def _entries(d: Path, cfg: StudyConfig) -> list[dict[str, Any]]:
@@ -186,7 +200,11 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    _check(Path(run_dir), "metrics.jsonl")
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        raise StudyDataError(f"{path} is unreadable ({e}); rerun the study to rewrite it") from None
 
 
 def read_predictions(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -194,4 +212,13 @@ def read_predictions(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray] | Non
     d = Path(run_dir)
     if not (d / "test_logits.npy").is_file() or not (d / "test_labels.npy").is_file():
         return None
-    return np.load(d / "test_logits.npy"), np.load(d / "test_labels.npy")
+    _check(d, "test_logits.npy", "test_labels.npy")
+    try:
+        logits, labels = np.load(d / "test_logits.npy"), np.load(d / "test_labels.npy")
+    except (OSError, ValueError) as e:
+        raise StudyDataError(f"{d / 'test_logits.npy'} or test_labels.npy is unreadable ({e}); rerun the study to "
+                             "recompute them") from None
+    if logits.ndim != 2 or labels.shape != (logits.shape[0],):
+        raise StudyDataError(f"{d}: test_logits.npy {logits.shape} and test_labels.npy {labels.shape} do not fit "
+                             "each other; rerun the study to recompute them")
+    return logits, labels

@@ -7,16 +7,18 @@ labels and summary), ``results.md`` (the tables), and the run folders (see :mod:
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from .. import log as kdlog
 from ..config import StudyConfig, dump_yaml, load_config
 from ..engine.checkpoint import atomic_write_text
-from ..errors import ConfigError, KdlabError
+from ..errors import ConfigError, KdlabError, StudyFailedError
 from ..methods import needs_teacher
 from .execute import Outcome, execute
 from .plan import PlannedRun, arch_label, data_label, pair_label, plan_study
@@ -43,14 +45,19 @@ class StudyResult:
 
 def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None] | None = None,
               workers: int = 1, launcher: str = "local", ray_options: dict[str, Any] | None = None,
-              report: bool = True, group_size: int | None = None) -> StudyResult:
+              report: bool = True, group_size: int | None = None, allow_failures: bool = False) -> StudyResult:
     """Run what is missing of a study and write its results (and with ``report`` its figures, report.md and
     report.html); returns the records and the markdown tables.
+
+    Finished runs are reused and interrupted ones resume, so calling this again with the same config continues
+    the study.  When runs fail, the results of the others are still written, then :class:`StudyFailedError`
+    is raised (its ``result`` holds them); with ``allow_failures`` the result is returned and its ``failed``
+    lists the runs that failed, each with its cause.
 
     ``launcher``: ``local`` (in this process, or ``workers`` processes) or ``ray`` (one Ray task per run or group
     of runs); ``group_size``: instead of the config's (1: every student on its own).
     """
-    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    log = log or kdlog.info
     cfg = load_config(StudyConfig, config, overrides)
     out = Path(cfg.out_dir)
     plan = plan_study(cfg)
@@ -58,6 +65,7 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     if changed:  # refuse before anything is trained or rewritten (study.yaml, results) under the old runs
         raise ConfigError(f"{len(changed)} run(s) in {out} were trained with other settings, e.g. {changed[0]}; "
                           "choose another out_dir, or move those runs away to train them anew")
+    check_same_study(out, cfg.name)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.yaml", dump_yaml(cfg))
     write_runs_file(plan, out)  # what `kdlab report` reads back: the plan's labels and folders of every run
@@ -67,7 +75,26 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     result = write_results(cfg, outcomes, log, time.perf_counter() - t0)
     if report:
         write_report_logged(out, log)
+    if not allow_failures:
+        check_no_failures(result)
     return result
+
+
+def check_same_study(out: Path, name: str) -> None:
+    """One study's files (study.yaml, results, report) per folder: a second study there would overwrite them.
+    The same study again (more seeds, other methods) is its continuation; studies share runs through runs_dir."""
+    path = out / "study.yaml"
+    if not path.is_file():
+        return
+    try:
+        old = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        old = {}  # a damaged study.yaml is rewritten: it is a copy of the config, not a result
+    other = old.get("name") if isinstance(old, dict) else None
+    if other is not None and other != name:
+        raise ConfigError(f"{out} holds the study {other!r}, this is {name!r}: its study.yaml, results and report "
+                          "would be overwritten; choose another out_dir (runs_dir: <folder> shares runs between "
+                          "studies)")
 
 
 def changed_runs(plan: list[PlannedRun]) -> list[str]:
@@ -150,7 +177,8 @@ def render_tables(cfg: StudyConfig, records: list[RunRecord]) -> Document:
 
 def check_no_failures(result: StudyResult) -> None:
     if result.failed:
-        raise KdlabError(f"{len(result.failed)} run(s) of the study failed; first: {result.failed[0]}")
+        raise StudyFailedError(f"{len(result.failed)} of {len(result.failed) + len(result.records)} run(s) of "
+                               f"the study failed; first: {result.failed[0]}", result)
 
 
 __all__ = ["StudyResult", "check_no_failures", "plan_study", "run_study"]

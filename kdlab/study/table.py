@@ -60,14 +60,25 @@ def to_csv(records: list[dict[str, Any]], columns: Sequence[str]) -> str:
     return buf.getvalue()
 
 
+def _missing(v: Any) -> str | None:
+    """Why a run's value does not count: None for a number."""
+    if v is None:
+        return "not recorded"
+    return "NaN" if isinstance(v, float) and math.isnan(v) else None
+
+
 @dataclass(frozen=True)
 class Stat:
     """The runs behind one table cell: mean, sample std and n over their values, and the difference of the mean
-    to a reference mean (the baseline column's) when given."""
+    to a reference mean (the baseline column's) when given.  Made from runs (:meth:`of_runs`), it also knows the
+    seeds of its values and the runs left out, ``dropped`` as (seed, why), so that a table can say why a cell
+    has fewer values than its column."""
 
     values: tuple[float, ...]
     digits: int = 2
     reference: float | None = None
+    seeds: tuple[int, ...] = ()
+    dropped: tuple[tuple[int, str], ...] = ()
     mean: float = field(init=False)
     std: float = field(init=False)
     n: int = field(init=False)
@@ -82,6 +93,14 @@ class Stat:
     def of(cls, values: Iterable[float], digits: int = 2, reference: float | None = None) -> Stat:
         xs = tuple(float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v)))
         return cls(xs, digits, reference)
+
+    @classmethod
+    def of_runs(cls, runs: Iterable[tuple[int, Any]], digits: int = 2, reference: float | None = None) -> Stat:
+        """From (seed, value) per run: a value that is missing or NaN is left out and kept in ``dropped``."""
+        runs = sorted(runs, key=lambda sv: sv[0])
+        kept = [(seed, float(v)) for seed, v in runs if _missing(v) is None]
+        dropped = tuple((seed, why) for seed, v in runs if (why := _missing(v)) is not None)
+        return cls(tuple(v for _, v in kept), digits, reference, tuple(seed for seed, _ in kept), dropped)
 
     @property
     def delta(self) -> float | None:
@@ -182,22 +201,70 @@ def cell_html(c: Cell) -> str:
     return html.escape(cell_text(c))
 
 
+def _stat_in(c: Cell) -> Stat | None:
+    if isinstance(c, Strong):
+        c = c.cell
+    if isinstance(c, Compare):
+        c = c.ours
+    return c if isinstance(c, Stat) else None
+
+
+def _seeds_text(seeds: Iterable[int]) -> str:
+    seeds = sorted(seeds)
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
+
+
+def _fewer_why(s: Stat, column_seeds: set[int]) -> str:
+    """Why a cell has fewer values than its column: the runs it left out, else the seeds it has no run of."""
+    if s.dropped:
+        by_why: dict[str, list[int]] = {}
+        for seed, why in s.dropped:
+            by_why.setdefault(why, []).append(seed)
+        return "; ".join(f"{why} for {_seeds_text(seeds)}" for why, seeds in by_why.items())
+    absent = column_seeds - set(s.seeds)
+    if s.seeds and absent:
+        return f"no finished run of {_seeds_text(absent)}"
+    return "fewer finished runs"
+
+
 @dataclass
 class Table:
-    """A header and rows of cells; ``title`` and ``note`` are rendered above and below."""
+    """A header and rows of cells; ``title`` and ``note`` are rendered above and below, and after the note
+    :meth:`n_note`, which says why a cell has fewer values than the others in its column."""
 
     header: list[str]
     rows: list[list[Cell]]
     title: str = ""
     note: str = ""
 
+    def n_note(self) -> str:
+        """Per cell whose n is below its column's largest: which cell, its n, and why (a value NaN or not
+        recorded for some seeds, or no finished run of them); empty when every column's n is even.  A cell
+        repeated along its row (the student alone) is listed once, with its columns."""
+        found: dict[tuple[str, str], list[str]] = {}
+        for j, col in enumerate(self.header[1:], start=1):
+            cells = [(r, s) for r in self.rows if j < len(r) and (s := _stat_in(r[j])) is not None]
+            most = max((s.n for _, s in cells), default=0)
+            column_seeds = {seed for _, s in cells if s.n == most for seed in s.seeds}
+            for r, s in cells:
+                if s.n < most and (s.n or s.dropped):
+                    label = " / ".join(cell_plain(c) for c in r if isinstance(c, str) or
+                                       (isinstance(c, Strong) and isinstance(c.cell, str)))
+                    found.setdefault((label, f"n={s.n} of {most}: {_fewer_why(s, column_seeds)}"), []).append(col)
+        if not found:
+            return ""
+        items = [f"{label or 'row'}, {', '.join(cols)}: {what}" for (label, what), cols in found.items()]
+        return "Cells with fewer values than their column: " + "; ".join(items) + "."
+
+    def notes(self) -> list[str]:
+        return [n for n in (self.note, self.n_note()) if n]
+
     def to_markdown(self) -> str:
         # a "|" inside a cell is escaped, so that markdown readers keep the cell whole
         body = markdown_table(self.header, [[cell_text(c).replace("|", "\\|") for c in r] for r in self.rows])
         parts = [self.title] if self.title else []
         parts.append(body)
-        if self.note:
-            parts.append(self.note)
+        parts += self.notes()
         return "\n\n".join(parts)
 
     def to_html(self) -> str:
@@ -207,8 +274,7 @@ class Table:
         out = f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{trs}</tbody>\n</table>"
         if self.title:
             out = f"<p>{html.escape(self.title)}</p>\n" + out
-        if self.note:
-            out += f"\n<p>{html.escape(self.note)}</p>"
+        out += "".join(f"\n<p>{html.escape(n)}</p>" for n in self.notes())
         return out
 
     def to_csv(self) -> str:

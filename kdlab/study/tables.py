@@ -29,14 +29,12 @@ from .stats import CI, paired_difference
 from .table import Document, Heading, Paragraph, Stat, Strong, Table, Value
 
 
-def _values(records: Iterable[RunRecord], key: str = "top1", **match: Any) -> list[float]:
-    return [r.get(key) for r in records if r.get(key) is not None
-            and all(r.get(k) == v for k, v in match.items())]
-
-
 def _stat(records: Iterable[RunRecord], key: str = "top1", digits: int = 2, reference: float | None = None,
           **match: Any) -> Stat:
-    return Stat.of(_values(records, key, **match), digits, reference)
+    """The cell of the matching runs; a run whose value is missing or NaN (CKA of a collapsed representation)
+    stays in the Stat as dropped, so the table can say why the cell has fewer values."""
+    runs = [(r.seed, r.get(key)) for r in records if all(r.get(k) == v for k, v in match.items())]
+    return Stat.of_runs(runs, digits, reference)
 
 
 def _teachers_of(records: list[RunRecord], pair: dict) -> list[RunRecord]:
@@ -55,6 +53,11 @@ def distillation_table(records: list[RunRecord], pair: dict, teacher_labels: lis
                        distill_labels: list[str]) -> Table:
     t_recs = _teachers_of(records, pair)
     s_recs = [r for r in records if r.kind == "student"]
+    if not teacher_labels:  # a study of students trained alone
+        rows = [[f"Student {pair['student']} ({a})", _stat(s_recs, method_label=a, arch=pair["student"], pair=None)]
+                for a in alone_labels]
+        return Table(["", "top-1"], rows, title="Test top-1 % (mean ± std over seeds, n runs) of the students "
+                                               "trained alone")
     rows: list[list] = [[f"Teacher {pair['teacher']}", *_compared(t_recs, teacher_labels)]]
     if pair.get("assistant"):
         a_recs = [r for r in records if r.kind == "assistant" and r.pair == pair["key"]]

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ...data.base import batch_part
 from ...engine.distributed import all_reduce_sum, average_gradients, shard_weight
+from ...engine.progress import Progress
 from ...errors import ConfigError, DivergenceError
 from ...models.contract import Features
 
@@ -167,6 +168,28 @@ def run_init_stage(method: str, teacher: nn.Module, model: nn.Module, state, los
     teacher.eval()
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     history = []
+    # a stage can take longer than the run it prepares (SSKD's 60 epochs): it shows progress like the loop
+    name = f"{getattr(state, 'desc', '')} {method} initialisation stage".strip()
+    progress = Progress(getattr(state, "display", "off"), name, epochs, len(loader))
+    try:
+        _stage_epochs(method, teacher, model, loader, loss_fn, params, opt, epochs, use_student, lr_at, inputs,
+                      history, progress)
+    finally:
+        progress.close()
+    # gradients of the stage must not leak into the first step of distillation
+    for p in params:
+        p.grad = None
+    for m, w in modes.items():
+        m.training = w
+    for m, w in zip(trainables, was):
+        m.train(w)
+    return history
+
+
+def _stage_epochs(method: str, teacher: nn.Module, model: nn.Module, loader, loss_fn: FeatureLoss,
+                  params: list[nn.Parameter], opt: torch.optim.Optimizer, epochs: int, use_student: bool,
+                  lr_at: Callable[[int], float] | None, inputs: Callable[[Tensor], Tensor] | None,
+                  history: list[float], progress: Progress) -> None:
     for epoch in range(epochs):
         if lr_at is not None:
             for g in opt.param_groups:
@@ -185,19 +208,13 @@ def run_init_stage(method: str, teacher: nn.Module, model: nn.Module, state, los
             step = torch.stack([loss.detach().double() * bs, torch.tensor(float(bs), dtype=torch.float64,
                                                                           device=loss.device)])
             sums = step if sums is None else sums + step
+            progress.step()
         total, n = (float(v) for v in all_reduce_sum(sums)) if sums is not None else (0.0, 0.0)
         if not math.isfinite(total):
             raise DivergenceError(f"{method}: the initialisation-stage loss became NaN/Inf in epoch {epoch + 1}"
                                   " (try a lower init_lr)")
         history.append(total / max(n, 1.0))
-    # gradients of the stage must not leak into the first step of distillation
-    for p in params:
-        p.grad = None
-    for m, w in modes.items():
-        m.training = w
-    for m, w in zip(trainables, was):
-        m.train(w)
-    return history
+        progress.end_epoch(epoch + 1, {"loss": history[-1]})
 
 
 def softplus_inverse(y: float) -> float:

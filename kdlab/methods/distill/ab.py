@@ -32,7 +32,8 @@ module's docstring):
 * MobileNetV1: the stage's last pointwise BN output before its ReLU;
 * ShuffleNetV1 / V2: the last block's output before its final ReLU (V2: channel-shuffled like the output);
 * ``cnn1d`` and ``mlp``: the last BN output before the ReLU (``mlp`` without batch norm: the linear output);
-* other adapted models (``torchvision`` non-ResNets, ``module``): the stage outputs themselves (hooks see module
+* torchvision non-ResNets (through their FX graph): the input of a stage's final ReLU when it ends in one, else
+  the stage output; other adapted models (``module``, ``timm``): the stage outputs themselves (hooks see module
   outputs only), post-ReLU where a stage ends in a ReLU; the teacher's indicator rho(T) is the same for T and
   ReLU(T), the student's side is then non-negative.
 

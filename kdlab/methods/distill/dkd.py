@@ -69,6 +69,13 @@ class DKDParams(DistillerParams):
     nckd_weight: float = Field(8.0, ge=0, description="weight of NCKD (the paper's beta)")
     warmup: int = Field(20, ge=0, description="epochs of linear warm-up of the DKD weight (0: none)")
 
+    def ineffective(self, epochs: int) -> list[str]:
+        out = super().ineffective(epochs)
+        if self.warmup > epochs > 0:
+            out.append(f"warmup {self.warmup} > train.epochs {epochs}: the DKD terms reach only {epochs}/"
+                       f"{self.warmup} of their weight by the last epoch")
+        return out
+
 
 @register_distill_method("dkd", needs_teacher=True, paper="Zhao et al. 2022")
 class DKD(Distiller):

@@ -1,5 +1,5 @@
-"""KD+: distillation beyond the training distribution (seed 001, "Can Students Outperform Teachers in Knowledge
-Distillation based Model Compression?").
+"""KD+: distillation beyond the training distribution (Deng & Zhang, 2021, "Can Students Outperform Teachers in
+Knowledge Distillation based Model Compression?").
 
 The paper's finding: a student that only matches the teacher at the sparse training points does not capture the
 teacher function's local shape around them; matching it also on inputs *between* training samples does (only the
@@ -133,7 +133,7 @@ class KDPlusParams(StrictParams):
                              "mixes of one process) or within each process's part (no communication)")
 
 
-@register_distill_method("kdplus", needs_teacher=True, paper="seed 001 (KD+)",
+@register_distill_method("kdplus", needs_teacher=True, paper="Deng & Zhang 2021",
                          own_teacher_passes="the mixed inputs of every batch")
 class KDPlus(DistillObjective):
     """KD+: a base distillation method on the clean batch plus KD on inputs mixed between training samples."""

@@ -25,8 +25,9 @@ after the batch norm the network applies to it next (the next stage's first ``bn
 stage), as in both codes; VGG, MobileNetV1: the stage's last BN output before its ReLU; MobileNetV2: the stage
 output (a linear bottleneck); ShuffleNetV1 / V2: the last block's output before its final ReLU; ``cnn1d``,
 ``mlp``: the last BN output before the ReLU (``mlp`` without batch norm: the linear output); other adapted models
-(``torchvision`` non-ResNets, ``module``): the stage outputs themselves, post-ReLU where a stage ends in a ReLU
-(the margin ReLU then leaves the non-negative teacher targets unchanged).
+(``module``, ``timm``): the stage outputs themselves, post-ReLU where a stage ends in a ReLU (the margin ReLU then
+leaves the non-negative teacher targets unchanged); ``torchvision`` non-ResNets (FX graph): the input of a stage's
+final ReLU when it ends in one.
 
 Where kdlab departs from the code, because it only sees the feature contract:
 

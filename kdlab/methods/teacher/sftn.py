@@ -1,4 +1,5 @@
-"""SFTN: student-friendly teacher networks (Park et al. 2021, seed 002).
+"""SFTN: student-friendly teacher networks (Park, Cha, Jeong, Kim & Han, 2021, Learning Student-Friendly Teacher
+Networks for Knowledge Distillation).
 
 The teacher is trained together with student branches: after teacher stage i (i < N) a branch applies a feature
 transform T^i and then the student's stages j+1..N and head (j the student stage that teacher stage i feeds,

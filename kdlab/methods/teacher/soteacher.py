@@ -1,4 +1,5 @@
-"""SoTeacher: student-oriented teacher training (seeds 004 and 000).
+"""SoTeacher: student-oriented teacher training (Dong, Liu & Shang, 2023, Toward Student-oriented Teacher Network
+Training for Knowledge Distillation; Fig. 1 is from its first version, 2022).
 
 Loss = CE(f(x), y) + lambda_CR(t) * L_CR + lambda_LR * L_LR, where L_LR is the Lipschitz regulariser and L_CR the
 temporal-ensembling consistency regulariser (:mod:`kdlab.regularizers`).  Defaults: lambda_CR_max = 1, linear
