@@ -20,6 +20,16 @@ EPILOG = ("Overrides are dotted keys: optim.lr=0.01 seed=3 train.epochs=5 method
           "Values use YAML syntax.")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def _split_args(items: Sequence[str], need_config: bool) -> tuple[str | None, list[str]]:
     """First positional is the config file unless it looks like an override."""
     items = list(items)
@@ -225,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = add("study", cmd_study, "run teacher methods x pairs x distillation methods x seeds and print the "
              "tables (finished runs are reused, interrupted ones resumed)", "CONFIG.yaml [key=value ...]",
              preview=True)
-    st.add_argument("--workers", type=int, default=1, metavar="N",
+    st.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                     help="train up to N runs at once (local worker processes, or Ray tasks in flight)")
     st.add_argument("--launcher", choices=["local", "ray"], default="local",
                     help="local processes (default) or one Ray task per run")
@@ -241,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "estimated GPU time")
     rp_.add_argument("--dry-run", action="store_true", help="print the planned runs and their resolved configs")
     rp_.add_argument("--out", metavar="DIR", help="root of the experiment's folders (default: runs/reproduce)")
-    rp_.add_argument("--workers", type=int, default=1, metavar="N", help="runs at once (as kdlab study)")
+    rp_.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="runs at once (as kdlab study)")
     rp_.add_argument("--launcher", choices=["local", "ray"], default="local", help="as kdlab study")
     rp_.add_argument("--ray-address", default=None, metavar="ADDR", help="as kdlab study")
     rp_.add_argument("--gpus-per-run", type=float, default=0.0, help="as kdlab study")
@@ -291,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(fn=cmd_plot)
     qs = add("quickstart", cmd_quickstart, "train teachers, KD students and the student alone over 3 seeds on "
              "embedded data (a few minutes on a CPU) and print the comparison table", "[key=value ...]")
-    qs.add_argument("--workers", type=int, default=1, metavar="N", help="runs at once (worker processes)")
+    qs.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="runs at once (worker processes)")
     for sp in sub.choices.values():  # the error hint says "rerun with --debug": after the subcommand works too
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show full tracebacks for errors")
@@ -328,12 +338,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - a bug: one line unless --debug
         if a.debug or os.environ.get("KDLAB_DEBUG"):
             traceback.print_exc()
+        if isinstance(e, OSError) and e.filename is not None:
+            # a folder that cannot be made or written (read-only, no permission, disk full): name it
+            print(f"kdlab: error: cannot use {e.filename}: {e.strerror or e}", file=sys.stderr)
+            return 1
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        job = _job_position()
+        if job is not None and type(e).__name__ in ("DistBackendError", "DistNetworkError", "RuntimeError") \
+                and any(w in msg.lower() for w in ("connection", "peer", "closed", "gloo", "nccl", "timed out")):
+            # a collective broke because another process of the job ended: that process's error is the cause
+            print(f"kdlab: {job}: stopped: a collective failed ({type(e).__name__}: {msg[:120]}); another "
+                  "process of the job probably failed first: see its error", file=sys.stderr)
+            return 1
         print(f"kdlab: internal error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
     finally:
         _leave_process_group(clean=code == 0)
+
+
+def _job_position() -> str | None:
+    """'process r of w' inside a torchrun job, else None."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    return f"process {os.environ.get('RANK', '?')} of {world}" if world > 1 else None
 
 
 def _distributed_module():

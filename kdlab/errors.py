@@ -35,3 +35,7 @@ class StudyFailedError(KdlabError):
     def __init__(self, message: str, result=None):
         super().__init__(message)
         self.result = result
+
+
+class StorageError(KdlabError):
+    """A file could not be written or read back: disk full, read-only or missing folder, no permission."""

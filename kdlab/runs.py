@@ -25,7 +25,7 @@ import yaml
 from . import log
 from .config import DistillRunConfig, EvalConfig, TeacherRef, TeacherRunConfig, dump_yaml, load_config
 from .data import DataBundle, DatasetSplit, Split, load_dataset
-from .data.base import evaluation_view, hold_out
+from .data.base import evaluation_view, fingerprint, hold_out
 from .diagnostics import diagnose
 from .engine import distributed
 from .engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_metadata, load_weights
@@ -251,7 +251,8 @@ def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, 
 def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, plain: dict, data: DataBundle, model: nn.Module,
                    objective, resume: bool, hooks) -> RunResult:
     res = fit(model, objective, data, optim=cfg.optim, schedule=cfg.schedule, train=cfg.train, seed=cfg.seed,
-              run_dir=run_dir, resume=resume, meta={"kind": "teacher", "config": plain}, hooks=hooks,
+              run_dir=run_dir, resume=resume, meta={"kind": "teacher", "config": plain,
+                                                   "data_fingerprint": fingerprint(data)}, hooks=hooks,
               desc=f"teacher {cfg.model.name}/{cfg.method.name} s{cfg.seed}")
     if not distributed.env().main:
         return RunResult(run_dir, {})
@@ -281,7 +282,24 @@ def resolve_checkpoint(ref: TeacherRef | str, checkpoint: str = "last") -> Path:
         avail = sorted(p.stem for p in checkpoint_dir(path).glob("*.pt"))
         listing = ", ".join(avail) if avail else "none"
         raise CheckpointError(f"{path} has no checkpoint {checkpoint!r} (available: {listing})")
+    check_checkpoint_owner(path, file)
     return file
+
+
+def check_checkpoint_owner(run_dir: Path, file: Path) -> None:
+    """A checkpoint in a run folder must be that run's: one copied over from another run (another seed, say)
+    would be evaluated or distilled from under this run's name."""
+    try:
+        own = yaml.safe_load((run_dir / "config.yaml").read_text())
+        saved = load_metadata(file).get("config")
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, CheckpointError):
+        return  # no config to compare with, or a damaged file that loading reports itself
+    if not isinstance(own, dict) or not isinstance(saved, dict):
+        return
+    diff = checkpoint_config_differences(saved, own)
+    if diff:
+        raise CheckpointError(f"{file} belongs to another run than {run_dir} ({diff[0]}); restore the run's own "
+                              "checkpoint")
 
 
 def load_model(path: Path, data: DataBundle | None, device: torch.device, role: str = "teacher"

@@ -20,6 +20,7 @@ import torch
 
 from .config import DistillRunConfig, load_config
 from .data import DataBundle, load_dataset
+from .data.base import fingerprint
 from .diagnostics import teacher_predictions
 from .engine import distributed
 from .engine.checkpoint import atomic_write_json, atomic_write_text, load_metadata
@@ -186,7 +187,8 @@ def _distill_runs(runs: list[StudentRun], resume: bool, hooks) -> list[RunResult
         objective = build_distill_objective(r.cfg.method, t, student, data, r.run_dir, r.cfg.train.epochs,
                                             teacher_path=run_checkpoint if t is not None else None, device=device)
         members[i] = Member(student, objective, r.cfg.optim, r.cfg.schedule, r.run_dir,
-                            {"kind": "student", "config": r.plain}, _desc(r.cfg), list(hooks),
+                            {"kind": "student", "config": r.plain, "data_fingerprint": fingerprint(data)},
+                            _desc(r.cfg), list(hooks),
                             rng=None if alone else RandomState())
 
     todo = each(todo, build)

@@ -74,3 +74,45 @@ def test_temporaries_of_a_killed_process_are_removed_on_the_next_start(tmp_path,
     train_teacher(_cfg(tmp_path / "r"), resume=True)
     assert not any(f.exists() for f in litter) and keep.exists()
     assert not list((tmp_path / "r").rglob("*.tmp"))
+
+
+def test_eval_and_teacher_loading_refuse_a_checkpoint_of_another_run(tmp_path, capsys):
+    from kdlab.cli import main
+    from kdlab.runs import distill
+
+    train_teacher(_cfg(tmp_path / "s0", 0))
+    train_teacher(_cfg(tmp_path / "s1", 1))
+    shutil.copyfile(tmp_path / "s1" / "checkpoints" / "best.pt", tmp_path / "s0" / "checkpoints" / "best.pt")
+    assert main(["eval", str(tmp_path / "s0"), "checkpoint=best"]) == 1
+    assert "belongs to another run than" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "s0")]) == 0  # its own last.pt is fine
+    with pytest.raises(CheckpointError, match="belongs to another run"):
+        distill({"seed": 0, "out_dir": str(tmp_path / "st"), "data": _cfg(tmp_path)["data"], "student": "resnet8",
+                 "method": "kd", "teacher": {"path": str(tmp_path / "s0"), "checkpoint": "best"},
+                 "train": TRAIN})
+
+
+def test_training_data_replaced_between_kill_and_resume_is_refused(tmp_path, monkeypatch):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def write(shift):
+        for name, n in (("train", 64), ("test", 32)):
+            np.savez(data / f"{name}.npz", x=rng.normal(size=(n, 8)).astype(np.float32) + shift, y=np.arange(n) % 4)
+
+    write(0.0)
+    cfg = teacher_cfg(tmp_path / "r", data={"name": "arrays", "root": str(data)}, model="mlp",
+                      train={**TRAIN, "batch_size": 16}, schedule={"milestones": [2]})
+    undo = interrupt_training(monkeypatch, epoch=2, step=1)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(cfg)
+    undo()
+    write(1.0)
+    from kdlab.data import _cached
+
+    _cached.cache_clear()  # a new process reads the files again
+    with pytest.raises(CheckpointError, match="trained on other data than the run's data set holds now"):
+        train_teacher(cfg, resume=True)

@@ -41,5 +41,7 @@ def test_a_failing_process_ends_the_job_with_its_error(tmp_path):
     took = time.monotonic() - t0
     assert res.returncode != 0
     assert "rank 1 breaks on purpose" in res.stderr, res.stderr[-2000:]
+    # the other process says why it ends: stopped by torchrun, or its collective broken by the failed peer
     assert "kdlab: process 0 of 2: stopped" in res.stderr, res.stderr[-2000:]
+    assert res.stderr.count("internal error") == 1  # rank 1's own; rank 0 names the cause
     assert took < 120, took  # not the 30-minute collective timeout

@@ -5,7 +5,6 @@ import shutil
 
 import pytest
 import torch
-import torch.nn as nn
 from torchvision.models import get_model
 
 import kdlab
@@ -19,22 +18,9 @@ from kdlab.models import build_model
 from kdlab.models._weights import native_module
 from kdlab.runs import load_model as load_kdlab_model
 from kdlab.runs import train_teacher
+from user_nets import UserNet
 
 SHAPE = (1, 8, 8)  # TINY_DATA's images
-
-
-class UserNet(nn.Module):
-    """A user's own classifier, trained through kdlab's module adapter."""
-
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 4):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
-        self.down1 = nn.Sequential(nn.Conv2d(width, 2 * width, 3, 2, 1), nn.BatchNorm2d(2 * width), nn.ReLU())
-        self.down2 = nn.Sequential(nn.Conv2d(2 * width, 4 * width, 3, 2, 1), nn.BatchNorm2d(4 * width), nn.ReLU())
-        self.fc = nn.Linear(4 * width, num_classes)
-
-    def forward(self, x):
-        return self.fc(self.down2(self.down1(self.stem(x))).mean((2, 3)))
 
 
 class Branchy(UserNet):
@@ -42,7 +28,7 @@ class Branchy(UserNet):
         return super().forward(x) if x.sum() > 0 else -super().forward(x)
 
 
-USER_MODEL = {"name": "module", "target": "test_export:UserNet", "kwargs": {"width": 6}}
+USER_MODEL = {"name": "module", "target": "user_nets:UserNet", "kwargs": {"width": 6}}
 
 
 @pytest.fixture(scope="module")

@@ -68,3 +68,16 @@ def test_a_second_different_study_in_one_folder_is_refused(tmp_path):
     run_study(first, log=lambda s: None)  # the same study again continues it
     shared = dict(other, out_dir=str(tmp_path / "t"), runs_dir=str(tmp_path / "s"))
     assert run_study(shared, log=lambda s: None).reused == 1  # another study shares the runs via runs_dir
+
+
+def test_a_pair_sftn_cannot_serve_is_refused_before_any_run_trains(tmp_path):
+    from kdlab.study import run_study
+
+    cfg = study(tmp_path / "s", teacher_methods={"standard": "standard", "sftn": "sftn"},
+                student_methods={"kd": "kd"})
+    del cfg["teacher"]["model"], cfg["student"]["model"]
+    cfg["pairs"] = [{"teacher": "resnet8x4", "student": "resnet8"},
+                    {"teacher": "resnet8x4", "student": {"name": "mlp", "hidden": [8]}}]
+    with pytest.raises(ConfigError, match="teacher sftn of pair resnet8x4--mlp.*sftn cannot attach student branches"):
+        run_study(cfg, log=lambda s: None)
+    assert not list(tmp_path.rglob("summary.json")) and not list(tmp_path.rglob("last.pt"))

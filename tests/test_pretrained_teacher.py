@@ -17,26 +17,13 @@ from kdlab.models import build_model
 from kdlab.models._weights import load_pretrained
 from kdlab.runs import distill, evaluate, load_teacher
 from kdlab.student_runs import group_key
+from user_nets import UserNet
 
 RGB_DATA = {**TINY_DATA, "channels": 3}
 ONE_EPOCH = {**TINY_TRAIN, "epochs": 1}
 
 
-class UserNet(nn.Module):
-    """A user's own classifier kdlab never trained."""
-
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 4):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
-        self.down1 = nn.Sequential(nn.Conv2d(width, 2 * width, 3, 2, 1), nn.BatchNorm2d(2 * width), nn.ReLU())
-        self.down2 = nn.Sequential(nn.Conv2d(2 * width, 4 * width, 3, 2, 1), nn.BatchNorm2d(4 * width), nn.ReLU())
-        self.fc = nn.Linear(4 * width, num_classes)
-
-    def forward(self, x):
-        return self.fc(self.down2(self.down1(self.stem(x))).mean((2, 3)))
-
-
-USER_MODEL = {"name": "module", "target": "test_pretrained_teacher:UserNet"}
+USER_MODEL = {"name": "module", "target": "user_nets:UserNet"}
 
 
 def _test_top1(net: nn.Module, data_spec: dict) -> float:

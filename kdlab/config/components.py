@@ -135,7 +135,8 @@ def describe_first_error(exc: ValidationError, model_cls: type[BaseModel]) -> tu
     else:
         msg = err["msg"]
         if "input" in err and not isinstance(err["input"], dict | list):
-            msg += f" (got {err['input']!r})"
+            got = repr(err["input"])
+            msg += f" (got {got if len(got) <= 80 else got[:77] + '...'})"
     more = len(errors) - 1
     inner = re.search(r" \(and (\d+) more errors?\)$", msg)  # a component's own errors, counted once
     if inner:

@@ -5,6 +5,7 @@ YAML files and dotted command-line overrides are only serialised forms of these 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -53,6 +54,21 @@ class Strict(BaseModel):
     @classmethod
     def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         return reject_bool(cls, value, info.field_name)
+
+    @field_validator("out_dir", "runs_dir", check_fields=False)
+    @classmethod
+    def _usable_folder(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if "\0" in value:
+            raise PydanticCustomError("bad_path", "a folder name cannot contain a NUL character")
+        if not value.strip():
+            raise PydanticCustomError("bad_path", "empty folder name")
+        long = next((part for part in Path(value).parts if len(part.encode()) > 255), None)
+        if long is not None:
+            raise PydanticCustomError("bad_path", "the folder name {name}... is longer than 255 bytes, the file "
+                                      "system limit", {"name": long[:30]})
+        return value
 
 
 class OptimConfig(Strict):

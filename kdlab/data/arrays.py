@@ -47,12 +47,37 @@ def arrays(root: str, num_classes: int | None = None) -> DataBundle:
             raise DataError(f"{path} holds no samples (x and y have 0 rows)")
         if not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"{path}: y must hold integer labels, got dtype {y.dtype}")
+        if y.ndim != 1:
+            raise DataError(f"{path}: y must be a vector of {len(y)} labels, got shape {y.shape}"
+                            + (" (use y.ravel())" if y.ndim == 2 and y.shape[1] == 1 else ""))
+        if x.ndim < 2:
+            raise DataError(f"{path}: x must have one row per sample (N x D, N x C x L or N x C x H x W), got shape "
+                            f"{x.shape}")
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)
+                or np.issubdtype(x.dtype, np.bool_)):
+            raise DataError(f"{path}: x must hold numbers, got dtype {x.dtype}")
+        if y.min() < 0:
+            raise DataError(f"{path}: labels must be >= 0, got {int(y.min())}")
         extras = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arr.items() if len(v) == len(y)}
         splits[name] = Split(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
                              torch.from_numpy(y.astype(np.int64)), extras)
     if splits["train"].x.shape[1:] != splits["test"].x.shape[1:]:
         raise DataError(f"{folder}: train inputs are {tuple(splits['train'].x.shape[1:])} but test inputs are "
                         f"{tuple(splits['test'].x.shape[1:])}")
-    k = num_classes or int(max(splits["train"].y.max(), splits["test"].y.max())) + 1
+    k = num_classes or _inferred_classes(folder, splits["train"].y, splits["test"].y)  # labels >= k: the bundle
     return DataBundle(name="arrays", train=splits["train"], test=splits["test"], num_classes=k,
                       input_shape=tuple(splits["train"].x.shape[1:]))
+
+
+def _inferred_classes(folder: Path, y_train: torch.Tensor, y_test: torch.Tensor) -> int:
+    """The class count the labels imply (largest + 1), refused when some of those classes never occur in the
+    training labels: one stray label (a 99 among 0..9) would otherwise make a 100-class model."""
+    k = int(max(y_train.max(), y_test.max())) + 1
+    present = set(torch.unique(torch.cat([y_train, y_test])).tolist())
+    if len(present) < k:
+        missing = sorted(set(range(min(k, 10 ** 6))) - present)
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise DataError(f"{folder}: the labels go up to {k - 1}, but {k - len(present)} of the classes 0..{k - 1} "
+                        f"never occur in train.npz or test.npz (e.g. {shown}); fix the labels, or declare "
+                        "data.num_classes if the data really lack some classes")
+    return k

@@ -160,13 +160,15 @@ def batch_plan(n: int, batch_size: int, order: Tensor, drop_last: bool, shard: t
 
     Every process sees the same global batches, so the union of their parts is the single-process batch; a final
     global batch smaller than ``world`` is dropped when training on several processes (a process with no sample
-    could not take part in the step), and one smaller than ``min_size`` (training: :data:`MIN_TRAIN_BATCH`).
+    could not take part in the step), and one that would leave a process fewer than ``min_size`` samples
+    (training: :data:`MIN_TRAIN_BATCH`, as batch norm needs; one process drops a final batch of one sample, so
+    does each process of a job).
     """
     rank, world = shard
     out = []
     for b in range(0, n, batch_size):
         idx = order[b:b + batch_size]
-        if len(idx) < batch_size and (drop_last or len(idx) < max(world, min_size)):
+        if len(idx) < batch_size and (drop_last or len(idx) < world * min_size):  # a part below min_size
             break
         bounds = [len(idx) * r // world for r in range(world + 1)]
         out.append((idx, slice(bounds[rank], bounds[rank + 1])))
@@ -176,7 +178,7 @@ def batch_plan(n: int, batch_size: int, order: Tensor, drop_last: bool, shard: t
 def batch_count(n: int, batch_size: int, drop_last: bool, world: int = 1, min_size: int = 1) -> int:
     """``len(batch_plan(n, batch_size, ...))`` without building the plan (it is the same for every order)."""
     full, rest = divmod(n, batch_size)
-    return full + int(rest > 0 and not drop_last and rest >= max(world, min_size))
+    return full + int(rest > 0 and not drop_last and rest >= world * min_size)
 
 
 def shard_range(n: int, shard: tuple[int, int]) -> tuple[int, int]:
@@ -387,3 +389,22 @@ def hold_out(bundle: DataBundle, fraction: float, seed: int = 0) -> DataBundle:
 
     return replace(bundle, train=subset(bundle.train, keep.nonzero().flatten()),
                    holdout=subset(evaluation_view(bundle.train, bundle.test), held_idx))
+
+
+def fingerprint(bundle: DataBundle) -> str | None:
+    """A short hash of the training and test data (shapes, every label, an even sample of 1024 inputs per
+    split): a run records it, and resuming on other data (the files replaced between a kill and the resume) is
+    refused.  None for splits that are not held in memory (image folders read lazily)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("train", "test"):
+        split = getattr(bundle, name, None)
+        x, y = getattr(split, "x", None), getattr(split, "y", None)
+        if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+            return None
+        idx = torch.linspace(0, max(len(y) - 1, 0), steps=min(len(y), 1024)).long()
+        h.update(f"{name}{tuple(x.shape)}{x.dtype}".encode())
+        h.update(x[idx].detach().cpu().contiguous().numpy().tobytes())
+        h.update(y.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

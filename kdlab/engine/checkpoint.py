@@ -28,7 +28,7 @@ from typing import IO, Any
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, StorageError
 
 FORMAT = "kdlab-checkpoint-2"
 FORMAT_1 = "kdlab-checkpoint-1"  # JSON header line + torch.save body; read, no longer written
@@ -65,8 +65,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     """Call ``write`` on a temporary file beside ``path``, fsync it, then rename it to ``path``: readers see the
     old file or the complete new one, never a partial one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise StorageError(f"cannot write {path}: {e.strerror or e}") from e
     try:
         os.fchmod(fd, _MODE)
         with os.fdopen(fd, "wb") as f:
@@ -75,6 +78,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             os.fsync(f.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
+    except OSError as e:  # e.g. the disk filled up: the old file, if any, is untouched
+        Path(tmp).unlink(missing_ok=True)
+        raise StorageError(f"cannot write {path}: {e.strerror or e}") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

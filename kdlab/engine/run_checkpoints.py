@@ -37,26 +37,33 @@ def _copy_into(src: Path, out) -> None:
         shutil.copyfileobj(f, out, 1 << 20)
 
 
-def load_resumable(last: Path, device: torch.device, config: dict[str, Any] | None = None) -> dict[str, Any]:
+def load_resumable(last: Path, device: torch.device, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """``last.pt``, or the checkpoint before it (``prev.pt``) when ``last.pt`` is missing, truncated, corrupted or
-    from another run (its saved config differs from ``config``, the run's own)."""
+    from another run (its saved config differs from the run's own in ``meta``)."""
     prev = last.with_name("prev.pt")
     try:
         if not last.exists():
             raise CheckpointError(f"{last} is missing")
-        return _own(load_checkpoint(last, map_location=device), last, config)
+        return _own(load_checkpoint(last, map_location=device), last, meta)
     except CheckpointError as e:
         if not prev.exists():
             raise
-        ck = _own(load_checkpoint(prev, map_location=device), prev, config)
+        ck = _own(load_checkpoint(prev, map_location=device), prev, meta)
         log.warning(f"kdlab: {e}; resuming from the previous checkpoint {prev} (epoch {ck['epoch']})")
         return ck
 
 
-def _own(ck: dict[str, Any], path: Path, config: dict[str, Any] | None) -> dict[str, Any]:
-    """``ck`` if it was written by the run configured as ``config`` (a checkpoint copied over from another run,
-    another seed say, would otherwise be resumed and reported as this run)."""
-    saved = ck.get("config")
+def _own(ck: dict[str, Any], path: Path, meta: dict[str, Any] | None) -> dict[str, Any]:
+    """``ck`` if it was written by the run described by ``meta`` (its config and data fingerprint): a checkpoint
+    copied over from another run, another seed say, or training data replaced since, would otherwise be resumed
+    and reported as this run."""
+    meta = meta or {}
+    data, saved_data = meta.get("data_fingerprint"), ck.get("data_fingerprint")
+    if data is not None and saved_data is not None and data != saved_data:
+        raise CheckpointError(f"{path} was trained on other data than the run's data set holds now (fingerprint "
+                              f"{saved_data} -> {data}): the data changed since; restore it, or delete the run "
+                              "folder to train anew on the new data")
+    config, saved = meta.get("config"), ck.get("config")
     if config is None or not isinstance(saved, dict):
         return ck
     from ..runs import checkpoint_config_differences
@@ -69,12 +76,13 @@ def _own(ck: dict[str, Any], path: Path, config: dict[str, Any] | None) -> dict[
 
 
 def resume(last_path: Path | None, model: nn.Module, objective: nn.Module, opt: torch.optim.Optimizer,
-           device: torch.device, config: dict[str, Any] | None = None) -> tuple[int, list, dict]:
+           device: torch.device, meta: dict[str, Any] | None = None) -> tuple[int, list, dict]:
     """(start epoch, history, best) of the checkpoint at ``last_path`` (or the one before it), its state loaded;
-    a fresh start without either.  ``config``: the run's own, which the checkpoint's must match."""
+    a fresh start without either.  ``meta``: the run's config and data fingerprint, which the checkpoint's must
+    match."""
     if last_path is None or not (last_path.exists() or last_path.with_name("prev.pt").exists()):
         return 0, [], {"epoch": 0, "test_top1": -math.inf}
-    ck = load_resumable(last_path, device, config)
+    ck = load_resumable(last_path, device, meta)
     model.load_state_dict(ck["model_state"])
     objective.load_state_dict(ck["objective_state"])
     opt.load_state_dict(ck["optimizer_state"])

@@ -229,6 +229,7 @@ def fit_group(members: list[Member], data: DataBundle, *, train: TrainConfig, se
     alone = len(members) == 1
     for m in members:
         m.model = place(m.model, m.objective, train, device, world)
+    _check_batch_norm_batches(members, train.batch_size // max(world.world, 1))
     loader = data.train_loader(train.batch_size, device, seed, train.drop_last, train.num_workers, world.shard)
     test_loader = data.eval_loader("test", train.eval_batch_size, device, train.num_workers, world.shard)
     steps = len(loader)
@@ -268,6 +269,16 @@ def fit_group(members: list[Member], data: DataBundle, *, train: TrainConfig, se
     return members
 
 
+def _check_batch_norm_batches(members: list, per_process: int) -> None:
+    """Batch norm cannot train on one sample per batch (PyTorch raises deep inside the first step)."""
+    if per_process >= 2:
+        return
+    for m in members:
+        if any(isinstance(x, nn.modules.batchnorm._BatchNorm) for x in m.model.modules()):
+            raise ConfigError(f"train.batch_size: {per_process} sample(s) per batch and process, but the model has "
+                              "batch norm, which needs at least 2 to train; use a larger batch")
+
+
 class _Run:
     """The loop's state of one member: optimizer, resume point, log, the epoch's running sums."""
 
@@ -284,7 +295,7 @@ class _Run:
                                display=train.progress if world.main else "off", desc=m.desc)
         self.last_path = checkpoint_dir(m.run_dir) / "last.pt" if m.run_dir else None
         self.start_epoch, self.history, self.best = resume(self.last_path if resume_run else None, m.model,
-                                                           m.objective, self.opt, device, (m.meta or {}).get("config"))
+                                                           m.objective, self.opt, device, m.meta)
         self.state.step = self.start_epoch * steps
         self.sink = MetricSink(m.run_dir, world.main, train.tensorboard, self.history, m.hooks,
                                every_step=train.tensorboard_every_step)

@@ -31,7 +31,8 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from torch import Tensor
 
 from ..data.base import Batch
@@ -80,6 +81,14 @@ class LogitParams(DistillerParams):
                                                         "beta_preset soteacher)")
     alpha: float | None = Field(None, ge=0, description="weight of the KD term (default 0.9; 0.5 with beta_preset "
                                                         "soteacher)")
+
+    @field_validator("beta")
+    @classmethod
+    def _no_own_term(cls, v: float | None) -> float | None:
+        if v:  # 0 (what protocols write) weighs nothing either
+            raise PydanticCustomError("no_beta", "a logit-only method has no loss term of its own for beta to weigh "
+                                      "(alpha weighs its KD term)")
+        return v
 
     @model_validator(mode="before")
     @classmethod

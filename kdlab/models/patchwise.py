@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch.nn as nn
 from torch import Tensor
 
+from ..errors import ConfigError
 from ..registry import MODELS
 from .contract import ContractModel, Features
 
@@ -71,6 +72,10 @@ class PatchwiseNet(ContractModel):
 
 @MODELS.register("patchwise", input="image", family="patchwise")
 def patchwise(num_classes: int, in_channels: int, patch_size: int = 4, width: int = 64,
-              depth: int = 1) -> PatchwiseNet:
+              depth: int = 1, input_shape: tuple[int, ...] | None = None) -> PatchwiseNet:
     """SoTeacher §3.1's learner: each patch processed independently, a 1x1 head, the modified softmax."""
+    if input_shape is not None and len(input_shape) == 3 and patch_size >= 1 and \
+            (input_shape[1] % patch_size or input_shape[2] % patch_size):
+        raise ConfigError(f"model.patch_size: {patch_size} does not divide the inputs' size "
+                          f"{tuple(input_shape[1:])} into whole patches")
     return PatchwiseNet(num_classes, in_channels, patch_size, width, depth)

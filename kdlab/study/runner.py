@@ -58,9 +58,12 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     of runs); ``group_size``: instead of the config's (1: every student on its own).
     """
     log = log or kdlog.info
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers: must be a whole number >= 1, got {workers!r}")
     cfg = load_config(StudyConfig, config, overrides)
     out = Path(cfg.out_dir)
     plan = plan_study(cfg)
+    check_buildable(plan)
     changed = changed_runs(plan)
     if changed:  # refuse before anything is trained or rewritten (study.yaml, results) under the old runs
         raise ConfigError(f"{len(changed)} run(s) in {out} were trained with other settings, e.g. {changed[0]}; "
@@ -78,6 +81,35 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     if not allow_failures:
         check_no_failures(result)
     return result
+
+
+def check_buildable(plan: list[PlannedRun]) -> None:
+    """Validate every run's config, and build the teachers whose method depends on the pair (SFTN's student
+    branches), before anything trains: a run that cannot start is a config error now, not after every other run
+    of the study has trained."""
+    from ..config.schema import DistillRunConfig, TeacherRunConfig
+    from ..data import load_dataset
+    from ..methods import build_teacher_objective
+    from ..models import build_model
+
+    for run in plan:  # every run's own config validates (its schema's cross-field checks included)
+        load_config(TeacherRunConfig if run.kind == "teacher" else DistillRunConfig, run.config)
+    seen = set()
+    for run in plan:
+        method = run.config.get("method") or {}
+        if run.kind != "teacher" or method.get("name") != "sftn" or method.get("pretrained"):
+            continue
+        key = repr((run.config["model"], method, run.config["data"]))
+        if key in seen or (run.run_dir / "summary.json").exists():
+            continue
+        seen.add(key)
+        cfg = load_config(TeacherRunConfig, run.config)
+        data = load_dataset(cfg.data, cfg.holdout)
+        model = build_model(cfg.model.name, cfg.model.params, data.num_classes, data.input_shape)
+        try:
+            build_teacher_objective(cfg.method, model, data, None, cfg.train.epochs)
+        except ConfigError as e:
+            raise ConfigError(f"teacher {run.teacher_label} of pair {run.pair or run.arch}: {e}") from None
 
 
 def check_same_study(out: Path, name: str) -> None:

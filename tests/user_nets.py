@@ -1,0 +1,17 @@
+"""Models of a user's own, for the tests that train, export or load them through kdlab's module adapter."""
+
+import torch.nn as nn
+
+
+class UserNet(nn.Module):
+    """A user's own classifier (not a kdlab model): trained through the module adapter, or saved by hand."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 4):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.down1 = nn.Sequential(nn.Conv2d(width, 2 * width, 3, 2, 1), nn.BatchNorm2d(2 * width), nn.ReLU())
+        self.down2 = nn.Sequential(nn.Conv2d(2 * width, 4 * width, 3, 2, 1), nn.BatchNorm2d(4 * width), nn.ReLU())
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.down2(self.down1(self.stem(x))).mean((2, 3)))
