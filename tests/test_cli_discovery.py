@@ -13,22 +13,12 @@ import torch
 import yaml
 
 from conftest import TINY_DATA, TINY_TRAIN, student_cfg, teacher_cfg
-from kdlab.cli import SCHEMA_KINDS, main
+from kdlab.cli import SCHEMA_KINDS
 from kdlab.config import DistillRunConfig, EvalConfig, StudyConfig, load_config
 from kdlab.config.describe import schema_rows
 from kdlab.data.base import ArrayLoader, Split
 from kdlab.student_runs import resolve_student_run
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def write(path, data):
-    path.write_text(yaml.safe_dump(data))
-    return path
+from test_cli import run, write
 
 
 def arrays(folder: Path, n_train: int, n_test: int = 4) -> Path:

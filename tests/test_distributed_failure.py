@@ -6,6 +6,7 @@ import sys
 import time
 
 import yaml
+
 from test_distributed import _free_port
 
 FAILS_ON_RANK_1 = """

@@ -39,7 +39,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..config.schema import OptimConfig, ScheduleConfig, TrainConfig
-from ..data.base import DataBundle, batch_part
+from ..data.base import MIN_TRAIN_BATCH, DataBundle, batch_part
 from ..errors import ConfigError, DivergenceError
 from ..methods.base import Objective
 from . import distributed
@@ -271,12 +271,12 @@ def fit_group(members: list[Member], data: DataBundle, *, train: TrainConfig, se
 
 def _check_batch_norm_batches(members: list, per_process: int) -> None:
     """Batch norm cannot train on one sample per batch (PyTorch raises deep inside the first step)."""
-    if per_process >= 2:
+    if per_process >= MIN_TRAIN_BATCH:
         return
     for m in members:
         if any(isinstance(x, nn.modules.batchnorm._BatchNorm) for x in m.model.modules()):
             raise ConfigError(f"train.batch_size: {per_process} sample(s) per batch and process, but the model has "
-                              "batch norm, which needs at least 2 to train; use a larger batch")
+                              f"batch norm, which needs at least {MIN_TRAIN_BATCH} to train; use a larger batch")
 
 
 class _Run:
