@@ -49,19 +49,25 @@ def test_train_distill_eval_end_to_end(tmp_path, capsys):
 
 
 def test_study_and_quickstart_tiny(tmp_path, capsys):
-    overrides = [f"out_dir={tmp_path / 'qs'}", "seeds=[0, 1]", f"data.num_train={TINY_DATA['num_train']}",
-                 f"data.num_test={TINY_DATA['num_test']}", "teacher.train.epochs=1", "student.train.epochs=1",
-                 "teacher.train.progress=off", "student.train.progress=off"]
-    code, out, err = run(capsys, "quickstart", *overrides)
+    """The quickstart as a user runs it (its default workers: one process per core, one thread each), then the
+    same again in another folder: results.csv repeats byte for byte on one machine."""
+    shrink = ["seeds=[0, 1, 2]", f"data.num_train={TINY_DATA['num_train']}", f"data.num_test={TINY_DATA['num_test']}",
+              "teacher.train.epochs=1", "student.train.epochs=1", "teacher.train.progress=off",
+              "student.train.progress=off"]
+    code, out, err = run(capsys, "quickstart", f"out_dir={tmp_path / 'qs'}", *shrink)
     assert code == 0
     header = next(ln for ln in out.splitlines() if ln.startswith("|"))
     assert [c.strip() for c in header.split("|")[2:-1]] == ["standard", "soteacher", "sftn"]
     assert "| Teacher resnet_cifar" in out and "| Student resnet8 (alone)" in out and "| kd " in out
-    assert "(n=2)" in out and "L1 to p* (train)" in out
-    assert "14 runs trained, 0 reused, 0 failed" in err  # 3 x 2 teachers, 2 alone, 3 x 2 KD students
+    assert "(n=3)" in out and "L1 to p* (train)" in out and "**Reading**" in out
+    assert "21 runs trained, 0 reused, 0 failed" in err  # 3 x 3 teachers, 3 alone, 3 x 3 KD students
     code, out2, err = run(capsys, "study", tmp_path / "qs" / "study.yaml")
-    assert code == 0 and "0 runs trained, 14 reused" in err
+    assert code == 0 and "0 runs trained, 21 reused" in err
     assert out2 == out
+    code, out3, _ = run(capsys, "quickstart", f"out_dir={tmp_path / 'again'}", *shrink)
+    results = [(tmp_path / d / "results.csv").read_bytes() for d in ("qs", "again")]
+    assert code == 0 and results[0] == results[1] and out3 == out
+    assert "train_time" not in results[0].decode() and b"train_time" in (tmp_path / "qs" / "timings.csv").read_bytes()
 
 
 @pytest.mark.parametrize("argv, code, fragment", [

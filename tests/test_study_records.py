@@ -58,9 +58,9 @@ def test_records_are_run_records_with_the_plans_teacher_folder(study):
         assert r.get("top1") == r.metrics["top1"] and r.get("kind") == r.kind and r.get("nope", 7) == 7
     kd = next(r for r in res.records if r.method_label == "kd" and r.teacher_label == "wd0" and r.seed == 1)
     assert kd.teacher_run_dir == out / "teachers" / "resnet8" / "wd0" / "seed1"
-    # results.csv keeps its columns, written from the records
+    # results.csv keeps its columns, written from the records; run folders relative to the study's
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert [r["run_dir"] for r in rows] == [str(r.run_dir) for r in res.records]
+    assert [r["run_dir"] for r in rows] == [str(r.run_dir.relative_to(out)) for r in res.records]
     assert [float(r["top1"]) for r in rows] == [r.get("top1") for r in res.records]
 
 
@@ -137,9 +137,9 @@ def test_each_cell_is_computed_once_and_shared_by_every_renderer(study, monkeypa
         t.to_csv()
     assert len(calls) == len(stats)  # rendering only formats
     dist = doc.tables[0]
-    for row in dist.rows:  # the baseline column's Stat is the other columns' reference
+    for row in dist.rows:  # the other columns' Stats carry their paired difference to the baseline column's
         if isinstance(row[1], Stat) and isinstance(row[2], Stat) and row[1] is not row[2]:
-            assert row[2].reference == row[1].mean and row[1].reference is None
+            assert row[2].difference is not None and row[1].difference is None
     for s in stats:
         assert s.text() in md and s.text() in page
     assert md == res.table and (out / "results.md").read_text() == f"# tiny\n\n{md}\n"
@@ -187,7 +187,7 @@ def test_table_csv_round_trips_the_numbers():
     table = distillation_table(recs, pair, ["a", "b"], ["alone"], ["kd", "fitnet"])
     assert [c.text() if not isinstance(c, str) else c for c in table.rows[-2]] == ["**Best**", "64.50", "66.25"]
     kd_b = table.rows[2][2]
-    assert (kd_b.mean, kd_b.reference, kd_b.delta) == (66.25, 64.5, 1.75)
+    assert (kd_b.mean, kd_b.delta, kd_b.difference.n) == (66.25, 1.75, 2)  # paired: (66.5-64) and (66-65)
     assert table.rows[3][2].text() == "-"  # no run: no number, no difference
     rows = list(csv.DictReader(io.StringIO(table.to_csv())))
     assert len(rows) == sum(len(r) - 1 for r in table.rows)

@@ -8,7 +8,7 @@ study's pairs by position, so a shrunk study (other architectures) still fills t
 
 Cells hold :class:`~kdlab.study.table.Compare`: the paper's value (± std where printed), kdlab's mean ± std (n)
 over seeds and the difference.  Differences between two columns (the papers' Δ) are computed per seed (same seed,
-same data) and then averaged, so their spread is the spread of the paired differences.
+same data) and shown as their mean with a 95 % t interval, marked n.s. when it covers 0.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 
 from ..config import StudyConfig
 from ..study.plan import arch_label, pair_label
-from ..study.table import Compare, Stat, Table
+from ..study.stats import MIN_PAIRS, NOT_SIGNIFICANT
+from ..study.table import Compare, Difference, Stat, Table
 from .published import PublishedTable
 
 Cell = Callable[[str, str], Stat | None]
@@ -76,9 +77,10 @@ def stat(values: dict[int, float] | Iterable[float], digits: int = 2, scale: flo
     return Stat.of([v * scale for v in vals], digits)
 
 
-def paired_difference(a: dict[int, float], b: dict[int, float], digits: int = 2) -> Stat:
-    """a - b over the seeds both have (the paired difference, mean ± std over seeds)."""
-    return Stat.of([a[s] - b[s] for s in sorted(set(a) & set(b))], digits)
+def paired_difference(a: dict[int, float], b: dict[int, float], digits: int = 2) -> Difference:
+    """a - b over the seeds both have: the paired difference, its mean with a 95 % t interval and the
+    not-significant mark (:class:`~kdlab.study.table.Difference`)."""
+    return Difference.of([a[s] - b[s] for s in sorted(set(a) & set(b))], digits)
 
 
 def per_seed(rows: list[dict[int, float]], combine: Callable[[list[float]], float]) -> dict[int, float]:
@@ -112,6 +114,10 @@ def paper_layout(table: PublishedTable, cell: Cell, digits: int = 2, title: str 
                 line.append(Compare(pub.mean if pub else None, pub.std if pub else None, ours))
         rows.append(line)
     legend = "Each cell: paper / kdlab mean ± std (n runs) (kdlab - paper)."
+    if any(isinstance(c, Compare) and isinstance(c.ours, Difference) for r in rows for c in r):
+        legend += (" A difference between two of kdlab's columns is paired over seeds: mean [95 % t interval] "
+                   f"(n seeds), {NOT_SIGNIFICANT} when the interval covers 0 (no interval from fewer than "
+                   f"{MIN_PAIRS} seeds).")
     return Table(header, rows, title=title, note=" ".join(x for x in (legend, note) if x))
 
 

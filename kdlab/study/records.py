@@ -87,9 +87,13 @@ class RunRecord:
     def labels(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in LABEL_COLUMNS}
 
-    def row(self) -> dict[str, Any]:
-        """The run's line of ``results.csv``: its metrics, labels and run folder."""
-        return {**self.metrics, **self.labels(), "run_dir": str(self.run_dir)}
+    def row(self, relative_to: Path | None = None) -> dict[str, Any]:
+        """The run's line of ``results.csv``: its metrics, labels and run folder (relative to ``relative_to``
+        when inside it, so that the file does not depend on where the study folder is)."""
+        run_dir = self.run_dir
+        if relative_to is not None and run_dir.is_relative_to(relative_to):
+            run_dir = run_dir.relative_to(relative_to)
+        return {**self.metrics, **self.labels(), "run_dir": str(run_dir)}
 
 
 _FIELDS = frozenset(f.name for f in fields(RunRecord)) - {"metrics"}

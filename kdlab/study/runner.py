@@ -2,7 +2,10 @@
 
 Outputs under ``out_dir``: ``study.yaml`` (the resolved config) and ``runs.json`` (every planned run's labels and
 folders, see :mod:`kdlab.study.records`), both written when the study starts; ``results.csv`` (one row per run:
-labels and summary), ``results.md`` (the tables), and the run folders (see :mod:`kdlab.study.plan`).
+labels, the summary's metrics and the run folder relative to ``out_dir``), ``timings.csv`` (per run its
+``train_time`` and ``group_size``: how it was scheduled, which differs from one execution to the next, so that
+``results.csv`` repeats byte for byte), ``results.md`` (the tables), and the run folders (see
+:mod:`kdlab.study.plan`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from .tables import study_tables
 METRIC_COLUMNS = ["top1", "top5", "nll", "ece", "nll_ts", "ece_ts", "temperature", "best_top1", "best_epoch",
                   "teacher_top1", "teacher_nll", "teacher_ece", "teacher_pstar_l1_train", "teacher_pstar_l1_test",
                   "agreement", "kl_teacher_student", "cka_teacher_student", "pstar_l1_train", "pstar_l1_test",
-                  "params", "train_time", "run_dir"]
+                  "params", "run_dir"]
+TIMING_COLUMNS = ["train_time", "group_size", "run_dir"]
 
 
 @dataclass
@@ -166,7 +170,9 @@ def write_results(cfg: StudyConfig, outcomes: list[Outcome], log: Callable[[str]
     failed = [f"{o.run.run_dir}: {o.error}" for o in outcomes if o.error]
     tables = render_tables(cfg, records)
     table = tables.to_markdown()
-    atomic_write_text(out / "results.csv", to_csv([r.row() for r in records], LABEL_COLUMNS + METRIC_COLUMNS))
+    rows = [r.row(relative_to=out) for r in records]
+    atomic_write_text(out / "results.csv", to_csv(rows, LABEL_COLUMNS + METRIC_COLUMNS))
+    atomic_write_text(out / "timings.csv", to_csv(rows, LABEL_COLUMNS + TIMING_COLUMNS))
     atomic_write_text(out / "results.md", f"# {cfg.name}\n\n{table}\n")
     ran = sum(1 for o in outcomes if o.summary is not None and not o.reused)
     reused = sum(1 for o in outcomes if o.reused)

@@ -1,5 +1,10 @@
 """Confidence intervals of the studies' headline numbers: a mean (Student's t), a paired difference, and the
-slope of a straight-line fit (ordinary least squares with its t interval)."""
+slope of a straight-line fit (ordinary least squares with its t interval).
+
+A paired difference (method b minus method a, seed by seed: same seed, same data) gets its 95 % t interval from
+:data:`MIN_PAIRS` pairs on; from fewer the estimate is shown without one, as "too few seeds" (with 2 pairs the t
+quantile is 12.7: an interval so wide it says nothing).  A difference whose interval covers 0 is marked
+:data:`NOT_SIGNIFICANT`: the seeds cannot tell its sign."""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 LEVEL = 0.95
+MIN_PAIRS = 3
+NOT_SIGNIFICANT = "n.s."
 
 
 def _t(df: int) -> float:
@@ -39,6 +46,29 @@ class Interval:
     def excludes_zero(self) -> bool:
         return not math.isnan(self.low) and (self.low > 0 or self.high < 0)
 
+    @property
+    def verdict(self) -> str:
+        """A difference's reading: ``higher`` or ``lower`` (the interval excludes 0), ``not significant`` (it
+        covers 0), ``too few seeds`` (no interval) or ``no pairs``."""
+        if self.n == 0 or math.isnan(self.estimate):
+            return "no pairs"
+        if math.isnan(self.low):
+            return "too few seeds"
+        if not self.excludes_zero:
+            return "not significant"
+        return "higher" if self.estimate > 0 else "lower"
+
+    def difference_text(self, digits: int = 2, with_n: bool = True) -> str:
+        """A difference as ``+3.10 [+2.01, +4.19] (n=3)``, with ``n.s.`` after it when the interval covers 0, or
+        ``+0.67 (n=2: too few seeds for an interval)``."""
+        if self.n == 0 or math.isnan(self.estimate):
+            return "-"
+        est = f"{self.estimate:+.{digits}f}"
+        if math.isnan(self.low):
+            return f"{est} (n={self.n}: too few seeds for an interval)"
+        out = f"{est} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]" + (f" (n={self.n})" if with_n else "")
+        return out if self.excludes_zero else f"{out} {NOT_SIGNIFICANT}"
+
 
 def _clean(values: Sequence[float | None]) -> np.ndarray:
     return np.array([float(v) for v in values if v is not None and not math.isnan(float(v))])
@@ -56,9 +86,15 @@ def mean_interval(values: Sequence[float | None]) -> Interval:
     return Interval(float(x.mean()), float(x.mean() - half), float(x.mean() + half), n)
 
 
+def difference_interval(differences: Sequence[float | None]) -> Interval:
+    """Mean of per-seed differences with its t interval from :data:`MIN_PAIRS` of them on."""
+    iv = mean_interval(differences)
+    return iv if iv.n >= MIN_PAIRS else Interval(iv.estimate, math.nan, math.nan, iv.n)
+
+
 def paired_difference(pairs: Sequence[tuple[float | None, float | None]]) -> Interval:
-    """Mean of b - a over the pairs where both are known, with its t interval."""
-    return mean_interval([b - a for a, b in pairs if a is not None and b is not None])
+    """Mean of b - a over the pairs where both are known, with its t interval (:func:`difference_interval`)."""
+    return difference_interval([b - a for a, b in pairs if a is not None and b is not None])
 
 
 @dataclass(frozen=True)
@@ -97,9 +133,13 @@ class CI:
     signed: bool = False
 
     def text(self) -> str:
-        return self.interval.text(self.digits, self.signed)
+        """A mean as ``estimate [low, high] (n=...)``; a difference (``signed``) with its mark (n.s., too few)."""
+        if self.signed:
+            return self.interval.difference_text(self.digits)
+        return self.interval.text(self.digits)
 
     def csv_fields(self) -> dict:
         iv = self.interval
         num = lambda v: "" if math.isnan(v) else v  # noqa: E731
-        return {"mean": num(iv.estimate), "low": num(iv.low), "high": num(iv.high), "n": iv.n}
+        out = {"mean": num(iv.estimate), "low": num(iv.low), "high": num(iv.high), "n": iv.n}
+        return out | ({"verdict": iv.verdict} if self.signed else {})

@@ -2,7 +2,8 @@
 markdown, HTML or CSV.
 
 A :class:`Table` holds a header and rows of cells; a cell is text or a :class:`Stat` (the values of the runs
-behind it, their mean, std and n computed once, an optional difference to a reference) or a :class:`Compare`
+behind it, their mean, std and n computed once, optionally the paired difference to a baseline with its 95 %
+interval, :class:`~kdlab.study.stats.Interval`) or a :class:`Compare`
 (a published value next to kdlab's :class:`Stat`), a :class:`Value` (one number, e.g. the best of a column's
 means) or a :class:`Strong` (a cell shown bold).  Renderers only format.
 
@@ -21,6 +22,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from .stats import Interval, difference_interval, paired_difference
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
@@ -60,6 +63,13 @@ def to_csv(records: list[dict[str, Any]], columns: Sequence[str]) -> str:
     return buf.getvalue()
 
 
+def _one_per_seed(values: Iterable[tuple[int, float]]) -> dict[int, float]:
+    by_seed: dict[int, list[float]] = {}
+    for seed, v in values:
+        by_seed.setdefault(seed, []).append(v)
+    return {seed: vs[0] for seed, vs in by_seed.items() if len(vs) == 1}
+
+
 def _missing(v: Any) -> str | None:
     """Why a run's value does not count: None for a number."""
     if v is None:
@@ -69,14 +79,14 @@ def _missing(v: Any) -> str | None:
 
 @dataclass(frozen=True)
 class Stat:
-    """The runs behind one table cell: mean, sample std and n over their values, and the difference of the mean
-    to a reference mean (the baseline column's) when given.  Made from runs (:meth:`of_runs`), it also knows the
-    seeds of its values and the runs left out, ``dropped`` as (seed, why), so that a table can say why a cell
-    has fewer values than its column."""
+    """The runs behind one table cell: mean, sample std and n over their values, and, when given, the paired
+    difference to the baseline column (seed by seed, with its 95 % t interval and significance mark).  Made from
+    runs (:meth:`of_runs`), it also knows the seeds of its values and the runs left out, ``dropped`` as
+    (seed, why), so that a table can say why a cell has fewer values than its column."""
 
     values: tuple[float, ...]
     digits: int = 2
-    reference: float | None = None
+    difference: Interval | None = None
     seeds: tuple[int, ...] = ()
     dropped: tuple[tuple[int, str], ...] = ()
     mean: float = field(init=False)
@@ -90,23 +100,28 @@ class Stat:
         object.__setattr__(self, "n", n)
 
     @classmethod
-    def of(cls, values: Iterable[float], digits: int = 2, reference: float | None = None) -> Stat:
+    def of(cls, values: Iterable[float], digits: int = 2) -> Stat:
         xs = tuple(float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v)))
-        return cls(xs, digits, reference)
+        return cls(xs, digits)
 
     @classmethod
-    def of_runs(cls, runs: Iterable[tuple[int, Any]], digits: int = 2, reference: float | None = None) -> Stat:
-        """From (seed, value) per run: a value that is missing or NaN is left out and kept in ``dropped``."""
+    def of_runs(cls, runs: Iterable[tuple[int, Any]], digits: int = 2, baseline: Stat | None = None) -> Stat:
+        """From (seed, value) per run: a value that is missing or NaN is left out and kept in ``dropped``.  With
+        a ``baseline`` cell, the paired difference to it (this minus it, over the seeds both have)."""
         runs = sorted(runs, key=lambda sv: sv[0])
         kept = [(seed, float(v)) for seed, v in runs if _missing(v) is None]
         dropped = tuple((seed, why) for seed, v in runs if (why := _missing(v)) is not None)
-        return cls(tuple(v for _, v in kept), digits, reference, tuple(seed for seed, _ in kept), dropped)
+        difference = None
+        if baseline is not None:  # a seed with several runs on either side is no pair
+            base, mine = _one_per_seed(zip(baseline.seeds, baseline.values)), _one_per_seed(kept)
+            difference = paired_difference([(base[s], mine[s]) for s in sorted(base.keys() & mine.keys())])
+        return cls(tuple(v for _, v in kept), digits, difference, tuple(seed for seed, _ in kept), dropped)
 
     @property
     def delta(self) -> float | None:
-        if self.reference is None or self.n == 0 or math.isnan(self.reference):
-            return None
-        return self.mean - self.reference
+        """The paired difference's estimate (None without one)."""
+        d = self.difference
+        return None if d is None or d.n == 0 else d.estimate
 
     def text(self) -> str:
         if self.n == 0:
@@ -114,10 +129,34 @@ class Stat:
         d = self.digits
         spread = f" ± {self.std:.{d}f}" if self.n > 1 else ""  # one run has no spread to show
         out = f"{self.mean:.{d}f}{spread} (n={self.n})"
-        return out + (f" ({self.delta:+.{d}f})" if self.delta is not None else "")
+        if self.delta is None:
+            return out
+        return out + f" ({self.difference.difference_text(d, with_n=self.difference.n != self.n)})"
 
     def csv_fields(self) -> dict[str, Any]:
-        return {"mean": _num(self.mean), "std": _num(self.std), "n": self.n, "delta": _num(self.delta)}
+        out = {"mean": _num(self.mean), "std": _num(self.std), "n": self.n, "delta": _num(self.delta)}
+        if self.delta is not None:
+            out |= {"low": _num(self.difference.low), "high": _num(self.difference.high),
+                    "verdict": self.difference.verdict}
+        return out
+
+
+@dataclass(frozen=True)
+class Difference(Stat):
+    """A cell of paired differences (one value per seed: method b minus method a on the same seed and data), shown
+    as their mean with its 95 % t interval and the not-significant mark: ``+0.67 [-1.63, +2.96] (n=3) n.s.``."""
+
+    @property
+    def interval(self) -> Interval:
+        return difference_interval(self.values)
+
+    def text(self) -> str:
+        return self.interval.difference_text(self.digits)
+
+    def csv_fields(self) -> dict[str, Any]:
+        iv = self.interval
+        return {"mean": _num(self.mean), "std": _num(self.std), "n": self.n, "low": _num(iv.low),
+                "high": _num(iv.high), "verdict": iv.verdict}
 
 
 @dataclass(frozen=True)
@@ -281,7 +320,7 @@ class Table:
         """One line per cell: row label (the first cell), column, and the cell's numbers or text."""
         buf = io.StringIO()
         fields = ["row", "column", "text", "paper", "paper_std", "mean", "std", "n", "delta", "difference", "low",
-                  "high"]
+                  "high", "verdict"]
         w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in self.rows:
@@ -327,6 +366,27 @@ class Paragraph:
 
     def to_html(self) -> str:
         return f"<p>{inline_html(' '.join(self.text.splitlines()))}</p>"
+
+
+def escape_markdown(text: str) -> str:
+    """Plain text (e.g. a user's label) that markdown shows as it is: backslashes, backticks and each ``*`` or
+    ``_`` that could open emphasis (followed by a non-space) are escaped, so "p* (train)" stays readable."""
+    return re.sub(r"(\\|`|[*_](?=\S))", r"\\\1", text)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A paragraph of plain text after a bold lead (``**Reading** ...``): the text is escaped for markdown and
+    HTML, so that labels in it are shown as they are."""
+
+    lead: str
+    text: str
+
+    def to_markdown(self) -> str:
+        return f"**{self.lead}** {escape_markdown(self.text)}"
+
+    def to_html(self) -> str:
+        return f"<p><strong>{html.escape(self.lead)}</strong> {html.escape(self.text)}</p>"
 
 
 @dataclass

@@ -4,18 +4,21 @@ Per teacher/student pair:
 
 * **distillation** - columns are teacher methods (the first is the baseline); rows are the teacher's accuracy, the
   student trained without a teacher, then one row per distillation method with the student's accuracy and its
-  difference to the baseline teacher's column, then Best and Average rows over the distillation methods;
+  paired difference to the baseline teacher's column (seed by seed, with a 95 % t interval from 3 seeds on,
+  marked n.s. when the interval covers 0), then Best and Average rows over the distillation methods;
 * **teacher quality** - per teacher method: accuracy, ECE and NLL before and after temperature scaling (when the
   study holds data out), distance to the true label distribution on training and test inputs (mixed-feature);
 * **fidelity** - per distillation method and teacher method: top-1 agreement, KL(teacher ‖ student) and linear
   CKA of the penultimate representations;
 * **paired differences** - per teacher method, its difference to the baseline teacher run with the same seed
   (teacher accuracy, distance to p*, ECE, each distilled student's accuracy): mean with a 95 % t interval over
-  the seeds, n pairs (with at least two seeds).
+  the seeds, n pairs, the same marks (with at least two seeds), followed by the **reading**: those differences
+  in words, each "higher"/"lower" only when its interval excludes 0.
 
 Every table is a :class:`~kdlab.study.table.Table` whose numeric cells are :class:`~kdlab.study.table.Stat`
-objects: mean ± std over seeds with n, computed once; the difference to the baseline teacher's column is the
-Stat's ``reference``.  The trajectory and sweep figures have their own tables (``curves``).
+objects: mean ± std over seeds with n, computed once; the paired difference to the baseline teacher's column is
+the Stat's ``difference`` (an :class:`~kdlab.study.stats.Interval`).  The trajectory and sweep figures have their
+own tables (``curves``).
 """
 
 from __future__ import annotations
@@ -25,16 +28,17 @@ from typing import Any
 
 from .curves import is_data_sweep
 from .records import RunRecord
-from .stats import CI, paired_difference
-from .table import Document, Heading, Paragraph, Stat, Strong, Table, Value
+from .stats import CI, MIN_PAIRS, NOT_SIGNIFICANT, paired_difference
+from .table import Document, Heading, Paragraph, Stat, Statement, Strong, Table, Value
 
 
-def _stat(records: Iterable[RunRecord], key: str = "top1", digits: int = 2, reference: float | None = None,
+def _stat(records: Iterable[RunRecord], key: str = "top1", digits: int = 2, baseline: Stat | None = None,
           **match: Any) -> Stat:
-    """The cell of the matching runs; a run whose value is missing or NaN (CKA of a collapsed representation)
-    stays in the Stat as dropped, so the table can say why the cell has fewer values."""
+    """The cell of the matching runs (with its paired difference to a ``baseline`` cell); a run whose value is
+    missing or NaN (CKA of a collapsed representation) stays in the Stat as dropped, so the table can say why the
+    cell has fewer values."""
     runs = [(r.seed, r.get(key)) for r in records if all(r.get(k) == v for k, v in match.items())]
-    return Stat.of_runs(runs, digits, reference)
+    return Stat.of_runs(runs, digits, baseline)
 
 
 def _teachers_of(records: list[RunRecord], pair: dict) -> list[RunRecord]:
@@ -44,9 +48,13 @@ def _teachers_of(records: list[RunRecord], pair: dict) -> list[RunRecord]:
 
 
 def _compared(records: list[RunRecord], teacher_labels: list[str], **match: Any) -> list[Stat]:
-    """One Stat per teacher method; each but the baseline (the first) carries the baseline's mean as reference."""
+    """One Stat per teacher method; each but the baseline (the first) carries its paired difference to it."""
     base = _stat(records, teacher_label=teacher_labels[0], **match)
-    return [base] + [_stat(records, reference=base.mean, teacher_label=t, **match) for t in teacher_labels[1:]]
+    return [base] + [_stat(records, baseline=base, teacher_label=t, **match) for t in teacher_labels[1:]]
+
+
+DIFFERENCE_NOTE = (f"{NOT_SIGNIFICANT}: not significant, the interval covers 0 (the seeds cannot tell the "
+                   f"difference's sign); no interval from fewer than {MIN_PAIRS} paired seeds.")
 
 
 def distillation_table(records: list[RunRecord], pair: dict, teacher_labels: list[str], alone_labels: list[str],
@@ -76,8 +84,9 @@ def distillation_table(records: list[RunRecord], pair: dict, teacher_labels: lis
         rows.append([Strong("Best")] + [Value(max(xs) if xs else None) for xs in means])
         rows.append([Strong("Average")] + [Value(sum(xs) / len(xs) if xs else None) for xs in means])
     return Table(["", *teacher_labels], rows,
-                 title="Test top-1 % (mean ± std over seeds, n runs); in parentheses the difference to the "
-                       f"{teacher_labels[0]} teacher.")
+                 title="Test top-1 % (mean ± std over seeds, n runs); in parentheses the paired difference to the "
+                       f"{teacher_labels[0]} teacher (same seed, same data) with its 95 % t interval.",
+                 note=DIFFERENCE_NOTE if len(teacher_labels) > 1 else "")
 
 
 TEACHER_QUALITY = [("top1", "top-1", 2), ("ece", "ECE", 2), ("nll", "NLL", 3), ("ece_ts", "ECE (TS)", 2),
@@ -137,7 +146,29 @@ def paired_table(records: list[RunRecord], pair: dict, teacher_labels: list[str]
         return None
     return Table(["teacher method", *(name for _, _, name, _, _ in cols)], rows,
                  title=f"Paired differences to the {base} teacher of the same seed: mean [95 % t interval] "
-                       "(n seeds)")
+                       "(n seeds)", note=DIFFERENCE_NOTE)
+
+
+def _said(name: str, ci: CI) -> str:
+    iv, d = ci.interval, ci.digits
+    verdict, bounds = iv.verdict, f"[{iv.low:+.{d}f}, {iv.high:+.{d}f}]"
+    if verdict in ("higher", "lower"):
+        return f"{name} {verdict} by {abs(iv.estimate):.{d}f} {bounds}"
+    if verdict == "not significant":
+        return f"{name} not significantly different ({iv.estimate:+.{d}f} {bounds})"
+    return f"{name} {iv.estimate:+.{d}f} from {iv.n} seed{'s' * (iv.n != 1)}, too few for an interval"
+
+
+def reading(paired: Table, base: str) -> Statement:
+    """What the paired differences support, in words: per teacher method and column, higher or lower than the
+    baseline teacher when the 95 % interval excludes 0, else not significant (or too few seeds)."""
+    sentences = []
+    for row in paired.rows:
+        said = [_said(name, ci) for name, ci in zip(paired.header[1:], row[1:]) if ci.interval.verdict != "no pairs"]
+        if said:
+            sentences.append(f"the {row[0]} teacher against the {base} teacher: " + "; ".join(said) + ".")
+    return Statement("Reading", "(paired differences, 95 % t intervals; a difference counts only when its "
+                     "interval excludes 0): " + " ".join(s[0].upper() + s[1:] for s in sentences))
 
 
 def study_tables(records: list[RunRecord], pairs: list[dict], teacher_labels: list[str], alone_labels: list[str],
@@ -156,9 +187,9 @@ def study_tables(records: list[RunRecord], pairs: list[dict], teacher_labels: li
             doc.add(fidelity_table(records, pair, teacher_labels, distill_labels))
         paired = paired_table(records, pair, teacher_labels, distill_labels)
         if paired is not None:
-            doc.add(paired)
+            doc.add(paired, reading(paired, teacher_labels[0]))
     return doc
 
 
-__all__ = ["TEACHER_QUALITY", "distillation_table", "fidelity_table", "paired_table", "study_tables",
+__all__ = ["TEACHER_QUALITY", "distillation_table", "fidelity_table", "paired_table", "reading", "study_tables",
            "teacher_quality_table"]
