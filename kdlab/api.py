@@ -20,9 +20,10 @@ def quickstart_config() -> str:
 
 
 def quickstart_workers() -> int:
-    """The quickstart's runs at once: one per CPU core (at most 8), each on one thread.  Its models are small
-    enough that one thread each is faster than several threads on one run, and a run's numbers then depend
-    on the CPU alone, not on how many cores it has."""
+    """The quickstart's runs at once: one per CPU core, at most 8 (study workers share the cores, so each run
+    has one thread up to 8 cores).  Its models are small enough that one thread each is faster than several
+    threads on one run (1.4-1.5x on 2 cores), and a run's numbers then depend on the CPU, not on its number of
+    cores."""
     return max(1, min(os.cpu_count() or 1, 8))
 
 

@@ -303,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
              "alone over 5 seeds on generated data (under 3 minutes on 2 CPU cores) and print the comparison "
              "tables with paired differences", "[key=value ...]")
     qs.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                    help="runs at once (default: one per CPU core, at most 8, each on one thread)")
+                    help="runs at once (default: one per CPU core, at most 8; the cores are shared among them, "
+                         "so one thread each up to 8 cores)")
     for sp in sub.choices.values():  # the error hint says "rerun with --debug": after the subcommand works too
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show full tracebacks for errors")
