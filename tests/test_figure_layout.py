@@ -285,6 +285,13 @@ def test_headline_numbers_are_the_runs_and_one_seed_has_no_error_bar(long_study,
               and r.teacher_label == STANDARD and r.pair]
     assert sorted(groups["kd student"][STANDARD].values) == sorted(kd_std)
     assert groups["kd student"][STANDARD].n == 3 and list(panel.alone) == [ALONE]
+    # the other teacher methods' points carry their paired difference to the first one's, seed by seed
+    by_seed = lambda t: {r.seed: r.get("top1") for r in records  # noqa: E731
+                         if r.kind == "student" and r.method_label == "kd" and r.teacher_label == t and r.pair}
+    std, so = by_seed(STANDARD), by_seed(SOTEACHER)
+    diff = groups["kd student"][SOTEACHER].difference
+    assert groups["kd student"][STANDARD].difference is None and diff.n == 3
+    assert diff.estimate == pytest.approx(sum(so[s] - std[s] for s in std) / 3)
     # seeds 1 and 2 of one cell gone: n=1, a point without an error bar, marked n=1
     one = [r for r in records if not (r.kind == "student" and r.method_label == "kd" and r.teacher_label == "sftn"
                                       and r.seed > 0)]
@@ -293,6 +300,10 @@ def test_headline_numbers_are_the_runs_and_one_seed_has_no_error_bar(long_study,
     assert "n=1" in [t.get_text() for t in ax.texts]
     bars = [c for c in ax.containers if c.has_yerr]
     assert len(bars) == 3 * 3 - 1  # every point but the single run's has its error bar
+    # a hollow marker for each point the seeds cannot tell from the first teacher method's
+    drawn_hollow = sum(c.lines[0].get_markerfacecolor() == "white" for c in ax.containers)
+    cells = [s for _, g in headline_panels(one)[0].groups for s in g.values()]
+    assert drawn_hollow == sum(s.difference is not None and not s.difference.excludes_zero for s in cells) > 0
     assert layout_problems(drawn[0]) == []
 
 

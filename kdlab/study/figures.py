@@ -73,7 +73,8 @@ def _teacher_colours(records: list[RunRecord]) -> dict[str, str]:
 @dataclass
 class HeadlinePanel:
     """One panel of the headline figure: per group (the teacher, then each distillation method's student) the
-    top-1 of each teacher method's runs; ``alone``: the students trained without a teacher (lines)."""
+    top-1 of each teacher method's runs, each but the first teacher method's with its paired difference to the
+    first (``Stat.difference``); ``alone``: the students trained without a teacher (lines)."""
 
     title: str
     groups: list[tuple[str, dict[str, Stat]]]
@@ -88,11 +89,20 @@ def headline_panels(records: list[RunRecord]) -> list[HeadlinePanel]:
     teachers = curves.plain_teacher_labels(recs)
     distill, alone = curves.plain_student_labels(recs)
     top1 = lambda rs: Stat.of([r.get("top1") for r in rs])  # noqa: E731
+
+    def compared(runs_of) -> dict[str, Stat]:  # each teacher method's cell, paired with the first one's
+        cells: dict[str, Stat] = {}
+        for t in teachers:
+            runs = [(r.seed, r.get("top1")) for r in runs_of(t)]
+            cells[t] = Stat.of_runs(runs, baseline=cells.get(teachers[0]))
+        return cells
+
     out = []
     for p in curves.pairs_of(recs):
-        groups = [("teacher", {t: top1(curves.teacher_records(recs, p, t)) for t in teachers})]
-        groups += [(f"{m} student", {t: top1(curves.students(recs, p, method_label=m, teacher_label=t))
-                                     for t in teachers}) for m in distill]
+        groups = [("teacher", compared(lambda t, p=p: curves.teacher_records(recs, p, t)))]
+        groups += [(f"{m} student", compared(lambda t, p=p, m=m: curves.students(recs, p, method_label=m,
+                                                                                 teacher_label=t)))
+                   for m in distill]
         ref = curves.Pair(None, None, p.student)
         lines = {a: top1(curves.students(recs, ref, method_label=a)) for a in alone}
         out.append(HeadlinePanel(p.title, groups, {a: s for a, s in lines.items() if s.n}))
@@ -109,18 +119,28 @@ def _headline_panel(ax, panel: HeadlinePanel, colours: dict[str, str]) -> None:
     ns = [s.n for _, g in panel.groups for s in g.values() if s.n]
     most = max(ns)
     spread = 0.8 / max(len(methods), 1)
+    for t in methods:  # filled legend samples, whatever a method's first point is
+        ax.plot([], [], marker="o", markersize=5, linestyle="none", color=colours[t], label=f"{t} teacher")
+    any_hollow = False
     for i, (_, stats) in enumerate(panel.groups):
         for j, t in enumerate(methods):
             s = stats.get(t)
             if s is None or not s.n:
                 continue
             x = i + (j - (len(methods) - 1) / 2) * spread
+            # hollow: the seeds cannot tell this point from the first teacher method's (paired interval)
+            hollow = s.difference is not None and not s.difference.excludes_zero
             # one run has no spread: a bar of zero length would read as a spread of zero
             ax.errorbar([x], [s.mean], yerr=[s.std] if s.n > 1 else None, color=colours[t], marker="o",
-                        markersize=5, capsize=3, linestyle="none", label=f"{t} teacher")
+                        markersize=5, capsize=3, linestyle="none", markerfacecolor="white" if hollow else None)
+            any_hollow = any_hollow or hollow
             if s.n < most:  # fewer seeds than the other points: say so at the point
                 ax.annotate(f"n={s.n}", (x, s.mean), xytext=(4, -3), textcoords="offset points", fontsize=6,
                             color=colours[t])
+    if any_hollow:
+        ax.plot([], [], marker="o", markersize=5, linestyle="none", color="0.35", markerfacecolor="white",
+                label=f"hollow: not significantly different from the {methods[0]} teacher's (paired over seeds, "
+                      "95 % interval)")
     for k, (a, s) in enumerate(panel.alone.items()):
         style = ["--", ":", "-."][k % 3]
         ax.axhline(s.mean, color="0.35", linestyle=style, linewidth=1.1,
