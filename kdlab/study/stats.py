@@ -9,7 +9,7 @@ quantile is 12.7: an interval so wide it says nothing).  A difference whose inte
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +95,20 @@ def difference_interval(differences: Sequence[float | None]) -> Interval:
 def paired_difference(pairs: Sequence[tuple[float | None, float | None]]) -> Interval:
     """Mean of b - a over the pairs where both are known, with its t interval (:func:`difference_interval`)."""
     return difference_interval([b - a for a, b in pairs if a is not None and b is not None])
+
+
+def _one_per_seed(values: Iterable[tuple[int, float | None]]) -> dict[int, float | None]:
+    by_seed: dict[int, list[float | None]] = {}
+    for seed, v in values:
+        by_seed.setdefault(seed, []).append(v)
+    return {seed: vs[0] for seed, vs in by_seed.items() if len(vs) == 1}
+
+
+def paired_by_seed(a: Iterable[tuple[int, float | None]], b: Iterable[tuple[int, float | None]]) -> Interval:
+    """b - a over the seeds both have, from (seed, value) per run (:func:`paired_difference`); a seed with
+    several runs on either side is no pair."""
+    a, b = _one_per_seed(a), _one_per_seed(b)
+    return paired_difference([(a[s], b[s]) for s in sorted(a.keys() & b.keys())])
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .stats import Interval, difference_interval, paired_difference
+from .stats import Interval, difference_interval, paired_by_seed
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
@@ -61,13 +61,6 @@ def to_csv(records: list[dict[str, Any]], columns: Sequence[str]) -> str:
     for r in records:
         w.writerow({k: r.get(k, "") for k in columns})
     return buf.getvalue()
-
-
-def _one_per_seed(values: Iterable[tuple[int, float]]) -> dict[int, float]:
-    by_seed: dict[int, list[float]] = {}
-    for seed, v in values:
-        by_seed.setdefault(seed, []).append(v)
-    return {seed: vs[0] for seed, vs in by_seed.items() if len(vs) == 1}
 
 
 def _missing(v: Any) -> str | None:
@@ -111,10 +104,7 @@ class Stat:
         runs = sorted(runs, key=lambda sv: sv[0])
         kept = [(seed, float(v)) for seed, v in runs if _missing(v) is None]
         dropped = tuple((seed, why) for seed, v in runs if (why := _missing(v)) is not None)
-        difference = None
-        if baseline is not None:  # a seed with several runs on either side is no pair
-            base, mine = _one_per_seed(zip(baseline.seeds, baseline.values)), _one_per_seed(kept)
-            difference = paired_difference([(base[s], mine[s]) for s in sorted(base.keys() & mine.keys())])
+        difference = None if baseline is None else paired_by_seed(zip(baseline.seeds, baseline.values), kept)
         return cls(tuple(v for _, v in kept), digits, difference, tuple(seed for seed, _ in kept), dropped)
 
     @property

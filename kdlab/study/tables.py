@@ -28,8 +28,13 @@ from typing import Any
 
 from .curves import is_data_sweep
 from .records import RunRecord
-from .stats import CI, MIN_PAIRS, NOT_SIGNIFICANT, paired_difference
+from .stats import CI, MIN_PAIRS, NOT_SIGNIFICANT, paired_by_seed
 from .table import Document, Heading, Paragraph, Stat, Statement, Strong, Table, Value
+
+
+def _runs(records: Iterable[RunRecord], key: str, **match: Any) -> list[tuple[int, Any]]:
+    """(seed, value of ``key``) of each matching run."""
+    return [(r.seed, r.get(key)) for r in records if all(r.get(k) == v for k, v in match.items())]
 
 
 def _stat(records: Iterable[RunRecord], key: str = "top1", digits: int = 2, baseline: Stat | None = None,
@@ -37,8 +42,7 @@ def _stat(records: Iterable[RunRecord], key: str = "top1", digits: int = 2, base
     """The cell of the matching runs (with its paired difference to a ``baseline`` cell); a run whose value is
     missing or NaN (CKA of a collapsed representation) stays in the Stat as dropped, so the table can say why the
     cell has fewer values."""
-    runs = [(r.seed, r.get(key)) for r in records if all(r.get(k) == v for k, v in match.items())]
-    return Stat.of_runs(runs, digits, baseline)
+    return Stat.of_runs(_runs(records, key, **match), digits, baseline)
 
 
 def _teachers_of(records: list[RunRecord], pair: dict) -> list[RunRecord]:
@@ -118,11 +122,6 @@ PAIRED_TEACHER = [("top1", "teacher top-1", 2), ("pstar_l1_train", "L1 to p* (tr
                   ("pstar_l1_test", "L1 to p* (test)", 3), ("ece", "teacher ECE", 2)]
 
 
-def _by_seed(records: Iterable[RunRecord], key: str, **match: Any) -> dict[int, float]:
-    return {r.seed: r.get(key) for r in records if r.get(key) is not None
-            and all(r.get(k) == v for k, v in match.items())}
-
-
 def paired_table(records: list[RunRecord], pair: dict, teacher_labels: list[str],
                  distill_labels: list[str]) -> Table | None:
     """Each teacher method minus the baseline teacher, seed by seed (None without two paired seeds)."""
@@ -138,9 +137,8 @@ def paired_table(records: list[RunRecord], pair: dict, teacher_labels: list[str]
     for t in teacher_labels[1:]:
         row: list = [t]
         for recs, key, _, digits, match in cols:
-            a, b = _by_seed(recs, key, teacher_label=base, **match), _by_seed(recs, key, teacher_label=t, **match)
-            row.append(CI(paired_difference([(a[s], b[s]) for s in sorted(a.keys() & b.keys())]), digits,
-                          signed=True))
+            a, b = _runs(recs, key, teacher_label=base, **match), _runs(recs, key, teacher_label=t, **match)
+            row.append(CI(paired_by_seed(a, b), digits, signed=True))
         rows.append(row)
     if not any(c.interval.n >= 2 for row in rows for c in row[1:]):
         return None
