@@ -13,6 +13,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent
 SMALL_LR_STUDENTS = {"ShuffleV1", "ShuffleV2", "MobileNetV2"}  # lr 0.01 in the papers
+# the distillation protocol of the paper a pair comes from: SoTeacher alone has the Tiny-ImageNet pair and ResNet152 ->
+# ResNet18 on ImageNet (KD at 0.5 / 0.5); SFTN has the other pairs (KD at the CRD benchmark's 0.1 / 0.9), three
+# of them shared with SoTeacher (protocol=soteacher gives its weights); resnet56 -> resnet20 is the CRD benchmark's
+PROTOCOL = {("imagenet_resnet34", "imagenet_resnet18"): "soteacher", ("imagenet_resnet152", "imagenet_resnet18"):
+            "soteacher", ("resnet56", "resnet20"): "crd"}
+PAPER = {"soteacher": "SoTeacher's KD, CE 0.5 + KD 0.5 at T 4", "sftn": "SFTN's KD, the CRD benchmark's CE 0.1 + "
+         "KD 0.9 at T 4", "crd": "the CRD benchmark's KD, CE 0.1 + KD 0.9 at T 4"}
 
 RECIPES = {
     "cifar100": {
@@ -87,14 +94,15 @@ def main() -> None:
                   f"kdlab train-teacher configs/{ds}/teacher/sftn/{t}_{s}.yaml")
             lr = 0.01 if s in SMALL_LR_STUDENTS else None
             out = f"runs/{ds}/student-kd-{t}-{s}-s{{seed}}"
+            protocol = PROTOCOL.get((t, s), "sftn")
             cfg = run_cfg(r, "student", out, lr) | {
                 "teacher": {"path": f"runs/{ds}/teacher-standard-{t}-s{{seed}}", "checkpoint": "last"},
-                "student": model(s, r), "method": {"name": "kd"}, "protocol": "crd"}
+                "student": model(s, r), "method": {"name": "kd"}, "protocol": protocol}
             write(ROOT / ds / "kd" / f"{t}_{s}.yaml", cfg,
-                  f"kdlab distill configs/{ds}/kd/{t}_{s}.yaml  (protocol crd: the CRD benchmark's KD, CE 0.1 + "
-                  f"KD 0.9 at T 4; protocol=soteacher: SoTeacher's 0.5 + 0.5; other teachers: teacher.path=runs/"
-                  f"{ds}/teacher-soteacher-{t}-s{{seed}} or runs/{ds}/teacher-sftn-{t}-{s}-s{{seed}}, with out_dir "
-                  f"changed too; method=none for the student alone; whole tables: kdlab reproduce --list)")
+                  f"kdlab distill configs/{ds}/kd/{t}_{s}.yaml  (protocol {protocol}: {PAPER[protocol]}; other "
+                  f"teachers: teacher.path=runs/{ds}/teacher-soteacher-{t}-s{{seed}} or runs/{ds}/teacher-sftn-{t}-"
+                  f"{s}-s{{seed}}, with out_dir changed too; method=none for the student alone; whole tables: kdlab "
+                  f"reproduce --list)")
 
 
 if __name__ == "__main__":

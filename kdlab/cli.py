@@ -125,11 +125,11 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     _split_args(["-", *overrides], need_config=False)  # overrides look like key=value
     root = a.out or DEFAULT_ROOT
     if a.dry_run:
-        print(dry_run(_experiment(exp_id), overrides, root))
+        print(dry_run(_experiment(exp_id), overrides, root, written=a.as_written))
         return 0
     ray_options = {"address": a.ray_address, "gpus_per_run": a.gpus_per_run, "cpus_per_run": a.cpus_per_run}
     res = reproduce(exp_id, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options, root=root,
-                    group_size=1 if a.no_group else None, allow_failures=True)
+                    group_size=1 if a.no_group else None, allow_failures=True, written=a.as_written)
     for t in res.tables[:1]:
         print(t.to_markdown())
     check_reproduced(res)
@@ -249,7 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
               "the paper's layout (paper / kdlab / difference in every cell)", "ID [key=value ...]")
     rp_.add_argument("--list", action="store_true", help="list the experiments: id, what it measures, runs, "
                      "estimated GPU time")
-    rp_.add_argument("--dry-run", action="store_true", help="print the planned runs and their resolved configs")
+    rp_.add_argument("--dry-run", action="store_true", help="print what the experiment states about itself (where "
+                     "it follows the released code, kdlab's choices where the paper is silent, rows not trained), "
+                     "then the planned runs and their resolved configs")
+    rp_.add_argument("--as-written", action="store_true", help="the paper's text where the authors' released code "
+                     "differs (the default follows the code, which made the tables): the runs it changes train "
+                     "under <label>-as-written, the others are shared; the table goes to <out>/<id>-as-written")
     rp_.add_argument("--out", metavar="DIR", help="root of the experiment's folders (default: runs/reproduce)")
     rp_.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="runs at once (as kdlab study)")
     rp_.add_argument("--launcher", choices=["local", "ray"], default="local", help="as kdlab study")

@@ -93,7 +93,7 @@ def test_report_numbers_equal_the_run_folders(report):
     late = next(t for t in html_tables(page) if t[0][0] == "switch_epoch")
     assert any(cell("standard", "kd[switch_epoch=1]") in r for r in late)
     traj = next(t for t in html_tables(page) if t[0][0] == "teacher epoch")
-    assert traj[2][2] == cell("standard", "kd@2") and traj[1][4] == cell("soteacher", "kd@1")
+    assert traj[2][2] == cell("standard", "kd") and traj[1][4] == cell("soteacher", "kd@1")  # kd: the last point
 
 
 def test_report_cli_and_its_errors(report, tmp_path, capsys):

@@ -2,6 +2,7 @@
 and fills the paper's table: every row and column the paper has, a kdlab value wherever the paper prints one."""
 
 import pytest
+import yaml
 
 from kdlab.reproduce.catalogue import EXPERIMENTS
 from kdlab.reproduce.command import reproduce
@@ -45,3 +46,25 @@ def test_experiment_runs_and_fills_the_papers_table(smoke, exp_id, monkeypatch):
             else:
                 assert cell.ours.n >= 1, (exp_id, row.key, col.key)  # kdlab found the run(s) behind the cell
     assert (res.out_dir / "paper_table.md").is_file() and (res.out_dir / "paper_table.csv").is_file()
+
+
+def test_as_written_trains_only_the_runs_the_text_changes(smoke):
+    """The text's variant of a table: SoTeacher teachers (and their students) train again under
+    <label>-as-written, the standard teacher's runs are the code variant's (reused, not retrained), and the table
+    is filled from the right runs."""
+    root, data = smoke
+    kw = dict(root=str(root / "runs"), transform=lambda s: shrink(s, data), report=False)
+    reproduce("soteacher/table1", log=lambda s: None, **kw)
+    teachers = next((root / "runs" / "soteacher" / "cifar100" / "teachers").glob("wrn*"))  # the stand-in WRN
+    shared = teachers / "standard" / "seed0" / "checkpoints" / "last.pt"
+    before = shared.stat().st_mtime_ns
+    res = reproduce("soteacher/table1", log=lambda s: None, written=True, **kw)
+    assert not res.failed and res.out_dir.name == "soteacher-table1-as-written"
+    assert shared.stat().st_mtime_ns == before  # the standard teacher is the code variant's run, not retrained
+    assert (teachers / "soteacher-as-written" / "seed0" / "summary.json").is_file()
+    cfg = yaml.safe_load((teachers / "soteacher-as-written" / "seed0" / "config.yaml").read_text())["method"]
+    assert (cfg["average"], cfg["lipschitz"]) == ("mean", "exact")
+    assert not (teachers / "standard-as-written").exists()
+    table = res.tables[0]
+    assert all(c.ours.n >= 1 for line in table.rows for c in line[1:] if isinstance(c, Compare))
+    assert "resolved here as written: average: mean" in table.to_markdown()

@@ -54,9 +54,13 @@ def test_pairs_sweeps_and_trajectory_plan(tmp_path):
     sftn = next(p for p in teachers if "for-mlp" in str(p.run_dir))
     assert sftn.config["method"]["student"] == {"name": "mlp", "hidden": [8], "batch_norm": True}
     labels = {p.method_label for p in plan if p.kind == "student"}
-    assert labels == {"alone", "kd", "kdT2", "kd[T=1.0]", "kd[T=8.0]", "kd@2", "kd@4"}  # T=4 is kd itself
+    # T=4 is kd itself; so is kd@4: the last checkpoint is the teacher the plain kd students distil from
+    assert labels == {"alone", "kd", "kdT2", "kd[T=1.0]", "kd[T=8.0]", "kd@2"}
     traj = [p for p in plan if p.method_label == "kd@2"]
     assert {p.config["teacher"]["checkpoint"] for p in traj} == {"epoch_002"}
+    last = [p for p in plan if p.method_label == "kd" and p.teacher_label == "standard"]
+    assert last and all(p.info["trajectory_epoch"] == 4 and p.config["teacher"]["checkpoint"] == "last" for p in last)
+    assert all("trajectory_epoch" not in p.info for p in plan if p.method_label == "kd" and p.teacher_label == "wd0")
     mlp_runs = [p for p in plan if p.kind == "student" and p.arch.startswith("mlp(hidden=[8])")]
     assert mlp_runs and all(p.config["optim"]["lr"] == 0.01 for p in mlp_runs)
 

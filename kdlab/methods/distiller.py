@@ -128,6 +128,12 @@ class Distiller(DistillObjective):
 
     Params = DistillerParams
     BETA: dict[str, float] = {"standard": 0.0, "soteacher": 0.0}
+    #: how each distillation protocol (kdlab.methods.protocols) weighs this method: "logit" (its CE / KD weights),
+    #: "alone" (the method's term without KD), "with_kd" (jointly with KD), "own" (PROTOCOL_WEIGHTS); a protocol
+    #: not named here leaves the method's parameters as they are
+    PROTOCOLS: dict[str, str] = {}
+    #: protocol -> teacher kind -> parameters, for the protocols where the role is "own"
+    PROTOCOL_WEIGHTS: dict[str, dict[str, dict[str, float]]] = {}
     #: whether method_loss needs the Features of both networks (False: logits only)
     needs_features: bool = True
     #: whether the teacher stays the same network for the whole run (RCO swaps it: no cached outputs)

@@ -8,13 +8,14 @@ numbers that were used, and ``protocol`` names where they came from.
 * ``crd`` - the CRD benchmark's scripts (Tian et al. 2020, scripts/run_cifar_distill.sh; the CRD paper's tables):
   KD alone with gamma 0.1, alpha 0.9, T 4; every feature method *without* KD (gamma 1, alpha 0) and its beta from
   the standard column below.
-* ``sftn`` - SFTN's tables (Park et al. 2021, Sec. 4.1: "the feature distillation methods [...] conduct joint
-  distillation with conventional KD"; the setup otherwise "identical to the one performed in CRD"): KD alone as
-  in ``crd``; feature methods jointly with KD, gamma 1, alpha 1 (the CRD code's own joint variant, CRD+KD, uses
-  these) and the standard beta; SSKD with its authors' code defaults (lambda 0.1, 0.9, 2.7, 10.0), the
-  implementation the paper says it used.  The paper gives no weights itself: this reading is kdlab's.
-  (A reading of SFTN as 'the CRD protocol', feature methods without KD, is common; the SFTN text says otherwise,
-  and this follows it.)
+* ``sftn`` - SFTN's tables (Park et al. 2021, Sec. 4.1: "the feature distillation methods [18, 20, 37, 38, 22, 39,
+  40, 21, 19] conduct joint distillation with conventional KD", i.e. FitNets, AT, SP, VID, RKD, PKT, AB, FT and OH
+  (OFD); the setup otherwise "identical to the one performed in CRD"): KD alone as in ``crd``; those nine methods
+  jointly with KD, gamma 1, alpha 1 (the paper gives no weights: the CRD code's own joint variant, CRD+KD, uses
+  these) and the standard beta (OFD: its default).  CRD [23] and SSKD [26] are not in the list and the paper says
+  it ran "the implementations provided by the authors": CRD as its authors' scripts run it (gamma 1, alpha 0, beta
+  0.8), SSKD with its authors' code defaults (lambda 0.1, 0.9, 2.7, 10.0).  (An earlier kdlab ran CRD with KD
+  here; the text does not say so.)
 * ``soteacher`` - SoTeacher App. G.2: KD alone CE * 0.5 + KD * 0.5 at T 4; every feature method jointly with KD,
   gamma 1, alpha 1, beta from the column of the teacher it distils from: the published beta with a standard
   teacher, half of it with a SoTeacher teacher (App. Table 5; FSP, which the table lacks, is halved too); SSKD
@@ -35,22 +36,24 @@ numbers that were used, and ``protocol`` names where they came from.
 | FSP | 50 | (25) |
 | CRD | 0.8 | 0.5 |
 
-The betas are the methods' own ``BETA`` tables (one source of truth).  Logit methods (kd, rco) take the KD
-weights; KD+ applies the protocol to its base method; methods a protocol does not list (DKD, OFD, and the
-teacher-free DML / KDCL) keep their own parameters, except OFD under ``sftn`` (joint with KD: its defaults).
-A teacher's kind is ``soteacher`` for the SoTeacher method (and its no_lr / no_cr ablations), ``standard``
-for every other teacher method.
+Which protocol weighs a method how is the method's own declaration, beside its betas: ``PROTOCOLS`` (protocol ->
+"logit", "alone", "with_kd" or "own") and ``BETA`` on its class (one source of truth; ``PROTOCOL_WEIGHTS`` for
+"own").  KD+ applies the protocol to its base method; a method a protocol does not name (DKD, and the
+teacher-free DML / KDCL) keeps its own parameters.  A teacher's kind is ``soteacher`` for the SoTeacher method
+(and its no_lr / no_cr ablations), ``standard`` for every other teacher method.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
 
-FEATURE_METHODS = ("fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "nst", "fsp", "crd")
-LOGIT_METHODS = ("kd", "rco")
+ROLES = ("logit", "alone", "with_kd", "own")
+# gamma, alpha, T of a feature method without KD and jointly with KD (the same numbers in every protocol)
+ALONE = {"gamma": 1.0, "alpha": 0.0, "T": 4.0}
+WITH_KD = {"gamma": 1.0, "alpha": 1.0, "T": 4.0}
 
 
 @dataclass(frozen=True)
@@ -58,27 +61,16 @@ class Protocol:
     name: str
     source: str
     kd: dict[str, float]  # gamma, alpha, T of the logit-only methods
-    features: dict[str, float]  # gamma, alpha, T of the feature methods
     per_teacher: bool  # whether the betas follow the teacher's kind (else always the standard column)
-    sskd: dict[str, dict[str, float]] = field(default_factory=dict)  # teacher kind -> SSKD weights
-    extra: tuple[str, ...] = ()  # methods covered with their own defaults (recorded, nothing filled)
 
 
 PROTOCOLS: dict[str, Protocol] = {
     "crd": Protocol("crd", "CRD benchmark scripts (Tian et al. 2020)", {"gamma": 0.1, "alpha": 0.9, "T": 4.0},
-                    {"gamma": 1.0, "alpha": 0.0, "T": 4.0}, per_teacher=False),
+                    per_teacher=False),
     "sftn": Protocol("sftn", "SFTN Sec. 4.1 (Park et al. 2021), on the CRD benchmark's weights",
-                     {"gamma": 0.1, "alpha": 0.9, "T": 4.0}, {"gamma": 1.0, "alpha": 1.0, "T": 4.0},
-                     per_teacher=False,
-                     sskd={"standard": {"gamma": 0.1, "alpha": 0.9, "tf_weight": 2.7, "ss_weight": 10.0,
-                                        "beta": 1.0, "T": 4.0}},
-                     extra=("ofd",)),
+                     {"gamma": 0.1, "alpha": 0.9, "T": 4.0}, per_teacher=False),
     "soteacher": Protocol("soteacher", "SoTeacher App. G.2 (Dong et al. 2023)", {"gamma": 0.5, "alpha": 0.5, "T": 4.0},
-                          {"gamma": 1.0, "alpha": 1.0, "T": 4.0}, per_teacher=True,
-                          sskd={"standard": {"gamma": 1.0, "alpha": 1.0, "tf_weight": 2.7, "ss_weight": 10.0,
-                                             "beta": 1.0, "T": 4.0},
-                                "soteacher": {"gamma": 1.0, "alpha": 1.0, "tf_weight": 1.0, "ss_weight": 10.0,
-                                              "beta": 1.0, "T": 4.0}}),
+                          per_teacher=True),
 }
 TEACHER_KINDS = ("standard", "soteacher")
 
@@ -98,19 +90,29 @@ def get_protocol(name: str) -> Protocol:
     return PROTOCOLS[name]
 
 
+def protocol_role(protocol: str, method: str) -> str | None:
+    """How ``protocol`` weighs ``method`` (one of :data:`ROLES`), or None where it leaves the method as it is."""
+    from ..registry import DISTILL_METHODS
+
+    get_protocol(protocol)
+    return getattr(DISTILL_METHODS.get(method).obj, "PROTOCOLS", {}).get(protocol)
+
+
 def protocol_weights(protocol: str, method: str, kind: str = "standard") -> dict[str, Any]:
     """The parameters ``protocol`` sets for ``method`` distilled from a teacher of ``kind`` (empty: not covered)."""
     from ..registry import DISTILL_METHODS
 
     p = get_protocol(protocol)
     col = kind if p.per_teacher else "standard"
-    if method in LOGIT_METHODS:
+    role = protocol_role(protocol, method)
+    cls = DISTILL_METHODS.get(method).obj
+    if role == "logit":
         return {**p.kd, "beta_preset": col}
-    if method == "sskd":
-        return {**p.sskd[col], "beta_preset": col} if col in p.sskd else {}
-    if method in FEATURE_METHODS:
-        beta = DISTILL_METHODS.get(method).obj.BETA[col]
-        return {**p.features, "beta": beta, "beta_preset": col}
+    if role == "own":
+        weights = cls.PROTOCOL_WEIGHTS[protocol]
+        return {**weights.get(col, weights["standard"]), "beta_preset": col}
+    if role in ("alone", "with_kd"):
+        return {**(ALONE if role == "alone" else WITH_KD), "beta": cls.BETA[col], "beta_preset": col}
     return {}
 
 
@@ -130,4 +132,5 @@ def apply_protocol(protocol: str | None, spec: dict[str, Any], kind: str = "stan
     return out
 
 
-__all__ = ["PROTOCOLS", "Protocol", "apply_protocol", "get_protocol", "protocol_weights", "teacher_kind"]
+__all__ = ["PROTOCOLS", "ROLES", "Protocol", "apply_protocol", "get_protocol", "protocol_role", "protocol_weights",
+           "teacher_kind"]

@@ -4,7 +4,10 @@ An :class:`Experiment` names its published table (``kdlab/reproduce/published``)
 at the paper's scale (:class:`Part`, each a plain study config from :mod:`~kdlab.reproduce.recipes`) and the
 function that fills the paper's layout from their records.  Parts of one paper and data set share a run folder,
 so a table that needs runs another table already trained (SoTeacher Table 4 reads Table 1's students) trains
-nothing new.  Where a paper is silent, the description says what kdlab chose.
+nothing new, and an experiment plans only the runs its table or figure reads.  What each experiment states
+about itself (the paper's recipe, where kdlab follows the released code instead, where it had to choose, rows not
+trained as listed) is :mod:`kdlab.reproduce.statements`: the papers' share in :mod:`~kdlab.reproduce.paper_text`,
+each experiment's own in its ``facts`` and ``choices``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from typing import Any
 
 from ..errors import ConfigError
 from .layouts import PartResult, best_by_mean, paired_difference, per_seed, split, stat
+from .paper_text import IMAGENET, TINY, paper_choices, paper_facts
 from .recipes import model, pair, sftn, soteacher, soteacher_teachers, study
+from .statements import Choice, Stated
 
 CellFn = Callable[[dict[str, PartResult], str, str], Any]
 METRIC_NAMES = {"kl": "kl_teacher_student", "cka": "cka_teacher_student"}  # the tables' names -> kdlab's
@@ -36,8 +41,18 @@ class Experiment:
     parts: tuple[Part, ...]
     cell: CellFn | None  # (parts, row key, column key) -> Stat | None; None: a figure without published values
     digits: int = 2
-    notes: str = ""  # kdlab's choices where the paper is silent, rows it cannot reproduce
+    notes: str = ""  # what the table is made of (e.g. "the runs of Table 1")
     figure: str | None = None  # the kdlab figure of a figure entry (trajectory, sweeps)
+    facts: tuple[Stated, ...] = ()  # the recipe the table itself states, beyond the paper's (:mod:`.paper_text`)
+    choices: tuple[Choice, ...] = ()  # this experiment's choices, beyond the paper's
+
+    @property
+    def all_facts(self) -> list[Stated]:
+        return paper_facts(self.paper) + list(self.facts)
+
+    @property
+    def all_choices(self) -> list[Choice]:
+        return list(self.choices) + paper_choices(self.paper)
 
     @property
     def paper(self) -> str:
@@ -80,23 +95,27 @@ def _methods(names, extra: dict | None = None) -> dict[str, Any]:
     return {**(extra or {}), **{m: m for m in names}}
 
 
-def _soteacher_cifar(key: str, name: str) -> Part:
-    """Table 1's study (CIFAR-100, three pairs, the four teacher methods, KD), shared by Tables 4 and 6."""
-    return _part(key, SOTEACHER_CIFAR_PAIRS, name, dataset="cifar100", teachers=soteacher_teachers(1e-5),
-                 students={"kd": "kd"}, protocol="soteacher", runs="soteacher/cifar100")
+def _soteacher_cifar(key: str, name: str, ablations: bool = True) -> Part:
+    """Table 1's study (CIFAR-100, three pairs, the four teacher methods, KD), shared by Tables 4 and 6
+    (``ablations``: with the no-CR / no-LR teachers)."""
+    return _part(key, SOTEACHER_CIFAR_PAIRS, name, dataset="cifar100",
+                 teachers=soteacher_teachers(1e-5, ablations), students={"kd": "kd"}, protocol="soteacher",
+                 runs="soteacher/cifar100")
 
 
-def _soteacher_tiny(key: str, name: str) -> Part:
+def _soteacher_tiny(key: str, name: str, ablations: bool = True) -> Part:
     return _part(key, (("imagenet_resnet34-imagenet_resnet18", "tiny_resnet34", "tiny_resnet18"),), name,
-                 dataset="tinyimagenet", teachers=soteacher_teachers(1e-6), students={"kd": "kd"},
+                 dataset="tinyimagenet", teachers=soteacher_teachers(1e-6, ablations), students={"kd": "kd"},
                  protocol="soteacher", runs="soteacher/tinyimagenet")
 
 
 def _sftn_grid(key: str, name: str, pairs_spec, methods=SFTN_METHODS, dataset="cifar100", lambda_kl=3.0,
-               seeds=(0, 1, 2), runs="sftn/cifar100") -> Part:
+               seeds=(0, 1, 2), runs="sftn/cifar100", alone: bool = True) -> Part:
+    """Standard and SFTN teachers x ``methods`` (``alone``: and the student trained alone, the tables' row)."""
     return _part(key, pairs_spec, name, dataset=dataset,
                  teachers={"standard": "standard", "sftn": sftn(lambda_kl)},
-                 students=_methods(methods, {"none": "none"}), protocol="sftn", runs=runs, seeds=list(seeds))
+                 students=_methods(methods, {"none": "none"} if alone else {}), protocol="sftn", runs=runs,
+                 seeds=list(seeds))
 
 
 def _metric(col: str, default: str = "top1") -> str:
@@ -168,23 +187,25 @@ def _t4_cell(parts, row, col):
     return stat(p.student(pair_key, row, "kd", "agreement"))
 
 
+T7_SAME_AS = {"l2": "standard"}  # Table 7's l2 (5e-4) row is the standard teacher (see its choice)
+
+
 def _t7_cell(parts, row, col):
     pair_key, role, _ = split(col)
     p = parts["cifar"]
+    teacher = T7_SAME_AS.get(row, row)
     if role == "student":
-        return stat(p.student(pair_key, row, "kd"))
-    return stat(p.teacher(pair_key, row))
+        return stat(p.student(pair_key, teacher, "kd"))
+    return stat(p.teacher(pair_key, teacher))
 
 
 def _t7_study() -> Part:
-    teachers = {"standard": "standard", "soteacher": soteacher(1e-5), "l2": {"name": "l2", "weight": 5e-4},
+    teachers = {"standard": "standard", "soteacher": soteacher(1e-5),
                 "l1": {"name": "l1", "weight": 1e-5}, "mixup": {"name": "mixup", "alpha": 0.2},
                 "cutmix": {"name": "cutmix", "alpha": 0.2}, "augmix": {"name": "augmix", "alpha": 1.0, "width": 3},
                 "crl": {"name": "crl", "weight": 1.0}}
-    part = _part("cifar", SOTEACHER_CIFAR_PAIRS[:1], "soteacher-table7", dataset="cifar100",
+    return _part("cifar", SOTEACHER_CIFAR_PAIRS[:1], "soteacher-table7", dataset="cifar100",
                  teachers=teachers, students={"kd": "kd"}, protocol="soteacher", runs="soteacher/cifar100")
-    part.study["teacher"]["overrides"] = {"l2": {"optim": {"weight_decay": 0.0}}}  # its weight decay is the loss's
-    return part
 
 
 def _holdout(part: Part) -> Part:
@@ -209,7 +230,7 @@ def _sweeps_soteacher() -> Part:
 
 
 def _trajectory() -> Part:
-    part = _part("cifar", SOTEACHER_CIFAR_PAIRS[1:2], "soteacher-early_fig1", dataset="cifar100",
+    part = _part("cifar", SOTEACHER_CIFAR_PAIRS[:1], "soteacher-early_fig1", dataset="cifar100",
                  teachers={"standard": "standard", "soteacher": soteacher(1e-5)}, students={"kd": "kd"},
                  protocol="soteacher", runs="soteacher/cifar100")
     part.study["trajectory"] = {"every": 10, "method": "kd"}
@@ -221,14 +242,15 @@ def _trajectory() -> Part:
 def _sftn_t4_parts() -> tuple[Part, ...]:
     pairs = SFTN_T1_PAIRS[:3] + SFTN_T2_PAIRS[:3]
     main = _part("main", pairs, "sftn-table4", dataset="cifar100",
-                 teachers={"standard": "standard", "sftn": sftn(3.0)},
-                 students={"none": "none", "kd": "kd", "rco": "rco",
-                           "rco_eei_4": {"name": "rco", "num_anchors": 4}},
+                 teachers={"standard": "standard", "sftn": sftn(3.0)}, students={"none": "none", "kd": "kd"},
                  protocol="sftn", runs="sftn/cifar100")
+    rco = _part("rco", pairs, "sftn-table4-rco", dataset="cifar100", teachers={"standard": "standard"},
+                students={"rco": "rco", "rco_eei_4": {"name": "rco", "num_anchors": 4}}, protocol="sftn",
+                runs="sftn/cifar100")
     # RCO-EEI-4: 4 anchors, 240 x 4 epochs (kdlab: one 960-epoch run, the decays at the same fractions of it)
-    main.study["student"]["overrides"] = {"rco_eei_4": {"train": {"epochs": 960},
-                                                        "schedule": {"milestones": [600, 720, 840]}}}
-    out = [main]
+    rco.study["student"]["overrides"] = {"rco_eei_4": {"train": {"epochs": 960},
+                                                       "schedule": {"milestones": [600, 720, 840]}}}
+    out = [main, rco]
     for key, t, s in pairs:  # DML / KDCL: the student trained together with a peer of the teacher's architecture
         peer = model(t)
         out.append(_part(f"collab-{key}", ((key, t, s),), f"sftn-table4-{key}", dataset="cifar100",
@@ -252,19 +274,20 @@ def _t4_sftn_cell(parts, row, col):
     elif row == "sftn_4":
         return None  # not reproducible: see the entry's notes
     else:
-        teacher, method = {"standard": ("standard", "kd"), "sftn": ("sftn", "kd"), "rco": ("standard", "rco"),
-                           "rco_eei_4": ("standard", "rco_eei_4")}[row]
-        acc = main.student(pair_key, teacher, method)
+        part, teacher, method = {"standard": ("main", "standard", "kd"), "sftn": ("main", "sftn", "kd"),
+                                 "rco": ("rco", "standard", "rco"), "rco_eei_4": ("rco", "standard", "rco_eei_4")}[row]
+        acc = parts[part].student(pair_key, teacher, method)
     return stat(acc) if what == "accuracy" else paired_difference(acc, main.alone(pair_key))
 
 
 SWEEP_BASE = "sftn_kl1"  # the sweeps' base SFTN (lambda_KL 1, tau~ 1): not Tables 1-2's SFTN (lambda_KL 3)
 
 
-def _sweep_sftn(name: str, param: str, values: list) -> Part:
+def _sweep_sftn(name: str, param: str, values: list, standard: bool) -> Part:
+    """SFTN teachers swept over ``param`` (``standard``: and the standard teacher, a row of the table)."""
     part = _part("main", SWEEP_PAIRS, name, dataset="cifar100",
-                 teachers={"standard": "standard", SWEEP_BASE: sftn(1.0, 1.0)}, students={"kd": "kd"},
-                 protocol="sftn", runs="sftn/cifar100")
+                 teachers={**({"standard": "standard"} if standard else {}), SWEEP_BASE: sftn(1.0, 1.0)},
+                 students={"kd": "kd"}, protocol="sftn", runs="sftn/cifar100")
     part.study["sweeps"] = [{"role": "teacher", "method": SWEEP_BASE, "param": param, "values": values}]
     return part
 
@@ -288,6 +311,7 @@ def _sweep_cell(param: str, key_of: Callable[[str], Any]) -> CellFn:
     return cell
 
 
+T10_METHODS = ("kd", "fitnet", "sp", "vid", "crd", "sskd", "ofd")
 T7_BRANCHES = {"wrn_40_2-wrn_16_2": ("resnet8x2", "wrn_16_1", "wrn_16_2", "ShuffleV2", "resnet32x4", "wrn_40_2"),
                "resnet32x4-resnet8x4": ("wrn_16_1", "resnet8x2", "resnet8x4", "ShuffleV2", "resnet32x4", "wrn_40_2")}
 T7_METHODS = ("kd", "sp", "ft", "crd", "sskd", "ofd")
@@ -324,26 +348,28 @@ def _t7_sftn_cell(parts, row, col):
     return stat(p.student(pair_key, teacher, row))
 
 
-def _sftn_t8_part() -> Part:
-    part = _part("main", SWEEP_PAIRS, "sftn-table8", dataset="cifar100",
-                 teachers={"standard": "standard", "sftn": sftn(3.0),
-                           "sftn_pretrained": sftn(3.0, pretrained="standard", branch_only_epochs=30)},
-                 students={"kd": "kd"}, protocol="sftn", runs="sftn/cifar100")
+FINE_TUNING = {"train": {"epochs": 60}, "optim": {"lr": 0.005}, "schedule": {"milestones": []}}
+
+
+def _sftn_t8_parts() -> tuple[Part, ...]:
+    teachers = _part("teachers", SWEEP_PAIRS, "sftn-table8", dataset="cifar100",
+                     teachers={"standard": "standard", "sftn": sftn(3.0),
+                               "sftn_pretrained": sftn(3.0, pretrained="standard", branch_only_epochs=30)},
+                     students={}, protocol="sftn", runs="sftn/cifar100")
     # Sec. 4.6: from the pretrained teacher, 30 epochs of the branches alone, then 30 of everything (kdlab: the
     # learning rate of the last quarter of the standard schedule, constant)
-    part.study["teacher"]["overrides"] = {"sftn_pretrained": {"train": {"epochs": 60},
-                                                              "optim": {"lr": 0.005},
-                                                              "schedule": {"milestones": []}}}
-    part.study["group_size"] = 1  # a time table: each student's own time, not its share of a group's
-    return part
+    teachers.study["teacher"]["overrides"] = {"sftn_pretrained": FINE_TUNING}
+    student = _part("student", SWEEP_PAIRS, "sftn-table8-student", dataset="cifar100",
+                    teachers={"standard": "standard"}, students={"kd": "kd"}, protocol="sftn", runs="sftn/cifar100")
+    student.study["group_size"] = 1  # a time table: each student's own time, not its share of a group's
+    return teachers, student
 
 
 def _t8_cell(parts, row, col):
-    p = parts["main"]
     if col == "student":
-        return stat(p.student(row, "standard", "kd", "train_time"), 0)
+        return stat(parts["student"].student(row, "standard", "kd", "train_time"), 0)
     label = {"teacher": "standard", "sftn_teacher": "sftn", "sftn_teacher_pretrained": "sftn_pretrained"}[col]
-    return stat(p.teacher(row, label, "train_time"), 0)
+    return stat(parts["teachers"].teacher(row, label, "train_time"), 0)
 
 
 def _sftn_t9_part() -> Part:
@@ -352,8 +378,7 @@ def _sftn_t9_part() -> Part:
                            "sftn_ft": sftn(3.0, pretrained="standard", branch_only_epochs=30)},
                  students=_methods(("kd", "sp", "ft", "crd", "sskd", "ofd"), {"none": "none"}), protocol="sftn",
                  runs="sftn/cifar100")
-    part.study["teacher"]["overrides"] = {"sftn_ft": {"train": {"epochs": 60}, "optim": {"lr": 0.005},
-                                                      "schedule": {"milestones": []}}}
+    part.study["teacher"]["overrides"] = {"sftn_ft": FINE_TUNING}
     return part
 
 
@@ -371,6 +396,23 @@ def _t1_or_t2(pair_key: str) -> str:
 
 # -- the catalogue ------------------------------------------------------------------------------------------
 
+TINY_CHOICE = Choice(
+    "silent", "Tiny-ImageNet: ResNet34 / ResNet18 with the small-input stem (a 3x3 stride-1 convolution, no max "
+    "pool), as SoTeacher's code trains them, and random crops of 64 with 4 pixels of padding (App. G.1 says "
+    "'random cropping')", TINY)
+ONE_RUN = Choice("silent", "ImageNet: one run per cell, as the paper (it prints no std)", IMAGENET)
+FT_CHOICE = Choice(
+    "silent", "SFTN from a pretrained teacher: the 60 epochs (30 of the branches alone, then 30 of everything, "
+    "Sec. 4.6) at a constant learning rate 0.005, the last quarter's of the standard schedule: the paper gives the "
+    "epochs only", {"method.name": "sftn", "method.branch_only_epochs": 30}, ("optim.lr", "schedule.milestones"))
+
+
+def _sweep_facts(source: str, param: str, values: list) -> tuple[Stated, ...]:
+    """The swept values a table's rows state, one per teacher label of the sweep."""
+    label = lambda v: SWEEP_BASE if v == 1 else f"{SWEEP_BASE}[{param}={v}]"  # noqa: E731
+    return tuple(Stated(f"method.{param}", float(v), source, {"kind": "teacher", "label": label(v)}) for v in values)
+
+
 def _experiments() -> list[Experiment]:
     return [
         Experiment("soteacher/table1", "CIFAR-100 teacher and KD-student top-1: standard, SoTeacher, no-CR, no-LR "
@@ -384,8 +426,17 @@ def _experiments() -> list[Experiment]:
                                                         "soteacher": soteacher(1e-6, buffer="memmap")},
                           students={"kd": "kd"}, protocol="soteacher", runs="soteacher/imagenet", seeds=[0])),
                    teacher_student_cell(_soteacher_t2_part),
-                   notes="ImageNet: one run, as the paper (no std); lambda_LR 1e-6 (the paper gives it for "
-                         "Tiny-ImageNet only: kdlab's choice), the consistency buffer memory-mapped."),
+                   choices=(TINY_CHOICE, ONE_RUN,
+                            Choice("silent", "ImageNet: the standard PyTorch recipe (90 epochs, lr 0.1 decayed x0.1 "
+                                   "at 30 and 60, batch 256, weight decay 1e-4, as SFTN's ImageNet runs): SoTeacher "
+                                   "gives none", IMAGENET),
+                            Choice("silent", "ImageNet: lambda_LR 1e-6, the paper's Tiny-ImageNet value (it gives "
+                                   "none for ImageNet), the consistency buffer memory-mapped (1.28 M x 1000 floats)",
+                                   {**IMAGENET, "method.name": "soteacher"}),
+                            Choice("silent", "ImageNet: KD at CE 0.5 + KD 0.5, T 4, App. G.2's weights for CIFAR-100 "
+                                   "and Tiny-ImageNet", {**IMAGENET, "method.name": "kd"}),
+                            Choice("row", "no-CR / no-LR on ImageNet: not trained, as in the paper ('we are not able "
+                                   "to perform ablation experiments on ImageNet')"))),
         Experiment("soteacher/table3", "Teacher ECE and NLL before and after temperature scaling (WRN-40-2, "
                    "ResNet32x4, ResNet34 on Tiny-ImageNet)",
                    (_holdout(_part("cifar", (("wrn_40_2", "wrn_40_2", "wrn_40_1"),
@@ -398,15 +449,17 @@ def _experiments() -> list[Experiment]:
                                    teachers={"standard": "standard", "soteacher": soteacher(1e-6)},
                                    students={}, protocol="soteacher", runs="soteacher/tinyimagenet"))),
                    _t3_cell, digits=3,
-                   notes="Held-out split (the paper: 'the optimal temperature is located on an additional holdout "
-                         "set'): kdlab holds a stratified 10 % of the training set out of the teacher's training "
-                         "and fits the temperature on it; ECE (15 bins) and NLL are measured on the test set. So "
-                         "these teachers train on 90 % of the data, not Table 1's teachers."),
+                   choices=(Choice("silent", "the hold-out split ('the optimal temperature is located on an "
+                                   "additional holdout set'): a stratified 10 % of the training set, held out of the "
+                                   "teacher's training, fits the temperature; ECE (15 bins) and NLL are measured on "
+                                   "the test set, so these teachers train on 90 % of the data, not Table 1's "
+                                   "teachers", {"holdout": 0.1}),
+                            TINY_CHOICE)),
         Experiment("soteacher/table4", "Student fidelity: top-1 agreement between KD student and teacher",
-                   (_soteacher_cifar("cifar", "soteacher-table4-cifar"),
-                    _soteacher_tiny("tiny", "soteacher-table4-tiny")),
-                   _t4_cell,
-                   notes="The runs of Tables 1 and 2 (Tiny-ImageNet): nothing new is trained after them."),
+                   (_soteacher_cifar("cifar", "soteacher-table4-cifar", ablations=False),
+                    _soteacher_tiny("tiny", "soteacher-table4-tiny", ablations=False)),
+                   _t4_cell, notes="The runs of Tables 1 and 2 (Tiny-ImageNet): nothing new is trained after them.",
+                   choices=(TINY_CHOICE,)),
         Experiment("soteacher/table6", "13 distillation methods with standard and SoTeacher teachers "
                    "(SoTeacher protocol: beta halved for SoTeacher teachers)",
                    (_part("cifar", SOTEACHER_CIFAR_PAIRS, "soteacher-table6", dataset="cifar100",
@@ -415,16 +468,30 @@ def _experiments() -> list[Experiment]:
                    method_grid_cell(one("cifar"), best_of=FEATURE_13)),
         Experiment("soteacher/table7", "KD from teachers trained with the App. I regularisers (WRN-40-2 -> "
                    "WRN-40-1)", (_t7_study(),), _t7_cell,
-                   notes="l2: the penalty in the loss with the optimizer's weight decay off (5e-4 is also the "
-                         "standard weight decay, so the paper's row equals Standard); AugMix k = width 3."),
+                   choices=(Choice("row", "l2 (5e-4) is the standard teacher: SGD's weight decay 5e-4 on every "
+                                   "parameter is that l2 penalty, and the paper's row equals Standard's cell for cell "
+                                   "(73.73 +- 0.13 / 76.38 +- 0.13); kdlab trains no separate l2 teacher"),
+                            Choice("silent", "AugMix: k = 3 chains (width); its JSD weight 12 and severity 3 are "
+                                   "AugMix's own defaults (the row gives alpha and k only)", {"method.name": "augmix"},
+                                   ("method.jsd_weight", "method.severity")),
+                            Choice("silent", "l1 (1e-5): the penalty on convolution and linear weights on top of the "
+                                   "recipe's SGD weight decay 5e-4 (the text does not say it was turned off)",
+                                   {"method.name": "l1"}))),
         Experiment("soteacher/fig1", "Effect of lambda_LR, lambda_CR_max and the CR schedule on teacher and "
                    "student (Tiny-ImageNet; App. Fig. 1)", (_sweeps_soteacher(),), None, figure="sweeps",
                    notes="A figure: the paper prints no values, so kdlab prints its own sweep tables and draws "
-                         "figures/sweeps.png. The swept grids are kdlab's choice (the text gives none)."),
+                         "figures/sweeps.png.",
+                   choices=(Choice("silent", "the swept grids (lambda_LR 1e-7 to 1e-4, lambda_CR_max 0.5 to 4, the "
+                                   "four schedules): the text names the parameters, not their values",
+                                   {"method.name": "soteacher"},
+                                   ("method.lambda_lr", "method.lambda_cr_max", "method.schedule")),
+                            TINY_CHOICE)),
         Experiment("soteacher/early_fig1", "Students distilled from teacher checkpoints every 10 epochs "
                    "(early version, Fig. 1)", (_trajectory(),), None, figure="trajectory",
-                   notes="A figure without printed values; the pair and the method are not stated: kdlab uses "
-                         "WRN-40-2 -> WRN-16-2 with KD (SoTeacher protocol)."),
+                   notes="A figure without printed values; the student of the last checkpoint is Table 1's KD "
+                         "student.",
+                   choices=(Choice("silent", "the pair and the method are not stated: WRN-40-2 -> WRN-40-1 (the "
+                                   "first pair of Table 1, the pair of App. I) with KD (SoTeacher protocol)"),)),
         Experiment("sftn/table1", "Standard vs SFTN teachers, 12 methods, homogeneous pairs (CIFAR-100)",
                    (_sftn_grid("t1", "sftn-table1", SFTN_T1_PAIRS),), method_grid_cell(one("t1"))),
         Experiment("sftn/table2", "Standard vs SFTN teachers, 12 methods, heterogeneous pairs (CIFAR-100)",
@@ -434,39 +501,54 @@ def _experiments() -> list[Experiment]:
                                              "imagenet_resnet34"),), ("kd", "fitnet", "sp", "crd", "ofd"),
                                dataset="imagenet", lambda_kl=1.0, seeds=(0,), runs="sftn/imagenet"),),
                    method_grid_cell(one("imagenet"), best_of=("kd", "fitnet", "sp", "crd", "ofd")),
-                   notes="One run (the paper prints no std)."),
+                   choices=(ONE_RUN,)),
         Experiment("sftn/table4", "SFTN against collaborative (DML, KDCL) and curriculum (RCO) learning, "
                    "difference to the student alone", _sftn_t4_parts(), _t4_sftn_cell,
-                   notes="DML and KDCL train the student with a peer of the teacher's architecture. RCO-EEI-4: "
-                         "4 anchors over 960 epochs in one run (decays at 600/720/840: kdlab's reading of "
-                         "'240 x 4 epochs'). SFTN-4 is not reproducible: the paper does not say how SFTN spends "
-                         "its 240 x 4 epochs."),
+                   choices=(Choice("silent", "DML and KDCL train the student with one peer of the teacher's "
+                                   "architecture: the paper does not name the peer", {"method.name": ("dml", "kdcl")},
+                                   ("method.peer",)),
+                            Choice("silent", "RCO-EEI-4: 4 anchors over 960 epochs in one run, the learning rate "
+                                   "decayed at 600 / 720 / 840 (the standard decays at the same fractions of "
+                                   "'240 x 4 epochs')", {"label": "rco_eei_4"}, ("schedule.milestones",)),
+                            Choice("row", "SFTN-4: not reproducible, the paper does not say how SFTN spends its "
+                                   "240 x 4 epochs"))),
         Experiment("sftn/table5", "Effect of the SFTN branch temperature tau~ (lambda_KL 1)",
-                   (_sweep_sftn("sftn-table5", "tau", [1, 5, 10, 15, 20]),),
-                   _sweep_cell("tau", lambda r: int(r.removeprefix("tau_")))),
+                   (_sweep_sftn("sftn-table5", "tau", [1, 5, 10, 15, 20], standard=False),),
+                   _sweep_cell("tau", lambda r: int(r.removeprefix("tau_"))),
+                   facts=_sweep_facts("SFTN Table 5", "tau", [1, 5, 10, 15, 20]),
+                   choices=(Choice("silent", "lambda_KL 1, which the table does not state: its tau~ = 1 row equals "
+                                   "Table 6's lambda_KL = 1 row cell for cell (and not Table 1's lambda_KL 3)",
+                                   {"method.name": "sftn"}, ("method.lambda_kl",)),)),
         Experiment("sftn/table6", "Effect of the SFTN branch KL weight lambda_KL (tau~ 1)",
-                   (_sweep_sftn("sftn-table6", "lambda_kl", [1, 3, 6, 10]),),
-                   _sweep_cell("lambda_kl", lambda r: int(r.removeprefix("lambda_kl_")))),
+                   (_sweep_sftn("sftn-table6", "lambda_kl", [1, 3, 6, 10], standard=True),),
+                   _sweep_cell("lambda_kl", lambda r: int(r.removeprefix("lambda_kl_"))),
+                   facts=_sweep_facts("SFTN Table 6", "lambda_kl", [1, 3, 6, 10])),
         Experiment("sftn/table7", "Branch capacity: SFTN teachers trained with other student branches",
                    _sftn_t7_parts(), _t7_sftn_cell),
         Experiment("sftn/table8", "Training time of standard and SFTN teachers, and SFTN from a pretrained "
-                   "teacher", (_sftn_t8_part(),), _t8_cell, digits=0,
+                   "teacher", _sftn_t8_parts(), _t8_cell, digits=0,
                    notes="Seconds of training (kdlab's train_time, on your hardware; the paper's on theirs): "
-                         "compare the ratios. SFTN from a pretrained teacher: 30 epochs of branches only, then "
-                         "30 of the whole network at lr 0.005 (kdlab's choice; Sec. 4.6 gives the epochs only). "
-                         "A student reused from a study that trained it in a group shows its share of the group's "
-                         "time (summary group_size > 1)."),
+                         "compare the ratios.",
+                   choices=(FT_CHOICE,
+                            Choice("silent", "the 'Student' column: the KD student of the standard teacher, trained "
+                                   "on its own (group_size 1: a student reused from a study that trained it in a "
+                                   "group shows its share of the group's time, summary group_size > 1)",
+                                   {"kind": "student", "method.name": "kd"}))),
         Experiment("sftn/table9", "SFTN fine-tuned from a pretrained teacher (SFTN-FT), resnet32x4 -> "
                    "ShuffleV2", (_sftn_t9_part(),),
                    method_grid_cell(one("main"), best_of=("kd", "sp", "ft", "crd", "sskd", "ofd")),
-                   notes="SFTN-FT as in Table 8's pretrained SFTN (30 + 30 epochs at lr 0.005)."),
+                   choices=(FT_CHOICE,)),
         Experiment("sftn/table10", "Teacher-student similarity: KL divergence and linear CKA (resnet32x4 -> "
-                   "ShuffleV2)", (_sftn_grid("t2", "sftn-table10", SFTN_T2_PAIRS),),
-                   method_grid_cell(one("t2"), best_of=("kd", "fitnet", "sp", "vid", "crd", "sskd", "ofd"),
-                                    metric_default="kl_teacher_student"), digits=3,
-                   notes="The runs of Table 2."),
+                   "ShuffleV2)", (_sftn_grid("t2", "sftn-table10", SFTN_T2_PAIRS[1:2], methods=T10_METHODS,
+                                             alone=False),),
+                   method_grid_cell(one("t2"), best_of=T10_METHODS, metric_default="kl_teacher_student"), digits=3,
+                   notes="The runs of Table 2 (that pair and these methods).",
+                   choices=(Choice("silent", "KL divergence KL(teacher || student) of the softmax at temperature 1, "
+                                   "averaged over the test images; linear CKA of the pooled penultimate features of "
+                                   "the first 5000 test images: the paper states neither", {"kind": "student"}),)),
         Experiment("sftn/fig3", "Best students of standard and SFTN teachers against the standard teacher",
-                   (_sftn_grid("t1", "sftn-fig3-t1", SFTN_T1_PAIRS), _sftn_grid("t2", "sftn-fig3-t2", SFTN_T2_PAIRS)),
+                   (_sftn_grid("t1", "sftn-fig3-t1", SFTN_T1_PAIRS, alone=False),
+                    _sftn_grid("t2", "sftn-fig3-t2", SFTN_T2_PAIRS, alone=False)),
                    _fig3_cell,
                    notes="The runs of Tables 1 and 2; the figure's bars are those tables' Best rows."),
     ]

@@ -6,6 +6,13 @@ resumed; ``--workers`` / ``--launcher ray`` as there), then writes ``paper_table
 ``<out>/<paper>-<table>/``: every cell the paper prints, with kdlab's mean ± std over seeds and the difference.
 Both papers leave unsaid which epoch they report; the main table uses the last epoch (the CRD benchmark's rule),
 and the files hold the best-epoch table too.  Overrides (``key=value``) apply to every study of the experiment.
+
+The dry run and the table list what the experiment states about itself (:mod:`kdlab.reproduce.statements`): the
+settings that follow the authors' released code instead of the paper's text, kdlab's choices where the paper is
+silent, and rows not trained as listed; a dry run with overrides also lists where they depart from the paper's
+stated recipe.  ``written`` (``--as-written``) resolves the text's rules instead of the code's: the methods they
+change train under labels of their own (``<label>-as-written``) beside the code's runs, which it shares, and the
+table goes to ``<out>/<paper>-<table>-as-written/``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from .catalogue import EXPERIMENTS, Experiment, get_experiment
 from .estimate import gpu_hours
 from .layouts import PartResult, paper_layout
 from .published import published_table
+from .statements import KINDS, WRITTEN, Choice, as_written, departures, relevant, run_views, written_labels
 
 DEFAULT_ROOT = "runs/reproduce"
 
@@ -48,14 +56,44 @@ Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def part_configs(exp: Experiment, overrides: list[str] = (), root: str = DEFAULT_ROOT,
-                 transform: Transform | None = None) -> list[StudyConfig]:
-    """The experiment's study configs: rooted at ``root``, changed by ``transform`` (a function of the plain
-    study config, e.g. a shrunk recipe for a smoke test) and then by the dotted ``overrides``."""
+                 transform: Transform | None = None, written: bool = False) -> list[StudyConfig]:
+    """The experiment's study configs: rooted at ``root``, with the text's rules instead of the released code's
+    (``written``: each code choice's ``as_written``), changed by ``transform`` (a function of the plain study
+    config, e.g. a shrunk recipe for a smoke test) and then by the dotted ``overrides``."""
     out = []
     for p in exp.parts:
         study = _rooted(p.study, root)
+        if written:
+            study = as_written(study, exp.all_choices)
         out.append(load_config(StudyConfig, transform(study) if transform else study, list(overrides)))
     return out
+
+
+def statements(exp: Experiment, configs: list[StudyConfig], written: bool = False) -> list[str]:
+    """What the experiment says about itself, in words: its choices that concern its runs, grouped by kind (with
+    ``written``, the code choices as the text's rules), then any departure from the paper's stated recipe that no
+    choice explains (what overrides made)."""
+    plan = _unique_plan(configs)
+    choices = relevant(exp.all_choices, run_views(plan))
+    lines = []
+    for kind, heading in KINDS.items():
+        mine = [c for c in choices if c.kind == kind]
+        if kind == "code" and written:
+            heading = "as the paper's text has it (--as-written), instead of the released code"
+        lines += [f"{heading.capitalize()}:"] + [f"- {_choice_text(c, written)}" for c in mine] if mine else []
+    if exp.notes:
+        lines.append(f"Note: {exp.notes}")
+    found = departures(exp.all_facts, [c for c in exp.all_choices if not (written and c.as_written)], plan)
+    if found:
+        lines.append("Differs from the paper's stated recipe, with no statement (your overrides?):")
+        lines += [f"- {d.text()}" for d in found]
+    return lines
+
+
+def _choice_text(c: Choice, written: bool) -> str:
+    if written and c.as_written:
+        return f"{c.text}; resolved here as written: {', '.join(f'{k}: {v}' for k, v in c.as_written.items())}"
+    return c.text
 
 
 def _unique_plan(configs: list[StudyConfig]) -> list[Any]:
@@ -97,14 +135,18 @@ def list_experiments() -> str:
     return markdown_table(["id", "measures", "runs", "est. GPU time", "grouped"], rows) + "\n\n" + basis
 
 
-def dry_run(exp: Experiment, overrides: list[str] = (), root: str = DEFAULT_ROOT) -> str:
-    configs = part_configs(exp, overrides, root)
+def dry_run(exp: Experiment, overrides: list[str] = (), root: str = DEFAULT_ROOT, written: bool = False) -> str:
+    configs = part_configs(exp, overrides, root, written=written)
     n, hours = estimate(exp, configs)
     _, grouped = estimate(exp, configs, grouped=True)
     lines = [f"{exp.id}: {exp.measures}", f"{n} runs, estimated {'?' if hours is None else f'{hours:.1f}'} GPU hours "
              f"({'?' if grouped is None else f'{grouped:.1f}'} with the students of a teacher in groups)"]
-    if exp.notes:
-        lines.append(f"notes: {exp.notes}")
+    if written:
+        code = {r.run_dir for r in _unique_plan(part_configs(exp, overrides, root))}
+        shared = [r for r in _unique_plan(configs) if r.run_dir in code]
+        lines.append(f"{len(shared)} of them are the released code's variant's runs too (trained once, shared)")
+    lines.append("")
+    lines += statements(exp, configs, written)
     for part, cfg in zip(exp.parts, configs):
         plan = plan_study(cfg)
         lines.append(f"\n## study {cfg.name} ({part.name}): {len(plan)} runs in {cfg.runs_dir or cfg.out_dir}")
@@ -115,31 +157,35 @@ def dry_run(exp: Experiment, overrides: list[str] = (), root: str = DEFAULT_ROOT
     return "\n".join(lines)
 
 
-def render(exp: Experiment, parts: dict[str, PartResult], best: bool = False) -> Table:
-    """The experiment's table in the paper's layout (``best``: every accuracy at its best epoch)."""
+def render(exp: Experiment, parts: dict[str, PartResult], best: bool = False, written: bool = False) -> Table:
+    """The experiment's table in the paper's layout (``best``: every accuracy at its best epoch; ``written``: runs
+    made with the text's rules), with the experiment's statements under it."""
     table = published_table(exp.paper, exp.table_id)
     if best:
         parts = {k: replace(p, metric_alias={"top1": "best_top1"}) for k, p in parts.items()}
     epoch = "best" if best else "last"
-    title = f"{exp.id}: {table.title} (kdlab: accuracies at the {epoch} epoch)"
-    return paper_layout(table, lambda r, c: exp.cell(parts, r, c), exp.digits, title=title, note=exp.notes)
+    variant = ", the paper's text where the released code differs" if written else ""
+    title = f"{exp.id}: {table.title} (kdlab: accuracies at the {epoch} epoch{variant})"
+    note = "\n\n".join(statements(exp, [p.config for p in parts.values()], written))
+    return paper_layout(table, lambda r, c: exp.cell(parts, r, c), exp.digits, title=title, note=note)
 
 
 def reproduce(exp_id: str, overrides: list[str] = (), workers: int = 1, launcher: str = "local",
               ray_options: dict[str, Any] | None = None, root: str = DEFAULT_ROOT,
               log: Callable[[str], None] | None = None, transform: Transform | None = None,
-              report: bool = True, group_size: int | None = None, allow_failures: bool = False
-              ) -> ReproduceResult:
+              report: bool = True, group_size: int | None = None, allow_failures: bool = False,
+              written: bool = False) -> ReproduceResult:
     """Run an experiment's studies and write its table in the paper's layout (``report``: also each study's
-    report and figures; ``group_size``: instead of each study's, 1 trains every student on its own).  When runs
+    report and figures; ``group_size``: instead of each study's, 1 trains every student on its own; ``written``:
+    the text's rules where the released code differs).  When runs
     fail the table of the others is still written, then :class:`~kdlab.errors.StudyFailedError` is raised,
     unless ``allow_failures`` (``failed`` lists them)."""
     from ..study import run_study
 
     log = log or kdlog.info
     exp = get_experiment(exp_id)
-    configs = part_configs(exp, overrides, root, transform)
-    out = Path(root) / exp.id.replace("/", "-")
+    configs = part_configs(exp, overrides, root, transform, written)
+    out = Path(root) / (exp.id.replace("/", "-") + (WRITTEN if written else ""))
     results: dict[str, PartResult] = {}
     failed: list[str] = []
     for part, cfg in zip(exp.parts, configs):
@@ -147,13 +193,14 @@ def reproduce(exp_id: str, overrides: list[str] = (), workers: int = 1, launcher
                         report=report or exp.cell is None, group_size=group_size,
                         allow_failures=True)
         failed += res.failed
-        results[part.name] = PartResult(cfg, res.records, part.paper_pairs)
+        labels = written_labels(part.study, exp.all_choices) if written else {}
+        results[part.name] = PartResult(cfg, res.records, part.paper_pairs, labels=labels)
     result = ReproduceResult(exp, out, failed=failed)
     if exp.cell is None:  # a figure: the study's own tables and figures
         log(f"{exp.id}: a figure; see the report of each study: "
             + ", ".join(str(Path(c.out_dir) / "report.html") for c in configs))
         return result if allow_failures else check_reproduced(result)
-    last, best = render(exp, results), render(exp, results, best=True)
+    last, best = render(exp, results, written=written), render(exp, results, best=True, written=written)
     same = [[str(c) for c in r] for r in last.rows] == [[str(c) for c in r] for r in best.rows]
     result.tables = [last] if same else [last, best]  # tables without accuracies have one version
     md = "\n\n".join(t.to_markdown() for t in result.tables) + "\n"
@@ -173,4 +220,4 @@ def check_reproduced(result: ReproduceResult) -> ReproduceResult:
     return result
 
 
-__all__ = ["ReproduceResult", "dry_run", "estimate", "list_experiments", "render", "reproduce"]
+__all__ = ["ReproduceResult", "dry_run", "estimate", "list_experiments", "render", "reproduce", "statements"]

@@ -35,6 +35,7 @@ class PartResult:
     records: list[Any]  # RunRecord
     paper_pairs: tuple[str, ...] = ()  # the paper's pair keys, in the order of the config's pairs
     metric_alias: dict[str, str] = field(default_factory=dict)  # e.g. top1 -> best_top1 (the best-epoch table)
+    labels: dict[str, str] = field(default_factory=dict)  # the table's method label -> the runs' (--as-written)
 
     def pair(self, paper_pair: str) -> tuple[str, str, str]:
         """(plan pair key, teacher architecture, student architecture) of a paper pair."""
@@ -58,15 +59,18 @@ class PartResult:
 
     def student(self, paper_pair: str, teacher: str, method: str, metric: str = "top1") -> dict[int, float]:
         key, _, _ = self.pair(paper_pair)
-        return self._by_seed(metric, {"kind": "student", "pair": key, "teacher_label": teacher,
-                                      "method_label": method})
+        return self._by_seed(metric, {"kind": "student", "pair": key,
+                                      "teacher_label": self.labels.get(teacher, teacher),
+                                      "method_label": self.labels.get(method, method)})
 
     def alone(self, paper_pair: str, method: str = "none", metric: str = "top1") -> dict[int, float]:
         _, _, s_arch = self.pair(paper_pair)
-        return self._by_seed(metric, {"kind": "student", "pair": None, "arch": s_arch, "method_label": method})
+        return self._by_seed(metric, {"kind": "student", "pair": None, "arch": s_arch,
+                                      "method_label": self.labels.get(method, method)})
 
     def teacher(self, paper_pair: str, teacher: str, metric: str = "top1") -> dict[int, float]:
         key, t_arch, _ = self.pair(paper_pair)
+        teacher = self.labels.get(teacher, teacher)
         own = self._by_seed(metric, {"kind": "teacher", "arch": t_arch, "teacher_label": teacher, "pair": key})
         return own or self._by_seed(metric, {"kind": "teacher", "arch": t_arch, "teacher_label": teacher,
                                              "pair": None})

@@ -116,10 +116,11 @@ def distilled_students(records: list[RunRecord], method: str | None = None) -> l
     out = [r for r in records if r.kind == "student" and r.teacher_run_dir is not None
            and (r.method_label == method or (r.trajectory_epoch is not None and r.sweep_base == method))
            and all(r.get(k) is not None for k in REQUIRED)]
-    # a checkpoint at the teacher's last epoch is the teacher itself: counted once, by its plain student
+    # a checkpoint at the teacher's last epoch is the teacher itself: counted once, by its plain student (studies
+    # planned before the plain student was that point hold both)
     last = {r.run_dir: r.get("epochs") for r in records if r.kind == "teacher"}
-    plain = {r.teacher_run_dir for r in out if r.trajectory_epoch is None}
-    return [r for r in out if r.trajectory_epoch is None or r.teacher_run_dir not in plain
+    plain = {r.teacher_run_dir for r in out if not r.from_checkpoint}
+    return [r for r in out if not r.from_checkpoint or r.teacher_run_dir not in plain
             or r.trajectory_epoch != last.get(r.teacher_run_dir)]
 
 
@@ -162,8 +163,8 @@ def correlation_table(records: list[RunRecord], method: str | None = None) -> Ta
     students = distilled_students(records, method)
     if len(students) < MIN_STUDENTS:
         return None
-    checkpoints = sum(r.trajectory_epoch is not None for r in students)
-    final = [r for r in students if r.trajectory_epoch is None]
+    checkpoints = sum(r.from_checkpoint for r in students)
+    final = [r for r in students if not r.from_checkpoint]
     final_corr = {c.measure: c for c in _correlations(final)}
     rows = [[MEASURES[c.measure], Value(c.rho), Value(c.low), Value(c.high), str(c.n),
              _cell(final_corr[c.measure]) if checkpoints else "-"] for c in correlations(records, method)]
@@ -186,11 +187,11 @@ def _panel(ax, students: list[RunRecord], key: str, colours: dict[str, str], met
     pts = [r for r in students if r.get(key) is not None]
     for lbl, c in colours.items():
         for ckpt in (False, True):
-            mine = [r for r in pts if _teacher(r) == lbl and (r.trajectory_epoch is not None) == ckpt]
+            mine = [r for r in pts if _teacher(r) == lbl and r.from_checkpoint == ckpt]
             if mine:
                 ax.scatter([r.get(key) for r in mine], [r.get("top1") for r in mine], s=24, edgecolors=c,
                            facecolors="none" if ckpt else c, label=None if ckpt else lbl)
-    if any(r.trajectory_epoch is not None for r in pts):
+    if any(r.from_checkpoint for r in pts):
         ax.scatter([], [], s=24, facecolors="none", edgecolors="0.3", label="hollow: teacher checkpoint")
     ax.set(xlabel=MEASURES[key], ylabel=f"{method} student test top-1 (%)")
     if pts:

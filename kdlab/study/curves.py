@@ -102,7 +102,7 @@ def plain_teacher_labels(records: list[RunRecord]) -> list[str]:
 
 
 def is_plain_student(r: RunRecord, variants: set[str]) -> bool:
-    return (r.kind == "student" and r.trajectory_epoch is None and not _is_variant(r)
+    return (r.kind == "student" and not r.from_checkpoint and not _is_variant(r)
             and r.teacher_label not in variants)
 
 
@@ -281,7 +281,7 @@ def student_sweeps(records: list[RunRecord], base: str, param: str) -> list[Swee
     values = _label_values(records, "student", base, param)
     variants = teacher_variants(records)
     swept = [r for r in records if r.kind == "student" and r.method_label in values
-             and r.trajectory_epoch is None and r.teacher_label not in variants]
+             and not r.from_checkpoint and r.teacher_label not in variants]
     pairs = pairs_of(records, swept) or list({r.arch: Pair(None, None, r.arch) for r in swept}.values())
     out = []
     for pair in pairs:

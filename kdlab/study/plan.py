@@ -8,9 +8,11 @@ Layout under ``runs_dir`` (default ``out_dir``)::
 
 A teacher architecture's teachers are trained once per (method, seed) and shared by all pairs that use it.
 Sweeps add method variants labelled ``<label>[<param>=<value>]``; the trajectory adds students labelled
-``<label>@<epoch>`` distilled from the teacher's ``epoch_XXX`` checkpoints.  A pair with an ``assistant`` (TAKD)
-adds ``assistants/<teacher arch>--<assistant arch>/<teacher label>/seed<k>/``, distilled from the teacher, and its
-students learn from the assistant (pair key ``<teacher>--<assistant>--<student>``).
+``<label>@<epoch>`` distilled from the teacher's ``epoch_XXX`` checkpoints, except at the teacher's last epoch when
+the students distil from its ``last`` checkpoint: there the plain ``<label>`` student is the trajectory's point.
+A pair with an ``assistant`` (TAKD) adds ``assistants/<teacher arch>--<assistant arch>/<teacher label>/seed<k>/``,
+distilled from the teacher, and its students learn from the assistant (pair key
+``<teacher>--<assistant>--<student>``).
 """
 
 from __future__ import annotations
@@ -208,12 +210,13 @@ def _plan(cfg: StudyConfig) -> list[PlannedRun]:
                  ) -> dict[str, Any]:
         optim_cfg, schedule_cfg, train_cfg = role.settings(label)
         optim = optim_cfg.model_dump()
-        if lr is not None and label not in role.overrides:  # a pair's student_lr; a method's own settings win
+        own = role.overrides.get(label) if label is not None else None
+        if lr is not None and not (own and "lr" in own.optim):  # a pair's student_lr, unless the label sets its own
             optim["lr"] = lr
         return {"seed": seed, "out_dir": str(run_dir), "data": data, "holdout": cfg.holdout, "optim": optim,
                 "schedule": schedule_cfg.model_dump(), "train": train_cfg.model_dump()}
 
-    planned: dict[Path, dict[str, Any]] = {}
+    planned: dict[Path, PlannedRun] = {}
     root = out.resolve()
     for what, labels in (("teacher.methods", teachers), ("student.methods", students)):
         for label in labels:
@@ -223,16 +226,16 @@ def _plan(cfg: StudyConfig) -> list[PlannedRun]:
         if not run.run_dir.resolve().is_relative_to(root):  # nothing a config names may write outside out_dir
             raise ConfigError(f"the run folder {run.run_dir} would lie outside {out}; check the labels")
         if run.run_dir in planned:
-            if planned[run.run_dir] != run.config:  # a shared run (a teacher, a student alone) asked for twice
+            if planned[run.run_dir].config != run.config:  # a shared run (a teacher, a student alone) asked twice
                 from ..runs import config_differences
 
-                diff = config_differences(planned[run.run_dir], run.config) or ["settings: -"]
+                diff = config_differences(planned[run.run_dir].config, run.config) or ["settings: -"]
                 what = diff[0].split(":", 1)[0].rsplit(".", 1)[-1]
                 raise ConfigError(f"pairs: the shared run {run.run_dir} would be trained with two different {what} "
                                   f"({diff[0]}), e.g. two student_lr for one student architecture; give those pairs "
                                   "the same value")
             return
-        planned[run.run_dir] = run.config
+        planned[run.run_dir] = run
         plan.append(run)
 
     pairs: list[PairConfig] = cfg.pair_list()
@@ -328,14 +331,24 @@ def _plan(cfg: StudyConfig) -> list[PlannedRun]:
             tr = cfg.trajectory
             for tlabel in [t for t in tr.teachers or list(cfg.teacher.methods) if trains(pair, t)]:
                 mspec = distill_spec(tr.method, tlabel)
-                for epoch in range(tr.every, cfg.teacher.train.epochs + 1, tr.every):
+                last_epoch = t_run_of(tlabel, cfg.seeds[0]).config["train"]["epochs"]
+                for epoch in range(tr.every, last_epoch + 1, tr.every):
                     for seed in cfg.seeds:
                         t_run = t_run_of(tlabel, seed)
                         mlabel = f"{tr.method}@{epoch}"
                         d = out / "students" / pair_key / tlabel / mlabel / f"seed{seed}"
                         teacher = {"path": str(t_run.run_dir), "checkpoint": f"epoch_{epoch:03d}"}
-                        c = role_cfg(cfg.student, seed, d, pair.student_lr) | protocol_of(mspec) | {
+                        c = role_cfg(cfg.student, seed, d, pair.student_lr, tr.method) | protocol_of(mspec) | {
                             "student": pair.student.without_label(), "method": mspec, "teacher": teacher}
+                        info = {"trajectory_epoch": epoch, "base": tr.method}
+                        if epoch == last_epoch and cfg.student.teacher_checkpoint == "last":
+                            # the last checkpoint is the teacher the plain student distils from: that run is
+                            # the trajectory's last point, not trained twice
+                            plain = planned.get(out / "students" / pair_key / tlabel / tr.method / f"seed{seed}")
+                            if plain is not None and plain.config == c | {
+                                    "out_dir": str(plain.run_dir), "teacher": {**teacher, "checkpoint": "last"}}:
+                                plain.info = {**plain.info, **info}
+                                continue
                         add(PlannedRun("student", pair_key, s_arch, tlabel, mlabel, seed, d, c, [t_run.run_dir],
-                                       info={"trajectory_epoch": epoch, "base": tr.method}))
+                                       info=info))
     return plan

@@ -71,6 +71,12 @@ class RunRecord:
         return cls(**{k: entry.get(k) for k in LABEL_COLUMNS}, run_dir=study_dir / entry["run_dir"],
                    teacher_run_dir=study_dir / teacher if teacher else None, metrics=dict(summary))
 
+    @property
+    def from_checkpoint(self) -> bool:
+        """A trajectory student distilled from one of the teacher's checkpoints (``<method>@<epoch>``); the plain
+        student, the trajectory's point at the teacher's last epoch, is not."""
+        return self.trajectory_epoch is not None and self.method_label != self.sweep_base
+
     def get(self, key: str, default=None):
         """A metric (``metrics[key]``) or, for the names of the fields above, the field."""
         if key in _FIELDS:

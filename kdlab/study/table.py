@@ -286,7 +286,8 @@ class Table:
         return "Cells with fewer values than their column: " + "; ".join(items) + "."
 
     def notes(self) -> list[str]:
-        return [n for n in (self.note, self.n_note()) if n]
+        """The note's paragraphs (separated by a blank line), then :meth:`n_note`."""
+        return [n for n in (*self.note.split("\n\n"), self.n_note()) if n]
 
     def to_markdown(self) -> str:
         # a "|" inside a cell is escaped, so that markdown readers keep the cell whole

@@ -91,6 +91,8 @@ class AB(Distiller):
 
     BETA = {"standard": 1.0, "soteacher": 0.5}
 
+    PROTOCOLS = {"crd": "alone", "sftn": "with_kd", "soteacher": "with_kd"}
+
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, margin: float = 1.0,
                  mode: str = "code", init_epochs: int = 30, init_lr: float = 0.05, joint: bool = False, **kw):
         self.__dict__["joint"] = joint  # read by distills_features() while the base class decides on caching

@@ -58,6 +58,8 @@ class AT(Distiller):
 
     BETA = {"standard": 1000.0, "soteacher": 500.0}
 
+    PROTOCOLS = {"crd": "alone", "sftn": "with_kd", "soteacher": "with_kd"}
+
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, p: float = 2.0,
                  mode: str = "code", **kw):
         super().__init__(teacher, student, data, **kw)

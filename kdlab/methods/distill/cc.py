@@ -78,6 +78,8 @@ class CC(Distiller):
 
     BETA = {"standard": 0.02, "soteacher": 0.01}
 
+    PROTOCOLS = {"crd": "alone", "soteacher": "with_kd"}  # not among the methods SFTN ran
+
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, embed_dim: int = 128,
                  mode: str = "code", kernel_gamma: float = 0.4, order: int = 2, **kw):
         super().__init__(teacher, student, data, **kw)

@@ -115,6 +115,8 @@ class CRD(Distiller):
 
     Params = CRDParams
     BETA = {"standard": 0.8, "soteacher": 0.5}
+    # SFTN Sec. 4.1 lists CRD [23] apart from the feature methods it runs jointly with KD: CRD as its own scripts run it
+    PROTOCOLS = {"crd": "alone", "sftn": "alone", "soteacher": "with_kd"}
     needs_index = True
 
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, feat_dim: int = 128,

@@ -60,6 +60,8 @@ class FitNet(Distiller):
 
     BETA = {"standard": 100.0, "soteacher": 50.0}
 
+    PROTOCOLS = {"crd": "alone", "sftn": "with_kd", "soteacher": "with_kd"}
+
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, hint_layer: int = 2,
                  init_epochs: int = 0, init_lr: float = 0.05, **kw):
         super().__init__(teacher, student, data, **kw)

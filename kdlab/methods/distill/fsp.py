@@ -69,6 +69,8 @@ class FSP(Distiller):
 
     BETA = {"standard": 50.0, "soteacher": 25.0}
 
+    PROTOCOLS = {"crd": "alone", "soteacher": "with_kd"}  # not among the methods SFTN ran
+
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, mode: str = "code",
                  init_epochs: int = 30, init_lr: float = 0.05, joint: bool = False, **kw):
         self.__dict__["joint"] = joint  # read by distills_features() while the base class decides on caching

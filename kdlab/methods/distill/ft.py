@@ -104,6 +104,8 @@ class FT(Distiller):
 
     BETA = {"standard": 200.0, "soteacher": 100.0}
 
+    PROTOCOLS = {"crd": "alone", "sftn": "with_kd", "soteacher": "with_kd"}
+
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, rate: float = 0.5,
                  mode: str = "code", init_epochs: int = 30, init_lr: float = 0.01, **kw):
         super().__init__(teacher, student, data, **kw)

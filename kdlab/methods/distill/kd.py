@@ -26,6 +26,7 @@ class KD(Distiller):
 
     Params = LogitParams
     needs_features = False
+    PROTOCOLS = {"crd": "logit", "sftn": "logit", "soteacher": "logit"}
 
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, T: float = 4.0,
                  alpha: float | None = None, gamma: float | None = None, beta_preset: str = "standard", **kw):

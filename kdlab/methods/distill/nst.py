@@ -55,6 +55,8 @@ class NST(Distiller):
 
     BETA = {"standard": 50.0, "soteacher": 25.0}
 
+    PROTOCOLS = {"crd": "alone", "soteacher": "with_kd"}  # not among the methods SFTN ran
+
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, degree: int = 2,
                  c: float = 0.0, **kw):
         super().__init__(teacher, student, data, **kw)

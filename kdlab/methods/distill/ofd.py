@@ -135,6 +135,7 @@ class OFD(Distiller):
 
     Params = OFDParams
     BETA = {"standard": 1e-3, "soteacher": 5e-4}
+    PROTOCOLS = {"sftn": "with_kd"}  # "OH" [19] in SFTN Sec. 4.1's list of methods run with KD
 
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, margin: str = "gaussian",
                  margin_batches: int | None = None, **kw):

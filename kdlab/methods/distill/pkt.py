@@ -63,6 +63,8 @@ class PKT(Distiller):
 
     BETA = {"standard": 30000.0, "soteacher": 15000.0}
 
+    PROTOCOLS = {"crd": "alone", "sftn": "with_kd", "soteacher": "with_kd"}
+
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, eps: float = 1e-7,
                  mode: str = "code", **kw):
         super().__init__(teacher, student, data, **kw)

@@ -94,6 +94,7 @@ class RCO(Distiller):
 
     Params = RCOParams
     needs_features = False
+    PROTOCOLS = {"crd": "logit", "sftn": "logit", "soteacher": "logit"}
 
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, teacher_path=None,
                  alpha: float | None = None, gamma: float | None = None, anchors: list[str] | None = None,

@@ -76,6 +76,8 @@ class RKD(Distiller):
 
     BETA = {"standard": 1.0, "soteacher": 0.5}
 
+    PROTOCOLS = {"crd": "alone", "sftn": "with_kd", "soteacher": "with_kd"}
+
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None,
                  distance_weight: float = 25.0, angle_weight: float = 50.0, **kw):
         super().__init__(teacher, student, data, **kw)

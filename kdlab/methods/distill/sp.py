@@ -54,6 +54,8 @@ class SP(Distiller):
 
     BETA = {"standard": 3000.0, "soteacher": 1500.0}
 
+    PROTOCOLS = {"crd": "alone", "sftn": "with_kd", "soteacher": "with_kd"}
+
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None,
                  layers: list[int] = (-1,), **kw):
         super().__init__(teacher, student, data, **kw)

@@ -107,6 +107,16 @@ class SSKD(Distiller):
 
     Params = SSKDParams
     BETA = {"standard": 1.0, "soteacher": 1.0}
+    PROTOCOLS = {"sftn": "own", "soteacher": "own"}
+    # protocol -> teacher kind -> weights (lambda_1..4 = gamma, alpha, tf_weight, ss_weight): SFTN ran "the
+    # implementations provided by the authors", whose defaults these are; SoTeacher App. G.2 gives its own
+    PROTOCOL_WEIGHTS = {
+        "sftn": {"standard": {"gamma": 0.1, "alpha": 0.9, "tf_weight": 2.7, "ss_weight": 10.0, "beta": 1.0,
+                              "T": 4.0}},
+        "soteacher": {"standard": {"gamma": 1.0, "alpha": 1.0, "tf_weight": 2.7, "ss_weight": 10.0, "beta": 1.0,
+                                   "T": 4.0},
+                      "soteacher": {"gamma": 1.0, "alpha": 1.0, "tf_weight": 1.0, "ss_weight": 10.0, "beta": 1.0,
+                                    "T": 4.0}}}
 
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None,
                  tf_weight: float | None = None, ss_weight: float = 10.0, tf_T: float = 4.0, ss_T: float = 0.5,

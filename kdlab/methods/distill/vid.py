@@ -79,6 +79,8 @@ class VID(Distiller):
 
     BETA = {"standard": 1.0, "soteacher": 0.5}
 
+    PROTOCOLS = {"crd": "alone", "sftn": "with_kd", "soteacher": "with_kd"}
+
     def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, init_var: float = 5.0,
                  eps: float = 1e-5, mode: str = "code", **kw):
         super().__init__(teacher, student, data, **kw)
