@@ -70,8 +70,9 @@ def test_as_written_renames_every_reference_to_a_changed_label():
              "trajectory": {"every": 10, "teachers": ["so"], "method": "kd"}}
     out = as_written(study, EXPERIMENTS["soteacher/table6"].all_choices)
     assert out["out_dir"] == "o-as-written"
-    assert list(out["teacher"]["methods"]) == ["standard", "so-as-written", "ft"]
-    assert out["teacher"]["methods"]["ft"]["pretrained"] == "so-as-written"
+    # ft starts from so: its runs change too
+    assert list(out["teacher"]["methods"]) == ["standard", "so-as-written", "ft-as-written"]
+    assert out["teacher"]["methods"]["ft-as-written"] == {"name": "sftn", "pretrained": "so-as-written"}
     assert list(out["teacher"]["overrides"]) == ["so-as-written"]
     assert out["student"]["methods"]["at-as-written"] == {"name": "at", "mode": "paper"}
     assert out["student"]["by_teacher"] == {"at-as-written": {"so-as-written": {"beta": 1.0}}}

@@ -162,7 +162,13 @@ def written_methods(study: Mapping[str, Any], choices: Iterable[Choice]) -> dict
                     new.update(c.as_written)
             if new != spec:
                 out[role][label] = new
-    return out
+    teachers = {lbl: ({"name": v} if isinstance(v, str) else v) for lbl, v in study["teacher"]["methods"].items()}
+    while True:  # a teacher that starts from a changed teacher changes too
+        more = {lbl: spec for lbl, spec in teachers.items()
+                if lbl not in out["teacher"] and spec.get("pretrained") in out["teacher"]}
+        if not more:
+            return out
+        out["teacher"].update(more)
 
 
 def written_labels(study: Mapping[str, Any], choices: Iterable[Choice]) -> dict[str, str]:
