@@ -157,16 +157,18 @@ def dry_run(exp: Experiment, overrides: list[str] = (), root: str = DEFAULT_ROOT
     return "\n".join(lines)
 
 
-def render(exp: Experiment, parts: dict[str, PartResult], best: bool = False, written: bool = False) -> Table:
+def render(exp: Experiment, parts: dict[str, PartResult], best: bool = False, written: bool = False,
+           note: str | None = None) -> Table:
     """The experiment's table in the paper's layout (``best``: every accuracy at its best epoch; ``written``: runs
-    made with the text's rules), with the experiment's statements under it."""
+    made with the text's rules), with the experiment's statements under it (``note``: already worded)."""
     table = published_table(exp.paper, exp.table_id)
     if best:
         parts = {k: replace(p, metric_alias={"top1": "best_top1"}) for k, p in parts.items()}
     epoch = "best" if best else "last"
     variant = ", the paper's text where the released code differs" if written else ""
     title = f"{exp.id}: {table.title} (kdlab: accuracies at the {epoch} epoch{variant})"
-    note = "\n\n".join(statements(exp, [p.config for p in parts.values()], written))
+    if note is None:
+        note = "\n\n".join(statements(exp, [p.config for p in parts.values()], written))
     return paper_layout(table, lambda r, c: exp.cell(parts, r, c), exp.digits, title=title, note=note)
 
 
@@ -177,9 +179,8 @@ def reproduce(exp_id: str, overrides: list[str] = (), workers: int = 1, launcher
               written: bool = False) -> ReproduceResult:
     """Run an experiment's studies and write its table in the paper's layout (``report``: also each study's
     report and figures; ``group_size``: instead of each study's, 1 trains every student on its own; ``written``:
-    the text's rules where the released code differs).  When runs
-    fail the table of the others is still written, then :class:`~kdlab.errors.StudyFailedError` is raised,
-    unless ``allow_failures`` (``failed`` lists them)."""
+    the text's rules where the released code differs).  When runs fail the table of the others is still written,
+    then :class:`~kdlab.errors.StudyFailedError` is raised, unless ``allow_failures`` (``failed`` lists them)."""
     from ..study import run_study
 
     log = log or kdlog.info
@@ -200,7 +201,9 @@ def reproduce(exp_id: str, overrides: list[str] = (), workers: int = 1, launcher
         log(f"{exp.id}: a figure; see the report of each study: "
             + ", ".join(str(Path(c.out_dir) / "report.html") for c in configs))
         return result if allow_failures else check_reproduced(result)
-    last, best = render(exp, results, written=written), render(exp, results, best=True, written=written)
+    note = "\n\n".join(statements(exp, configs, written))  # planned once for both tables
+    last = render(exp, results, written=written, note=note)
+    best = render(exp, results, best=True, written=written, note=note)
     same = [[str(c) for c in r] for r in last.rows] == [[str(c) for c in r] for r in best.rows]
     result.tables = [last] if same else [last, best]  # tables without accuracies have one version
     md = "\n\n".join(t.to_markdown() for t in result.tables) + "\n"

@@ -8,7 +8,7 @@ performed in CRD", the CRD benchmark's recipe is the stated one.
 
 from __future__ import annotations
 
-from .statements import Above, Choice, Stated
+from .statements import ANY, Above, Choice, Stated
 
 CIFAR = {"data.name": "cifar100"}
 TINY = {"data.name": "tinyimagenet"}
@@ -87,19 +87,9 @@ def _sftn_facts() -> list[Stated]:
             Stated("method.num_anchors", 4, "SFTN Table 4 (RCO-EEI-4)", {"label": "rco_eei_4"}),
             Stated("train.epochs", 960, "SFTN Table 4 (RCO-EEI-4: 240 x 4 epochs)", {"label": "rco_eei_4"}),
             Stated("method.ensemble", "naive", "SFTN Table 4 (KDCL-Naive)", {"method.name": "kdcl"}),
-            Stated("method.branch_only_epochs", 30, "SFTN Sec. 4.6", {**sftn, "method.pretrained": _ANY_PATH}),
-            Stated("train.epochs", 60, "SFTN Sec. 4.6", {**sftn, "method.pretrained": _ANY_PATH})]
+            Stated("method.branch_only_epochs", 30, "SFTN Sec. 4.6", {**sftn, "method.pretrained": ANY}),
+            Stated("train.epochs", 60, "SFTN Sec. 4.6", {**sftn, "method.pretrained": ANY})]
     return out
-
-
-class _AnyPath(tuple):
-    """Matches any set value (``where`` tests membership)."""
-
-    def __contains__(self, value) -> bool:
-        return value is not None
-
-
-_ANY_PATH = _AnyPath()
 
 
 def method_modes() -> tuple[list[Stated], list[Choice]]:

@@ -107,9 +107,23 @@ def run_views(plan: Iterable[Any]) -> list[dict[str, Any]]:
     return out
 
 
+class _AnyValue:
+    def __repr__(self) -> str:
+        return "any value"
+
+
+ANY = _AnyValue()  # a ``where`` value: the key is set (not None), to anything
+
+
+def _match(want: Any, value: Any) -> bool:
+    if want is ANY:
+        return value is not None
+    return value in want if isinstance(want, tuple) else same(value, want)
+
+
 def matches(where: Mapping[str, Any], view: Mapping[str, Any]) -> bool:
-    """Whether a run has every ``where`` value (a tuple: any of its values)."""
-    return all(view.get(k) in v if isinstance(v, tuple) else same(view.get(k), v) for k, v in where.items())
+    """Whether a run has every ``where`` value (a tuple: any of its values; :data:`ANY`: any value but None)."""
+    return all(_match(want, view.get(k)) for k, want in where.items())
 
 
 def relevant(choices: Iterable[Choice], views: list[dict[str, Any]]) -> list[Choice]:
@@ -210,5 +224,5 @@ def as_written(study: dict[str, Any], choices: Iterable[Choice]) -> dict[str, An
     return out
 
 
-__all__ = ["Above", "Choice", "Departure", "Stated", "as_written", "departures", "relevant",
+__all__ = ["ANY", "Above", "Choice", "Departure", "Stated", "as_written", "departures", "relevant",
            "run_views", "written_labels"]
