@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from kdlab.engine.state import LoopState
+from kdlab.core.state import LoopState
 
 
 def loop_state(num_train: int, classes: int, epoch: int = 5) -> LoopState:

@@ -12,8 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from kdlab.engine.checkpoint import load_metadata
-from kdlab.runs import train_teacher
+from kdlab.core.checkpoint import load_metadata
+from kdlab.runs.teacher import train_teacher
 
 
 def main() -> None:

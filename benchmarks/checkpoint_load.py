@@ -36,7 +36,7 @@ import torch
 
 def _write_format_1(path: Path, payload: dict) -> None:
     """kdlab's writer before format 2: a JSON header line with the body's SHA-256, then the torch.save body."""
-    from kdlab.engine.checkpoint import atomic_write_bytes
+    from kdlab.core.checkpoint import atomic_write_bytes
 
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -76,7 +76,7 @@ def _child(mode: str, path: str) -> None:
     import gc
 
     from kdlab import runs
-    from kdlab.engine.checkpoint import load_checkpoint, load_metadata
+    from kdlab.core.checkpoint import load_checkpoint, load_metadata
     from kdlab.models import build_model as build
 
     device = torch.device("cpu")
@@ -140,7 +140,7 @@ def _load(mode: str, path: Path) -> dict:
 
 def case(name: str, model_name: str, shape: tuple, classes: int, num_train: int, folder: Path, repeats: int
          ) -> list[list[str]]:
-    from kdlab.engine.checkpoint import save_checkpoint
+    from kdlab.core.checkpoint import save_checkpoint
 
     payload = _payload(model_name, shape, classes, num_train)
     params_mb = sum(t.numel() * t.element_size() for t in payload["model_state"].values()) / 2**20

@@ -21,10 +21,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from _steps import alternate
 
+from kdlab.core import distributed
+from kdlab.core.distributed import DistEnv
+from kdlab.core.state import LoopState
 from kdlab.data.base import Batch, DataBundle, Split
-from kdlab.engine import distributed, trainer
-from kdlab.engine.distributed import DistEnv
-from kdlab.engine.state import LoopState
+from kdlab.engine import trainer
 from kdlab.methods.teacher.soteacher import SoTeacher
 from kdlab.models import build_model
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from kdlab.engine.checkpoint import load_checkpoint
-from kdlab.runs import train_teacher
+from kdlab.core.checkpoint import load_checkpoint
+from kdlab.runs.teacher import train_teacher
 
 
 def _free_port() -> int:

@@ -208,7 +208,7 @@ def _one_line(e: BaseException) -> str:
 
 
 def _last_state(run_dir: Path) -> dict[str, Any]:
-    from kdlab.engine.checkpoint import load_checkpoint
+    from kdlab.core.checkpoint import load_checkpoint
 
     return load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location="cpu")
 
@@ -264,7 +264,8 @@ class Row:
 
 def run_case(case: Case, data_root: Path, runs: Path, device: str, teacher_dir: Path | None,
              teacher_ok: bool) -> Row:
-    from kdlab.runs import distill, train_teacher
+    from kdlab.runs.student import distill
+    from kdlab.runs.teacher import train_teacher
 
     size = SIZES[device]
     run_dir = runs / case.slug

@@ -32,8 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from image_data_files import make_cifar100  # noqa: E402
-from kdlab.methods import shares_batch_pass  # noqa: E402
-from kdlab.runs import distill, distill_group, train_teacher  # noqa: E402
+from kdlab.methods import shares_batch_pass
+from kdlab.runs.student import distill, distill_group
+from kdlab.runs.teacher import train_teacher
 
 SFTN_TABLE1 = ("kd", "fitnet", "at", "sp", "vid", "rkd", "pkt", "ab", "ft", "crd", "sskd", "ofd")
 FOUR = ("kd", "fitnet", "at", "crd")

@@ -820,8 +820,8 @@ def align(a) -> list[dict]:
     import torch.nn as nn
 
     use_kdlab_src(a.kdlab_src)
+    from kdlab.core.device import seed_everything
     from kdlab.data.cifar import cifar100
-    from kdlab.engine.device import seed_everything
     from kdlab.models import build_model
 
     torch.set_num_threads(a.threads)

@@ -31,14 +31,14 @@ from PIL import Image
 from torchvision import transforms as T
 
 from kdlab.config import OptimConfig, ScheduleConfig, TrainConfig
+from kdlab.core.registry import DISTILL_METHODS, TEACHER_METHODS
+from kdlab.core.state import LoopState
 from kdlab.data.augment import make_crop_flip
 from kdlab.data.base import Batch, DataBundle, Split
 from kdlab.data.transforms import Normalize
-from kdlab.engine.state import LoopState
 from kdlab.engine.trainer import fit
 from kdlab.methods import build_distill_objective, build_teacher_objective
 from kdlab.models import build_model
-from kdlab.registry import DISTILL_METHODS, TEACHER_METHODS
 
 MEAN, STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 PAIRS = {"wrn": ("wrn_40_2", "wrn_16_2"), "resnet": ("resnet32x4", "ShuffleV2")}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from kdlab.core.version import __version__
 
 # Importing torch and every component takes seconds; ``import kdlab`` (and so ``kdlab --help`` and ``kdlab list``)
 # should not, so the API functions are imported on first use (PEP 562).
@@ -23,7 +23,7 @@ _LAZY = {
     "evaluate": "kdlab.api",
     "run_study": "kdlab.api",
     "train_teacher": "kdlab.api",
-    "load_model": "kdlab.export",
+    "load_model": "kdlab.runs.export",
 }
 
 __all__ = ["__version__", "distill", "evaluate", "load_model", "run_study", "train_teacher"]

@@ -1,3 +1,3 @@
-from .cli import entry
+from kdlab.cli.main import entry
 
 entry()

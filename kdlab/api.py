@@ -6,9 +6,12 @@ import os
 from importlib import resources
 from typing import Any
 
-from .export import export_model, load_model
-from .runs import RunResult, distill, evaluate, train_teacher
-from .study import StudyResult, run_study
+from kdlab.analysis.study_command import StudyResult, run_study
+from kdlab.runs.evaluate import evaluate
+from kdlab.runs.export import export_model, load_model
+from kdlab.runs.student import distill
+from kdlab.runs.summary import RunResult
+from kdlab.runs.teacher import train_teacher
 
 __all__ = ["RunResult", "StudyResult", "distill", "evaluate", "export_model", "load_model", "quickstart",
            "quickstart_config", "quickstart_workers", "run_study", "train_teacher"]

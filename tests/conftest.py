@@ -37,7 +37,7 @@ def _in_tmp_dir(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def trained_teacher(tmp_path_factory):
     """One tiny finished teacher run shared by the tests that only read it."""
-    from kdlab.runs import train_teacher
+    from kdlab.runs.teacher import train_teacher
 
     out = tmp_path_factory.mktemp("teacher") / "run"
     return train_teacher(teacher_cfg(out, train={**TINY_TRAIN, "save_every": 1}))

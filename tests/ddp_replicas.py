@@ -59,7 +59,7 @@ def main() -> None:
     torch.set_num_threads(1)
     plan = json.loads(Path(sys.argv[1]).read_text())
     run_plan(plan, Path(sys.argv[2]), os.environ.get("RANK", "0"))
-    from kdlab.engine import distributed
+    from kdlab.core import distributed
 
     distributed.shutdown()
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import yaml
 
 from conftest import TINY_DATA, TINY_TRAIN
+from kdlab.analysis.study_command import run_study
 from kdlab.config import StudyConfig, load_config
-from kdlab.study import plan_study, run_study
+from kdlab.study import plan_study
 from kdlab.study.records import write_runs_file
 
 _built: dict[str, Path] = {}

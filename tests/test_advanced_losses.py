@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 from scipy import stats
 
-from kdlab.engine.checkpoint import save_checkpoint
-from kdlab.errors import CheckpointError
+from kdlab.core.checkpoint import save_checkpoint
+from kdlab.core.errors import CheckpointError
 from kdlab.methods.distill._contrast_memory import BankMemory, QueueMemory, sample_excluding
 from kdlab.methods.distill.crd import contrast_scores, nce_loss
 from kdlab.methods.distill.dkd import dkd_terms

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from conftest import interrupt_training, student_cfg
+from kdlab.core.checkpoint import load_checkpoint, save_checkpoint
+from kdlab.core.errors import CheckpointError, ConfigError
+from kdlab.core.registry import DISTILL_METHODS
+from kdlab.core.state import LoopState
 from kdlab.data.base import DataBundle, Split
-from kdlab.engine.checkpoint import load_checkpoint, save_checkpoint
-from kdlab.engine.state import LoopState
-from kdlab.errors import CheckpointError, ConfigError
 from kdlab.methods.distill._contrast_memory import BankMemory, QueueMemory
 from kdlab.methods.distill.ofd import gaussian_margin
 from kdlab.models import build_model
-from kdlab.registry import DISTILL_METHODS
-from kdlab.runs import distill
+from kdlab.runs.student import distill
 
 TRAIN = {"epochs": 4, "batch_size": 32, "progress": "off", "eval_batch_size": 256}
 

@@ -4,9 +4,9 @@ trained anew with overwrite=True (and only a kdlab run folder is ever deleted)."
 import pytest
 
 from conftest import teacher_cfg
-from kdlab.cli import main
-from kdlab.errors import RunFolderError
-from kdlab.runs import train_teacher
+from kdlab.cli.main import main
+from kdlab.core.errors import RunFolderError
+from kdlab.runs.teacher import train_teacher
 
 
 def test_reuse_or_overwrite_an_existing_run(tmp_path):

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from kdlab.cli import main
+from kdlab.cli.main import main
 
 
 def _arrays(folder, x_train, y_train, x_test=None, y_test=None):
@@ -105,8 +105,8 @@ def test_a_full_disk_is_named_and_loses_nothing(tmp_path, monkeypatch):
     """ENOSPC while a result is written: a one-line error naming the file, and the old file stays."""
     import errno
 
-    from kdlab.engine import checkpoint
-    from kdlab.errors import StorageError
+    from kdlab.core import checkpoint
+    from kdlab.core.errors import StorageError
 
     target = tmp_path / "summary.json"
     target.write_text('{"top1": 1}')

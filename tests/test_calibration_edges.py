@@ -5,8 +5,8 @@ import warnings
 import pytest
 import torch
 
-from kdlab.engine.metrics import T_RANGE, fit_temperature, nll
-from kdlab.study.table import Stat, fmt_cell
+from kdlab.analysis.document import Stat, fmt_cell
+from kdlab.core.metrics import T_RANGE, fit_temperature, nll
 
 
 def test_a_perfectly_classified_holdout_gives_no_scaling_and_a_warning():

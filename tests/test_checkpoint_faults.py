@@ -6,9 +6,9 @@ import shutil
 import pytest
 
 from conftest import TINY_TRAIN, interrupt_training, teacher_cfg
-from kdlab.engine.checkpoint import load_checkpoint
-from kdlab.errors import CheckpointError
-from kdlab.runs import train_teacher
+from kdlab.core.checkpoint import load_checkpoint
+from kdlab.core.errors import CheckpointError
+from kdlab.runs.teacher import train_teacher
 
 TRAIN = {**TINY_TRAIN, "epochs": 3, "save_every": 1}
 
@@ -77,8 +77,8 @@ def test_temporaries_of_a_killed_process_are_removed_on_the_next_start(tmp_path,
 
 
 def test_eval_and_teacher_loading_refuse_a_checkpoint_of_another_run(tmp_path, capsys):
-    from kdlab.cli import main
-    from kdlab.runs import distill
+    from kdlab.cli.main import main
+    from kdlab.runs.student import distill
 
     train_teacher(_cfg(tmp_path / "s0", 0))
     train_teacher(_cfg(tmp_path / "s1", 1))

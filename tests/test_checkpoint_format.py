@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 
 from conftest import TINY_TRAIN, student_cfg, teacher_cfg
-from kdlab.engine import checkpoint
-from kdlab.engine.checkpoint import FORMAT, load_checkpoint, load_metadata, load_weights, save_checkpoint
-from kdlab.errors import CheckpointError
+from kdlab.core import checkpoint
+from kdlab.core.checkpoint import FORMAT, load_checkpoint, load_metadata, load_weights, save_checkpoint
+from kdlab.core.errors import CheckpointError
 
 
 def _payload(seed: int = 0, buffer_rows: int = 64) -> dict:
@@ -231,7 +231,8 @@ def test_a_soteacher_teachers_buffer_is_not_read_when_distilling(tmp_path, monke
     file and copies out the weights only; damaging the buffer in place does not stop the student's run (while
     resuming the teacher would refuse the file)."""
     t = tmp_path / "teacher"
-    from kdlab.runs import distill, train_teacher
+    from kdlab.runs.student import distill
+    from kdlab.runs.teacher import train_teacher
 
     train_teacher(teacher_cfg(t, method={"name": "soteacher"}))
     last = t / "checkpoints" / "last.pt"

@@ -25,7 +25,7 @@ def test_no_internal_names_in_user_facing_text():
 
 
 def test_listing_cites_the_kd_plus_paper():
-    from kdlab.listing import listing
+    from kdlab.cli.listing import listing
 
     text = listing("distill-methods")
     assert "Deng & Zhang 2021" in text and "seed 001" not in text

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import TINY_DATA, teacher_cfg
-from kdlab.cli import main
+from kdlab.cli.main import main
 
 
 def run(capsys, *argv):
@@ -106,7 +106,7 @@ def test_mismatched_and_unreadable_teacher_checkpoints(tmp_path, capsys, trained
                        f"teacher.path={tdir}", "teacher.checkpoint=epoch_099", f"out_dir={tmp_path / 's2'}")
     assert code == 1 and "has no checkpoint 'epoch_099' (available: best, epoch_001, epoch_002, last, prev)" in err
     # wrong architecture stored under the right name: the state dict does not fit
-    from kdlab.engine.checkpoint import load_checkpoint, save_checkpoint
+    from kdlab.core.checkpoint import load_checkpoint, save_checkpoint
 
     ck = load_checkpoint(tdir / "checkpoints" / "last.pt")
     ck["model"]["name"] = "resnet20"

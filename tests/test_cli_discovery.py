@@ -13,11 +13,11 @@ import torch
 import yaml
 
 from conftest import TINY_DATA, TINY_TRAIN, student_cfg, teacher_cfg
-from kdlab.cli import SCHEMA_KINDS
+from kdlab.cli.main import SCHEMA_KINDS
 from kdlab.config import DistillRunConfig, EvalConfig, StudyConfig, load_config
 from kdlab.config.describe import schema_rows
 from kdlab.data.base import ArrayLoader, Split
-from kdlab.student_runs import resolve_student_run
+from kdlab.runs.resolve import resolve_student_run
 from test_cli import run, write
 
 
@@ -213,7 +213,7 @@ def test_the_cli_names_every_schema():
 
 def test_list_shows_each_method_parameter_with_type_and_meaning(capsys):
     from kdlab.config.describe import param_rows
-    from kdlab.registry import DISTILL_METHODS, TEACHER_METHODS
+    from kdlab.core.registry import DISTILL_METHODS, TEACHER_METHODS
 
     for what, registry in (("distill-methods", DISTILL_METHODS), ("teacher-methods", TEACHER_METHODS)):
         code, out, _ = run(capsys, "list", what)
@@ -240,14 +240,15 @@ def test_list_one_component_and_unknown_names(capsys):
 
 
 def test_the_stored_catalogue_is_current_and_equals_the_registries():
-    """``kdlab list`` prints kdlab/_catalogue.py without importing torch; after changing a component, run
-    ``python -m kdlab.listing --write-catalogue``."""
+    """``kdlab list`` prints kdlab/cli/catalogue.json without importing torch; after changing a component, run
+    ``python -m kdlab.cli.listing --write-catalogue``."""
     # in a fresh process: other tests register components of their own (test-only teacher methods) in this one
     code = """
 import json
-from kdlab._catalogue import CATALOGUE, FINGERPRINT
-from kdlab.listing import catalogue_from_registry, source_fingerprint
-from kdlab.registry import DATASETS, DISTILL_METHODS, MODELS, TEACHER_METHODS
+from kdlab.cli.listing import catalogue_from_registry, read_catalogue, source_fingerprint
+stored = read_catalogue()
+CATALOGUE, FINGERPRINT = stored["catalogue"], stored["fingerprint"]
+from kdlab.core.registry import DATASETS, DISTILL_METHODS, MODELS, TEACHER_METHODS
 
 names = all([e["name"] for e in CATALOGUE[k]] == r.names() for k, r in (("models", MODELS),
             ("teacher-methods", TEACHER_METHODS), ("distill-methods", DISTILL_METHODS), ("datasets", DATASETS)))
@@ -256,19 +257,20 @@ print(json.dumps([names, catalogue_from_registry() == CATALOGUE, source_fingerpr
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [True, True, True], \
-        "stale: run `python -m kdlab.listing --write-catalogue`"
+        "stale: run `python -m kdlab.cli.listing --write-catalogue`"
 
 
 def test_a_catalogue_of_other_sources_is_not_used():
     # in a fresh process (no component imported yet), as the `kdlab list` command runs
     code = """
 import sys
-import kdlab._catalogue as stored
-from kdlab.listing import catalogue, source_fingerprint
-fake = {k: [] for k in stored.CATALOGUE}
-stored.CATALOGUE, stored.FINGERPRINT = fake, source_fingerprint()
+import kdlab.cli.listing as listing
+from kdlab.cli.listing import catalogue, source_fingerprint
+fake = {k: [] for k in listing.read_catalogue()["catalogue"]}
+stored = {"fingerprint": source_fingerprint(), "catalogue": fake}
+listing.read_catalogue = lambda: stored
 print(catalogue() is fake, 'torch' in sys.modules)
-stored.FINGERPRINT = 'other sources'
+stored["fingerprint"] = 'other sources'
 print('resnet8' in [e['name'] for e in catalogue()['models']])
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -14,9 +14,9 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
-from kdlab.cli import main
+from kdlab.cli.main import main
 from kdlab.config.describe import param_rows, schema_rows
-from kdlab.registry import DISTILL_METHODS, MODELS, TEACHER_METHODS
+from kdlab.core.registry import DISTILL_METHODS, MODELS, TEACHER_METHODS
 
 CASES = int(os.environ.get("FUZZ_CASES", "300"))
 TINY = ["data.name=mixed-feature", "data.num_train=48", "data.num_test=24", "train.epochs=1", "train.batch_size=16",

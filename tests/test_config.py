@@ -1,7 +1,7 @@
 import pytest
 
 from kdlab.config import DistillRunConfig, StudyConfig, TeacherRunConfig, apply_overrides, load_config
-from kdlab.errors import ConfigError
+from kdlab.core.errors import ConfigError
 
 
 def base():

@@ -2,9 +2,9 @@
 
 import pytest
 
-from kdlab.cli import main
+from kdlab.cli.main import main
 from kdlab.config import DistillRunConfig, TeacherRunConfig, load_config
-from kdlab.errors import ConfigError
+from kdlab.core.errors import ConfigError
 
 BASE = {"data": "digits", "model": "resnet8"}
 

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from kdlab.config import TeacherRunConfig, load_config
+from kdlab.core.errors import DataError
 from kdlab.data import ArrayLoader, load_dataset
 from kdlab.data.augment import random_crop_flip
 from kdlab.data.mixed_feature import mixed_feature
-from kdlab.errors import DataError
 
 
 def spec(**data):
@@ -193,7 +193,7 @@ def test_dataset_loader_same_batches_with_or_without_workers():
 
 class _BrokenDataset(_NoisyDataset):
     def __getitem__(self, i):
-        from kdlab.errors import DataError
+        from kdlab.core.errors import DataError
 
         if i == 5:
             raise DataError("cannot read image 5.JPEG: truncated file")
@@ -201,8 +201,8 @@ class _BrokenDataset(_NoisyDataset):
 
 
 def test_worker_errors_stay_one_line():
+    from kdlab.core.errors import DataError
     from kdlab.data import DatasetLoader, DatasetSplit
-    from kdlab.errors import DataError
 
     loader = DatasetLoader(DatasetSplit(_BrokenDataset(12), torch.arange(12) % 3), 4, torch.device("cpu"),
                            num_workers=2)

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from ddp_replicas import run_plan
-from kdlab.runs import train_teacher
+from kdlab.runs.teacher import train_teacher
 
 TOL = 1e-4
 EPOCHS = 2

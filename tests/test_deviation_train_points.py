@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-import kdlab.runs
+import kdlab.runs.evaluate
 from conftest import TINY_DATA, TINY_TRAIN
-from kdlab.cli import main
+from kdlab.analysis.prediction_figures import deviation_points, plot_deviation
+from kdlab.analysis.study_command import run_study
+from kdlab.cli.main import main
 from kdlab.config import EvalConfig, load_config
 from kdlab.data import load_dataset
-from kdlab.runs import TRAIN_PREDICTIONS, load_model, resolve_checkpoint
-from kdlab.study import run_study
-from kdlab.study.prediction_figures import deviation_points, plot_deviation
+from kdlab.runs.folder import TRAIN_PREDICTIONS
+from kdlab.runs.resolve import load_model, resolve_checkpoint
 from kdlab.study.records import StudyDataError, load_study
 
 HOLDOUT = 0.25
@@ -72,7 +73,7 @@ def test_train_points_are_the_checkpoints_predictions_on_the_trained_on_points(s
 
     # kept in the run folders: a second figure loads no model
     assert all((d / TRAIN_PREDICTIONS).is_file() for d in runs.values())
-    monkeypatch.setattr(kdlab.runs, "load_model", lambda *a, **k: pytest.fail("predicted again"))
+    monkeypatch.setattr(kdlab.runs.evaluate, "load_model", lambda *a, **k: pytest.fail("predicted again"))
     out = plot_deviation(records, tmp_path / "train.png", split="train")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     _, (again,) = deviation_points(records, split="train")
@@ -81,13 +82,13 @@ def test_train_points_are_the_checkpoints_predictions_on_the_trained_on_points(s
 
 def test_teacher_and_student_trained_on_other_points_is_an_error(study, monkeypatch):
     records = load_study(study).records
-    real = kdlab.runs.train_true_label_prob
+    real = kdlab.runs.evaluate.train_true_label_prob
 
     def other_points(run_dir):
         p, y, points = real(run_dir)
         return p, y, points + " (another hold-out)" if "students" in Path(run_dir).parts else points
 
-    monkeypatch.setattr(kdlab.runs, "train_true_label_prob", other_points)
+    monkeypatch.setattr(kdlab.runs.evaluate, "train_true_label_prob", other_points)
     with pytest.raises(StudyDataError, match="were not trained on the same points"):
         deviation_points(records, split="train")
     with pytest.raises(StudyDataError, match="split 'val' is not one of test, train"):
@@ -122,7 +123,7 @@ class _Files(torch.utils.data.Dataset):
 def test_trained_points_of_a_file_data_set_skip_its_hold_out_and_its_augmentation():
     from kdlab.data import DataBundle, DatasetSplit
     from kdlab.data.base import hold_out
-    from kdlab.runs import trained_points
+    from kdlab.runs.evaluate import trained_points
 
     def split(n, transform):
         return DatasetSplit(_Files(n, transform), torch.arange(n) % 2)

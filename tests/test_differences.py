@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from kdlab.analysis.document import Difference, Stat
+from kdlab.analysis.stats import Interval, difference_interval, paired_difference
+from kdlab.analysis.tables import distillation_table, paired_table, reading, study_tables
 from kdlab.study.records import RunRecord
-from kdlab.study.stats import Interval, difference_interval, paired_difference
-from kdlab.study.table import Difference, Stat
-from kdlab.study.tables import distillation_table, paired_table, reading, study_tables
 
 PAIR = {"teacher": "T", "student": "S", "key": "T--S", "assistant": None}
 

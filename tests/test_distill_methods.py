@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from conftest import TINY_DATA, TINY_TRAIN, interrupt_training
-from kdlab.engine.checkpoint import load_checkpoint
-from kdlab.registry import DISTILL_METHODS
-from kdlab.runs import distill, train_teacher
+from kdlab.core.checkpoint import load_checkpoint
+from kdlab.core.registry import DISTILL_METHODS
+from kdlab.runs.student import distill
+from kdlab.runs.teacher import train_teacher
 
 SETTINGS: dict = {}
 for _m in pkgutil.iter_modules(distill_settings.__path__):

@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
-from kdlab.engine.checkpoint import load_checkpoint
-from kdlab.runs import train_teacher
+from kdlab.core.checkpoint import load_checkpoint
+from kdlab.runs.teacher import train_teacher
 
 TOL = 1e-4  # float sums in another order (two half-batch means averaged by the all-reduce)
 

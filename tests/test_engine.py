@@ -5,12 +5,13 @@ import torch
 
 from conftest import TINY_TRAIN, interrupt_training, student_cfg, teacher_cfg
 from kdlab.config.schema import ScheduleConfig
-from kdlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from kdlab.core.checkpoint import load_checkpoint, save_checkpoint
+from kdlab.core.errors import CheckpointError, DivergenceError
+from kdlab.core.registry import TEACHER_METHODS
 from kdlab.engine.schedule import lr_at
-from kdlab.errors import CheckpointError, DivergenceError
 from kdlab.methods.base import CrossEntropy, StepOutput
-from kdlab.registry import TEACHER_METHODS
-from kdlab.runs import distill, train_teacher
+from kdlab.runs.student import distill
+from kdlab.runs.teacher import train_teacher
 
 
 def _weights(run_dir):
@@ -125,7 +126,7 @@ def test_schedules():
 
 
 def test_finished_run_is_not_overwritten_and_changed_settings_are_refused(trained_teacher):
-    from kdlab.errors import RunFolderError
+    from kdlab.core.errors import RunFolderError
 
     cfg = teacher_cfg(trained_teacher.run_dir, train={**TINY_TRAIN, "save_every": 1})
     with pytest.raises(RunFolderError, match="already holds a finished run"):
@@ -149,8 +150,8 @@ def test_holdout_gives_temperature_scaled_calibration_and_students_report_simila
     s = distill(student_cfg(tmp_path / "s", t.run_dir, holdout=0.25))
     assert 0 <= s.summary["cka_teacher_student"] <= 1 and s.summary["kl_teacher_student"] >= 0
     assert "ece_ts" in s.summary
-    from kdlab.errors import ConfigError
-    from kdlab.runs import evaluate
+    from kdlab.core.errors import ConfigError
+    from kdlab.runs.evaluate import evaluate
 
     small = load_dataset(load_config(TeacherRunConfig, teacher_cfg(tmp_path / "x")).data, 0.1).holdout
     rows = lambda split: {tuple(r.flatten().tolist()) for r in split.x}
@@ -179,7 +180,7 @@ def test_corrupted_last_checkpoint_falls_back_to_the_previous_one(tmp_path, monk
 
 
 def test_kill_between_checkpoint_files_loses_no_epoch_checkpoint(tmp_path, monkeypatch):
-    from kdlab.engine import run_checkpoints
+    from kdlab.runs import checkpoints as run_checkpoints
 
     train = {**TINY_TRAIN, "epochs": 3, "save_every": 1}
     make = lambda d: teacher_cfg(d, train=train, schedule={"milestones": [2]})
@@ -214,7 +215,7 @@ def test_cached_teacher_logits_train_like_a_teacher_forward_each_step(tmp_path, 
                                          method={"name": "kd", "cache_teacher": mode}))
     a, b = _weights(tmp_path / "on"), _weights(tmp_path / "off")
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
-    from kdlab.errors import ConfigError
+    from kdlab.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="cache_teacher: on needs a method that uses logits only"):
         distill(student_cfg(tmp_path / "at", trained_teacher.run_dir, method={"name": "at", "cache_teacher": "on"}))

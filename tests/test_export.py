@@ -1,4 +1,4 @@
-"""kdlab export and kdlab.export.load_model: a run's model as a file (state dict, safetensors, TorchScript, ONNX)
+"""kdlab export and kdlab.runs.export.load_model: a run's model as a file (state dict, safetensors, TorchScript, ONNX)
 that loads without kdlab, in the key names of the user's own code."""
 
 import shutil
@@ -10,14 +10,14 @@ from torchvision.models import get_model
 import kdlab
 import kdlab.api
 from conftest import TINY_DATA, TINY_TRAIN
-from kdlab.cli import main
-from kdlab.engine.checkpoint import load_weights
-from kdlab.errors import CheckpointError
-from kdlab.export import ExportError, _write_torchscript, export_model, load_model
+from kdlab.cli.main import main
+from kdlab.core.checkpoint import load_weights
+from kdlab.core.errors import CheckpointError
 from kdlab.models import build_model
-from kdlab.models._weights import native_module
-from kdlab.runs import load_model as load_kdlab_model
-from kdlab.runs import train_teacher
+from kdlab.models.native import native_module
+from kdlab.runs.export import ExportError, _write_torchscript, export_model, load_model
+from kdlab.runs.resolve import load_model as load_kdlab_model
+from kdlab.runs.teacher import train_teacher
 from user_nets import UserNet
 
 SHAPE = (1, 8, 8)  # TINY_DATA's images
@@ -150,7 +150,7 @@ def test_export_errors_are_one_line(user_run, tmp_path, capsys, monkeypatch):
         assert main(argv) == code
         err = capsys.readouterr().err
         assert match in err and err.count("\n") == 1 and "Traceback" not in err
-    monkeypatch.setattr("kdlab.export._importable", lambda name: name != "onnxscript")
+    monkeypatch.setattr("kdlab.runs.export._importable", lambda name: name != "onnxscript")
     assert main(["export", str(user_run), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 1
     err = capsys.readouterr().err
     assert "needs the onnxscript package" in err and err.count("\n") == 1

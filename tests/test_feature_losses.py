@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import DISTILL_METHODS
 from kdlab.data.base import Batch
-from kdlab.errors import ConfigError
 from kdlab.methods.distill._feature_tools import Regressor, pair_last
 from kdlab.methods.distill.ab import ab_layer_loss, ab_loss
 from kdlab.methods.distill.at import at_loss, attention_map
@@ -22,7 +23,6 @@ from kdlab.methods.distill.rkd import angle_cosines, pairwise_distances, rkd_ang
 from kdlab.methods.distill.sp import sp_loss
 from kdlab.methods.distill.vid import VIDHead, vid_nll
 from kdlab.models import build_model
-from kdlab.registry import DISTILL_METHODS
 
 FEATURE_METHODS = ["fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "nst", "ft", "ab", "fsp"]
 

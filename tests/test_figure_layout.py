@@ -22,12 +22,12 @@ from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
-from kdlab.cli import main
+from kdlab.analysis.figures import FIGURES, headline_panels, plot_headline
+from kdlab.analysis.plotting import fit_texts, new_figure
+from kdlab.analysis.report import write_report
+from kdlab.cli.main import main
 from kdlab.config import StudyConfig, load_config
-from kdlab.report import write_report
-from kdlab.study.figures import FIGURES, headline_panels, plot_headline
 from kdlab.study.plan import plan_study
-from kdlab.study.plotting import fit_texts, new_figure
 from kdlab.study.records import load_study, write_runs_file
 
 STANDARD = "standard-cross-entropy-teacher-without-any-regularisation"

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from figure_study import copy_study, reduced_copy, summaries, tiny_study
 
-from kdlab.cli import main
-from kdlab.study import curves
-from kdlab.study.figure_names import FIGURE_HELP
-from kdlab.study.figures import FIGURES, plot_deviation, plot_late_distillation, plot_sweeps, plot_trajectory
-from kdlab.study.plotting import categorical_order, new_figure, set_x_axis
+from kdlab.analysis import curves
+from kdlab.analysis.document import mean_std
+from kdlab.analysis.figure_names import FIGURE_HELP
+from kdlab.analysis.figures import FIGURES, plot_deviation, plot_late_distillation, plot_sweeps, plot_trajectory
+from kdlab.analysis.plotting import categorical_order, new_figure, set_x_axis
+from kdlab.cli.main import main
 from kdlab.study.records import StudyDataError, load_study
-from kdlab.study.table import mean_std
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # a data sweep is a study's only sweep, so the tiny study (method sweeps, a trajectory) cannot have the scaling
@@ -123,7 +123,7 @@ def test_figures_without_their_data_return_none(study, tmp_path):
 
 
 def test_deviation_probabilities(study):
-    from kdlab.study.prediction_figures import true_label_prob
+    from kdlab.analysis.prediction_figures import true_label_prob
 
     logits = np.log(np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]]))
     assert true_label_prob(logits, np.array([0, 2])) == pytest.approx([0.7, 0.5])

@@ -18,21 +18,23 @@ import pytest
 import torch
 import torch.nn as nn
 
-import kdlab.runs as kdlab_runs
-import kdlab.student_runs as student_runs
+import kdlab.runs.student as student_runs
+import kdlab.runs.teacher as kdlab_runs
 from conftest import TINY_DATA, TINY_TRAIN, interrupt_training, student_cfg, teacher_cfg
 from kdlab.config import DistillRunConfig, TeacherRunConfig, load_config
+from kdlab.core import distributed
+from kdlab.core.checkpoint import load_checkpoint
+from kdlab.core.distributed import DistEnv
+from kdlab.core.errors import ConfigError
+from kdlab.core.sync_bn import GlobalBatchNorm, convert_sync_batchnorm
 from kdlab.data import load_dataset
-from kdlab.engine import distributed, trainer
-from kdlab.engine.checkpoint import load_checkpoint
-from kdlab.engine.distributed import DistEnv
-from kdlab.engine.sync_bn import GlobalBatchNorm, convert_sync_batchnorm
+from kdlab.engine import trainer
 from kdlab.engine.trainer import OptimizerStep
-from kdlab.errors import ConfigError
 from kdlab.methods import build_teacher_objective
 from kdlab.models import build_model
 from kdlab.regularizers import LipschitzRegularizer
-from kdlab.runs import distill, train_teacher
+from kdlab.runs.student import distill
+from kdlab.runs.teacher import train_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 RGB = {**TINY_DATA, "channels": 3}  # 3x8x8 images: channels-last differs from the default layout at the input too
@@ -208,7 +210,7 @@ def test_optimizer_step_without_scaler_is_a_plain_step():
 
 
 def test_fp16_on_cpu_is_a_one_line_config_error(tmp_path, capsys):
-    from kdlab.cli import main
+    from kdlab.cli.main import main
 
     train = {**TINY_TRAIN, "precision": "fp16", "device": "cpu"}
     with pytest.raises(ConfigError) as e:

@@ -22,12 +22,13 @@ import pytest
 import torch
 
 import kdlab.methods.base as base
-import kdlab.student_runs as student_runs
+import kdlab.runs.student as student_runs
 from image_data_files import make_cifar100
-from kdlab.errors import CheckpointError, ConfigError, DivergenceError
+from kdlab.analysis.study_command import run_study
+from kdlab.core.errors import CheckpointError, ConfigError, DivergenceError
 from kdlab.methods import shares_batch_pass
-from kdlab.runs import distill, distill_group, train_teacher
-from kdlab.study import run_study
+from kdlab.runs.student import distill, distill_group
+from kdlab.runs.teacher import train_teacher
 
 # every distillation method, its initialisation stages shortened to one epoch
 METHODS = {"kd": "kd", "fitnet": {"name": "fitnet", "init_epochs": 1}, "crd": {"name": "crd", "nce_k": 16},
@@ -153,7 +154,7 @@ KILLER = textwrap.dedent("""
     import json, os, signal, sys
     import torch
     torch.set_num_threads(1)
-    from kdlab.runs import distill_group
+    from kdlab.runs.student import distill_group
     calls = []
     def kill(epoch, rec):  # the third member's first epoch checkpoint is on disk: die there, as SIGKILL does
         calls.append(epoch)

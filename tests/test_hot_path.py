@@ -9,14 +9,14 @@ import torch
 import torch.distributed as dist
 
 import kdlab.runs as runs
-import kdlab.student_runs as student_runs
+import kdlab.runs.student as student_runs
 from conftest import TINY_TRAIN, student_cfg, teacher_cfg
 from kdlab.config import TeacherRunConfig, load_config
+from kdlab.core.distributed import DistEnv
+from kdlab.core.state import LoopState
 from kdlab.data import load_dataset
 from kdlab.data.base import ArrayLoader, batch_count, batch_plan
 from kdlab.engine import trainer
-from kdlab.engine.distributed import DistEnv
-from kdlab.engine.state import LoopState
 from kdlab.engine.trainer import wrap
 from kdlab.methods import build_distill_objective, build_teacher_objective
 from kdlab.models import build_model

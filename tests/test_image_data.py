@@ -20,12 +20,12 @@ from image_data_files import (
     py2_pickle,
 )
 from kdlab.config import TeacherRunConfig, load_config
+from kdlab.core.errors import ConfigError, DataError
 from kdlab.data import load_dataset
 from kdlab.data.augment import apply_crop_flip, crop_flip_params, random_crop_flip
 from kdlab.data.cifar import cifar10, cifar100
 from kdlab.data.image_folders import imagenet, tinyimagenet
 from kdlab.data.transforms import CIFAR100_STATS
-from kdlab.errors import ConfigError, DataError
 
 
 def spec(**data):
@@ -360,7 +360,7 @@ def test_imagenet_errors(tmp_path):
 
 
 def _run(tmp_path, name, data, model, workers=0):
-    from kdlab.runs import train_teacher
+    from kdlab.runs.teacher import train_teacher
 
     out = tmp_path / name
     cfg = teacher_cfg(out, data=data, model=model, schedule={"milestones": []},

@@ -4,8 +4,8 @@ helper/pretrain.py does: its feature modules in train mode, its head frozen in e
 import pytest
 import torch
 
+from kdlab.core.state import LoopState
 from kdlab.data.base import DataBundle, Split
-from kdlab.engine.state import LoopState
 from kdlab.methods.distill.ab import AB
 from kdlab.methods.distill.fitnet import FitNet
 from kdlab.methods.distill.fsp import FSP

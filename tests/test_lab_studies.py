@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kdlab.analysis.stats import line_fit, mean_interval, paired_difference
 from kdlab.config import StudyConfig, load_config
+from kdlab.core.errors import ConfigError
 from kdlab.data.mixed_feature import mixed_feature
-from kdlab.errors import ConfigError
 from kdlab.methods.teacher.patch_erm import PatchERM
 from kdlab.models import build_model
 from kdlab.study.plan import plan_study
-from kdlab.study.stats import line_fit, mean_interval, paired_difference
 
 
 def _patchwise(**kw):
@@ -163,8 +163,8 @@ def test_intervals_match_textbook_formulas():
 
 
 def test_scaling_study_end_to_end_reports_the_fitted_slopes(tmp_path):
+    from kdlab.analysis.scaling import curves
     from kdlab.api import run_study
-    from kdlab.study.scaling import curves
 
     cfg = {"name": "scale", "out_dir": str(tmp_path / "s"), "seeds": [0, 1],
            "data": {"name": "mixed-feature-def31", "num_train": 60, "num_test": 30, "redraw_transforms": False},
@@ -196,8 +196,8 @@ def test_scaling_study_end_to_end_reports_the_fitted_slopes(tmp_path):
 def test_paired_table_differences_each_method_to_the_baseline_seed_by_seed():
     from pathlib import Path
 
+    from kdlab.analysis.tables import paired_table
     from kdlab.study.records import RunRecord
-    from kdlab.study.tables import paired_table
 
     def rec(kind, label, seed, method=None, **m):
         return RunRecord(kind, None if kind == "teacher" else "T--S", "T" if kind == "teacher" else "S", label,

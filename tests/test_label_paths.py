@@ -4,9 +4,9 @@ import pytest
 import yaml
 
 from conftest import TINY_DATA, TINY_TRAIN
-from kdlab.cli import main
+from kdlab.cli.main import main
 from kdlab.config import StudyConfig, load_config
-from kdlab.errors import ConfigError
+from kdlab.core.errors import ConfigError
 from kdlab.study import plan_study
 
 
@@ -55,7 +55,7 @@ def test_a_study_with_nothing_to_run_is_refused(tmp_path, change, message):
 
 
 def test_a_second_different_study_in_one_folder_is_refused(tmp_path):
-    from kdlab.study import run_study
+    from kdlab.analysis.study_command import run_study
 
     first = study(tmp_path / "s", student_methods={"alone": "none"})
     first["teacher"]["methods"] = {}
@@ -71,7 +71,7 @@ def test_a_second_different_study_in_one_folder_is_refused(tmp_path):
 
 
 def test_a_pair_sftn_cannot_serve_is_refused_before_any_run_trains(tmp_path):
-    from kdlab.study import run_study
+    from kdlab.analysis.study_command import run_study
 
     cfg = study(tmp_path / "s", teacher_methods={"standard": "standard", "sftn": "sftn"},
                 student_methods={"kd": "kd"})

@@ -9,14 +9,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from conftest import interrupt_training, student_cfg
+from kdlab.core.checkpoint import load_checkpoint
+from kdlab.core.state import LoopState
 from kdlab.data.base import Batch
-from kdlab.engine.checkpoint import load_checkpoint
-from kdlab.engine.state import LoopState
 from kdlab.methods.distill.dkd import DKD, dkd_terms
 from kdlab.methods.distill.kd import KD
 from kdlab.methods.distill.kdplus import KDPlus
 from kdlab.methods.distiller import kd_loss
-from kdlab.runs import distill
+from kdlab.runs.student import distill
 
 
 class _Net(nn.Module):

@@ -39,17 +39,17 @@ def test_kdlab_list_does_not_import_torch():
     # holds while kdlab/_catalogue.py is current (test_cli_discovery checks that)
     out = python("import sys\nfrom kdlab.cli import main\nmain(['list'])\nprint('torch' in sys.modules)")
     assert out.returncode == 0 and "resnet32x4" in out.stdout, out.stderr
-    assert out.stdout.split()[-1] == "False", "stale: run `python -m kdlab.listing --write-catalogue`"
+    assert out.stdout.split()[-1] == "False", "stale: run `python -m kdlab.cli.listing --write-catalogue`"
 
 
 def test_the_api_is_there_on_first_use():
     import kdlab
     import kdlab.api
-    import kdlab.export
+    import kdlab.runs.export
 
     for name in ("distill", "evaluate", "run_study", "train_teacher"):
         assert getattr(kdlab, name) is getattr(kdlab.api, name)
-    assert kdlab.load_model is kdlab.export.load_model
+    assert kdlab.load_model is kdlab.runs.export.load_model
     assert set(kdlab.__all__) <= set(dir(kdlab))
     assert kdlab.regularizers.LipschitzRegularizer  # subpackages, as when kdlab imported everything
     with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
@@ -57,6 +57,7 @@ def test_the_api_is_there_on_first_use():
 
 
 def test_study_package_names_load_on_first_use():
-    out = python("import sys\nimport kdlab.study.figure_names\nprint('torch' in sys.modules)\n"
-                 "from kdlab.study import plan_study, run_study, StudyResult, PlannedRun, curves\nprint(run_study)")
+    out = python("import sys\nimport kdlab.analysis.figure_names\nprint('torch' in sys.modules)\n"
+                 "from kdlab.study import plan_study, PlannedRun\nfrom kdlab.analysis import curves\n"
+                 "from kdlab.analysis.study_command import run_study, StudyResult\nprint(run_study)")
     assert out.returncode == 0 and out.stdout.split()[0] == "False" and "function run_study" in out.stdout, out.stderr

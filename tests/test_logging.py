@@ -5,8 +5,8 @@ import logging
 from pathlib import Path
 
 from conftest import TINY_TRAIN, teacher_cfg
-from kdlab import log
-from kdlab.runs import train_teacher
+from kdlab.core import log
+from kdlab.runs.teacher import train_teacher
 
 LOG_TRAIN = {**TINY_TRAIN, "progress": "log"}
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from kdlab.engine import metrics
+from kdlab.core import metrics
 from kdlab.methods.distill.kd import kd_loss
 
 

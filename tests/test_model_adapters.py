@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models import get_model
 
-from kdlab.errors import CheckpointError, ConfigError
+from kdlab.core.errors import CheckpointError, ConfigError
 from kdlab.models import build_model
 from kdlab.models.adapter import GraphModel, HookedModel, graph_or_hooked
 from kdlab.models.torchvision_resnet import TorchvisionResNet, set_stem

@@ -6,9 +6,10 @@ import pytest
 import yaml
 
 from conftest import TINY_DATA, TINY_TRAIN
+from kdlab.analysis.study_command import run_study
 from kdlab.config import StudyConfig, load_config
-from kdlab.errors import ConfigError
-from kdlab.study import plan_study, run_study
+from kdlab.core.errors import ConfigError
+from kdlab.study import plan_study
 from kdlab.study.plan import MAX_LABEL, arch_label, slug
 
 _NET = """

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from kdlab.core.registry import MODELS
 from kdlab.models import build_model, count_parameters
 from kdlab.models.contract import Features
-from kdlab.registry import MODELS
 
 SHAPES = {"image": (3, 32, 32), "sequence": (1, 40), "any": (3, 8, 8)}
 
@@ -114,7 +114,7 @@ def test_relu_features_are_post_activation_for_resnets():
 
 
 def test_input_kind_mismatch_is_a_config_error():
-    from kdlab.errors import ConfigError
+    from kdlab.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="takes image inputs"):
         build_model("resnet8", {}, 10, (1, 40))

@@ -6,17 +6,18 @@ import torch.nn as nn
 from torchvision.models import resnet18
 
 from conftest import TINY_DATA, TINY_TRAIN, student_cfg
-from kdlab.cli import main
+from kdlab.cli.main import main
 from kdlab.config import DistillRunConfig, load_config
+from kdlab.core.errors import CheckpointError, ConfigError
+from kdlab.core.metrics import classification_metrics
 from kdlab.data import load_dataset
-from kdlab.engine.metrics import classification_metrics
 from kdlab.engine.predict import predict
-from kdlab.errors import CheckpointError, ConfigError
-from kdlab.export import load_model
 from kdlab.models import build_model
-from kdlab.models._weights import load_pretrained
-from kdlab.runs import distill, evaluate, load_teacher
-from kdlab.student_runs import group_key
+from kdlab.models.native import load_pretrained
+from kdlab.runs.evaluate import evaluate
+from kdlab.runs.export import load_model
+from kdlab.runs.resolve import group_key, load_teacher
+from kdlab.runs.student import distill
 from user_nets import UserNet
 
 RGB_DATA = {**TINY_DATA, "channels": 3}

@@ -5,9 +5,10 @@ import yaml
 
 from conftest import TINY_TRAIN, student_cfg, teacher_cfg
 from kdlab.config import DistillRunConfig, StudyConfig, load_config
-from kdlab.errors import ConfigError
+from kdlab.core.errors import ConfigError
 from kdlab.methods.protocols import protocol_weights
-from kdlab.runs import distill, train_teacher
+from kdlab.runs.student import distill
+from kdlab.runs.teacher import train_teacher
 from kdlab.study import plan_study
 
 # REFERENCE.md section 2, written out: (gamma, alpha, beta) per protocol, method and teacher kind

@@ -8,17 +8,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-import kdlab.methods  # noqa: F401  (fills the method registries)
-import kdlab.models  # noqa: F401  (fills the model registry)
-from kdlab.errors import ConfigError
-from kdlab.registry import DISTILL_METHODS, MODELS, TEACHER_METHODS
-from kdlab.reproduce.published import (
-    Published,
-    PublishedTable,
-    available_papers,
-    load_published,
-    published_table,
-)
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import DISTILL_METHODS, MODELS, TEACHER_METHODS
+from kdlab.reproduce.published import Published, PublishedTable, available_papers, load_published, published_table
 
 PAPERS = ["sftn", "soteacher"]
 EXPECTED_IDS = {

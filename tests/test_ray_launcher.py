@@ -3,8 +3,8 @@
 import pytest
 from test_study import study_cfg
 
-from kdlab.cli import main
-from kdlab.study import run_study
+from kdlab.analysis.study_command import run_study
+from kdlab.cli.main import main
 
 
 @pytest.fixture(scope="module")

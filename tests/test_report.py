@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from figure_study import summaries, tiny_study
 
-from kdlab.cli import main
-from kdlab.report import write_report
-from kdlab.study.figures import FIGURES
+from kdlab.analysis.document import Document, Heading, Paragraph, Strong, Table, fmt_cell
+from kdlab.analysis.figures import FIGURES
+from kdlab.analysis.report import write_report
+from kdlab.cli.main import main
 from kdlab.study.records import StudyDataError
-from kdlab.study.table import Document, Heading, Paragraph, Strong, Table, fmt_cell
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,10 @@ and fills the paper's table: every row and column the paper has, a kdlab value w
 import pytest
 import yaml
 
+from kdlab.analysis.document import Compare
 from kdlab.reproduce.catalogue import EXPERIMENTS
 from kdlab.reproduce.command import reproduce
 from kdlab.reproduce.published import published_table
-from kdlab.study.table import Compare
 from reproduce_smoke import make_data, shrink
 
 # cells kdlab leaves empty on purpose (see the experiments' notes)

@@ -10,7 +10,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from kdlab.config import StudyConfig, TeacherRunConfig, load_config
-from kdlab.errors import ConfigError
+from kdlab.core.errors import ConfigError
 from kdlab.models import build_model
 from kdlab.reproduce.catalogue import EXPERIMENTS
 from kdlab.reproduce.command import estimate, list_experiments

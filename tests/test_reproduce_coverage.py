@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kdlab.analysis import curves
 from kdlab.config import DistillRunConfig, TeacherRunConfig, load_config
 from kdlab.reproduce.catalogue import EXPERIMENTS
 from kdlab.reproduce.command import part_configs, render
 from kdlab.reproduce.layouts import PartResult
 from kdlab.reproduce.published import published_table
-from kdlab.study import curves, plan_study
+from kdlab.study import plan_study
 from kdlab.study.records import RunRecord, plan_labels
 
 FIGURE_DATA = {"trajectory": curves.trajectories, "sweeps": curves.sweeps}  # what each figure reads

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from kdlab.config import DistillRunConfig, StudyConfig, load_config
+from kdlab.core.registry import DISTILL_METHODS
 from kdlab.methods.protocols import protocol_role, protocol_weights
-from kdlab.registry import DISTILL_METHODS
 from kdlab.reproduce.catalogue import EXPERIMENTS
 from kdlab.reproduce.command import _unique_plan, dry_run, part_configs
 from kdlab.reproduce.statements import as_written, departures, relevant, run_views

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from conftest import TINY_TRAIN, teacher_cfg
 from kdlab.config import DistillRunConfig, EvalConfig, StudyConfig, TeacherRunConfig, load_config
 from kdlab.config.loader import apply_overrides
-from kdlab.engine.checkpoint import load_checkpoint
-from kdlab.errors import ConfigError
-from kdlab.runs import train_teacher
+from kdlab.core.checkpoint import load_checkpoint
+from kdlab.core.errors import ConfigError
+from kdlab.runs.teacher import train_teacher
 
 
 def _cfg(out):

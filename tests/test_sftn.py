@@ -4,14 +4,14 @@ import torch.nn.functional as F
 
 from conftest import TINY_TRAIN, teacher_cfg
 from kdlab.config import TeacherRunConfig, load_config
+from kdlab.core.checkpoint import load_checkpoint
+from kdlab.core.errors import ConfigError
+from kdlab.core.state import LoopState
 from kdlab.data import load_dataset
 from kdlab.data.base import Batch
-from kdlab.engine.checkpoint import load_checkpoint
-from kdlab.engine.state import LoopState
-from kdlab.errors import ConfigError
 from kdlab.methods.teacher.sftn import SFTN, sftn_loss
 from kdlab.models import build_model
-from kdlab.runs import train_teacher
+from kdlab.runs.teacher import train_teacher
 
 
 class _Data:

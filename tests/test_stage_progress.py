@@ -5,7 +5,7 @@ import re
 import pytest
 
 from conftest import TINY_TRAIN, student_cfg
-from kdlab.runs import distill
+from kdlab.runs.student import distill
 
 LOG_TRAIN = {**TINY_TRAIN, "epochs": 1, "progress": "log"}
 

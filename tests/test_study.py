@@ -5,11 +5,12 @@ import multiprocessing as mp
 import pytest
 
 from conftest import TINY_DATA, TINY_TRAIN
+from kdlab.analysis.document import mean_std
+from kdlab.analysis.study_command import run_study
 from kdlab.config import StudyConfig, load_config
+from kdlab.core.errors import ConfigError, StudyFailedError
 from kdlab.data.base import ArrayLoader
-from kdlab.errors import ConfigError, StudyFailedError
-from kdlab.study import plan_study, run_study
-from kdlab.study.table import mean_std
+from kdlab.study import plan_study
 
 
 def study_cfg(out, seeds=(0, 1)):

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from test_study import study_cfg
 
+import kdlab.analysis.document
 import kdlab.study.plan
-import kdlab.study.table
+from kdlab.analysis.document import Stat, Table, Value, mean_std
+from kdlab.analysis.report import render_html, report_document, write_report
+from kdlab.analysis.study_command import render_tables, run_study
+from kdlab.analysis.tables import distillation_table
 from kdlab.config import StudyConfig, load_config
-from kdlab.engine.manifest import write_manifest
-from kdlab.report import render_html, report_document, write_report
-from kdlab.study import plan_study, run_study
+from kdlab.runs.manifest import write_manifest
+from kdlab.study import plan_study
 from kdlab.study.records import RunRecord, StudyData, load_study
-from kdlab.study.runner import render_tables
-from kdlab.study.table import Stat, Table, Value, mean_std
-from kdlab.study.tables import distillation_table
 
 
 def small_cfg(out):
@@ -65,7 +65,7 @@ def test_records_are_run_records_with_the_plans_teacher_folder(study):
 
 
 def test_runs_json_is_written_when_the_study_starts(tmp_path, monkeypatch):
-    import kdlab.study.runner as runner
+    import kdlab.analysis.study_command as runner
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -128,7 +128,7 @@ def test_each_cell_is_computed_once_and_shared_by_every_renderer(study, monkeypa
         calls.append(1)
         return mean_std(values)
 
-    monkeypatch.setattr(kdlab.study.table, "mean_std", counted)
+    monkeypatch.setattr(kdlab.analysis.document, "mean_std", counted)
     doc = render_tables(load_config(StudyConfig, small_cfg(out)), res.records)
     stats = _stats(doc.tables)
     assert len(doc.tables) == 4 and len(calls) == len(stats) > 0  # 3 of Stats, and the paired differences

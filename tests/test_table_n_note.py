@@ -4,9 +4,9 @@ not recorded for some seeds (kept by the Stat as dropped runs), or no finished r
 import math
 from pathlib import Path
 
+from kdlab.analysis.document import Stat, Table
+from kdlab.analysis.tables import distillation_table, fidelity_table
 from kdlab.study.records import RunRecord
-from kdlab.study.table import Stat, Table
-from kdlab.study.tables import distillation_table, fidelity_table
 
 PAIR = {"teacher": "t", "student": "s", "key": "t--s", "assistant": None}
 
@@ -77,7 +77,7 @@ def test_a_cell_repeated_along_its_row_is_named_once():
 def test_the_study_tables_say_why_a_cka_cell_has_fewer_seeds(tmp_path):
     from test_figure_layout import SOTEACHER, fake_study, long_config
 
-    from kdlab.report import write_report
+    from kdlab.analysis.report import write_report
 
     study = fake_study(tmp_path / "s", long_config(tmp_path / "s"), nan_cka=(SOTEACHER, 1), long_arch=False)
     md_path, html_path = write_report(study)

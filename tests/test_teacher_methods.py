@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from conftest import TINY_TRAIN, interrupt_training, student_cfg, teacher_cfg
-from kdlab.engine.checkpoint import load_checkpoint
+from kdlab.core.checkpoint import load_checkpoint
+from kdlab.core.registry import TEACHER_METHODS
 from kdlab.methods.teacher.crl import correctness_ranking_loss
 from kdlab.methods.teacher.mixing import cutmix_batch, mixup_batch
-from kdlab.registry import TEACHER_METHODS
-from kdlab.runs import distill, train_teacher
+from kdlab.runs.student import distill
+from kdlab.runs.teacher import train_teacher
 
 BASELINES = [n for n in TEACHER_METHODS.names() if not n.startswith("test-")]
 REQUIRED = {"sftn": {"student": "resnet8"}}  # parameters without a default
@@ -104,7 +105,7 @@ def test_mixup_and_cutmix_batches():
 
 
 def test_l2_with_optimizer_weight_decay_is_refused(tmp_path):
-    from kdlab.errors import ConfigError
+    from kdlab.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="method: l2 adds weight decay to the loss; set optim.weight_decay=0"):
         train_teacher(teacher_cfg(tmp_path / "l2", method="l2"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from figure_study import tiny_study
 
-from kdlab.study.correlation import (
+from kdlab.analysis.correlation import (
     MIN_STUDENTS,
     average_ranks,
     bootstrap_ci,
@@ -117,7 +117,7 @@ def test_the_study_reports_the_correlations_and_draws_the_figure(study, tmp_path
 
 
 def test_partial_spearman_is_the_partial_correlation_of_the_ranks():
-    from kdlab.study.correlation import partial_spearman
+    from kdlab.analysis.correlation import partial_spearman
 
     rng = np.random.default_rng(4)
     z = rng.standard_normal(40)

@@ -9,7 +9,7 @@ import pytest
 import kdlab.engine.sinks as sinks
 from conftest import TINY_DATA, TINY_TRAIN, interrupt_training, teacher_cfg
 from kdlab.engine.sinks import MetricSink, tensorboard_tag
-from kdlab.runs import train_teacher
+from kdlab.runs.teacher import train_teacher
 
 STEPS_PER_EPOCH = TINY_DATA["num_train"] // TINY_TRAIN["batch_size"]  # 192 / 32, no partial batch
 

@@ -10,11 +10,11 @@ import torch
 import torch.nn as nn
 
 from conftest import TINY_TRAIN, student_cfg
-from kdlab.errors import ConfigError
+from kdlab.core.errors import ConfigError
 from kdlab.models import build_model
 from kdlab.models.adapter import GraphRunner, HookRunner
 from kdlab.models.timm_adapter import TimmModel
-from kdlab.runs import distill
+from kdlab.runs.student import distill
 
 SHAPE = (3, 32, 32)
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import TINY_DATA, TINY_TRAIN, teacher_cfg
-from kdlab.cli import main
-from kdlab.errors import RunFolderError
-from kdlab.runs import train_teacher
-from kdlab.study import run_study
+from kdlab.analysis.study_command import run_study
+from kdlab.cli.main import main
+from kdlab.core.errors import RunFolderError
+from kdlab.runs.teacher import train_teacher
 
 
 def _study(out):

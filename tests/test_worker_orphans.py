@@ -13,7 +13,7 @@ from conftest import TINY_DATA
 
 SCRIPT = """
 import sys
-from kdlab.study import run_study
+from kdlab.analysis.study_command import run_study
 
 run_study({"name": "orphans", "out_dir": sys.argv[1], "seeds": [0, 1], "data": %r,
            "teacher": {"model": "resnet8", "methods": {"standard": "standard"},

@@ -1,8 +1,8 @@
 """Configuration: typed schemas, YAML loading and dotted overrides."""
 
-from .components import Component
-from .loader import apply_overrides, dump_yaml, load_config, parse_overrides
-from .schema import (
+from kdlab.config.components import Component
+from kdlab.config.loader import apply_overrides, dump_yaml, load_config, parse_overrides
+from kdlab.config.schema import (
     DistillRunConfig,
     EvalConfig,
     OptimConfig,

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_serializer
 from pydantic_core import PydanticCustomError
 
-from ..errors import ConfigError
-from ..registry import DATASETS, DISTILL_METHODS, MODELS, TEACHER_METHODS, Registry, hint
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import DATASETS, DISTILL_METHODS, MODELS, TEACHER_METHODS, Registry, hint
 
 
 class Component(BaseModel):

@@ -20,10 +20,10 @@ from pydantic import BaseModel, BeforeValidator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from ..errors import ConfigError
-from ..registry import hint
-from . import components
-from .components import Component
+from kdlab.config import components
+from kdlab.config.components import Component
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import hint
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def param_rows(params: type[BaseModel]) -> list[FieldRow]:
 
 
 def _schemas() -> dict[str, type[BaseModel]]:
-    from .schema import DistillRunConfig, EvalConfig, StudyConfig, TeacherRunConfig
+    from kdlab.config.schema import DistillRunConfig, EvalConfig, StudyConfig, TeacherRunConfig
 
     return {"teacher": TeacherRunConfig, "distill": DistillRunConfig, "study": StudyConfig, "eval": EvalConfig}
 
@@ -201,7 +201,7 @@ def schema_rows(kind: str, key: str | None = None) -> list[FieldRow]:
 
 
 def schema_text(kind: str, key: str | None = None) -> str:
-    from ..study.table import markdown_table
+    from kdlab.core.text import markdown_table
 
     model = _schemas()[kind]
     head = (f"{_doc(model).replace('``', '')}\nKeys of the config file (dotted for overrides: optim.lr=0.1); "

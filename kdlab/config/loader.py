@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..errors import ConfigError
-from .components import describe_first_error
+from kdlab.config.components import describe_first_error
+from kdlab.core.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -24,9 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .._no_bool_numbers import reject_bool
-from ..registry import DATASETS, DISTILL_METHODS, TEACHER_METHODS
-from .components import (
+from kdlab.config.components import (
     Component,
     DataSpec,
     DistillMethodOrKD,
@@ -36,6 +34,8 @@ from .components import (
     TeacherMethodSpec,
     describe_first_error,
 )
+from kdlab.core.no_bool_numbers import reject_bool
+from kdlab.core.registry import DATASETS, DISTILL_METHODS, TEACHER_METHODS
 
 
 def _check_device(d: str) -> str:

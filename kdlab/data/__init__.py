@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
-from .._autoload import import_submodules
-from ..registry import DATASETS
-from .base import ArrayLoader, Batch, DataBundle, DatasetLoader, DatasetSplit, Split, hold_out
-
-import_submodules(__name__, __path__)  # every data set module registers itself
+from kdlab.core.registry import DATASETS
+from kdlab.data.base import ArrayLoader, Batch, DataBundle, DatasetLoader, DatasetSplit, Split, hold_out
 
 __all__ = ["ArrayLoader", "Batch", "DataBundle", "DatasetLoader", "DatasetSplit", "Split", "load_dataset"]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
-from ..registry import register_dataset
-from .base import DataBundle, Split
+from kdlab.core.errors import DataError
+from kdlab.core.registry import register_dataset
+from kdlab.data.base import DataBundle, Split
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:

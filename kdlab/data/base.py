@@ -19,8 +19,8 @@ from typing import Any, NamedTuple, Protocol
 import torch
 from torch import Tensor
 
-from ..engine.device import derive_seed
-from ..errors import ConfigError, DataError
+from kdlab.core.device import derive_seed
+from kdlab.core.errors import ConfigError, DataError
 
 Augment = Callable[[Tensor, torch.Generator], Tensor]
 Prepare = Callable[[Tensor], Tensor]

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
-from ..registry import register_dataset
-from ._files import one_line
-from .augment import make_crop_flip
-from .base import DataBundle, Split
-from .transforms import CIFAR10_STATS, CIFAR100_STATS, Normalize
+from kdlab.core.errors import DataError
+from kdlab.core.registry import register_dataset
+from kdlab.data._files import one_line
+from kdlab.data.augment import make_crop_flip
+from kdlab.data.base import DataBundle, Split
+from kdlab.data.transforms import CIFAR10_STATS, CIFAR100_STATS, Normalize
 
 SITE = "https://www.cs.toronto.edu/~kriz/cifar.html"
 

@@ -13,11 +13,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError
-from ..registry import register_dataset
-from ._files import image_files, one_line
-from .base import DataBundle, DatasetSplit
-from .transforms import IMAGENET_STATS, TINYIMAGENET_STATS, Normalize, imagenet_transforms, tinyimagenet_transforms
+from kdlab.core.errors import ConfigError, DataError
+from kdlab.core.registry import register_dataset
+from kdlab.data._files import image_files, one_line
+from kdlab.data.base import DataBundle, DatasetSplit
+from kdlab.data.transforms import (
+    IMAGENET_STATS,
+    TINYIMAGENET_STATS,
+    Normalize,
+    imagenet_transforms,
+    tinyimagenet_transforms,
+)
 
 TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_LAYOUT = ("wnids.txt, words.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and "

@@ -41,8 +41,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..registry import register_dataset
-from .base import DataBundle, Split
+from kdlab.core.registry import register_dataset
+from kdlab.data.base import DataBundle, Split
 
 TRANSFORM_IDS = {"dihedral": list(range(8)), "flip": [0, 4], "none": [0]}
 
@@ -144,7 +144,7 @@ def mixed_feature(num_train: int = 2000, num_test: int = 1000, num_classes: int 
     """SoTeacher's mixed-feature distribution (Def. 3.1): patches of transformed features, known p*(x);
     ``redraw_transforms``: a new transformation of every patch each time a training example is drawn."""
     if num_features < num_classes:
-        from ..errors import ConfigError
+        from kdlab.core.errors import ConfigError
 
         raise ConfigError(f"mixed-feature: num_features ({num_features}) must be >= num_classes ({num_classes})")
     rng = np.random.default_rng([seed, 0])

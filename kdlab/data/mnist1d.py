@@ -8,10 +8,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from ..registry import register_dataset
-from .augment import make_crop_flip
-from .base import DataBundle, Split
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import register_dataset
+from kdlab.data.augment import make_crop_flip
+from kdlab.data.base import DataBundle, Split
 
 
 @register_dataset("mnist1d", input_shape="1x40", classes=10)

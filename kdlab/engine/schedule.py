@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import math
 
-from ..config.schema import ScheduleConfig
+from kdlab.config.schema import ScheduleConfig
 
 
 def lr_at(cfg: ScheduleConfig, base_lr: float, epoch: float, epochs: int) -> float:

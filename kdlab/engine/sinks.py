@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_text
+from kdlab.core.checkpoint import atomic_write_text
 
 EpochHook = Callable[[int, dict[str, Any]], None]
 

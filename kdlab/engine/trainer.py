@@ -13,12 +13,12 @@ member's weights, log and checkpoints are bit-identical to its separate run.  A 
 turns NaN, an error of its method) stops with its own error; the others go on.
 
 The pieces, in the order ``fit_group`` runs them: :func:`place` (batch-norm synchronisation, device, memory
-format), the shared loaders, per member its optimizer and :func:`~kdlab.engine.run_checkpoints.resume`, the
+format), the shared loaders, per member its optimizer and :func:`~kdlab.runs.checkpoints.resume`, the
 objective's ``on_fit_start`` (initialisation stages run here, before DistributedDataParallel exists: they average
 their own gradients), :func:`wrap` (``torch.compile`` and DDP, whose construction gives every process rank 0's
 state), then per epoch :func:`_train_epoch`, and per member the objective's ``on_epoch_end``, the buffer broadcast
 of a several-process job, :func:`_evaluate`, the log line (:class:`~kdlab.engine.sinks.MetricSink`), the
-checkpoint (:func:`~kdlab.engine.run_checkpoints.save_epoch`) and the hooks.
+checkpoint (:func:`~kdlab.runs.checkpoints.save_epoch`) and the hooks.
 """
 
 from __future__ import annotations
@@ -38,21 +38,21 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..config.schema import OptimConfig, ScheduleConfig, TrainConfig
-from ..data.base import MIN_TRAIN_BATCH, DataBundle, batch_part
-from ..errors import ConfigError, DivergenceError
-from ..methods.base import Objective
-from . import distributed
-from .device import derive_seed, resolve_device, seed_everything, set_deterministic
-from .distributed import DistEnv
-from .metrics import topk_accuracy
-from .predict import predict, predict_with_embeddings
-from .progress import Progress
-from .run_checkpoints import checkpoint_dir, resume, save_epoch
-from .schedule import lr_at
-from .sinks import EpochHook, MetricSink
-from .state import LoopState
-from .sync_bn import convert_sync_batchnorm
+from kdlab.config.schema import OptimConfig, ScheduleConfig, TrainConfig
+from kdlab.core import distributed
+from kdlab.core.device import derive_seed, resolve_device, seed_everything, set_deterministic
+from kdlab.core.distributed import DistEnv
+from kdlab.core.errors import ConfigError, DivergenceError
+from kdlab.core.metrics import topk_accuracy
+from kdlab.core.progress import Progress
+from kdlab.core.state import LoopState
+from kdlab.core.sync_bn import convert_sync_batchnorm
+from kdlab.data.base import MIN_TRAIN_BATCH, DataBundle, batch_part
+from kdlab.engine.predict import predict, predict_with_embeddings
+from kdlab.engine.schedule import lr_at
+from kdlab.engine.sinks import EpochHook, MetricSink
+from kdlab.methods.base import Objective
+from kdlab.runs.checkpoints import checkpoint_dir, resume, save_epoch
 
 __all__ = ["FitResult", "Member", "OptimizerStep", "RandomState", "build_optimizer", "checkpoint_dir", "fit",
            "fit_group", "place", "predict", "wrap"]

@@ -6,11 +6,9 @@ from typing import Any
 
 import torch.nn as nn
 
-from .. import log
-from ..registry import DISTILL_METHODS, TEACHER_METHODS
-from . import distill as _distill_methods  # noqa: F401  (registration)
-from . import teacher as _teacher_methods  # noqa: F401
-from .base import CrossEntropy, DistillObjective, Objective, StepOutput
+from kdlab.core import log
+from kdlab.core.registry import DISTILL_METHODS, TEACHER_METHODS
+from kdlab.methods.base import CrossEntropy, DistillObjective, Objective, StepOutput
 
 __all__ = ["CrossEntropy", "DistillObjective", "Objective", "StepOutput", "build_distill_objective",
            "build_teacher_objective", "needs_teacher", "shares_batch_pass"]

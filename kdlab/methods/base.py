@@ -12,7 +12,7 @@ An :class:`Objective` is what the training loop minimises.  The loop (``kdlab.en
         extra = eval_metrics(model, state)         # optional extra metrics for the epoch log
 
 With several processes (torchrun) every process runs this loop on its part of each global batch; see
-:mod:`kdlab.engine.distributed` for what an objective must do to stay one run (average the gradients of an
+:mod:`kdlab.core.distributed` for what an objective must do to stay one run (average the gradients of an
 initialisation stage, gather per-sample state and list it in ``gathered_buffers``, compute terms that relate the
 samples of a batch on the gathered global batch).
 
@@ -29,8 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data.base import Batch
-from ..engine.state import LoopState
+from kdlab.core.state import LoopState
+from kdlab.data.base import Batch
 
 
 class StepOutput(NamedTuple):

@@ -35,13 +35,13 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from torch import Tensor
 
-from ..data.base import Batch
-from ..engine.distributed import gather_with_grad
-from ..engine.state import LoopState
-from ..errors import ConfigError
-from ..models.contract import Features
-from ..registry import StrictParams
-from .base import DistillObjective, StepOutput
+from kdlab.core.distributed import gather_with_grad
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import StrictParams
+from kdlab.core.state import LoopState
+from kdlab.data.base import Batch
+from kdlab.methods.base import DistillObjective, StepOutput
+from kdlab.models.contract import Features
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
@@ -182,7 +182,7 @@ class Distiller(DistillObjective):
         return trainable and (self.switch_epoch > 0 or not self.beta)
 
     def _cache_decision(self, mode: str, data) -> bool:
-        from ..data.base import Split
+        from kdlab.data.base import Split
 
         suitable = (not self.distills_features() and self.fixed_teacher and data is not None
                     and getattr(data, "augment", None) is None and isinstance(getattr(data, "train", None), Split))

@@ -48,7 +48,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
+from kdlab.core.errors import ConfigError
 
 ROLES = ("logit", "alone", "with_kd", "own")
 # gamma, alpha, T of a feature method without KD and jointly with KD (the same numbers in every protocol)
@@ -82,7 +82,7 @@ def teacher_kind(teacher_method: str | None) -> str:
 
 def get_protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
-        from ..registry import hint
+        from kdlab.core.registry import hint
 
         h = hint(name, PROTOCOLS)
         raise ConfigError(f"protocol: unknown protocol {name!r}" + (f"; {h}" if h else "")
@@ -92,7 +92,7 @@ def get_protocol(name: str) -> Protocol:
 
 def protocol_role(protocol: str, method: str) -> str | None:
     """How ``protocol`` weighs ``method`` (one of :data:`ROLES`), or None where it leaves the method as it is."""
-    from ..registry import DISTILL_METHODS
+    from kdlab.core.registry import DISTILL_METHODS
 
     get_protocol(protocol)
     return getattr(DISTILL_METHODS.get(method).obj, "PROTOCOLS", {}).get(protocol)
@@ -100,7 +100,7 @@ def protocol_role(protocol: str, method: str) -> str | None:
 
 def protocol_weights(protocol: str, method: str, kind: str = "standard") -> dict[str, Any]:
     """The parameters ``protocol`` sets for ``method`` distilled from a teacher of ``kind`` (empty: not covered)."""
-    from ..registry import DISTILL_METHODS
+    from kdlab.core.registry import DISTILL_METHODS
 
     p = get_protocol(protocol)
     col = kind if p.per_teacher else "standard"

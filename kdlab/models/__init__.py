@@ -6,12 +6,9 @@ from typing import Any
 
 import torch.nn as nn
 
-from .._autoload import import_submodules
-from ..errors import ConfigError
-from ..registry import MODELS
-from .contract import ContractModel, Features
-
-import_submodules(__name__, __path__)  # every model module registers itself
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import MODELS
+from kdlab.models.contract import ContractModel, Features
 
 __all__ = ["ContractModel", "Features", "build_model", "count_parameters"]
 

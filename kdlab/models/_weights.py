@@ -11,9 +11,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..errors import CheckpointError
+from kdlab.core.errors import CheckpointError
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # where training scripts commonly nest the weights
+
+
 _PARALLEL_PREFIX = "module."
 
 
@@ -92,7 +94,7 @@ def fit_problems(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[s
     return problems
 
 
-def _load(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, file: str | Path) -> None:
+def load_state(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, file: str | Path) -> None:
     problems = fit_problems(module, state)
     if problems:
         raise CheckpointError(f"{what}: weights file {Path(file).expanduser()} does not fit the model: "
@@ -102,47 +104,4 @@ def _load(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, file:
 
 def load_weights(module: nn.Module, path: str | Path, what: str) -> None:
     """Load the state dict in ``path`` into ``module`` strictly; any problem is a one-line CheckpointError."""
-    _load(module, read_state_dict(path, what), what, path)
-
-
-def native_module(model: nn.Module) -> nn.Module:
-    """The model a kdlab model stands for, sharing its parameters: the wrapped ``nn.Module`` of the ``module`` and
-    ``torchvision`` adapters, a torchvision ``ResNet`` for the models built on one (``imagenet_resnet*``,
-    ``ResNet50``, the torchvision adapter's ResNets), else the model itself.  Its state dict has the key names
-    of the model's own code (no ``net.`` / ``stages.`` of kdlab's wrappers)."""
-    from .torchvision_resnet import TorchvisionResNet
-
-    net = getattr(model, "net", None)
-    # the adapters (module, torchvision, timm) keep the wrapped model as ``net`` and no state of their own
-    if isinstance(net, nn.Module) and list(model.state_dict()) == [f"net.{k}" for k in net.state_dict()]:
-        return net
-    if isinstance(model, TorchvisionResNet):
-        return _as_torchvision_resnet(model)
-    return model
-
-
-def _as_torchvision_resnet(model: nn.Module) -> nn.Module:
-    """A torchvision ``ResNet`` made of a TorchvisionResNet's modules (the wrapper keeps them, not the ResNet)."""
-    from torchvision.models import ResNet
-
-    net = ResNet.__new__(ResNet)
-    nn.Module.__init__(net)
-    stem, first, *rest = model.stages
-    net.conv1, net.bn1, net.relu = stem.conv, stem.bn, nn.ReLU(inplace=True)
-    net.maxpool = first.pool
-    for i, stage in enumerate([first, *rest], start=1):
-        setattr(net, f"layer{i}", stage.blocks)
-    net.avgpool, net.fc = nn.AdaptiveAvgPool2d((1, 1)), model.classifier
-    net.train(model.training)
-    return net
-
-
-def load_pretrained(model: nn.Module, path: str | Path, what: str) -> None:
-    """Load a weights file into a kdlab model: in the key names of the model's own code (:func:`native_module`:
-    a torchvision file into the torchvision adapter) or, failing that, in kdlab's (a kdlab ``model_state``)."""
-    state = read_state_dict(path, what)
-    native = native_module(model)
-    if native is not model and not fit_problems(model, state):
-        model.load_state_dict(state, strict=False)
-        return
-    _load(native, state, what, path)
+    load_state(module, read_state_dict(path, what), what, path)

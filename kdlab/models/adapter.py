@@ -73,11 +73,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import ConfigError
-from ..registry import MODELS, hint
-from ._weights import first_line, load_weights
-from .contract import ContractModel, Features
-from .torchvision_resnet import TorchvisionResNet, set_stem
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import MODELS, hint
+from kdlab.models._weights import first_line, load_weights
+from kdlab.models.contract import ContractModel, Features
+from kdlab.models.torchvision_resnet import TorchvisionResNet, set_stem
 
 if TYPE_CHECKING:  # torch.fx and torchvision are imported when a graph is traced, not when kdlab starts
     import torch.fx as fx

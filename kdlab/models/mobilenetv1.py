@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch.nn as nn
 from torch import Tensor
 
-from ..registry import MODELS
-from .contract import ContractModel, ConvBNAct, Stage
+from kdlab.core.registry import MODELS
+from kdlab.models.contract import ContractModel, ConvBNAct, Stage
 
 # (output channels, stride) of the 13 depthwise-separable blocks, grouped into the four stages
 _STAGES = [[(64, 1), (128, 2), (128, 1)], [(256, 2), (256, 1)], [(512, 2)] + [(512, 1)] * 5,

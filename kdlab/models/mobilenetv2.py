@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch.nn as nn
 from torch import Tensor
 
-from ..registry import MODELS
-from .contract import ContractModel, ConvBNAct, Stage, init_weights
+from kdlab.core.registry import MODELS
+from kdlab.models.contract import ContractModel, ConvBNAct, Stage, init_weights
 
 # (expansion, channels, blocks, stride) of the seven groups; expansion None means the model's expansion ratio
 _GROUPS = [(1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2), (None, 96, 3, 1),

@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch.nn as nn
 from torch import Tensor
 
-from ..errors import ConfigError
-from ..registry import MODELS
-from .contract import ContractModel, Features
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import MODELS
+from kdlab.models.contract import ContractModel, Features
 
 
 class _ConvReLU(nn.Module):

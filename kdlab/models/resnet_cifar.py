@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch.nn as nn
 from torch import Tensor
 
-from ..registry import MODELS
-from .contract import ContractModel, ConvBNAct, Stage, init_weights
+from kdlab.core.registry import MODELS
+from kdlab.models.contract import ContractModel, ConvBNAct, Stage, init_weights
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:

@@ -7,8 +7,8 @@ import math
 import torch.nn as nn
 from torch import Tensor
 
-from ..registry import MODELS
-from .contract import ContractModel, ConvBNAct, Stage, init_weights
+from kdlab.core.registry import MODELS
+from kdlab.models.contract import ContractModel, ConvBNAct, Stage, init_weights
 
 
 class CNN1d(ContractModel):

@@ -27,9 +27,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..registry import MODELS, hint
-from ._weights import load_weights
-from .adapter import (
+from kdlab.core.registry import MODELS, hint
+from kdlab.models._weights import load_weights
+from kdlab.models.adapter import (
     AdaptedModel,
     GraphRunner,
     HookedModel,
@@ -42,7 +42,7 @@ from .adapter import (
     probe_model,
     torchvision_tracer_kwargs,
 )
-from .contract import ContractModel
+from kdlab.models.contract import ContractModel
 
 #: create_model arguments that fetch or load weights by themselves (kdlab loads local files only, with ``weights``)
 _REFUSED = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir",

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 import torch.nn as nn
 from torch import Tensor
 
-from ..registry import MODELS
-from ._weights import load_weights
-from .contract import ContractModel
+from kdlab.core.registry import MODELS
+from kdlab.models._weights import load_weights
+from kdlab.models.contract import ContractModel
 
 if TYPE_CHECKING:  # torchvision is imported when a model is built, not when kdlab starts
     from torchvision.models import ResNet

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch.nn as nn
 from torch import Tensor
 
-from ..registry import MODELS
-from .contract import ContractModel, ConvBNAct, Stage, init_weights
+from kdlab.core.registry import MODELS
+from kdlab.models.contract import ContractModel, ConvBNAct, Stage, init_weights
 
 # channels of the conv layers of blocks 0..4
 CONFIGS: dict[int, list[list[int]]] = {

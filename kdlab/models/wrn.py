@@ -26,8 +26,8 @@ from __future__ import annotations
 import torch.nn as nn
 from torch import Tensor
 
-from ..registry import MODELS
-from .contract import ContractModel, init_weights
+from kdlab.core.registry import MODELS
+from kdlab.models.contract import ContractModel, init_weights
 
 
 class WRNBlock(nn.Module):

@@ -45,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..engine.distributed import all_gather_cat, barrier, is_main_process
+from kdlab.core.distributed import all_gather_cat, barrier, is_main_process
 
 Schedule = Literal["linear", "cosine", "cyclic", "piecewise", "step"]
 Rule = Literal["code", "mean"]

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..engine.sync_bn import GlobalBatchNorm
+from kdlab.core.sync_bn import GlobalBatchNorm
 
 _CONV = (nn.Conv1d, nn.Conv2d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, GlobalBatchNorm)  # the last two: torchrun, train.sync_bn

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
-from .layouts import PartResult, best_by_mean, paired_difference, per_seed, split, stat
-from .paper_text import IMAGENET, TINY, paper_choices, paper_facts
-from .recipes import model, pair, sftn, soteacher, soteacher_teachers, study
-from .statements import Choice, Stated
+from kdlab.core.errors import ConfigError
+from kdlab.reproduce.layouts import PartResult, best_by_mean, paired_difference, per_seed, split, stat
+from kdlab.reproduce.paper_text import IMAGENET, TINY, paper_choices, paper_facts
+from kdlab.reproduce.recipes import model, pair, sftn, soteacher, soteacher_teachers, study
+from kdlab.reproduce.statements import Choice, Stated
 
 CellFn = Callable[[dict[str, PartResult], str, str], Any]
 METRIC_NAMES = {"kl": "kl_teacher_student", "cka": "cka_teacher_student"}  # the tables' names -> kdlab's
@@ -559,7 +559,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.id: e for e in _experiments()}
 
 def get_experiment(exp_id: str) -> Experiment:
     if exp_id not in EXPERIMENTS:
-        from ..registry import hint
+        from kdlab.core.registry import hint
 
         h = hint(exp_id, EXPERIMENTS)
         raise ConfigError(f"reproduce: unknown experiment {exp_id!r}" + (f"; {h}" if h else "")

@@ -22,17 +22,27 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .. import log as kdlog
-from ..config import DistillRunConfig, StudyConfig, TeacherRunConfig, dump_yaml, load_config
-from ..engine.checkpoint import atomic_write_text
-from ..errors import StudyFailedError
-from ..study import plan_study
-from ..study.table import Table, markdown_table
-from .catalogue import EXPERIMENTS, Experiment, get_experiment
-from .estimate import gpu_hours
-from .layouts import PartResult, paper_layout
-from .published import published_table
-from .statements import KINDS, WRITTEN, Choice, as_written, departures, relevant, run_views, written_labels
+from kdlab.analysis.document import Table
+from kdlab.config import DistillRunConfig, StudyConfig, TeacherRunConfig, dump_yaml, load_config
+from kdlab.core import log as kdlog
+from kdlab.core.checkpoint import atomic_write_text
+from kdlab.core.errors import StudyFailedError
+from kdlab.core.text import markdown_table
+from kdlab.reproduce.catalogue import EXPERIMENTS, Experiment, get_experiment
+from kdlab.reproduce.estimate import gpu_hours
+from kdlab.reproduce.layouts import PartResult, paper_layout
+from kdlab.reproduce.published import published_table
+from kdlab.reproduce.statements import (
+    KINDS,
+    WRITTEN,
+    Choice,
+    as_written,
+    departures,
+    relevant,
+    run_views,
+    written_labels,
+)
+from kdlab.study import plan_study
 
 DEFAULT_ROOT = "runs/reproduce"
 
@@ -180,8 +190,8 @@ def reproduce(exp_id: str, overrides: list[str] = (), workers: int = 1, launcher
     """Run an experiment's studies and write its table in the paper's layout (``report``: also each study's
     report and figures; ``group_size``: instead of each study's, 1 trains every student on its own; ``written``:
     the text's rules where the released code differs).  When runs fail the table of the others is still written,
-    then :class:`~kdlab.errors.StudyFailedError` is raised, unless ``allow_failures`` (``failed`` lists them)."""
-    from ..study import run_study
+    then :class:`~kdlab.core.errors.StudyFailedError` is raised, unless ``allow_failures`` (``failed`` lists them)."""
+    from kdlab.analysis.study_command import run_study
 
     log = log or kdlog.info
     exp = get_experiment(exp_id)

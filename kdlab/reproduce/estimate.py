@@ -71,7 +71,7 @@ def run_flops(kind: str, cfg: dict[str, Any], teacher_spec: dict[str, Any] | Non
 
 def seconds_per_flop() -> float:
     """The median of paper seconds / training FLOPs over SFTN Table 8's standard teachers and KD students."""
-    from .published import published_table
+    from kdlab.reproduce.published import published_table
 
     table = published_table("sftn", "table8")
     ratios = []
@@ -94,8 +94,8 @@ def _method_name(cfg: dict[str, Any]) -> str:
 def shared_pass_flops(plan: list[Any], teachers_by_dir: dict[str, dict[str, Any]], group_size: int) -> float:
     """Training FLOPs a study's groups of students save: per group, the teacher's forward on every batch for all
     but one of the members that take it from the shared pass (:func:`kdlab.methods.shares_batch_pass`)."""
-    from ..methods import shares_batch_pass
-    from ..study.execute import make_tasks
+    from kdlab.methods import shares_batch_pass
+    from kdlab.study.execute import make_tasks
 
     saved = 0.0
     for task in make_tasks(plan, group_size):

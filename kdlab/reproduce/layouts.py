@@ -6,7 +6,7 @@ A layout is the published table (rows, columns, values) plus a function that fin
 ``wrn_40_2-wrn_16_2.sftn`` or ``imagenet_resnet34-imagenet_resnet18.student.top5``.  Paper pairs are mapped to the
 study's pairs by position, so a shrunk study (other architectures) still fills the paper's table.
 
-Cells hold :class:`~kdlab.study.table.Compare`: the paper's value (± std where printed), kdlab's mean ± std (n)
+Cells hold :class:`~kdlab.analysis.document.Compare`: the paper's value (± std where printed), kdlab's mean ± std (n)
 over seeds and the difference.  Differences between two columns (the papers' Δ) are computed per seed (same seed,
 same data) and shown as their mean with a 95 % t interval, marked n.s. when it covers 0.
 """
@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import StudyConfig
-from ..study.plan import arch_label, pair_label
-from ..study.stats import MIN_PAIRS, NOT_SIGNIFICANT
-from ..study.table import Compare, Difference, Stat, Table
-from .published import PublishedTable
+from kdlab.analysis.document import Compare, Difference, Stat, Table
+from kdlab.analysis.stats import MIN_PAIRS, NOT_SIGNIFICANT
+from kdlab.config import StudyConfig
+from kdlab.reproduce.published import PublishedTable
+from kdlab.study.plan import arch_label, pair_label
 
 Cell = Callable[[str, str], Stat | None]
 
@@ -83,7 +83,7 @@ def stat(values: dict[int, float] | Iterable[float], digits: int = 2, scale: flo
 
 def paired_difference(a: dict[int, float], b: dict[int, float], digits: int = 2) -> Difference:
     """a - b over the seeds both have: the paired difference, its mean with a 95 % t interval and the
-    not-significant mark (:class:`~kdlab.study.table.Difference`)."""
+    not-significant mark (:class:`~kdlab.analysis.document.Difference`)."""
     return Difference.of([a[s] - b[s] for s in sorted(set(a) & set(b))], digits)
 
 

@@ -8,7 +8,7 @@ performed in CRD", the CRD benchmark's recipe is the stated one.
 
 from __future__ import annotations
 
-from .statements import ANY, Above, Choice, Stated
+from kdlab.reproduce.statements import ANY, Above, Choice, Stated
 
 CIFAR = {"data.name": "cifar100"}
 TINY = {"data.name": "tinyimagenet"}
@@ -95,7 +95,7 @@ def _sftn_facts() -> list[Stated]:
 def method_modes() -> tuple[list[Stated], list[Choice]]:
     """The distillation methods whose loss has a code form and a paper form (``mode: code|paper``): the paper form
     is the method paper's text, kdlab's default the code behind the tables (the CRD benchmark's)."""
-    from ..registry import DISTILL_METHODS
+    from kdlab.core.registry import DISTILL_METHODS
 
     facts, choices = [], []
     for entry in DISTILL_METHODS.entries():

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import DistillRunConfig, TeacherRunConfig, load_config
+from kdlab.config import DistillRunConfig, TeacherRunConfig, load_config
 
 KINDS = {"code": "follows the released code, not the text", "silent": "the paper is silent: kdlab's choice",
          "row": "a row not trained as listed"}

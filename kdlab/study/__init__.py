@@ -1,11 +1,13 @@
-"""Studies: teacher methods x teacher/student pairs x distillation methods x seeds, with tables and figures."""
+"""Studies: plan the runs of teacher methods x pairs x distillation methods x seeds, execute them, read them back.
+
+The tables, figures and report of a study are the analysis layer's (:mod:`kdlab.analysis`)."""
 
 import importlib
 
-# imported on first use: the CLI reads figure_names and table without the planner's and runner's torch imports
-_LAZY = {"PlannedRun": ".plan", "plan_study": ".plan", "StudyResult": ".runner", "run_study": ".runner"}
+# imported on first use: the CLI reads this package without the planner's torch imports
+_LAZY = {"PlannedRun": ".plan", "plan_study": ".plan"}
 
-__all__ = ["PlannedRun", "StudyResult", "plan_study", "run_study"]
+__all__ = ["PlannedRun", "plan_study"]
 
 
 def __getattr__(name: str):

@@ -21,8 +21,8 @@ from multiprocessing import spawn
 from pathlib import Path
 from typing import Any
 
-from ..errors import KdlabError
-from .plan import PlannedRun
+from kdlab.core.errors import KdlabError
+from kdlab.study.plan import PlannedRun
 
 
 @dataclass
@@ -35,7 +35,8 @@ class Outcome:
 
 
 def run_one(kind: str, config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    from ..runs import distill, train_teacher
+    from kdlab.runs.student import distill
+    from kdlab.runs.teacher import train_teacher
 
     res = (train_teacher if kind == "teacher" else distill)(config, resume=True)
     return res.summary, res.reused
@@ -53,7 +54,7 @@ def run_task(items: list[tuple[str, dict[str, Any]]]) -> list[Result]:
             return [(summary, reused, None)]
         except KdlabError as e:
             return [(None, False, str(e))]
-    from ..runs import distill_group
+    from kdlab.runs.student import distill_group
 
     try:
         results = distill_group([c for _, c in items], resume=True)
@@ -117,9 +118,9 @@ def make_tasks(plan: list[PlannedRun], group_size: int = 1) -> list[Task]:
     checkpoint with the same seed, data and loop settings form groups of at most ``group_size``."""
     if group_size <= 1:
         return [Task([r]) for r in plan]
-    from ..config import load_config
-    from ..config.schema import DistillRunConfig
-    from ..student_runs import group_key
+    from kdlab.config import load_config
+    from kdlab.config.schema import DistillRunConfig
+    from kdlab.runs.resolve import group_key
 
     tasks: list[Task] = []
     open_groups: dict[tuple, Task] = {}

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config.components import Component
-from ..config.schema import PairConfig, StudyConfig
-from ..errors import ConfigError
-from ..methods import needs_teacher
-from ..methods.protocols import apply_protocol, teacher_kind
-from ..registry import MODELS
+from kdlab.config.components import Component
+from kdlab.config.schema import PairConfig, StudyConfig
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import MODELS
+from kdlab.methods import needs_teacher
+from kdlab.methods.protocols import apply_protocol, teacher_kind
 
 
 @dataclass
@@ -126,7 +126,7 @@ def _plan_data_sweep(cfg: StudyConfig, sweep) -> list[PlannedRun]:
     """The study once per value of a data set parameter, under ``<param>=<value>/``; labels get ``[<param>=<value>]``
     (teachers, and students without a teacher; a distilled student is told apart by its teacher's label) and
     the records ``sweep_param: data.<param>``."""
-    from ..registry import DATASETS
+    from kdlab.core.registry import DATASETS
 
     out = Path(cfg.runs_dir or cfg.out_dir)
     entry = DATASETS.get(cfg.data.name)
@@ -227,7 +227,7 @@ def _plan(cfg: StudyConfig) -> list[PlannedRun]:
             raise ConfigError(f"the run folder {run.run_dir} would lie outside {out}; check the labels")
         if run.run_dir in planned:
             if planned[run.run_dir].config != run.config:  # a shared run (a teacher, a student alone) asked twice
-                from ..runs import config_differences
+                from kdlab.runs.folder import config_differences
 
                 diff = config_differences(planned[run.run_dir].config, run.config) or ["settings: -"]
                 what = diff[0].split(":", 1)[0].rsplit(".", 1)[-1]

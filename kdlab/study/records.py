@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..config import StudyConfig, load_config
-from ..config.loader import read_yaml
-from ..engine.checkpoint import atomic_write_text
-from ..engine.manifest import damaged_files
-from ..errors import KdlabError
+from kdlab.config import StudyConfig, load_config
+from kdlab.config.loader import read_yaml
+from kdlab.core.checkpoint import atomic_write_text
+from kdlab.core.errors import KdlabError
+from kdlab.runs.manifest import damaged_files
 
 if TYPE_CHECKING:
-    from .plan import PlannedRun
+    from kdlab.study.plan import PlannedRun
 
 RUNS_FILE = "runs.json"
 RUNS_VERSION = 1
@@ -179,7 +179,7 @@ def _entries(d: Path, cfg: StudyConfig) -> list[dict[str, Any]]:
             raise StudyDataError(f"{path} is unreadable: {e}") from None
     # A study folder written before kdlab wrote runs.json: only then is the study planned again (once, with
     # out_dir set to the folder given), to know its runs and their teachers.
-    from .plan import plan_study
+    from kdlab.study.plan import plan_study
 
     return [run_entry(r, d) for r in plan_study(cfg)]
 

@@ -1,5 +1,1 @@
-"""Distillation methods (registered in :data:`kdlab.registry.DISTILL_METHODS`); every module here is loaded."""
-
-from ..._autoload import import_submodules
-
-import_submodules(__name__, __path__)
+"""Distillation methods, one module each; every module is listed in :mod:`kdlab.core.builtins`."""

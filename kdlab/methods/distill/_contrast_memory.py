@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...engine.distributed import all_gather_cat
+from kdlab.core.distributed import all_gather_cat
 
 
 def _uniform_init(n: int, dim: int) -> Tensor:

@@ -2,7 +2,7 @@
 
 * Feature shapes are those of :class:`~kdlab.models.contract.Features` without the batch axis: ``(C, H, W)`` for
   images, ``(C, L)`` for 1D sequences, ``(D,)`` for MLP layers.  A method states what it needs; a pair its
-  definition does not cover is a :class:`~kdlab.errors.ConfigError` naming the method and the shapes.
+  definition does not cover is a :class:`~kdlab.core.errors.ConfigError` naming the method and the shapes.
 * Lists of stages of two networks of different depth are paired from the deepest stage backwards.
 * Maps of different spatial size are average-pooled to the smaller size per axis (the reference code's rule).
 * Connectors are rank-aware: Linear for vectors, Conv1d for sequences, Conv2d for images.
@@ -20,16 +20,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...data.base import batch_part
-from ...engine.distributed import all_reduce_sum, average_gradients, shard_weight
-from ...engine.progress import Progress
-from ...errors import ConfigError, DivergenceError
-from ...models.contract import Features
+from kdlab.core.distributed import all_reduce_sum, average_gradients, shard_weight
+from kdlab.core.errors import ConfigError, DivergenceError
+from kdlab.core.progress import Progress
+from kdlab.data.base import batch_part
+from kdlab.models.contract import Features
 
 Shape = tuple[int, ...]
 
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-_CONVT = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+CONV_LAYERS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+CONV_TRANSPOSED = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 _BN = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _POOL = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
 
@@ -78,12 +78,12 @@ def projection(cin: int, cout: int, rank: int, bias: bool = False) -> nn.Module:
     """A 1x1 convolution (or Linear for vectors, rank 0) from ``cin`` to ``cout`` channels."""
     if rank == 0:
         return nn.Linear(cin, cout, bias=bias)
-    return _CONV[rank](cin, cout, 1, bias=bias)
+    return CONV_LAYERS[rank](cin, cout, 1, bias=bias)
 
 
 def conv3(cin: int, cout: int, rank: int) -> nn.Module:
     """A size-preserving 3-wide convolution of the given spatial rank."""
-    return _CONV[rank](cin, cout, 3, padding=1)
+    return CONV_LAYERS[rank](cin, cout, 3, padding=1)
 
 
 def batch_norm(channels: int, rank: int) -> nn.Module:
@@ -110,13 +110,13 @@ class Regressor(nn.Module):
         if rank == 0:
             self.layer: nn.Module = nn.Linear(cs, ct)
         elif all(s == 2 * t for s, t in zip(s_sp, t_sp)):
-            self.layer = _CONV[rank](cs, ct, 3, stride=2, padding=1)
+            self.layer = CONV_LAYERS[rank](cs, ct, 3, stride=2, padding=1)
         elif all(2 * s == t for s, t in zip(s_sp, t_sp)):
-            self.layer = _CONVT[rank](cs, ct, 4, stride=2, padding=1)
+            self.layer = CONV_TRANSPOSED[rank](cs, ct, 4, stride=2, padding=1)
         elif all(s >= t for s, t in zip(s_sp, t_sp)):
-            self.layer = _CONV[rank](cs, ct, tuple(1 + s - t for s, t in zip(s_sp, t_sp)))
+            self.layer = CONV_LAYERS[rank](cs, ct, tuple(1 + s - t for s, t in zip(s_sp, t_sp)))
         else:
-            self.layer = _CONV[rank](cs, ct, 1)
+            self.layer = CONV_LAYERS[rank](cs, ct, 1)
             self.resize = tuple(t_sp)
         self.bn = batch_norm(ct, rank)
         self.relu = relu

@@ -14,9 +14,9 @@ import torch.nn as nn
 from pydantic import Field
 from torch import Tensor
 
-from ...errors import ConfigError
-from ...registry import StrictParams
-from ..base import Objective
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import StrictParams
+from kdlab.methods.base import Objective
 
 
 class PeerParams(StrictParams):
@@ -29,7 +29,7 @@ class PeerObjective(Objective):
     def __init__(self, student: nn.Module | None, data, peer: str | None = None,
                  peer_params: dict[str, Any] | None = None, num_peers: int = 1):
         super().__init__()
-        from ...models import build_model  # the model registry imports nothing from methods; import on use
+        from kdlab.models import build_model
 
         if data is None:
             raise ConfigError("a collaborative method needs the data set (to build its peers)")

@@ -51,10 +51,10 @@ import torch.nn as nn
 from pydantic import Field
 from torch import Tensor
 
-from ...models.contract import Features
-from ...registry import register_distill_method
-from ..distiller import Distiller, DistillerParams
-from ._feature_tools import Regressor, check_same_rank, pair_last, require_shapes, run_init_stage
+from kdlab.core.registry import register_distill_method
+from kdlab.methods.distill._feature_tools import Regressor, check_same_rank, pair_last, require_shapes, run_init_stage
+from kdlab.methods.distiller import Distiller, DistillerParams
+from kdlab.models.contract import Features
 
 __all__ = ["AB", "ab_layer_loss", "ab_loss"]
 

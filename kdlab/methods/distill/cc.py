@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ...models.contract import Features
-from ...registry import register_distill_method
-from ..distiller import Distiller, RelationalParams
-from ._feature_tools import require_shapes
+from kdlab.core.registry import register_distill_method
+from kdlab.methods.distill._feature_tools import require_shapes
+from kdlab.methods.distiller import Distiller, RelationalParams
+from kdlab.models.contract import Features
 
 __all__ = ["CC", "cc_loss", "taylor_rbf_correlation"]
 

@@ -48,12 +48,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ...data.base import batch_part
-from ...engine.distributed import all_reduce_sum
-from ...errors import ConfigError
-from ...registry import register_distill_method
-from ..distiller import Distiller, DistillerParams
-from ._contrast_memory import BankMemory, QueueMemory
+from kdlab.core.distributed import all_reduce_sum
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import register_distill_method
+from kdlab.data.base import batch_part
+from kdlab.methods.distill._contrast_memory import BankMemory, QueueMemory
+from kdlab.methods.distiller import Distiller, DistillerParams
 
 __all__ = ["CRD", "Embed", "contrast_scores", "nce_loss"]
 

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ...registry import register_distill_method
-from ..distiller import Distiller, DistillerParams
+from kdlab.core.registry import register_distill_method
+from kdlab.methods.distiller import Distiller, DistillerParams
 
 __all__ = ["DKD", "dkd_terms"]
 

@@ -24,10 +24,10 @@ import torch.nn as nn
 from pydantic import Field
 from torch import Tensor
 
-from ...registry import register_distill_method
-from ..base import StepOutput
-from ..distiller import kd_loss
-from ._peers import PeerObjective, PeerParams
+from kdlab.core.registry import register_distill_method
+from kdlab.methods.base import StepOutput
+from kdlab.methods.distill._peers import PeerObjective, PeerParams
+from kdlab.methods.distiller import kd_loss
 
 __all__ = ["DML", "mutual_losses"]
 

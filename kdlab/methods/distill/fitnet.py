@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ...errors import ConfigError
-from ...models.contract import Features
-from ...registry import register_distill_method
-from ..distiller import Distiller, DistillerParams
-from ._feature_tools import Regressor, describe, require_shapes, run_init_stage
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import register_distill_method
+from kdlab.methods.distill._feature_tools import Regressor, describe, require_shapes, run_init_stage
+from kdlab.methods.distiller import Distiller, DistillerParams
+from kdlab.models.contract import Features
 
 __all__ = ["FitNet", "hint_loss"]
 

@@ -34,10 +34,18 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ...models.contract import Features
-from ...registry import register_distill_method
-from ..distiller import Distiller, DistillerParams
-from ._feature_tools import _CONV, _CONVT, batch_norm, check_same_rank, pool_pair, require_shapes, run_init_stage
+from kdlab.core.registry import register_distill_method
+from kdlab.methods.distill._feature_tools import (
+    CONV_LAYERS,
+    CONV_TRANSPOSED,
+    batch_norm,
+    check_same_rank,
+    pool_pair,
+    require_shapes,
+    run_init_stage,
+)
+from kdlab.methods.distiller import Distiller, DistillerParams
+from kdlab.models.contract import Features
 
 __all__ = ["FT", "Paraphraser", "Translator", "factor_loss"]
 
@@ -65,7 +73,7 @@ class Paraphraser(nn.Module):
     def __init__(self, channels: int, rank: int, rate: float = 0.5, bn: bool = False):
         super().__init__()
         c, k = channels, max(1, int(channels * rate))
-        conv, convt = _CONV[rank], _CONVT[rank]
+        conv, convt = CONV_LAYERS[rank], CONV_TRANSPOSED[rank]
         self.encoder = nn.Sequential(*_block(conv, c, c, rank, bn), *_block(conv, c, k, rank, bn),
                                      *_block(conv, k, k, rank, bn))
         self.decoder = nn.Sequential(*_block(convt, k, k, rank, bn), *_block(convt, k, c, rank, bn),
@@ -82,7 +90,7 @@ class Translator(nn.Module):
     def __init__(self, channels: int, factor_channels: int, rank: int, bn: bool = True):
         super().__init__()
         c, k = channels, factor_channels
-        conv = _CONV[rank]
+        conv = CONV_LAYERS[rank]
         self.encoder = nn.Sequential(*_block(conv, c, c, rank, bn), *_block(conv, c, k, rank, bn),
                                      *_block(conv, k, k, rank, bn))
 

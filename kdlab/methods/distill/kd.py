@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ...registry import register_distill_method
-from ..distiller import Distiller, LogitParams, kd_loss, logit_weights
+from kdlab.core.registry import register_distill_method
+from kdlab.methods.distiller import Distiller, LogitParams, kd_loss, logit_weights
 
 __all__ = ["KD", "kd_loss"]
 

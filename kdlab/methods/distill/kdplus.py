@@ -45,14 +45,14 @@ import torch.nn as nn
 from pydantic import Field, ValidationError
 from torch import Tensor
 
-from ...config.components import DistillMethodOrKD
-from ...data.base import batch_part
-from ...engine.device import derive_seed
-from ...engine.distributed import all_gather_cat, is_active
-from ...errors import ConfigError
-from ...registry import DISTILL_METHODS, StrictParams, register_distill_method
-from ..base import DistillObjective, StepOutput
-from ..distiller import kd_loss
+from kdlab.config.components import DistillMethodOrKD
+from kdlab.core.device import derive_seed
+from kdlab.core.distributed import all_gather_cat, is_active
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import DISTILL_METHODS, StrictParams, register_distill_method
+from kdlab.data.base import batch_part
+from kdlab.methods.base import DistillObjective, StepOutput
+from kdlab.methods.distiller import kd_loss
 
 __all__ = ["KDPlus", "mix_inputs", "random_pairs"]
 

@@ -1,7 +1,7 @@
 """The student trained alone: the baseline of every distillation table."""
 
-from ...registry import register_distill_method
-from ..base import CrossEntropy
+from kdlab.core.registry import register_distill_method
+from kdlab.methods.base import CrossEntropy
 
 
 @register_distill_method("none", needs_teacher=False, paper="-")

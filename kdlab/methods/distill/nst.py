@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ...models.contract import Features
-from ...registry import register_distill_method
-from ..distiller import Distiller, DistillerParams
-from ._feature_tools import check_same_rank, pair_last, pool_pair
+from kdlab.core.registry import register_distill_method
+from kdlab.methods.distill._feature_tools import check_same_rank, pair_last, pool_pair
+from kdlab.methods.distiller import Distiller, DistillerParams
+from kdlab.models.contract import Features
 
 __all__ = ["NST", "nst_loss", "poly_kernel_mean"]
 

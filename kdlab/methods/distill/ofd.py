@@ -67,10 +67,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ...engine.distributed import all_reduce_sum
-from ...errors import ConfigError
-from ...registry import register_distill_method
-from ..distiller import Distiller, DistillerParams
+from kdlab.core.distributed import all_reduce_sum
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import register_distill_method
+from kdlab.methods.distiller import Distiller, DistillerParams
 
 __all__ = ["OFD", "gaussian_margin", "margin_relu", "partial_l2"]
 

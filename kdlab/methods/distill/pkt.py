@@ -27,9 +27,9 @@ import torch.nn as nn
 from pydantic import Field
 from torch import Tensor
 
-from ...models.contract import Features
-from ...registry import register_distill_method
-from ..distiller import Distiller, RelationalParams
+from kdlab.core.registry import register_distill_method
+from kdlab.methods.distiller import Distiller, RelationalParams
+from kdlab.models.contract import Features
 
 __all__ = ["PKT", "cosine_affinities", "pkt_loss"]
 

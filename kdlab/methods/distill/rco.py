@@ -32,10 +32,10 @@ from pathlib import Path
 import torch.nn as nn
 from pydantic import Field
 
-from ...engine.checkpoint import load_metadata, load_weights
-from ...errors import CheckpointError, ConfigError
-from ...registry import register_distill_method
-from ..distiller import Distiller, LogitParams, logit_weights
+from kdlab.core.checkpoint import load_metadata, load_weights
+from kdlab.core.errors import CheckpointError, ConfigError
+from kdlab.core.registry import register_distill_method
+from kdlab.methods.distiller import Distiller, LogitParams, logit_weights
 
 __all__ = ["RCO", "anchor_index", "find_anchors"]
 

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ...models.contract import Features
-from ...registry import register_distill_method
-from ..distiller import Distiller, RelationalParams
+from kdlab.core.registry import register_distill_method
+from kdlab.methods.distiller import Distiller, RelationalParams
+from kdlab.models.contract import Features
 
 __all__ = ["RKD", "angle_cosines", "pairwise_distances", "rkd_angle_loss", "rkd_distance_loss"]
 

@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ...errors import ConfigError
-from ...models.contract import Features
-from ...registry import register_distill_method
-from ..distiller import Distiller, RelationalParams
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import register_distill_method
+from kdlab.methods.distiller import Distiller, RelationalParams
+from kdlab.models.contract import Features
 
 __all__ = ["SP", "similarity_matrix", "sp_loss"]
 

@@ -42,12 +42,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ...engine.distributed import all_gather_cat, gather_with_grad
-from ...errors import ConfigError
-from ...registry import register_distill_method
-from ..base import StepOutput
-from ..distiller import Distiller, DistillerParams, kd_loss
-from ._feature_tools import run_init_stage
+from kdlab.core.distributed import all_gather_cat, gather_with_grad
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import register_distill_method
+from kdlab.methods.base import StepOutput
+from kdlab.methods.distill._feature_tools import run_init_stage
+from kdlab.methods.distiller import Distiller, DistillerParams, kd_loss
 
 __all__ = ["SSKD", "keep_confident", "similarity_rows", "transform_batch"]
 

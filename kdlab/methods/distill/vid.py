@@ -29,10 +29,18 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ...models.contract import Features
-from ...registry import register_distill_method
-from ..distiller import Distiller, DistillerParams
-from ._feature_tools import Shape, check_same_rank, pair_last, pool_pair, projection, require_shapes, softplus_inverse
+from kdlab.core.registry import register_distill_method
+from kdlab.methods.distill._feature_tools import (
+    Shape,
+    check_same_rank,
+    pair_last,
+    pool_pair,
+    projection,
+    require_shapes,
+    softplus_inverse,
+)
+from kdlab.methods.distiller import Distiller, DistillerParams
+from kdlab.models.contract import Features
 
 __all__ = ["VID", "VIDHead", "vid_nll"]
 

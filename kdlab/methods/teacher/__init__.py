@@ -1,5 +1,1 @@
-"""Teacher-training methods (registered in :data:`kdlab.registry.TEACHER_METHODS`); every module here is loaded."""
-
-from ..._autoload import import_submodules
-
-import_submodules(__name__, __path__)
+"""Teacher-training methods, one module each; every module is listed in :mod:`kdlab.core.builtins`."""

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ...data.base import Batch
-from ...engine.state import LoopState
-from ...errors import ConfigError
-from ...registry import StrictParams, register_teacher_method
-from ..base import Objective, StepOutput
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import StrictParams, register_teacher_method
+from kdlab.core.state import LoopState
+from kdlab.data.base import Batch
+from kdlab.methods.base import Objective, StepOutput
 
 
 def augmix_views(x: Tensor, op: nn.Module) -> Tensor:

@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ...data.base import Batch
-from ...engine.distributed import all_gather_cat
-from ...engine.state import LoopState
-from ...registry import StrictParams, register_teacher_method
-from ..base import Objective, StepOutput
+from kdlab.core.distributed import all_gather_cat
+from kdlab.core.registry import StrictParams, register_teacher_method
+from kdlab.core.state import LoopState
+from kdlab.data.base import Batch
+from kdlab.methods.base import Objective, StepOutput
 
 
 def correctness_ranking_loss(confidence: Tensor, history: Tensor) -> Tensor:

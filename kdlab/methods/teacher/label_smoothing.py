@@ -6,10 +6,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field
 
-from ...data.base import Batch
-from ...engine.state import LoopState
-from ...registry import StrictParams, register_teacher_method
-from ..base import Objective, StepOutput
+from kdlab.core.registry import StrictParams, register_teacher_method
+from kdlab.core.state import LoopState
+from kdlab.data.base import Batch
+from kdlab.methods.base import Objective, StepOutput
 
 
 @register_teacher_method("label-smoothing", paper="Szegedy et al. 2016")

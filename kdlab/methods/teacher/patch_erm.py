@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ...data.base import Batch
-from ...engine.state import LoopState
-from ...errors import ConfigError
-from ...registry import register_teacher_method
-from ..base import Objective, StepOutput
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import register_teacher_method
+from kdlab.core.state import LoopState
+from kdlab.data.base import Batch
+from kdlab.methods.base import Objective, StepOutput
 
 
 @register_teacher_method("patch-erm", paper="SoTeacher §3 (Lemma 3.3)")
@@ -21,7 +21,7 @@ class PatchERM(Objective):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        from ...models.patchwise import PatchwiseNet
+        from kdlab.models.patchwise import PatchwiseNet
 
         if not isinstance(model, PatchwiseNet):
             raise ConfigError(f"method.name: 'patch-erm' trains the model 'patchwise' only (got "

@@ -38,14 +38,14 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ...config.components import ModelSpec
-from ...data.base import Batch
-from ...engine.state import LoopState
-from ...errors import ConfigError
-from ...models import build_model
-from ...registry import StrictParams, register_teacher_method
-from ..base import Objective, StepOutput
-from ..distiller import probe_features
+from kdlab.config.components import ModelSpec
+from kdlab.core.errors import ConfigError
+from kdlab.core.registry import StrictParams, register_teacher_method
+from kdlab.core.state import LoopState
+from kdlab.data.base import Batch
+from kdlab.methods.base import Objective, StepOutput
+from kdlab.methods.distiller import probe_features
+from kdlab.models import build_model
 
 
 def transform_layer(c_in: int, c_out: int, size_in: tuple[int, ...], size_out: tuple[int, ...]) -> nn.Module:
@@ -204,9 +204,9 @@ class SFTN(Objective):
 
 
 def _load_pretrained(model: nn.Module, path: str) -> None:
-    from ...engine.checkpoint import load_weights
-    from ...errors import CheckpointError
-    from ...runs import resolve_checkpoint
+    from kdlab.core.checkpoint import load_weights
+    from kdlab.core.errors import CheckpointError
+    from kdlab.runs.resolve import resolve_checkpoint
 
     file = resolve_checkpoint(path, "last")
     ck = load_weights(file)  # the weights only: not the pretrained run's optimizer or objective state

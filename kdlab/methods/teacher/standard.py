@@ -1,7 +1,7 @@
 """Standard teacher training: empirical risk minimisation with cross-entropy."""
 
-from ...registry import register_teacher_method
-from ..base import CrossEntropy
+from kdlab.core.registry import register_teacher_method
+from kdlab.methods.base import CrossEntropy
 
 
 @register_teacher_method("standard", paper="-")

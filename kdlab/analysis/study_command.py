@@ -1,0 +1,127 @@
+"""``kdlab study``: plan the runs of a study, execute what is missing, write the tables and records.
+
+Outputs under ``out_dir``: ``study.yaml`` (the resolved config) and ``runs.json`` (every planned run's labels and
+folders, see :mod:`kdlab.study.records`), both written when the study starts; ``results.csv`` (one row per run:
+labels, the summary's metrics and the run folder relative to ``out_dir``), ``timings.csv`` (per run its
+``train_time`` and ``group_size``: how it was scheduled, which differs from one execution to the next, so that
+``results.csv`` repeats byte for byte), ``results.md`` (the tables), and the run folders (see
+:mod:`kdlab.study.plan`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdlab.analysis.document import Document
+from kdlab.analysis.tables import render_tables
+from kdlab.config import StudyConfig, dump_yaml, load_config
+from kdlab.core import log as kdlog
+from kdlab.core.checkpoint import atomic_write_text
+from kdlab.core.errors import ConfigError, KdlabError, StudyFailedError
+from kdlab.core.text import to_csv
+from kdlab.study.execute import Outcome, execute
+from kdlab.study.plan import plan_study
+from kdlab.study.records import LABEL_COLUMNS, RunRecord, write_runs_file
+from kdlab.study.runner import changed_runs, check_buildable, check_same_study
+
+METRIC_COLUMNS = ["top1", "top5", "nll", "ece", "nll_ts", "ece_ts", "temperature", "best_top1", "best_epoch",
+                  "teacher_top1", "teacher_nll", "teacher_ece", "teacher_pstar_l1_train", "teacher_pstar_l1_test",
+                  "agreement", "kl_teacher_student", "cka_teacher_student", "pstar_l1_train", "pstar_l1_test",
+                  "params", "run_dir"]
+
+
+TIMING_COLUMNS = ["train_time", "group_size", "run_dir"]
+
+
+@dataclass
+class StudyResult:
+    out_dir: Path
+    records: list[RunRecord]
+    table: str  # results.md's tables as markdown (``tables.to_markdown()``)
+    ran: int = 0
+    reused: int = 0
+    failed: list[str] = field(default_factory=list)
+    tables: Document = field(default_factory=Document)  # the tables themselves (``to_html()``, ``.tables``)
+
+
+def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None] | None = None,
+              workers: int = 1, launcher: str = "local", ray_options: dict[str, Any] | None = None,
+              report: bool = True, group_size: int | None = None, allow_failures: bool = False) -> StudyResult:
+    """Run what is missing of a study and write its results (and with ``report`` its figures, report.md and
+    report.html); returns the records and the markdown tables.
+
+    Finished runs are reused and interrupted ones resume, so calling this again with the same config continues
+    the study.  When runs fail, the results of the others are still written, then :class:`StudyFailedError`
+    is raised (its ``result`` holds them); with ``allow_failures`` the result is returned and its ``failed``
+    lists the runs that failed, each with its cause.
+
+    ``launcher``: ``local`` (in this process, or ``workers`` processes) or ``ray`` (one Ray task per run or group
+    of runs); ``group_size``: instead of the config's (1: every student on its own).
+    """
+    log = log or kdlog.info
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers: must be a whole number >= 1, got {workers!r}")
+    cfg = load_config(StudyConfig, config, overrides)
+    out = Path(cfg.out_dir)
+    plan = plan_study(cfg)
+    check_buildable(plan)
+    changed = changed_runs(plan)
+    if changed:  # refuse before anything is trained or rewritten (study.yaml, results) under the old runs
+        raise ConfigError(f"{len(changed)} run(s) in {out} were trained with other settings, e.g. {changed[0]}; "
+                          "choose another out_dir, or move those runs away to train them anew")
+    check_same_study(out, cfg.name)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "study.yaml", dump_yaml(cfg))
+    write_runs_file(plan, out)  # what `kdlab report` reads back: the plan's labels and folders of every run
+    t0 = time.perf_counter()
+    outcomes = execute(plan, workers, log, launcher, ray_options,
+                       group_size=cfg.group_size if group_size is None else group_size)
+    result = write_results(cfg, outcomes, log, time.perf_counter() - t0)
+    if report:
+        write_report_logged(out, log)
+    if not allow_failures:
+        check_no_failures(result)
+    return result
+
+
+def write_report_logged(out: Path, log: Callable[[str], None]) -> None:
+    from kdlab.analysis.report import write_report
+
+    try:
+        _, html = write_report(out)
+        log(f"report in {html} (figures in {out / 'figures'})")
+    except KdlabError as e:  # e.g. every run failed: the study's own failure report says more
+        log(f"report not written: {e}")
+
+
+def write_results(cfg: StudyConfig, outcomes: list[Outcome], log: Callable[[str], None],
+                  seconds: float = 0.0) -> StudyResult:
+    out = Path(cfg.out_dir)
+    records = [RunRecord.from_run(o.run, o.summary) for o in outcomes if o.summary is not None]
+    failed = [f"{o.run.run_dir}: {o.error}" for o in outcomes if o.error]
+    tables = render_tables(cfg, records)
+    table = tables.to_markdown()
+    rows = [r.row(relative_to=out) for r in records]
+    atomic_write_text(out / "results.csv", to_csv(rows, LABEL_COLUMNS + METRIC_COLUMNS))
+    atomic_write_text(out / "timings.csv", to_csv(rows, LABEL_COLUMNS + TIMING_COLUMNS))
+    atomic_write_text(out / "results.md", f"# {cfg.name}\n\n{table}\n")
+    ran = sum(1 for o in outcomes if o.summary is not None and not o.reused)
+    reused = sum(1 for o in outcomes if o.reused)
+    log(f"study {cfg.name}: {ran} runs trained, {reused} reused, {len(failed)} failed, {seconds:.0f}s; "
+        f"results in {out}/results.md")
+    for f in failed:
+        log(f"  failed: {f}")
+    return StudyResult(out, records, table, ran, reused, failed, tables)
+
+
+def check_no_failures(result: StudyResult) -> None:
+    if result.failed:
+        raise StudyFailedError(f"{len(result.failed)} of {len(result.failed) + len(result.records)} run(s) of "
+                               f"the study failed; first: {result.failed[0]}", result)
+
+
+__all__ = ["StudyResult", "check_no_failures", "plan_study", "run_study"]

@@ -1,0 +1,106 @@
+"""``--print-config`` and ``--dry-run`` of train-teacher, distill, study and eval: a run's resolved config, and what
+the command would do with it, without training or writing anything.
+
+``--print-config`` prints the config the run would save (``config.yaml`` / ``study.yaml``: every default filled in,
+``{seed}`` and the default ``out_dir`` resolved, a distillation protocol applied) as YAML.  ``--dry-run`` prints the
+same and, as YAML comments (the output stays a valid config), what the command would do: train a new run, resume an
+unfinished one or reuse a finished one, per run of a study; a run folder the command would refuse, a missing teacher
+checkpoint or a study run trained with other settings is the command's own error.  The data set is not loaded
+(some would be downloaded or generated).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kdlab.config import dump_yaml
+
+
+def run_state(run_dir: Path) -> str:
+    if (run_dir / "summary.json").is_file():
+        return "finished: reused"
+    if (run_dir / "config.yaml").is_file():
+        return "unfinished: resumed"
+    return "new: trained"
+
+
+def single_run_notes(kind: str, run_dir: Path, plain: dict[str, Any], resume: bool, overwrite: bool,
+            extra: list[str]) -> list[str]:
+    from kdlab.runs.folder import check_run_dir
+
+    if overwrite and run_dir.exists():
+        action = f"delete the run in {run_dir} (--overwrite) and train a {kind} anew"
+    else:
+        done = check_run_dir(run_dir, plain, resume)  # the command's own refusal, before anything is written
+        if done is not None:
+            action = f"reuse the finished {kind} in {run_dir}"
+        elif (run_dir / "config.yaml").is_file():
+            action = f"resume the unfinished {kind} in {run_dir}"
+        else:
+            action = f"train a new {kind} in {run_dir}"
+    return [f"dry run: would {action}", *extra]
+
+
+def check_device(train) -> None:
+    from kdlab.core.device import resolve_device
+    from kdlab.engine.trainer import check_precision
+
+    check_precision(resolve_device(train.device), train.precision)
+
+
+def config_text(plain: dict[str, Any], notes: list[str] | None) -> str:
+    body = dump_yaml(plain).rstrip()
+    return body if notes is None else body + "\n" + "\n".join(f"# {n}" for n in notes)
+
+
+def teacher(config: Any, overrides: list[str] = (), dry_run: bool = False, resume: bool = False,
+            overwrite: bool = False) -> str:
+    from kdlab.config import TeacherRunConfig, load_config
+    from kdlab.runs.resolve import default_out_dir, with_seed
+
+    cfg = load_config(TeacherRunConfig, config, overrides)
+    # as kdlab.runs.train_teacher resolves it (tests/test_cli_discovery.py compares with a trained run's config)
+    out_dir = with_seed(cfg.out_dir, cfg.seed) or default_out_dir("teacher", cfg.model.name, cfg.method.name,
+                                                                    cfg.seed)
+    cfg = cfg.model_copy(update={"out_dir": out_dir})
+    plain = cfg.model_dump(mode="json")
+    if not dry_run:
+        return config_text(plain, None)
+    check_device(cfg.train)
+    return config_text(plain, single_run_notes("teacher", Path(out_dir), plain, resume, overwrite, []))
+
+
+def student(config: Any, overrides: list[str] = (), dry_run: bool = False, resume: bool = False,
+            overwrite: bool = False) -> str:
+    from kdlab.core.errors import CheckpointError
+    from kdlab.runs.resolve import resolve_checkpoint, resolve_student_run
+
+    run = resolve_student_run(config, overrides)
+    if not dry_run:
+        return config_text(run.plain, None)
+    check_device(run.cfg.train)
+    extra = []
+    ref = run.cfg.teacher
+    if run.wants_teacher:
+        if ref.path is not None:
+            extra.append(f"teacher checkpoint: {resolve_checkpoint(ref)}")
+        elif not Path(ref.weights).is_file():
+            raise CheckpointError(f"teacher.weights: file {ref.weights} not found")
+        else:
+            extra.append(f"teacher weights: {ref.weights}")
+    return config_text(run.plain, single_run_notes("student", run.run_dir, run.plain, resume, overwrite, extra))
+
+
+def evaluation(source: Any, overrides: list[str] = (), dry_run: bool = False) -> str:
+    from kdlab.config import EvalConfig, load_config
+    from kdlab.runs.resolve import resolve_checkpoint
+
+    cfg = load_config(EvalConfig, source, overrides)
+    plain = cfg.model_dump(mode="json")
+    if not dry_run:
+        return config_text(plain, None)
+    notes = [f"dry run: would evaluate {resolve_checkpoint(cfg.path, cfg.checkpoint)}"]
+    if cfg.teacher is not None and cfg.teacher.path is not None:
+        notes.append(f"teacher checkpoint: {resolve_checkpoint(cfg.teacher)}")
+    return config_text(plain, notes)

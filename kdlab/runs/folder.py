@@ -1,0 +1,199 @@
+"""Single runs: train a teacher, distil a student, evaluate a checkpoint.
+
+A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per epoch),
+``checkpoints/`` (``last.pt``, ``best.pt``, ``epoch_XXX.pt``), ``test_logits.npy`` / ``test_labels.npy`` and,
+once finished, ``summary.json`` (and, once a figure asked for them, ``train_true_prob.npz``: see
+:func:`train_true_label_prob`).  A finished run is never trained again; an unfinished one continues with ``resume``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from kdlab.config import DistillRunConfig, TeacherRunConfig, dump_yaml, load_config
+from kdlab.core import distributed, log
+from kdlab.core.checkpoint import atomic_write_bytes, atomic_write_text, load_metadata
+from kdlab.core.errors import CheckpointError, ConfigError, RunFolderError
+from kdlab.core.locks import run_lock
+from kdlab.data import DataBundle
+from kdlab.engine.trainer import checkpoint_dir
+from kdlab.runs.manifest import damaged_files, discard_results
+
+# settings that do not change what a run computes, and so may differ when a run is resumed
+VOLATILE_KEYS = {"out_dir", "train.progress", "train.device", "train.tensorboard", "train.tensorboard_every_step",
+                 "train.eval_batch_size"}
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _teacher_relative_to_run(flat: dict[str, Any]) -> dict[str, Any]:
+    # a teacher in the same tree as the run (a study folder) moves or is copied with it: compare where it is
+    # relative to the run folder, not where the tree happens to be
+    t, out = flat.get("teacher.path"), flat.get("out_dir")
+    if isinstance(t, str) and isinstance(out, str):
+        flat["teacher.path"] = os.path.relpath(os.path.abspath(t), os.path.abspath(out))
+    return flat
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a, b = _teacher_relative_to_run(_flatten(old)), _teacher_relative_to_run(_flatten(new))
+    keys = sorted((set(a) | set(b)) - VOLATILE_KEYS)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def checkpoint_config_differences(saved: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """How the config a checkpoint was written with differs from a run's (both as this version resolves them)."""
+    return config_differences(_as_resolved_now(saved), _as_resolved_now(config))
+
+
+def settings_differences(run_dir: Path, plain_cfg: dict[str, Any]) -> list[str] | None:
+    """How the run in ``run_dir`` was configured differently from ``plain_cfg`` (None: no run there yet)."""
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.exists():
+        return None
+    try:
+        old = yaml.safe_load(cfg_path.read_text()) or {}
+    except (yaml.YAMLError, OSError, UnicodeDecodeError, RecursionError):
+        raise RunFolderError(f"{cfg_path} is damaged (unreadable); move the folder away or choose another out_dir") \
+            from None
+    if not isinstance(old, dict) or not old:
+        raise RunFolderError(f"{cfg_path} is empty or damaged (not a run's config); move the folder away or choose "
+                             "another out_dir")
+    return config_differences(_as_resolved_now(old), plain_cfg)
+
+
+def _as_resolved_now(old: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved config as this version resolves it (a default it now writes out, e.g. a method's beta,
+    is not a change of settings); unchanged when it no longer validates."""
+    schema = DistillRunConfig if "student" in old else TeacherRunConfig
+    try:
+        return load_config(schema, old).model_dump(mode="json")
+    except ConfigError:
+        return old
+
+
+def check_run_dir(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+    """Check, without writing, that ``run_dir`` may be used for this config; return the finished summary if
+    there is one."""
+    summary_path = run_dir / "summary.json"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"out_dir {run_dir} is a file, not a folder; choose another out_dir")
+    diff = settings_differences(run_dir, plain_cfg)
+    if diff is not None:
+        finished = summary_path.exists()
+        state = "finished" if finished else "unfinished"
+        if not resume:
+            hint = ("pass --resume (resume=True in Python) to " + ("reuse" if finished else "continue")
+                    + " it, --overwrite (overwrite=True) to train it anew,")
+            raise RunFolderError(f"{run_dir} already holds a{'n' if not finished else ''} {state} run; "
+                                 f"{hint} or choose another out_dir")
+        if diff:
+            more = f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""
+            raise RunFolderError(f"{run_dir} holds a run with different settings ({diff[0]}{more}); "
+                                 "choose another out_dir")
+        if finished:
+            bad = damaged_files(run_dir)
+            if not bad:
+                return json.loads(summary_path.read_text())
+            ck = checkpoint_dir(run_dir)
+            if not ((ck / "last.pt").exists() or (ck / "prev.pt").exists()):
+                raise RunFolderError(f"{run_dir}: {', '.join(bad)} no longer match{'es' if len(bad) == 1 else ''} "
+                                     "the run's checksums (edited or damaged) and the run has no checkpoint to "
+                                     "recompute from; delete the folder to train the run anew")
+            return None  # finished again from its final checkpoint (see check_and_init)
+    elif (checkpoint_dir(run_dir) / "last.pt").exists():
+        raise RunFolderError(f"{run_dir} has checkpoints but no config.yaml; move it away or choose another out_dir")
+    return None
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Temporary files a killed process left behind (up to a checkpoint's size each).  Called under the run's
+    lock, so no live writer owns them."""
+    for folder in (run_dir, checkpoint_dir(run_dir)):
+        if folder.is_dir():
+            for f in [*folder.glob(".*.tmp"), *folder.glob(".next.ckpt")]:
+                f.unlink(missing_ok=True)
+
+
+def remove_run(run_dir: Path) -> None:
+    """Delete a run folder to train it anew, refusing a folder that is not a kdlab run (nothing else is lost)."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir() or (any(run_dir.iterdir()) and not (run_dir / "config.yaml").is_file()
+                                and not checkpoint_dir(run_dir).is_dir()):
+        raise RunFolderError(f"overwrite: {run_dir} is not a kdlab run folder; not deleting it")
+    with run_lock(run_dir, wait=False):
+        shutil.rmtree(run_dir)
+
+
+def check_and_init(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+    """Under the run's lock, once everything is validated (a run that cannot start leaves no folder behind):
+    the finished summary if another process completed the run meanwhile, else the folder made ready."""
+    done = check_run_dir(run_dir, plain_cfg, resume)
+    if done is None:
+        remove_stale_temporaries(run_dir)
+    if done is None and (run_dir / "summary.json").exists():
+        bad = damaged_files(run_dir)
+        if bad:
+            log.warning(f"kdlab: {run_dir}: {', '.join(bad)} no longer match{'es' if len(bad) == 1 else ''} the "
+                        "run's checksums (edited or damaged); recomputing the results from its final checkpoint")
+            discard_results(run_dir)
+    if done is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(plain_cfg))
+    return done
+
+
+def exclusive(run_dir: Path):
+    """The run folder's lock; in a torchrun job rank 0 holds it for all the job's processes."""
+    return run_lock(run_dir) if distributed.env().main else contextlib.nullcontext()
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_predictions(run_dir: Path, logits: torch.Tensor, data: DataBundle) -> None:
+    """Test-set logits and labels, so tables and figures (deviation, reliability) need no model or data set."""
+    _save_array(run_dir / "test_logits.npy", logits.numpy().astype(np.float32))
+    _save_array(run_dir / "test_labels.npy", data.test.y.cpu().numpy().astype(np.int64))
+
+
+def check_checkpoint_owner(run_dir: Path, file: Path) -> None:
+    """A checkpoint in a run folder must be that run's: one copied over from another run (another seed, say)
+    would be evaluated or distilled from under this run's name."""
+    try:
+        own = yaml.safe_load((run_dir / "config.yaml").read_text())
+        saved = load_metadata(file).get("config")
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, CheckpointError):
+        return  # no config to compare with, or a damaged file that loading reports itself
+    if not isinstance(own, dict) or not isinstance(saved, dict):
+        return
+    diff = checkpoint_config_differences(saved, own)
+    if diff:
+        raise CheckpointError(f"{file} belongs to another run than {run_dir} ({diff[0]}); restore the run's own "
+                              "checkpoint")
+
+
+TRAIN_PREDICTIONS = "train_true_prob.npz"

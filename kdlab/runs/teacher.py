@@ -1,0 +1,75 @@
+"""Single runs: train a teacher, distil a student, evaluate a checkpoint.
+
+A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per epoch),
+``checkpoints/`` (``last.pt``, ``best.pt``, ``epoch_XXX.pt``), ``test_logits.npy`` / ``test_labels.npy`` and,
+once finished, ``summary.json`` (and, once a figure asked for them, ``train_true_prob.npz``: see
+:func:`train_true_label_prob`).  A finished run is never trained again; an unfinished one continues with ``resume``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from kdlab.config import TeacherRunConfig, load_config
+from kdlab.core import distributed
+from kdlab.core.checkpoint import atomic_write_json
+from kdlab.core.device import resolve_device, seed_everything, set_deterministic
+from kdlab.data import DataBundle, load_dataset
+from kdlab.data.base import fingerprint
+from kdlab.engine.trainer import check_precision, fit
+from kdlab.methods import build_teacher_objective
+from kdlab.models import build_model
+from kdlab.runs.folder import check_and_init, check_run_dir, exclusive, remove_run, save_predictions
+from kdlab.runs.manifest import write_manifest
+from kdlab.runs.resolve import default_out_dir, with_seed
+from kdlab.runs.summary import RunResult, run_summary
+
+
+def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, hooks=(),
+                  overwrite: bool = False) -> RunResult:
+    """Train a teacher as the config says; returns its run folder and summary.
+
+    A folder that already holds a run is an error unless ``resume`` (reuse it if finished with the same
+    settings, continue it if interrupted) or ``overwrite`` (delete it and train anew)."""
+    cfg = load_config(TeacherRunConfig, config, overrides)
+    out_dir = with_seed(cfg.out_dir, cfg.seed) or default_out_dir("teacher", cfg.model.name, cfg.method.name,
+                                                                    cfg.seed)
+    cfg = cfg.model_copy(update={"out_dir": out_dir})
+    run_dir = Path(out_dir)
+    plain = cfg.model_dump(mode="json")
+    if overwrite:
+        distributed.on_main(lambda: remove_run(run_dir))
+    set_deterministic(cfg.train.deterministic)  # before any CUDA work (the cuBLAS workspace setting)
+    check_precision(distributed.process_device(resolve_device(cfg.train.device)), cfg.train.precision)
+    done = distributed.on_main(lambda: check_run_dir(run_dir, plain, resume))
+    if done is not None:
+        return RunResult(run_dir, done, reused=True)
+    # build everything before touching the run folder: a run that cannot start leaves nothing behind
+    data = load_dataset(cfg.data, cfg.holdout)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model.name, cfg.model.params, data.num_classes, data.input_shape)
+    objective = build_teacher_objective(cfg.method, model, data, run_dir, cfg.train.epochs)
+    with exclusive(run_dir):
+        done = distributed.on_main(lambda: check_and_init(run_dir, plain, resume))
+        if done is not None:  # another process finished it meanwhile
+            return RunResult(run_dir, done, reused=True)
+        return _train_teacher(cfg, run_dir, plain, data, model, objective, resume, hooks)
+
+
+def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, plain: dict, data: DataBundle, model: nn.Module,
+                   objective, resume: bool, hooks) -> RunResult:
+    res = fit(model, objective, data, optim=cfg.optim, schedule=cfg.schedule, train=cfg.train, seed=cfg.seed,
+              run_dir=run_dir, resume=resume, meta={"kind": "teacher", "config": plain,
+                                                   "data_fingerprint": fingerprint(data)}, hooks=hooks,
+              desc=f"teacher {cfg.model.name}/{cfg.method.name} s{cfg.seed}")
+    if not distributed.env().main:
+        return RunResult(run_dir, {})
+    summary, logits = run_summary("teacher", cfg, model, res, data, resolve_device(cfg.train.device))
+    summary.update({"model": cfg.model.name, "method": cfg.method.name})
+    save_predictions(run_dir, logits, data)
+    atomic_write_json(run_dir / "summary.json", summary)
+    write_manifest(run_dir)
+    return RunResult(run_dir, summary)
