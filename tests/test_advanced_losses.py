@@ -11,12 +11,13 @@ from scipy import stats
 
 from kdlab.core.checkpoint import save_checkpoint
 from kdlab.core.errors import CheckpointError
+from kdlab.core.registry import DISTILL_METHODS
 from kdlab.methods.distill._contrast_memory import BankMemory, QueueMemory, sample_excluding
 from kdlab.methods.distill.crd import contrast_scores, nce_loss
 from kdlab.methods.distill.dkd import dkd_terms
 from kdlab.methods.distill.dml import mutual_losses
 from kdlab.methods.distill.kdcl import ensemble_logits
-from kdlab.methods.distill.kdplus import KDPlus, mix_inputs, random_pairs
+from kdlab.methods.distill.kdplus import mix_inputs, random_pairs
 from kdlab.methods.distill.ofd import gaussian_margin, margin_relu, partial_l2
 from kdlab.methods.distill.rco import anchor_index, find_anchors
 from kdlab.methods.distill.sskd import keep_confident, similarity_rows, transform_batch
@@ -67,7 +68,8 @@ def test_dkd_zero_for_identical_logits_and_stable():
 
 
 def test_dkd_warmup_follows_reference_one_based_epochs():
-    from kdlab.methods.distill.dkd import DKD
+    def DKD(teacher, **params):
+        return DISTILL_METHODS.get("dkd").build(params, teacher=teacher)
 
     m = nn.Linear(2, 3)
     dkd = DKD(m, warmup=20)
@@ -246,7 +248,7 @@ def test_cutmix_pastes_a_box_of_the_partner():
 def test_ood_term_vanishes_when_student_is_teacher():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(16, 5))
-    obj = KDPlus(net, net, mix=["mixup", "cutmix", "noise"])
+    obj = DISTILL_METHODS.get("kdplus").build({"mix": ["mixup", "cutmix", "noise"]}, teacher=net, student=net)
     x = torch.randn(8, 1, 4, 4)
     assert obj.ood_loss(net, x).item() == pytest.approx(0.0, abs=1e-6)
     other = nn.Sequential(nn.Flatten(), nn.Linear(16, 5))

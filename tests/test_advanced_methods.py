@@ -17,6 +17,7 @@ from kdlab.data.base import DataBundle, Split
 from kdlab.methods.distill._contrast_memory import BankMemory, QueueMemory
 from kdlab.methods.distill.ofd import gaussian_margin
 from kdlab.models import build_model
+from kdlab.runs.resolve import teacher_checkpoints
 from kdlab.runs.student import distill
 
 TRAIN = {"epochs": 4, "batch_size": 32, "progress": "off", "eval_batch_size": 256}
@@ -103,7 +104,8 @@ def test_method_runs_on_sequences(name, tmp_path):
     data, teacher, student, teacher_path, state = _sequence_setup(tmp_path)
     entry = DISTILL_METHODS.get(name)
     obj = entry.build(entry.validate(SEQUENCE_PARAMS[name]).model_dump(), teacher=teacher, student=student,
-                      data=data, epochs=2, teacher_path=teacher_path, device=torch.device("cpu"))
+                      data=data, epochs=2, teacher_path=teacher_path, device=torch.device("cpu"),
+                      teacher_checkpoints=lambda: teacher_checkpoints(teacher_path))
     obj.train()
     obj.on_fit_start(student, state)
     obj.on_epoch_start(student, state)

@@ -14,7 +14,7 @@ from kdlab.analysis.study_command import run_study
 from kdlab.cli.main import main
 from kdlab.config import EvalConfig, load_config
 from kdlab.data import load_dataset
-from kdlab.runs.folder import TRAIN_PREDICTIONS
+from kdlab.runs.folder import TRAIN_PREDICTIONS  # noqa: F401
 from kdlab.runs.resolve import load_model, resolve_checkpoint
 from kdlab.study.records import StudyDataError, load_study
 

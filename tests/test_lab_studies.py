@@ -11,10 +11,14 @@ import torch.nn.functional as F
 from kdlab.analysis.stats import line_fit, mean_interval, paired_difference
 from kdlab.config import StudyConfig, load_config
 from kdlab.core.errors import ConfigError
+from kdlab.core.registry import TEACHER_METHODS
 from kdlab.data.mixed_feature import mixed_feature
-from kdlab.methods.teacher.patch_erm import PatchERM
 from kdlab.models import build_model
 from kdlab.study.plan import plan_study
+
+
+def PatchERM(model):  # built as kdlab builds a method: its Params object and a context
+    return TEACHER_METHODS.get("patch-erm").build({}, model=model)
 
 
 def _patchwise(**kw):

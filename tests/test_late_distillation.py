@@ -10,13 +10,19 @@ import torch.nn.functional as F
 
 from conftest import interrupt_training, student_cfg
 from kdlab.core.checkpoint import load_checkpoint
+from kdlab.core.registry import DISTILL_METHODS
 from kdlab.core.state import LoopState
 from kdlab.data.base import Batch
-from kdlab.methods.distill.dkd import DKD, dkd_terms
-from kdlab.methods.distill.kd import KD
-from kdlab.methods.distill.kdplus import KDPlus
+from kdlab.methods.distill.dkd import dkd_terms
 from kdlab.methods.distiller import kd_loss
 from kdlab.runs.student import distill
+
+
+def _method(name):  # built as kdlab builds a method: its validated Params object and a context
+    return lambda teacher, **params: DISTILL_METHODS.get(name).build(params, teacher=teacher)
+
+
+KD, DKD, KDPlus = _method("kd"), _method("dkd"), _method("kdplus")
 
 
 class _Net(nn.Module):

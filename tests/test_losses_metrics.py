@@ -35,8 +35,11 @@ def test_kd_method_combines_ce_and_kd():
     import torch.nn as nn
     import torch.nn.functional as F
 
+    from kdlab.core.registry import DISTILL_METHODS
     from kdlab.data.base import Batch
-    from kdlab.methods.distill.kd import KD
+
+    def KD(teacher, **params):
+        return DISTILL_METHODS.get("kd").build(params, teacher=teacher)
 
     torch.manual_seed(0)
     teacher, student = nn.Linear(4, 3), nn.Linear(4, 3)
@@ -52,7 +55,10 @@ def test_kd_method_combines_ce_and_kd():
 def test_kd_weights_follow_the_preset_unless_given():
     import torch.nn as nn
 
-    from kdlab.methods.distill.kd import KD
+    from kdlab.core.registry import DISTILL_METHODS
+
+    def KD(teacher, **params):
+        return DISTILL_METHODS.get("kd").build(params, teacher=teacher)
 
     teacher = nn.Linear(4, 3)
     assert (KD(teacher).gamma, KD(teacher).alpha) == (0.1, 0.9)  # the CRD benchmark's

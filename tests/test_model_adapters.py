@@ -152,7 +152,10 @@ def test_bad_adapter_parameters_are_one_line_config_errors(name, params, match):
 @pytest.mark.parametrize("teacher, student", [("resnet32x4", "ShuffleV2"), ("resnet32x4", "resnet8x2"),
                                               ("vgg13", "vgg8"), ("resnet8", "module")])
 def test_sftn_branches_run_on_the_zoo_and_on_adapted_students(teacher, student):
-    from kdlab.methods.teacher.sftn import SFTN
+    from kdlab.core.registry import TEACHER_METHODS
+
+    def SFTN(model, data, student, **params):
+        return TEACHER_METHODS.get("sftn").build({"student": student, **params}, model=model, data=data)
 
     class Data:
         input_shape, num_classes, train, name = (3, 32, 32), 10, range(4), "probe"

@@ -6,12 +6,18 @@ from conftest import TINY_TRAIN, teacher_cfg
 from kdlab.config import TeacherRunConfig, load_config
 from kdlab.core.checkpoint import load_checkpoint
 from kdlab.core.errors import ConfigError
+from kdlab.core.registry import TEACHER_METHODS
 from kdlab.core.state import LoopState
 from kdlab.data import load_dataset
 from kdlab.data.base import Batch
-from kdlab.methods.teacher.sftn import SFTN, sftn_loss
+from kdlab.methods.teacher.sftn import sftn_loss
 from kdlab.models import build_model
 from kdlab.runs.teacher import train_teacher
+
+
+def SFTN(model, data, student, **params):  # built as kdlab builds a method: its Params object and a context
+    return TEACHER_METHODS.get("sftn").build({"student": student, **params}, model=model, data=data)
+
 
 
 class _Data:

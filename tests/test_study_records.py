@@ -18,7 +18,7 @@ from kdlab.analysis.report import render_html, report_document, write_report
 from kdlab.analysis.study_command import render_tables, run_study
 from kdlab.analysis.tables import distillation_table
 from kdlab.config import StudyConfig, load_config
-from kdlab.runs.manifest import write_manifest
+from kdlab.runs.folder import write_manifest
 from kdlab.study import plan_study
 from kdlab.study.records import RunRecord, StudyData, load_study
 

@@ -124,7 +124,10 @@ def test_a_model_fx_cannot_trace_runs_forward_from_with_hooks(monkeypatch):
 
 
 def test_sftn_branches_run_on_a_timm_student():
-    from kdlab.methods.teacher.sftn import SFTN
+    from kdlab.core.registry import TEACHER_METHODS
+
+    def SFTN(model, data, student, **params):
+        return TEACHER_METHODS.get("sftn").build({"student": student, **params}, model=model, data=data)
 
     class Data:
         input_shape, num_classes, train, name = SHAPE, 10, range(4), "probe"

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from kdlab.analysis.document import Stat, Table
+from kdlab.runs.folder import RunFolder
 from kdlab.study.records import RunRecord, read_metrics
 
 LATE_PARAM = "switch_epoch"  # the Distiller option behind late distillation (Nagarajan et al. 2023, Sec. 3.2)
@@ -234,7 +235,7 @@ def _param_value(run_dir: Path, param: str) -> Any:
     """The swept parameter's value in a run's resolved config (the base runs carry no sweep label for every
     sweep of their method)."""
     try:
-        cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+        cfg = yaml.safe_load(RunFolder(run_dir).config_file.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return None
     method = cfg.get("method")

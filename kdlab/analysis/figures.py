@@ -1,36 +1,11 @@
 """A study's figures as PNG files, computed from its records and run folders only (no training, and no data set
 but for the deviation figure of the training points, ``split="train"``).
 
-=================  =======================================================  =======================================
-name               what it shows                                            what the study needs
-=================  =======================================================  =======================================
-headline           per pair, test top-1 of the teacher and of each          finished teachers (and students); not
-                   distillation method's student, per teacher method        a data sweep
-                   (mean ± std over seeds), the student alone as a line
-trajectory         teacher test top-1 and training loss per epoch, and the  ``trajectory:`` (teacher ``save_every``)
-                   student distilled from each saved checkpoint
-                   (SoTeacher first version, Fig. 1), one line per teacher
-                   method
-sweeps             teacher and student top-1 against a swept                ``sweeps:`` over a parameter other than
-                   hyper-parameter (SoTeacher App. Fig. 1; SFTN Tables      ``switch_epoch``
-                   5-6)
-reliability        accuracy against confidence in 15 bins and the number    any finished run
-                   of predictions per bin, test predictions pooled over
-                   seeds, ECE in the title
-deviation          per test example (``split="train"``: per training        a teacher method, its distilled students
-                   point), teacher vs student probability of the true       (and a student alone)
-                   label, distilled student and student alone (Nagarajan
-                   et al. 2023), a column per teacher method
-late-distillation  student top-1 against the epoch where distillation       a student sweep over ``switch_epoch``
-                   starts (Nagarajan et al. 2023)
-teacher-quality    student top-1 against its teacher's test top-1 and its   at least 8 distilled students (of the
-                   teacher's L1 distance to p* on training inputs, one      trajectory's method, else ``kd``) with
-                   point per student, Spearman rho [bootstrap CI]           their teachers' measures
-=================  =======================================================  =======================================
-
-Each ``plot_<name>(records, out_path)`` returns the written path, or None when the study has no data for it;
-:func:`write_figures` writes all that apply into ``<study>/figures/``.  Every panel shows mean ± std over seeds
-(a band, or error bars on categorical axes) and says how many seeds.
+Which figures there are, what each shows and needs, and which function draws it:
+:data:`kdlab.analysis.figure_names.SPECS` (one declaration per figure).  Each ``plot_<name>(records, out_path)``
+returns the written path, or None when the study has no data for it; :func:`write_figures` writes all that apply
+into ``<study>/figures/``.  Every panel shows mean ± std over seeds (a band, or error bars on categorical axes) and
+says how many seeds.
 """
 
 from __future__ import annotations
@@ -43,7 +18,7 @@ from typing import Any
 from kdlab.analysis import curves
 from kdlab.analysis.correlation import plot_teacher_quality
 from kdlab.analysis.document import Stat
-from kdlab.analysis.figure_names import FIGURE_HELP, FIGURE_NEEDS
+from kdlab.analysis.figure_names import SPECS, figure_spec
 from kdlab.analysis.plotting import (
     band,
     blank,
@@ -62,7 +37,6 @@ from kdlab.analysis.plotting import (
     x_positions,
 )
 from kdlab.analysis.prediction_figures import plot_deviation, plot_reliability
-from kdlab.analysis.scaling import plot_scaling
 from kdlab.study.records import RunRecord, StudyDataError, load_study
 
 
@@ -275,11 +249,8 @@ def plot_late_distillation(records: list[RunRecord], out_path: str | Path) -> Pa
         "Late distillation: student top-1 against the switch epoch (mean ± std over seeds)")
 
 
-FIGURES: dict[str, Callable[..., Path | None]] = {
-    "headline": plot_headline, "trajectory": plot_trajectory, "sweeps": plot_sweeps, "reliability": plot_reliability,
-    "deviation": plot_deviation, "late-distillation": plot_late_distillation, "scaling": plot_scaling,
-    "teacher-quality": plot_teacher_quality}
-assert list(FIGURES) == list(FIGURE_HELP)
+# name -> plot function, in the order of the declarations (resolved here, so a wrong reference fails on import)
+FIGURES: dict[str, Callable[..., Path | None]] = {f.name: f.plot_function() for f in SPECS}
 
 
 def figure_path(study_dir: str | Path, name: str) -> Path:
@@ -288,12 +259,13 @@ def figure_path(study_dir: str | Path, name: str) -> Path:
 
 def plot_study(study_dir: str | Path, name: str, out_path: str | Path | None = None, **options: Any) -> Path:
     """One named figure of a study folder; a one-line error when the study lacks its data."""
-    if name not in FIGURES:
+    spec = figure_spec(name)
+    if spec is None:
         raise StudyDataError(f"unknown figure {name!r}; figures: {', '.join(FIGURES)}")
     study = load_study(study_dir)
     out = FIGURES[name](study.records, out_path or figure_path(study_dir, name), **options)
     if out is None:
-        raise StudyDataError(f"{study_dir}: no data for the {name} figure; it needs {FIGURE_NEEDS[name]}")
+        raise StudyDataError(f"{study_dir}: no data for the {name} figure; it needs {spec.needs}")
     return out
 
 

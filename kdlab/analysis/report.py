@@ -22,11 +22,12 @@ from typing import Any
 from kdlab.analysis import curves
 from kdlab.analysis.correlation import correlation_table
 from kdlab.analysis.document import Document, Heading, Paragraph
+from kdlab.analysis.figure_names import FIGURE_SPECS, RESULTS_RANK, SPECS
 from kdlab.analysis.figures import write_figures
 from kdlab.analysis.scaling import scaling_table
 from kdlab.analysis.tables import render_tables
 from kdlab.core.checkpoint import atomic_write_text
-from kdlab.study.records import StudyData, load_study
+from kdlab.study.records import RunRecord, StudyData, load_study
 
 
 @dataclass
@@ -53,59 +54,53 @@ class Figure:
                 f"<figcaption><em>{html.escape(self.caption, quote=False)}</em></figcaption>\n</figure>")
 
 
-CAPTIONS = {
-    "headline": "Test top-1 of each teacher method's teacher (left of the grey line) and of the students distilled "
-                "from it, per distillation method; lines are the student trained without a teacher (band: ± std). "
-                "Mean ± std over seeds, no bar for a single run; the numbers are the distillation table's.",
-    "trajectory": "Teacher test accuracy and training loss per epoch, and the accuracy of the student distilled "
-                  "from the teacher's checkpoint at that epoch (SoTeacher, Fig. 1). Mean ± std over seeds.",
-    "sweeps": "Teacher and student test accuracy against each swept hyper-parameter (SoTeacher App. Fig. 1; "
-              "SFTN Tables 5-6). ▲ marks the configuration the main tables report; dotted lines are the "
-              "baseline teacher and its students. Mean ± std over seeds.",
-    "late-distillation": "Late distillation: the student trains on the labels alone (cross-entropy) before the "
-                         "switch epoch and with the distillation loss from it on (Nagarajan et al., Sec. 3.2). "
-                         "Mean ± std over seeds.",
-    "reliability": "Reliability diagrams: accuracy against confidence in 15 equal-width bins, test predictions "
-                   "pooled over seeds; ECE in each title; below each diagram the number of predictions per bin.",
-    "scaling": "Mean L1 distance of each trained teacher to p* on its training inputs (left) and on test inputs "
-               "(right) against the number of training examples, log-log; dots are runs, lines least-squares "
-               "fits with the slope's 95 % interval; the dotted line has slope -1/2 (Theorem 3.6's N term).",
-    "teacher-quality": "Each distilled student's test top-1 against its teacher's test top-1 (left) and its "
-                       "teacher's mean L1 distance to p* on the training inputs (right); colours are teacher "
-                       "methods, hollow markers students of a teacher checkpoint (trajectory). Spearman rho with a "
-                       "95% bootstrap interval over students (SoTeacher: the student is bounded by its teacher's "
-                       "distance to p*, not by its accuracy).",
-    "deviation": "Per test example, the teacher's probability of the true label against the student's, for the "
-                 "distilled student and for the student trained alone (Nagarajan et al., Sec. 3.1), one column per "
-                 "teacher method; lines are means over 10 bins of the teacher's probability.",
-}
+def trajectory_tables(records: list[RunRecord]) -> list[Any] | None:
+    """Per pair, the numbers behind the trajectory figure; None without a trajectory."""
+    traj = curves.trajectories(records)
+    return [b for t in traj for b in (Heading(t.pair.title, 3), curves.trajectory_table(t))] if traj else None
+
+
+def _sweep_blocks(records: list[RunRecord], late: bool) -> list[Any] | None:
+    panels = curves.sweeps(records, late=late)
+    if not panels:
+        return None
+    return [b for sw in panels for b in (Heading(f"{sw.role} method {sw.base}: {sw.param} ({sw.pair.title})", 3),
+                                         curves.sweep_table(sw), curves.reference_table(sw))
+            if b is not None]
+
+
+def sweep_tables(records: list[RunRecord]) -> list[Any] | None:
+    """Per swept parameter (but switch_epoch), the numbers behind the sweeps figure; None without such a sweep."""
+    return _sweep_blocks(records, late=False)
+
+
+def late_distillation_tables(records: list[RunRecord]) -> list[Any] | None:
+    """Per switch_epoch sweep, the numbers behind the late-distillation figure; None without one."""
+    return _sweep_blocks(records, late=True)
+
+
+def scaling_tables(records: list[RunRecord]) -> list[Any] | None:
+    table = scaling_table(records)
+    return None if table is None else [table]
+
+
+def teacher_quality_tables(records: list[RunRecord]) -> list[Any] | None:
+    table = correlation_table(records)
+    return None if table is None else [table]
 
 
 def sections(study: StudyData) -> list[Section]:
+    """The report's sections in order (each figure's ``rank``): the study's tables, and a section per figure
+    (:data:`~kdlab.analysis.figure_names.SPECS`) with the tables printed below it; a figure's section whose
+    tables function finds no data is left out."""
     recs = study.records
-    out = [Section("Results at a glance", [], "headline"), Section("Results", list(render_tables(study.config, recs)))]
-    traj = curves.trajectories(recs)
-    if traj:
-        blocks = [b for t in traj for b in (Heading(t.pair.title, 3), curves.trajectory_table(t))]
-        out.append(Section("Teacher trajectory", blocks, "trajectory"))
-    for name, title, late in [("sweeps", "Hyper-parameter effects", False),
-                              ("late-distillation", "Late distillation", True)]:
-        panels = curves.sweeps(recs, late=late)
-        if panels:
-            blocks = [b for sw in panels for b in (Heading(f"{sw.role} method {sw.base}: {sw.param} "
-                                                           f"({sw.pair.title})", 3),
-                                                   curves.sweep_table(sw), curves.reference_table(sw))
-                      if b is not None]
-            out.append(Section(title, blocks, name))
-    table = scaling_table(recs)
-    if table is not None:
-        out.append(Section("Distance to p* against the training-set size", [table], "scaling"))
-    table = correlation_table(recs)
-    if table is not None:
-        out.append(Section("Teacher quality and the student", [table], "teacher-quality"))
-    out.append(Section("Calibration", [], "reliability"))
-    out.append(Section("Student-teacher deviations", [], "deviation"))
-    return out
+    ranked = [(RESULTS_RANK, Section("Results", list(render_tables(study.config, recs))))]
+    for spec in SPECS:
+        tables = spec.tables_function()
+        blocks = [] if tables is None else tables(recs)
+        if blocks is not None:
+            ranked.append((spec.rank, Section(spec.section, blocks, spec.name)))
+    return [sec for _, sec in sorted(ranked, key=lambda rs: rs[0])]
 
 
 def _summary_line(study: StudyData) -> str:
@@ -123,7 +118,7 @@ def report_document(study: StudyData, figures: dict[str, Path]) -> Document:
             continue
         doc.add(Heading(sec.title, 2))
         if sec.figure in figures:
-            doc.add(Figure(sec.figure, figures[sec.figure], CAPTIONS[sec.figure]))
+            doc.add(Figure(sec.figure, figures[sec.figure], FIGURE_SPECS[sec.figure].caption))
         doc.add(*sec.blocks)
     return doc
 
@@ -165,4 +160,5 @@ def write_report(study_dir: str | Path, figures: list[Path] | None = None) -> tu
     return md_path, html_path
 
 
-__all__ = ["Figure", "Section", "render_html", "render_markdown", "report_document", "sections", "write_report"]
+__all__ = ["Figure", "Section", "late_distillation_tables", "render_html", "render_markdown", "report_document",
+           "scaling_tables", "sections", "sweep_tables", "teacher_quality_tables", "trajectory_tables", "write_report"]

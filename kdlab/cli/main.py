@@ -178,11 +178,14 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def cmd_plot(a: argparse.Namespace) -> int:
+    from kdlab.analysis.figure_names import FIGURE_SPECS, SPECS
     from kdlab.analysis.figures import plot_study
 
     options = {k: v for k, v in (("teacher", a.teacher), ("split", a.split)) if v is not None}
-    if options and a.figure != "deviation":
-        raise ConfigError(f"--{next(iter(options))} applies to the deviation figure only")
+    for k in options:
+        if k not in FIGURE_SPECS[a.figure].options:
+            takers = " and ".join(f.name for f in SPECS if k in f.options)
+            raise ConfigError(f"--{k} applies to the {takers} figure only")
     print(plot_study(a.study_dir, a.figure, a.out, **options))
     return 0
 
@@ -290,12 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "report.md (tables, links to figures/*.png) from the study's run folders")
     rp.add_argument("study_dir", metavar="STUDY_DIR", help="a study's out_dir (holds study.yaml)")
     rp.set_defaults(fn=cmd_report)
-    from kdlab.analysis.figure_names import FIGURE_HELP
+    from kdlab.analysis.figure_names import SPECS  # names and help only: no plotting imports
 
     pl = sub.add_parser("plot", help="draw one figure of a study as PNG", formatter_class=argparse.
                         RawDescriptionHelpFormatter, description="draw one figure of a study from its run folders "
-                        "(no training):\n\n" + "\n".join(f"  {k:<18} {v}" for k, v in FIGURE_HELP.items()))
-    pl.add_argument("figure", choices=list(FIGURE_HELP), metavar="FIGURE", help=" | ".join(FIGURE_HELP))
+                        "(no training):\n\n" + "\n".join(f"  {f.name:<18} {f.help}" for f in SPECS))
+    names = [f.name for f in SPECS]
+    pl.add_argument("figure", choices=names, metavar="FIGURE", help=" | ".join(names))
     pl.add_argument("study_dir", metavar="STUDY_DIR", help="a study's out_dir (holds study.yaml)")
     pl.add_argument("--out", metavar="FILE", help="PNG file to write (default: STUDY_DIR/figures/FIGURE.png)")
     pl.add_argument("--teacher", metavar="LABEL", help="deviation: only this teacher method (default: every one)")

@@ -3,6 +3,12 @@
 Each entry carries a pydantic model of its parameters, taken from the entry's ``Params`` class when it has one,
 otherwise derived from the signature of the function (or the class ``__init__``).  Parameters that kdlab injects
 itself (e.g. ``num_classes`` for models) are excluded from the user-visible schema.
+
+Methods (the teacher-method and distillation-method registries) declare every parameter once, in their ``Params``
+class (none: no parameters), and are built as ``Method(params, ctx)``: the validated ``Params`` object and a frozen
+context object (:mod:`kdlab.methods.context`) whose fields the method reads, so a misspelt context name is an
+error instead of an argument silently never passed.  Registering a method whose ``__init__`` takes anything but
+``params`` and ``ctx`` is an error.
 """
 
 from __future__ import annotations
@@ -46,6 +52,13 @@ class StrictParams(BaseModel):
         from kdlab.core.no_bool_numbers import reject_bool
 
         return reject_bool(cls, value, info.field_name)
+
+
+class _NoParams(StrictParams):
+    """A method without parameters."""
+
+
+_NO_PARAMS = _NoParams
 
 
 def _signature(obj: Callable) -> inspect.Signature:
@@ -101,11 +114,24 @@ class Entry:
         resolve = getattr(self.obj, "resolve_params", None)
         return resolve(params) if callable(resolve) else params
 
-    def build(self, params: dict[str, Any], **context: Any) -> Any:
-        """Call the component with its parameters plus whichever ``context`` values its signature accepts."""
-        accepted = _signature(self.obj).parameters
-        extra = {k: v for k, v in context.items() if k in accepted}
-        return self.obj(**params, **extra)
+    #: the context class of a method registry's entries (None: a model or data set, called with keywords)
+    context: Any = None
+
+    def build(self, params: dict[str, Any] | BaseModel, ctx: Any = None, /, **context: Any) -> Any:
+        """A model or data set: called with its parameters plus whichever ``context`` values its signature accepts.
+        A method: called as ``obj(params, ctx)`` with its validated ``Params`` object and the context object
+        (``ctx``, or one made from the ``context`` keywords: an unknown name is an error)."""
+        if self.context is None:
+            accepted = _signature(self.obj).parameters
+            extra = {k: v for k, v in context.items() if k in accepted}
+            return self.obj(**params, **extra)
+        if not isinstance(params, BaseModel):
+            params = self.validate(params)
+        if ctx is None:
+            ctx = self.context(**context)
+        elif context:
+            raise TypeError(f"{self.name}: pass the context object or context keywords, not both")
+        return self.obj(params, ctx)
 
 
 def _norm(v: Any) -> Any:
@@ -115,9 +141,12 @@ def _norm(v: Any) -> Any:
 class Registry:
     """Name -> component.  ``kind`` is used in messages (e.g. 'model', 'distillation method')."""
 
-    def __init__(self, kind: str, inject: Iterable[str] = ()):
+    def __init__(self, kind: str, inject: Iterable[str] = (), context: str | None = None):
+        """``context``: for a registry of methods, ``module:Class`` of their context object (imported on first use,
+        as :mod:`kdlab.core` does not import the methods layer)."""
         self.kind = kind
         self.inject = set(inject)
+        self.context = context
         self._entries: dict[str, Entry] = {}
         self._builtins_loaded = False
 
@@ -129,26 +158,45 @@ class Registry:
         for module in BUILTINS.get(self.kind, ()):
             importlib.import_module(module)
 
+    def _context_class(self) -> Any:
+        if isinstance(self.context, str):
+            module, _, cls = self.context.partition(":")
+            self.context = getattr(importlib.import_module(module), cls)
+        return self.context
+
+    def _params_of(self, name: str, obj: Any, params: type[BaseModel] | None) -> type[BaseModel]:
+        if self.context is None:
+            return params or getattr(obj, "Params", None) or _params_from_signature(obj, self.inject)
+        # a method: its Params class is the one declaration of its parameters; __init__ takes (params, ctx)
+        taken = [p for p in _signature(obj).parameters if p != "self"]
+        if taken != ["params", "ctx"]:
+            raise ValueError(f"{self.kind} {name!r}: __init__ must take (params, ctx), not ({', '.join(taken)}); "
+                             "declare the method's parameters in its Params class and read the context from ctx")
+        return params or getattr(obj, "Params", None) or _NO_PARAMS
+
+    def _add(self, name: str, obj: Any, params: type[BaseModel] | None, summary: str, meta: dict) -> None:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} registered twice")
+        params = self._params_of(name, obj, params)
+        entry = Entry(name, obj, params, summary or (inspect.getdoc(obj) or "").split("\n")[0], dict(meta))
+        if self.context is not None:
+            entry.context = self._context_class()
+        self._entries[name] = entry
+
     def register(self, name: str | None = None, **meta: Any) -> Callable:
         def deco(obj: Any) -> Any:
-            key = name or obj.__name__
-            if key in self._entries:
-                raise ValueError(f"{self.kind} {key!r} registered twice")
-            params = getattr(obj, "Params", None)
-            if params is None:
-                params = _params_from_signature(obj, self.inject)
-            doc = inspect.getdoc(obj) or ""
-            self._entries[key] = Entry(key, obj, params, doc.split("\n")[0], dict(meta))
+            self._add(name or obj.__name__, obj, None, "", meta)
             return obj
 
         return deco
 
     def add(self, name: str, obj: Any, params: type[BaseModel] | None = None, summary: str = "", **meta) -> None:
         """Register without a decorator (e.g. many presets of one architecture)."""
-        if name in self._entries:
-            raise ValueError(f"{self.kind} {name!r} registered twice")
-        params = params or _params_from_signature(obj, self.inject)
-        self._entries[name] = Entry(name, obj, params, summary or (inspect.getdoc(obj) or "").split("\n")[0], meta)
+        self._add(name, obj, params, summary, meta)
+
+    def unregister(self, name: str) -> None:
+        """Remove an entry (a test's own component, once the test is done)."""
+        del self._entries[name]
 
     def get(self, name: str) -> Entry:
         self._load_builtins()
@@ -183,9 +231,8 @@ class Registry:
 
 MODELS = Registry("model", inject=("num_classes", "in_channels", "input_shape"))
 DATASETS = Registry("dataset")
-TEACHER_METHODS = Registry("teacher method", inject=("model", "data", "run_dir", "epochs"))
-DISTILL_METHODS = Registry("distillation method",
-                           inject=("teacher", "student", "data", "run_dir", "epochs", "teacher_path", "device"))
+TEACHER_METHODS = Registry("teacher method", context="kdlab.methods.context:TeacherContext")
+DISTILL_METHODS = Registry("distillation method", context="kdlab.methods.context:DistillContext")
 
 register_model = MODELS.register
 register_dataset = DATASETS.register

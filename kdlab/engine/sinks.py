@@ -1,4 +1,4 @@
-"""Where a run's epoch records go: ``metrics.jsonl`` (one JSON line per epoch), TensorBoard when installed,
+"""Where a run's epoch records go: the store's metrics file (one JSON line per epoch), TensorBoard when installed,
 and the run's hooks.
 
 TensorBoard groups scalars by the part of the tag before its first ``/``, so each record key is logged under a
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlab.core.checkpoint import atomic_write_text
+from kdlab.engine.store import RunStore
 
 EpochHook = Callable[[int, dict[str, Any]], None]
 
@@ -38,27 +39,27 @@ def tensorboard_tag(key: str) -> str:
 
 
 class MetricSink:
-    """The epoch log of one run folder (nothing is written without a folder, or on processes other than rank 0)."""
+    """The epoch log of one run (nothing is written without a store, or on processes other than rank 0)."""
 
-    def __init__(self, run_dir: Path | None, writes: bool, tensorboard: bool, history: list[dict[str, Any]],
+    def __init__(self, store: RunStore | None, writes: bool, tensorboard: bool, history: list[dict[str, Any]],
                  hooks: list[EpochHook] = (), every_step: bool = False):
-        self.run_dir, self.writes, self.hooks = run_dir, writes and run_dir is not None, list(hooks)
+        self.store, self.writes, self.hooks = store, writes and store is not None, list(hooks)
         self.writer = None
         self.every_step = every_step
         if self.writes:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            store.path.mkdir(parents=True, exist_ok=True)
             # drop log lines of an epoch that was interrupted before its checkpoint
-            atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            atomic_write_text(store.metrics_file, "".join(json.dumps(h) + "\n" for h in history))
             if tensorboard:
                 # a resumed run hides the events an interrupted process logged past its last checkpoint
-                self.writer = _tensorboard(run_dir, purge_step=len(history) + 1)
+                self.writer = _tensorboard(store.tensorboard_dir, purge_step=len(history) + 1)
         self.step_writer = None
 
     def write(self, rec: dict[str, Any]) -> None:
         """The record on disk (before the epoch's checkpoint, which makes it final)."""
         if not self.writes:
             return
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
+        with open(self.store.metrics_file, "a") as f:
             f.write(json.dumps(rec) + "\n")
         if self.writer is not None:
             for k, v in rec.items():
@@ -78,7 +79,7 @@ class MetricSink:
         if not self.logs_steps:
             return
         if self.step_writer is None:
-            self.step_writer = _tensorboard(self.run_dir, purge_step=step, sub="steps")
+            self.step_writer = _tensorboard(self.store.tensorboard_dir, purge_step=step, sub="steps")
             if self.step_writer is None:
                 self.every_step = False
                 return
@@ -98,12 +99,12 @@ class MetricSink:
         self.writer = self.step_writer = None
 
 
-def _tensorboard(run_dir: Path, purge_step: int | None = None, sub: str = ""):
+def _tensorboard(log_dir: Path, purge_step: int | None = None, sub: str = ""):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # noqa: BLE001 - tensorboard is optional
         return None
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard" / sub), purge_step=purge_step)
+    return SummaryWriter(log_dir=str(log_dir / sub), purge_step=purge_step)
 
 
 __all__ = ["TAGS", "EpochHook", "MetricSink", "tensorboard_tag"]

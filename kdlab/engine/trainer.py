@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -51,10 +50,10 @@ from kdlab.data.base import MIN_TRAIN_BATCH, DataBundle, batch_part
 from kdlab.engine.predict import predict, predict_with_embeddings
 from kdlab.engine.schedule import lr_at
 from kdlab.engine.sinks import EpochHook, MetricSink
+from kdlab.engine.store import RunStore
 from kdlab.methods.base import Objective
-from kdlab.runs.checkpoints import checkpoint_dir, resume, save_epoch
 
-__all__ = ["FitResult", "Member", "OptimizerStep", "RandomState", "build_optimizer", "checkpoint_dir", "fit",
+__all__ = ["FitResult", "Member", "OptimizerStep", "RandomState", "build_optimizer", "fit",
            "fit_group", "place", "predict", "wrap"]
 
 
@@ -126,7 +125,7 @@ class Member:
     objective: Objective
     optim: OptimConfig
     schedule: ScheduleConfig
-    run_dir: Path | None = None
+    store: RunStore | None = None  # where it writes (None: nothing is written)
     meta: dict[str, Any] | None = None
     desc: str = "train"
     hooks: list[EpochHook] = field(default_factory=list)
@@ -195,16 +194,15 @@ def wrap(model: nn.Module, objective: Objective, train: TrainConfig, device: tor
 
 
 def fit(model: nn.Module, objective: Objective, data: DataBundle, *, optim: OptimConfig,
-        schedule: ScheduleConfig, train: TrainConfig, seed: int, run_dir: str | os.PathLike | None = None,
+        schedule: ScheduleConfig, train: TrainConfig, seed: int, store: RunStore | None = None,
         resume: bool = False, meta: dict[str, Any] | None = None, desc: str = "train",
         hooks: list[EpochHook] = ()) -> FitResult:
     """Train ``model`` by minimising ``objective`` on ``data.train``; evaluate on ``data.test`` (a group of one).
 
     Launched by torchrun with several processes, the step runs under DistributedDataParallel; every process
-    returns the same result and only rank 0 writes to ``run_dir``.
+    returns the same result and only rank 0 writes to ``store``.
     """
-    member = Member(model, objective, optim, schedule, Path(run_dir) if run_dir is not None else None, meta, desc,
-                    list(hooks))
+    member = Member(model, objective, optim, schedule, store, meta, desc, list(hooks))
     fit_group([member], data, train=train, seed=seed, resume=resume)
     if member.error is not None:
         raise member.error
@@ -291,13 +289,14 @@ class _Run:
         self.optimizer_step = OptimizerStep(self.opt, scaler)
         self.state = LoopState(epoch=0, epochs=train.epochs, step=0, steps_per_epoch=steps,
                                num_train=len(data.train), num_classes=data.num_classes, device=device,
-                               run_dir=m.run_dir, train_loader=loader, seed=seed,
+                               run_dir=m.store.path if m.store else None, train_loader=loader, seed=seed,
                                display=train.progress if world.main else "off", desc=m.desc)
-        self.last_path = checkpoint_dir(m.run_dir) / "last.pt" if m.run_dir else None
-        self.start_epoch, self.history, self.best = resume(self.last_path if resume_run else None, m.model,
-                                                           m.objective, self.opt, device, m.meta)
+        self.last_path = m.store.last_checkpoint() if m.store else None
+        self.start_epoch, self.history, self.best = (
+            m.store.resume(m.model, m.objective, self.opt, device, m.meta) if m.store and resume_run
+            else (0, [], {"epoch": 0, "test_top1": -math.inf}))
         self.state.step = self.start_epoch * steps
-        self.sink = MetricSink(m.run_dir, world.main, train.tensorboard, self.history, m.hooks,
+        self.sink = MetricSink(m.store, world.main, train.tensorboard, self.history, m.hooks,
                                every_step=train.tensorboard_every_step)
         self.rng: RandomState | None = None
         self.test_logits = self.test_emb = None
@@ -412,7 +411,7 @@ class _Run:
         self.history.append(rec)
         if self.sink.writes:
             self.sink.write(rec)
-            save_epoch(m.run_dir, m.model, m.objective, self.opt, epoch + 1, self.best, self.history, m.meta,
+            m.store.save_epoch(m.model, m.objective, self.opt, epoch + 1, self.best, self.history, m.meta,
                        self.seed, is_best, train.save_every)
         distributed.barrier()
         if alone:

@@ -48,6 +48,11 @@ class Objective(nn.Module):
     #: DistributedDataParallel must not broadcast them (submodules declare their own)
     gathered_buffers: tuple[str, ...] = ()
 
+    def __init__(self, params: Any = None, ctx: Any = None):
+        """A registered method is built as ``Method(params, ctx)``: its validated ``Params`` object and its
+        context (:mod:`kdlab.methods.context`); a method without parameters or context needs neither."""
+        super().__init__()
+
     def may_skip_parameters(self) -> bool:
         """Whether a step may leave some of the objective's trainable parameters without a gradient (DDP must then
         look for unused parameters, which costs a graph traversal per step)."""

@@ -41,6 +41,7 @@ from kdlab.core.registry import StrictParams
 from kdlab.core.state import LoopState
 from kdlab.data.base import Batch
 from kdlab.methods.base import DistillObjective, StepOutput
+from kdlab.methods.context import DistillContext
 from kdlab.models.contract import Features
 
 
@@ -139,17 +140,15 @@ class Distiller(DistillObjective):
     #: whether the teacher stays the same network for the whole run (RCO swaps it: no cached outputs)
     fixed_teacher: bool = True
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, gamma: float = 1.0,
-                 alpha: float = 1.0, beta: float | None = None, T: float = 4.0,
-                 beta_preset: str = "standard", switch_epoch: int = 0, cache_teacher: str = "auto",
-                 relations: str = "global"):
-        super().__init__(teacher)
-        self.gamma, self.alpha, self.T, self.switch_epoch = gamma, alpha, T, switch_epoch
-        self.relations = relations
+    def __init__(self, params: DistillerParams, ctx: DistillContext):
+        super().__init__(ctx.teacher)
+        teacher, student, data = ctx.teacher, ctx.student, ctx.data
+        self.gamma, self.alpha, self.T, self.switch_epoch = params.gamma, params.alpha, params.T, params.switch_epoch
+        self.relations = getattr(params, "relations", "global")  # RelationalParams only
         self.__dict__["_data"] = data
         self._cached_logits: Tensor | None = None
-        self.cache = self._cache_decision(cache_teacher, data)
-        self.beta = self.BETA[beta_preset] if beta is None else beta
+        self.cache = self._cache_decision(params.cache_teacher, data)
+        self.beta = self.BETA[params.beta_preset] if params.beta is None else params.beta
         self.input_shape = tuple(data.input_shape) if data is not None else None
         if self.needs_features and student is not None and self.input_shape is not None:
             t, s = probe_features(teacher, self.input_shape), probe_features(student, self.input_shape)

@@ -21,10 +21,7 @@ from kdlab.core import log
 from kdlab.core.checkpoint import atomic_write, fsync_dir, load_checkpoint, save_checkpoint
 from kdlab.core.errors import CheckpointError
 from kdlab.core.version import __version__
-
-
-def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / "checkpoints"
+from kdlab.runs.folder import RunFolder, checkpoint_config_differences
 
 
 def copy_atomic(src: Path, dst: Path) -> None:
@@ -41,7 +38,7 @@ def _copy_into(src: Path, out) -> None:
 def load_resumable(last: Path, device: torch.device, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """``last.pt``, or the checkpoint before it (``prev.pt``) when ``last.pt`` is missing, truncated, corrupted or
     from another run (its saved config differs from the run's own in ``meta``)."""
-    prev = last.with_name("prev.pt")
+    prev = last.with_name(RunFolder(".").checkpoint("prev").name)
     try:
         if not last.exists():
             raise CheckpointError(f"{last} is missing")
@@ -67,8 +64,6 @@ def _own(ck: dict[str, Any], path: Path, meta: dict[str, Any] | None) -> dict[st
     config, saved = meta.get("config"), ck.get("config")
     if config is None or not isinstance(saved, dict):
         return ck
-    from kdlab.runs.folder import checkpoint_config_differences
-
     diff = checkpoint_config_differences(saved, config)
     if diff:
         raise CheckpointError(f"{path} belongs to another run ({diff[0]}); restore this run's own checkpoint or "
@@ -81,7 +76,8 @@ def resume(last_path: Path | None, model: nn.Module, objective: nn.Module, opt: 
     """(start epoch, history, best) of the checkpoint at ``last_path`` (or the one before it), its state loaded;
     a fresh start without either.  ``meta``: the run's config and data fingerprint, which the checkpoint's must
     match."""
-    if last_path is None or not (last_path.exists() or last_path.with_name("prev.pt").exists()):
+    prev = last_path.with_name(RunFolder(".").checkpoint("prev").name) if last_path is not None else None
+    if last_path is None or not (last_path.exists() or prev.exists()):
         return 0, [], {"epoch": 0, "test_top1": -math.inf}
     ck = load_resumable(last_path, device, meta)
     model.load_state_dict(ck["model_state"])
@@ -92,7 +88,7 @@ def resume(last_path: Path | None, model: nn.Module, objective: nn.Module, opt: 
 
 def save_epoch(run_dir: Path, model: nn.Module, objective: nn.Module, opt: torch.optim.Optimizer, epoch: int,
                best: dict, history: list, meta: dict | None, seed: int, is_best: bool, save_every: int) -> None:
-    ck_dir = checkpoint_dir(run_dir)
+    folder = RunFolder(run_dir)
     payload = {
         "kdlab_version": __version__,
         "model": getattr(model, "kdlab_spec", None),
@@ -105,18 +101,41 @@ def save_epoch(run_dir: Path, model: nn.Module, objective: nn.Module, opt: torch
         "seed": seed,
         **(meta or {}),
     }
-    last, staged = ck_dir / "last.pt", ck_dir / ".next.ckpt"  # not *.pt: never listed as a checkpoint
+    last, staged = folder.checkpoint("last"), folder.staging_file
     save_checkpoint(staged, payload)
     # best / epoch_XXX before last.pt moves on: a kill in between leaves last.pt at the previous epoch, and the
     # resumed run redoes this epoch and writes them again (identically), so none is ever missing
     if is_best:
-        copy_atomic(staged, ck_dir / "best.pt")
+        copy_atomic(staged, folder.checkpoint("best"))
     if save_every and epoch % save_every == 0:
-        copy_atomic(staged, ck_dir / f"epoch_{epoch:03d}.pt")
+        copy_atomic(staged, folder.epoch_checkpoint(epoch))
     if last.exists():  # the previous checkpoint becomes prev.pt, the fallback if the new one turns out damaged;
-        os.replace(last, ck_dir / "prev.pt")  # a kill before the next line leaves prev.pt alone, and resume uses it
+        # a kill before the next line leaves prev.pt alone, and resume uses it
+        os.replace(last, folder.checkpoint("prev"))
     os.replace(staged, last)
-    fsync_dir(ck_dir)
+    fsync_dir(folder.checkpoint_dir)
 
 
-__all__ = ["checkpoint_dir", "copy_atomic", "load_resumable", "resume", "save_epoch"]
+__all__ = ["RunCheckpoints", "copy_atomic", "load_resumable", "resume", "save_epoch"]
+
+
+class RunCheckpoints:
+    """The engine's :class:`~kdlab.engine.store.RunStore` for a run folder: resume from its checkpoints, save each
+    epoch's, log into its metrics file."""
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.folder = RunFolder(run_dir)
+        self.path = self.folder.path
+        self.metrics_file = self.folder.metrics_file
+        self.tensorboard_dir = self.folder.tensorboard_dir
+
+    def resume(self, model: nn.Module, objective: nn.Module, opt: torch.optim.Optimizer, device: torch.device,
+               meta: dict[str, Any] | None) -> tuple[int, list, dict]:
+        return resume(self.folder.checkpoint("last"), model, objective, opt, device, meta)
+
+    def save_epoch(self, model: nn.Module, objective: nn.Module, opt: torch.optim.Optimizer, epoch: int,
+                   best: dict, history: list, meta: dict | None, seed: int, is_best: bool, save_every: int) -> None:
+        save_epoch(self.path, model, objective, opt, epoch, best, history, meta, seed, is_best, save_every)
+
+    def last_checkpoint(self) -> Path:
+        return self.folder.checkpoint("last")

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from kdlab.config import dump_yaml
+from kdlab.runs.folder import RunFolder
 
 
 def run_state(run_dir: Path) -> str:
-    if (run_dir / "summary.json").is_file():
+    if RunFolder(run_dir).is_finished():
         return "finished: reused"
-    if (run_dir / "config.yaml").is_file():
+    if RunFolder(run_dir).has_run():
         return "unfinished: resumed"
     return "new: trained"
 
@@ -35,7 +36,7 @@ def single_run_notes(kind: str, run_dir: Path, plain: dict[str, Any], resume: bo
         done = check_run_dir(run_dir, plain, resume)  # the command's own refusal, before anything is written
         if done is not None:
             action = f"reuse the finished {kind} in {run_dir}"
-        elif (run_dir / "config.yaml").is_file():
+        elif RunFolder(run_dir).has_run():
             action = f"resume the unfinished {kind} in {run_dir}"
         else:
             action = f"train a new {kind} in {run_dir}"

@@ -26,7 +26,7 @@ from kdlab.data import DataBundle, DatasetSplit, Split, load_dataset
 from kdlab.data.base import evaluation_view, hold_out
 from kdlab.engine.predict import predict
 from kdlab.runs.diagnostics import diagnose
-from kdlab.runs.folder import TRAIN_PREDICTIONS
+from kdlab.runs.folder import RunFolder
 from kdlab.runs.resolve import load_model, load_teacher, resolve_checkpoint
 
 
@@ -45,7 +45,7 @@ def train_true_label_prob(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.nd
     same points in the same order.  Computed once, then read from ``<run_dir>/train_true_prob.npz`` (a finished
     run is never trained again, so the file stays true)."""
     run_dir = Path(run_dir)
-    cache = run_dir / TRAIN_PREDICTIONS
+    cache = RunFolder(run_dir).train_predictions_file
     if cache.is_file():
         with np.load(cache) as f:
             return f["p_true"], f["labels"], str(f["points"])

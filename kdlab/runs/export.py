@@ -37,6 +37,7 @@ from kdlab.core.device import resolve_device
 from kdlab.core.errors import KdlabError
 from kdlab.models._weights import first_line
 from kdlab.models.native import native_module
+from kdlab.runs.folder import RunFolder
 from kdlab.runs.resolve import load_model as load_checkpoint_model
 from kdlab.runs.resolve import resolve_checkpoint
 
@@ -74,7 +75,7 @@ def load_model(run_or_checkpoint: str | os.PathLike, checkpoint: str = "last",
 
 def _default_out(path: Path, fmt: str) -> Path:
     # beside the run's folder, not inside checkpoints/: a .pt file there would be listed (and loaded) as a checkpoint
-    folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    folder = path.parent.parent if path.parent.name == RunFolder(".").checkpoint_dir.name else path.parent
     return folder / "export" / f"{path.stem}{SUFFIX[fmt]}"
 
 

@@ -1,18 +1,24 @@
-"""Single runs: train a teacher, distil a student, evaluate a checkpoint.
+"""A run folder: :class:`RunFolder` names every file a run writes, and this module reads, checks and locks them.
 
 A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per epoch),
-``checkpoints/`` (``last.pt``, ``best.pt``, ``epoch_XXX.pt``), ``test_logits.npy`` / ``test_labels.npy`` and,
-once finished, ``summary.json`` (and, once a figure asked for them, ``train_true_prob.npz``: see
-:func:`train_true_label_prob`).  A finished run is never trained again; an unfinished one continues with ``resume``.
+``checkpoints/`` (``last.pt``, ``prev.pt``, ``best.pt``, ``epoch_XXX.pt``), ``test_logits.npy`` / ``test_labels.npy``
+and, once finished, ``summary.json`` and ``checksums.json`` (the SHA-256 of each result file: a finished run's
+results are verified before anything reuses them; a run whose results no longer match is recomputed from its final
+checkpoint where it still has one, or reported by name); a group member that failed leaves ``error.txt``; once a
+figure asked for them, ``train_true_prob.npz``.  A finished run is never trained again; an unfinished one continues
+with ``resume``.  Nothing outside this module spells these names.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +28,79 @@ import yaml
 
 from kdlab.config import DistillRunConfig, TeacherRunConfig, dump_yaml, load_config
 from kdlab.core import distributed, log
-from kdlab.core.checkpoint import atomic_write_bytes, atomic_write_text, load_metadata
+from kdlab.core.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_metadata
 from kdlab.core.errors import CheckpointError, ConfigError, RunFolderError
 from kdlab.core.locks import run_lock
 from kdlab.data import DataBundle
-from kdlab.engine.trainer import checkpoint_dir
-from kdlab.runs.manifest import damaged_files, discard_results
+
+CONFIG = "config.yaml"
+SUMMARY = "summary.json"
+METRICS = "metrics.jsonl"
+TEST_LOGITS = "test_logits.npy"
+TEST_LABELS = "test_labels.npy"
+MANIFEST = "checksums.json"
+ERROR = "error.txt"
+TRAIN_PREDICTIONS = "train_true_prob.npz"
+RESULT_FILES = (SUMMARY, TEST_LOGITS, TEST_LABELS, METRICS)  # checksummed once the run has finished
+_EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of one run folder."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    config_file = property(lambda self: self.path / CONFIG)
+    summary_file = property(lambda self: self.path / SUMMARY)
+    metrics_file = property(lambda self: self.path / METRICS)
+    test_logits_file = property(lambda self: self.path / TEST_LOGITS)
+    test_labels_file = property(lambda self: self.path / TEST_LABELS)
+    manifest_file = property(lambda self: self.path / MANIFEST)
+    error_file = property(lambda self: self.path / ERROR)
+    train_predictions_file = property(lambda self: self.path / TRAIN_PREDICTIONS)
+    tensorboard_dir = property(lambda self: self.path / "tensorboard")
+    checkpoint_dir = property(lambda self: self.path / "checkpoints")
+
+    def checkpoint(self, name: str) -> Path:
+        """``last``, ``prev``, ``best`` or ``epoch_XXX`` -> its file."""
+        return self.checkpoint_dir / f"{name}.pt"
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        return self.checkpoint(f"epoch_{epoch:03d}")
+
+    def epoch_checkpoints(self) -> dict[int, Path]:
+        """Epoch -> ``epoch_XXX.pt`` file, of the checkpoints kept every ``train.save_every`` epochs."""
+        folder = self.checkpoint_dir
+        found = ((int(m.group(1)), f) for f in folder.glob("epoch_*.pt") if (m := _EPOCH_FILE.match(f.name)))
+        return dict(sorted(found))
+
+    @property
+    def staging_file(self) -> Path:  # not *.pt: never listed as a checkpoint
+        return self.checkpoint_dir / ".next.ckpt"
+
+    def is_finished(self) -> bool:
+        return self.summary_file.is_file()
+
+    def has_run(self) -> bool:
+        return self.config_file.is_file()
+
+    def read_summary(self) -> dict[str, Any]:
+        return json.loads(self.summary_file.read_text())
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.summary_file, summary)
+
+    def lock(self, wait: bool = True):
+        return run_lock(self.path, wait=wait)
+
+
+def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
+    return RunFolder(run_dir).checkpoint_dir
+
 
 # settings that do not change what a run computes, and so may differ when a run is resumed
 VOLATILE_KEYS = {"out_dir", "train.progress", "train.device", "train.tensorboard", "train.tensorboard_every_step",
@@ -67,7 +140,7 @@ def checkpoint_config_differences(saved: dict[str, Any], config: dict[str, Any])
 
 def settings_differences(run_dir: Path, plain_cfg: dict[str, Any]) -> list[str] | None:
     """How the run in ``run_dir`` was configured differently from ``plain_cfg`` (None: no run there yet)."""
-    cfg_path = run_dir / "config.yaml"
+    cfg_path = RunFolder(run_dir).config_file
     if not cfg_path.exists():
         return None
     try:
@@ -94,7 +167,7 @@ def _as_resolved_now(old: dict[str, Any]) -> dict[str, Any]:
 def check_run_dir(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> dict[str, Any] | None:
     """Check, without writing, that ``run_dir`` may be used for this config; return the finished summary if
     there is one."""
-    summary_path = run_dir / "summary.json"
+    summary_path = RunFolder(run_dir).summary_file
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"out_dir {run_dir} is a file, not a folder; choose another out_dir")
     diff = settings_differences(run_dir, plain_cfg)
@@ -114,13 +187,13 @@ def check_run_dir(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> dic
             bad = damaged_files(run_dir)
             if not bad:
                 return json.loads(summary_path.read_text())
-            ck = checkpoint_dir(run_dir)
-            if not ((ck / "last.pt").exists() or (ck / "prev.pt").exists()):
+            folder = RunFolder(run_dir)
+            if not (folder.checkpoint("last").exists() or folder.checkpoint("prev").exists()):
                 raise RunFolderError(f"{run_dir}: {', '.join(bad)} no longer match{'es' if len(bad) == 1 else ''} "
                                      "the run's checksums (edited or damaged) and the run has no checkpoint to "
                                      "recompute from; delete the folder to train the run anew")
             return None  # finished again from its final checkpoint (see check_and_init)
-    elif (checkpoint_dir(run_dir) / "last.pt").exists():
+    elif RunFolder(run_dir).checkpoint("last").exists():
         raise RunFolderError(f"{run_dir} has checkpoints but no config.yaml; move it away or choose another out_dir")
     return None
 
@@ -130,7 +203,7 @@ def remove_stale_temporaries(run_dir: Path) -> None:
     lock, so no live writer owns them."""
     for folder in (run_dir, checkpoint_dir(run_dir)):
         if folder.is_dir():
-            for f in [*folder.glob(".*.tmp"), *folder.glob(".next.ckpt")]:
+            for f in [*folder.glob(".*.tmp"), *folder.glob(RunFolder(run_dir).staging_file.name)]:
                 f.unlink(missing_ok=True)
 
 
@@ -138,7 +211,7 @@ def remove_run(run_dir: Path) -> None:
     """Delete a run folder to train it anew, refusing a folder that is not a kdlab run (nothing else is lost)."""
     if not run_dir.exists():
         return
-    if not run_dir.is_dir() or (any(run_dir.iterdir()) and not (run_dir / "config.yaml").is_file()
+    if not run_dir.is_dir() or (any(run_dir.iterdir()) and not (RunFolder(run_dir).config_file).is_file()
                                 and not checkpoint_dir(run_dir).is_dir()):
         raise RunFolderError(f"overwrite: {run_dir} is not a kdlab run folder; not deleting it")
     with run_lock(run_dir, wait=False):
@@ -151,7 +224,7 @@ def check_and_init(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> di
     done = check_run_dir(run_dir, plain_cfg, resume)
     if done is None:
         remove_stale_temporaries(run_dir)
-    if done is None and (run_dir / "summary.json").exists():
+    if done is None and (RunFolder(run_dir).summary_file).exists():
         bad = damaged_files(run_dir)
         if bad:
             log.warning(f"kdlab: {run_dir}: {', '.join(bad)} no longer match{'es' if len(bad) == 1 else ''} the "
@@ -159,7 +232,7 @@ def check_and_init(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> di
             discard_results(run_dir)
     if done is None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", dump_yaml(plain_cfg))
+        atomic_write_text(RunFolder(run_dir).config_file, dump_yaml(plain_cfg))
     return done
 
 
@@ -176,15 +249,15 @@ def _save_array(path: Path, array: np.ndarray) -> None:
 
 def save_predictions(run_dir: Path, logits: torch.Tensor, data: DataBundle) -> None:
     """Test-set logits and labels, so tables and figures (deviation, reliability) need no model or data set."""
-    _save_array(run_dir / "test_logits.npy", logits.numpy().astype(np.float32))
-    _save_array(run_dir / "test_labels.npy", data.test.y.cpu().numpy().astype(np.int64))
+    _save_array(RunFolder(run_dir).test_logits_file, logits.numpy().astype(np.float32))
+    _save_array(RunFolder(run_dir).test_labels_file, data.test.y.cpu().numpy().astype(np.int64))
 
 
 def check_checkpoint_owner(run_dir: Path, file: Path) -> None:
     """A checkpoint in a run folder must be that run's: one copied over from another run (another seed, say)
     would be evaluated or distilled from under this run's name."""
     try:
-        own = yaml.safe_load((run_dir / "config.yaml").read_text())
+        own = yaml.safe_load((RunFolder(run_dir).config_file).read_text())
         saved = load_metadata(file).get("config")
     except (OSError, yaml.YAMLError, UnicodeDecodeError, CheckpointError):
         return  # no config to compare with, or a damaged file that loading reports itself
@@ -196,4 +269,56 @@ def check_checkpoint_owner(run_dir: Path, file: Path) -> None:
                               "checkpoint")
 
 
-TRAIN_PREDICTIONS = "train_true_prob.npz"
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(run_dir: Path) -> None:
+    """Record the checksums of the run's result files (the last file a finishing run writes)."""
+    sums = {name: _sha256(run_dir / name) for name in RESULT_FILES if (run_dir / name).is_file()}
+    atomic_write_json(RunFolder(run_dir).manifest_file, {"sha256": sums})
+
+
+def damaged_files(run_dir: Path, names: tuple[str, ...] = RESULT_FILES) -> list[str]:
+    """The result files among ``names`` that do not match the run's checksums (missing ones included).  A run
+    finished before kdlab wrote checksums has none: only files that cannot be parsed are found damaged then."""
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        return _unparsable(run_dir, names)
+    try:
+        sums = json.loads(path.read_text())["sha256"]
+        assert isinstance(sums, dict)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        return [MANIFEST]
+    bad = []
+    for name in names:
+        if name not in sums:
+            continue
+        f = run_dir / name
+        try:
+            if _sha256(f) != sums[name]:
+                bad.append(name)
+        except OSError:
+            bad.append(name)
+    return bad
+
+
+def _unparsable(run_dir: Path, names: tuple[str, ...]) -> list[str]:
+    bad = []
+    if SUMMARY in names and (run_dir / SUMMARY).is_file():
+        try:
+            if not isinstance(json.loads((run_dir / SUMMARY).read_text()), dict):
+                bad.append(SUMMARY)
+        except (OSError, ValueError):
+            bad.append(SUMMARY)
+    return bad
+
+
+def discard_results(run_dir: Path) -> None:
+    """Remove the result files and checksums, so that the run finishes again from its final checkpoint."""
+    for name in (*RESULT_FILES[:-1], MANIFEST):  # metrics.jsonl is rewritten from the checkpoint on resume
+        (run_dir / name).unlink(missing_ok=True)

@@ -11,6 +11,7 @@ the group's time).  ``distill`` is the group of one.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,13 @@ from kdlab.config import DistillRunConfig, TeacherRef, load_config
 from kdlab.core.checkpoint import load_metadata, load_weights
 from kdlab.core.errors import CheckpointError, ConfigError
 from kdlab.data import DataBundle
-from kdlab.engine.trainer import checkpoint_dir
 from kdlab.methods import needs_teacher
 from kdlab.models import build_model
-from kdlab.runs.folder import check_checkpoint_owner
+from kdlab.runs.folder import check_checkpoint_owner, checkpoint_dir
 
 # loop settings that members of one group may set differently (they change no member's computation)
+# the epoch checkpoints of a run folder (train.save_every), as RCO reads them
+_EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
 GROUP_FREE_TRAIN_KEYS = ("save_every", "progress", "tensorboard")
 
 
@@ -118,6 +120,14 @@ def resolve_checkpoint(ref: TeacherRef | str, checkpoint: str = "last") -> Path:
         raise CheckpointError(f"{path} has no checkpoint {checkpoint!r} (available: {listing})")
     check_checkpoint_owner(path, file)
     return file
+
+
+def teacher_checkpoints(teacher_path: Path | str) -> dict[int, Path]:
+    """Epoch -> file of every epoch checkpoint (``epoch_XXX.pt``) of the run whose checkpoint is ``teacher_path``,
+    by epoch (RCO's anchors: the checkpoints beside the teacher's)."""
+    folder = Path(teacher_path).parent
+    found = ((int(m.group(1)), p) for p in folder.glob("epoch_*.pt") if (m := _EPOCH_FILE.match(p.name)))
+    return dict(sorted(found))
 
 
 def load_model(path: Path, data: DataBundle | None, device: torch.device, role: str = "teacher"

@@ -12,13 +12,14 @@ the group's time).  ``distill`` is the group of one.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 import torch
 
 from kdlab.config import DistillRunConfig
 from kdlab.core import distributed
-from kdlab.core.checkpoint import atomic_write_json, atomic_write_text
+from kdlab.core.checkpoint import atomic_write_text
 from kdlab.core.device import resolve_device, seed_everything, set_deterministic
 from kdlab.core.errors import ConfigError
 from kdlab.data import DataBundle, load_dataset
@@ -27,18 +28,25 @@ from kdlab.engine.trainer import Member, RandomState, check_precision, fit_group
 from kdlab.methods import build_distill_objective
 from kdlab.methods.base import SharedTeacher
 from kdlab.models import build_model
+from kdlab.runs.checkpoints import RunCheckpoints
 from kdlab.runs.diagnostics import teacher_predictions
-from kdlab.runs.folder import check_and_init, check_run_dir, exclusive, remove_run, save_predictions
-from kdlab.runs.manifest import write_manifest
+from kdlab.runs.folder import (
+    RunFolder,
+    check_and_init,
+    check_run_dir,
+    exclusive,
+    remove_run,
+    save_predictions,
+    write_manifest,
+)
 from kdlab.runs.resolve import (
     StudentRun,
     group_key,
     load_teacher,
     resolve_student_run,
+    teacher_checkpoints,
 )
 from kdlab.runs.summary import RunResult, run_summary
-
-ERROR_FILE = "error.txt"  # a group member's failure, in its own folder (removed when the run is started again)
 
 
 def distill(config: Any, overrides: list[str] = (), resume: bool = False, hooks=(),
@@ -117,9 +125,11 @@ def _distill_runs(runs: list[StudentRun], resume: bool, hooks) -> list[RunResult
         student = build_model(r.cfg.student.name, r.cfg.student.params, data.num_classes, data.input_shape,
                               key="student")
         t = teacher if r.wants_teacher else None
-        objective = build_distill_objective(r.cfg.method, t, student, data, r.run_dir, r.cfg.train.epochs,
-                                            teacher_path=run_checkpoint if t is not None else None, device=device)
-        members[i] = Member(student, objective, r.cfg.optim, r.cfg.schedule, r.run_dir,
+        t_path = run_checkpoint if t is not None else None
+        objective = build_distill_objective(
+            r.cfg.method, t, student, data, r.run_dir, r.cfg.train.epochs, teacher_path=t_path, device=device,
+            teacher_checkpoints=None if t_path is None else functools.partial(teacher_checkpoints, t_path))
+        members[i] = Member(student, objective, r.cfg.optim, r.cfg.schedule, RunCheckpoints(r.run_dir),
                             {"kind": "student", "config": r.plain, "data_fingerprint": fingerprint(data)},
                             _desc(r.cfg), list(hooks),
                             rng=None if alone else RandomState())
@@ -133,7 +143,7 @@ def _distill_runs(runs: list[StudentRun], resume: bool, hooks) -> list[RunResult
             if done is not None:  # another process finished it meanwhile
                 results[i] = RunResult(r.run_dir, done, reused=True)
             elif distributed.env().main:
-                (r.run_dir / ERROR_FILE).unlink(missing_ok=True)
+                RunFolder(r.run_dir).error_file.unlink(missing_ok=True)
 
         # in one order of folders for every process: two groups waiting on each other's folders cannot deadlock
         claimed = each(sorted(todo, key=lambda i: str(runs[i].run_dir.resolve())), claim)
@@ -177,7 +187,8 @@ def _failed(r: StudentRun, error: BaseException, alone: bool) -> BaseException:
     if alone:
         raise error
     if distributed.env().main:
-        atomic_write_text(r.run_dir / ERROR_FILE, f"{type(error).__name__}: {error}\n")
+        atomic_write_text(RunFolder(r.run_dir).error_file,  # a member's failure, removed when it starts again
+                           f"{type(error).__name__}: {error}\n")
     return error
 
 
@@ -189,6 +200,6 @@ def _write_summary(r: StudentRun, m: Member, data: DataBundle, device: torch.dev
     if teacher is not None:
         summary["teacher_path"] = str(teacher_path)
     save_predictions(r.run_dir, logits, data)
-    atomic_write_json(r.run_dir / "summary.json", summary)
+    RunFolder(r.run_dir).write_summary(summary)
     write_manifest(r.run_dir)
     return RunResult(r.run_dir, summary)

@@ -15,16 +15,23 @@ import torch.nn as nn
 
 from kdlab.config import TeacherRunConfig, load_config
 from kdlab.core import distributed
-from kdlab.core.checkpoint import atomic_write_json
 from kdlab.core.device import resolve_device, seed_everything, set_deterministic
 from kdlab.data import DataBundle, load_dataset
 from kdlab.data.base import fingerprint
 from kdlab.engine.trainer import check_precision, fit
 from kdlab.methods import build_teacher_objective
 from kdlab.models import build_model
-from kdlab.runs.folder import check_and_init, check_run_dir, exclusive, remove_run, save_predictions
-from kdlab.runs.manifest import write_manifest
-from kdlab.runs.resolve import default_out_dir, with_seed
+from kdlab.runs.checkpoints import RunCheckpoints
+from kdlab.runs.folder import (
+    RunFolder,
+    check_and_init,
+    check_run_dir,
+    exclusive,
+    remove_run,
+    save_predictions,
+    write_manifest,
+)
+from kdlab.runs.resolve import default_out_dir, resolve_checkpoint, with_seed
 from kdlab.runs.summary import RunResult, run_summary
 
 
@@ -51,7 +58,8 @@ def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, 
     data = load_dataset(cfg.data, cfg.holdout)
     seed_everything(cfg.seed)
     model = build_model(cfg.model.name, cfg.model.params, data.num_classes, data.input_shape)
-    objective = build_teacher_objective(cfg.method, model, data, run_dir, cfg.train.epochs)
+    objective = build_teacher_objective(cfg.method, model, data, run_dir, cfg.train.epochs,
+                                        checkpoint_file=resolve_checkpoint)
     with exclusive(run_dir):
         done = distributed.on_main(lambda: check_and_init(run_dir, plain, resume))
         if done is not None:  # another process finished it meanwhile
@@ -62,7 +70,7 @@ def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, 
 def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, plain: dict, data: DataBundle, model: nn.Module,
                    objective, resume: bool, hooks) -> RunResult:
     res = fit(model, objective, data, optim=cfg.optim, schedule=cfg.schedule, train=cfg.train, seed=cfg.seed,
-              run_dir=run_dir, resume=resume, meta={"kind": "teacher", "config": plain,
+              store=RunCheckpoints(run_dir), resume=resume, meta={"kind": "teacher", "config": plain,
                                                    "data_fingerprint": fingerprint(data)}, hooks=hooks,
               desc=f"teacher {cfg.model.name}/{cfg.method.name} s{cfg.seed}")
     if not distributed.env().main:
@@ -70,6 +78,6 @@ def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, plain: dict, data: Data
     summary, logits = run_summary("teacher", cfg, model, res, data, resolve_device(cfg.train.device))
     summary.update({"model": cfg.model.name, "method": cfg.method.name})
     save_predictions(run_dir, logits, data)
-    atomic_write_json(run_dir / "summary.json", summary)
+    RunFolder(run_dir).write_summary(summary)
     write_manifest(run_dir)
     return RunResult(run_dir, summary)

@@ -24,7 +24,7 @@ from kdlab.config import StudyConfig, load_config
 from kdlab.config.loader import read_yaml
 from kdlab.core.checkpoint import atomic_write_text
 from kdlab.core.errors import KdlabError
-from kdlab.runs.manifest import damaged_files
+from kdlab.runs.folder import METRICS, SUMMARY, TEST_LABELS, TEST_LOGITS, RunFolder, damaged_files
 
 if TYPE_CHECKING:
     from kdlab.study.plan import PlannedRun
@@ -155,10 +155,10 @@ def _check(run_dir: Path, *names: str) -> None:
 
 
 def _summary(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "summary.json"
+    path = RunFolder(run_dir).summary_file
     if not path.is_file():
         return None
-    _check(run_dir, "summary.json")
+    _check(run_dir, SUMMARY)
     try:
         out = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -207,10 +207,10 @@ def load_study(study_dir: str | Path) -> StudyData:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
+    path = RunFolder(run_dir).metrics_file
     if not path.is_file():
         return []
-    _check(Path(run_dir), "metrics.jsonl")
+    _check(Path(run_dir), METRICS)
     try:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except (OSError, ValueError) as e:
@@ -220,11 +220,12 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 def read_predictions(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
     """(test logits, test labels) of a run, or None for a run written before labels were saved."""
     d = Path(run_dir)
-    if not (d / "test_logits.npy").is_file() or not (d / "test_labels.npy").is_file():
+    folder = RunFolder(d)
+    if not folder.test_logits_file.is_file() or not folder.test_labels_file.is_file():
         return None
-    _check(d, "test_logits.npy", "test_labels.npy")
+    _check(d, TEST_LOGITS, TEST_LABELS)
     try:
-        logits, labels = np.load(d / "test_logits.npy"), np.load(d / "test_labels.npy")
+        logits, labels = np.load(folder.test_logits_file), np.load(folder.test_labels_file)
     except (OSError, ValueError) as e:
         raise StudyDataError(f"{d / 'test_logits.npy'} or test_labels.npy is unreadable ({e}); rerun the study to "
                              "recompute them") from None

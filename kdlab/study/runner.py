@@ -16,6 +16,7 @@ import yaml
 
 from kdlab.config import load_config
 from kdlab.core.errors import ConfigError
+from kdlab.runs.folder import RunFolder
 from kdlab.study.plan import PlannedRun
 
 
@@ -36,7 +37,7 @@ def check_buildable(plan: list[PlannedRun]) -> None:
         if run.kind != "teacher" or method.get("name") != "sftn" or method.get("pretrained"):
             continue
         key = repr((run.config["model"], method, run.config["data"]))
-        if key in seen or (run.run_dir / "summary.json").exists():
+        if key in seen or RunFolder(run.run_dir).is_finished():
             continue
         seen.add(key)
         cfg = load_config(TeacherRunConfig, run.config)
@@ -73,7 +74,7 @@ def changed_runs(plan: list[PlannedRun]) -> list[str]:
 
     out = []
     for run in plan:
-        if not (run.run_dir / "config.yaml").is_file():
+        if not RunFolder(run.run_dir).has_run():
             continue
         schema = TeacherRunConfig if run.kind == "teacher" else DistillRunConfig
         try:

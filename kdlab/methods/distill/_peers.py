@@ -17,6 +17,7 @@ from torch import Tensor
 from kdlab.core.errors import ConfigError
 from kdlab.core.registry import StrictParams
 from kdlab.methods.base import Objective
+from kdlab.methods.context import DistillContext
 
 
 class PeerParams(StrictParams):
@@ -26,11 +27,12 @@ class PeerParams(StrictParams):
 
 
 class PeerObjective(Objective):
-    def __init__(self, student: nn.Module | None, data, peer: str | None = None,
-                 peer_params: dict[str, Any] | None = None, num_peers: int = 1):
+    def __init__(self, params: PeerParams, ctx: DistillContext):
         super().__init__()
         from kdlab.models import build_model
 
+        student, data = ctx.student, ctx.data
+        peer, peer_params, num_peers = params.peer, params.peer_params, params.num_peers
         if data is None:
             raise ConfigError("a collaborative method needs the data set (to build its peers)")
         if peer is None:

@@ -52,6 +52,7 @@ from pydantic import Field
 from torch import Tensor
 
 from kdlab.core.registry import register_distill_method
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distill._feature_tools import Regressor, check_same_rank, pair_last, require_shapes, run_init_stage
 from kdlab.methods.distiller import Distiller, DistillerParams
 from kdlab.models.contract import Features
@@ -93,10 +94,11 @@ class AB(Distiller):
 
     PROTOCOLS = {"crd": "alone", "sftn": "with_kd", "soteacher": "with_kd"}
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, margin: float = 1.0,
-                 mode: str = "code", init_epochs: int = 30, init_lr: float = 0.05, joint: bool = False, **kw):
+    def __init__(self, params: Params, ctx: DistillContext):
+        margin, mode, init_epochs, init_lr = params.margin, params.mode, params.init_epochs, params.init_lr
+        joint = params.joint
         self.__dict__["joint"] = joint  # read by distills_features() while the base class decides on caching
-        super().__init__(teacher, student, data, **kw)
+        super().__init__(params, ctx)
         require_shapes("ab", self)
         pairs = list(zip(*pair_last(self.student_shapes[1:], self.teacher_shapes[1:])))
         check_same_rank("ab", pairs, spatial=False, what="stage pre-activations")

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
 from kdlab.core.registry import register_distill_method
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distill._feature_tools import check_same_rank, pair_last, pool_pair
 from kdlab.methods.distiller import Distiller, DistillerParams
 from kdlab.models.contract import Features
@@ -60,10 +60,9 @@ class AT(Distiller):
 
     PROTOCOLS = {"crd": "alone", "sftn": "with_kd", "soteacher": "with_kd"}
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, p: float = 2.0,
-                 mode: str = "code", **kw):
-        super().__init__(teacher, student, data, **kw)
-        self.p, self.mode = p, mode
+    def __init__(self, params: Params, ctx: DistillContext):
+        super().__init__(params, ctx)
+        self.p, self.mode = params.p, params.mode
         if hasattr(self, "student_shapes"):
             check_same_rank("at", zip(*pair_last(self.student_shapes[1:], self.teacher_shapes[1:])),
                             spatial=True, what="stage outputs")

@@ -36,6 +36,7 @@ from pydantic import Field
 from torch import Tensor
 
 from kdlab.core.registry import register_distill_method
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distill._feature_tools import require_shapes
 from kdlab.methods.distiller import Distiller, RelationalParams
 from kdlab.models.contract import Features
@@ -80,11 +81,11 @@ class CC(Distiller):
 
     PROTOCOLS = {"crd": "alone", "soteacher": "with_kd"}  # not among the methods SFTN ran
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, embed_dim: int = 128,
-                 mode: str = "code", kernel_gamma: float = 0.4, order: int = 2, **kw):
-        super().__init__(teacher, student, data, **kw)
+    def __init__(self, params: Params, ctx: DistillContext):
+        super().__init__(params, ctx)
         require_shapes("cc", self)
-        self.mode, self.kernel_gamma, self.order = mode, kernel_gamma, order
+        self.mode, self.kernel_gamma, self.order = params.mode, params.kernel_gamma, params.order
+        embed_dim = params.embed_dim
         self.embed_s = nn.Linear(self.student_dim, embed_dim)
         # trained with the student, as in the reference code: the teacher network itself stays frozen
         self.embed_t = nn.Linear(self.teacher_dim, embed_dim)

@@ -52,6 +52,7 @@ from kdlab.core.distributed import all_reduce_sum
 from kdlab.core.errors import ConfigError
 from kdlab.core.registry import register_distill_method
 from kdlab.data.base import batch_part
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distill._contrast_memory import BankMemory, QueueMemory
 from kdlab.methods.distiller import Distiller, DistillerParams
 
@@ -119,10 +120,11 @@ class CRD(Distiller):
     PROTOCOLS = {"crd": "alone", "sftn": "alone", "soteacher": "with_kd"}
     needs_index = True
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, feat_dim: int = 128,
-                 nce_k: int = 16384, nce_t: float = 0.07, nce_m: float = 0.5, memory: str = "bank",
-                 queue_size: int = 16384, negatives: str = "other_class", replace: bool = False, **kw):
-        super().__init__(teacher, student, data, **kw)
+    def __init__(self, params: CRDParams, ctx: DistillContext):
+        super().__init__(params, ctx)
+        student, data = ctx.student, ctx.data
+        feat_dim, nce_k, nce_t, nce_m = params.feat_dim, params.nce_k, params.nce_t, params.nce_m
+        memory, queue_size, negatives, replace = params.memory, params.queue_size, params.negatives, params.replace
         if data is None or student is None:
             raise ConfigError("crd: needs the student and the data set (to size its heads and memory)")
         self.nce_k, self.nce_t = nce_k, nce_t

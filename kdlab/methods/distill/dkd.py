@@ -26,12 +26,12 @@ Logits only: works for any pair of architectures and any input kind, 1D sequence
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
 from kdlab.core.registry import register_distill_method
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distiller import Distiller, DistillerParams
 
 __all__ = ["DKD", "dkd_terms"]
@@ -85,10 +85,9 @@ class DKD(Distiller):
     BETA = {"standard": 1.0, "soteacher": 1.0}
     needs_features = False
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, alpha: float = 0.0,
-                 tckd_weight: float = 1.0, nckd_weight: float = 8.0, warmup: int = 20, **kw):
-        super().__init__(teacher, student, data, alpha=alpha, **kw)
-        self.tckd_weight, self.nckd_weight, self.warmup = tckd_weight, nckd_weight, warmup
+    def __init__(self, params: DKDParams, ctx: DistillContext):
+        super().__init__(params, ctx)
+        self.tckd_weight, self.nckd_weight, self.warmup = params.tckd_weight, params.nckd_weight, params.warmup
 
     def warm(self, epoch: int) -> float:
         return 1.0 if self.warmup == 0 else min((epoch + 1) / self.warmup, 1.0)

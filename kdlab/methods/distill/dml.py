@@ -17,8 +17,6 @@ No pretrained teacher (``needs_teacher: false``); the run reports the student.  
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn as nn
 from pydantic import Field
@@ -26,6 +24,7 @@ from torch import Tensor
 
 from kdlab.core.registry import register_distill_method
 from kdlab.methods.base import StepOutput
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distill._peers import PeerObjective, PeerParams
 from kdlab.methods.distiller import kd_loss
 
@@ -52,10 +51,9 @@ class DML(PeerObjective):
 
     Params = DMLParams
 
-    def __init__(self, student: nn.Module | None = None, data=None, peer: str | None = None,
-                 peer_params: dict[str, Any] | None = None, num_peers: int = 1, T: float = 1.0, weight: float = 1.0):
-        super().__init__(student, data, peer, peer_params, num_peers)
-        self.T, self.weight = T, weight
+    def __init__(self, params: DMLParams, ctx: DistillContext):
+        super().__init__(params, ctx)
+        self.T, self.weight = params.T, params.weight
 
     def forward(self, model: nn.Module, batch, state) -> StepOutput:
         logits = self.all_logits(model, batch.x)

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from kdlab.core.errors import ConfigError
 from kdlab.core.registry import register_distill_method
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distill._feature_tools import Regressor, describe, require_shapes, run_init_stage
 from kdlab.methods.distiller import Distiller, DistillerParams
 from kdlab.models.contract import Features
@@ -62,9 +63,9 @@ class FitNet(Distiller):
 
     PROTOCOLS = {"crd": "alone", "sftn": "with_kd", "soteacher": "with_kd"}
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, hint_layer: int = 2,
-                 init_epochs: int = 0, init_lr: float = 0.05, **kw):
-        super().__init__(teacher, student, data, **kw)
+    def __init__(self, params: Params, ctx: DistillContext):
+        super().__init__(params, ctx)
+        hint_layer, init_epochs, init_lr = params.hint_layer, params.init_epochs, params.init_lr
         require_shapes("fitnet", self)
         s_list = [*self.student_shapes, (self.student_dim,)]
         t_list = [*self.teacher_shapes, (self.teacher_dim,)]

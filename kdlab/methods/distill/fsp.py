@@ -33,6 +33,7 @@ from pydantic import Field
 from torch import Tensor
 
 from kdlab.core.registry import register_distill_method
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distill._feature_tools import (
     check_same_rank,
     pair_last,
@@ -78,10 +79,10 @@ class FSP(Distiller):
 
     PROTOCOLS = {"crd": "alone", "soteacher": "with_kd"}  # not among the methods SFTN ran
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, mode: str = "code",
-                 init_epochs: int = 30, init_lr: float = 0.05, joint: bool = False, **kw):
+    def __init__(self, params: Params, ctx: DistillContext):
+        mode, init_epochs, init_lr, joint = params.mode, params.init_epochs, params.init_lr, params.joint
         self.__dict__["joint"] = joint  # read by distills_features() while the base class decides on caching
-        super().__init__(teacher, student, data, **kw)
+        super().__init__(params, ctx)
         require_shapes("fsp", self)
         pairs = list(zip(*pair_last(self.student_shapes, self.teacher_shapes)))
         check_same_rank("fsp", pairs, spatial=True, what="stem and stage outputs")

@@ -35,6 +35,7 @@ from pydantic import Field
 from torch import Tensor
 
 from kdlab.core.registry import register_distill_method
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distill._feature_tools import (
     CONV_LAYERS,
     CONV_TRANSPOSED,
@@ -114,9 +115,9 @@ class FT(Distiller):
 
     PROTOCOLS = {"crd": "alone", "sftn": "with_kd", "soteacher": "with_kd"}
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, rate: float = 0.5,
-                 mode: str = "code", init_epochs: int = 30, init_lr: float = 0.01, **kw):
-        super().__init__(teacher, student, data, **kw)
+    def __init__(self, params: Params, ctx: DistillContext):
+        super().__init__(params, ctx)
+        rate, mode, init_epochs, init_lr = params.rate, params.mode, params.init_epochs, params.init_lr
         require_shapes("ft", self)
         s_shape, t_shape = self.student_shapes[-1], self.teacher_shapes[-1]
         check_same_rank("ft", [(s_shape, t_shape)], spatial=True, what="last stage outputs")

@@ -12,10 +12,8 @@ the soft term independent of T (paper, Sec. 2).  Defaults follow the CRD benchma
 
 from __future__ import annotations
 
-import torch.nn as nn
-
 from kdlab.core.registry import register_distill_method
-from kdlab.methods.distiller import Distiller, LogitParams, kd_loss, logit_weights
+from kdlab.methods.distiller import Distiller, LogitParams, kd_loss
 
 __all__ = ["KD", "kd_loss"]
 
@@ -28,7 +26,4 @@ class KD(Distiller):
     needs_features = False
     PROTOCOLS = {"crd": "logit", "sftn": "logit", "soteacher": "logit"}
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, T: float = 4.0,
-                 alpha: float | None = None, gamma: float | None = None, beta_preset: str = "standard", **kw):
-        super().__init__(teacher, student, data, T=T, beta_preset=beta_preset,
-                         **logit_weights(beta_preset, gamma, alpha), **kw)
+    # gamma and alpha left open are filled in from beta_preset when the parameters are validated (LogitParams)

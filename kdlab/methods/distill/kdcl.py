@@ -16,7 +16,7 @@ any input kind, 1D sequences included.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -26,6 +26,7 @@ from torch import Tensor
 
 from kdlab.core.registry import register_distill_method
 from kdlab.methods.base import StepOutput
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distill._peers import PeerObjective, PeerParams
 from kdlab.methods.distiller import kd_loss
 
@@ -54,11 +55,9 @@ class KDCL(PeerObjective):
 
     Params = KDCLParams
 
-    def __init__(self, student: nn.Module | None = None, data=None, peer: str | None = None,
-                 peer_params: dict[str, Any] | None = None, num_peers: int = 1, ensemble: str = "naive",
-                 T: float = 4.0, weight: float = 1.0):
-        super().__init__(student, data, peer, peer_params, num_peers)
-        self.ensemble, self.T, self.weight = ensemble, T, weight
+    def __init__(self, params: KDCLParams, ctx: DistillContext):
+        super().__init__(params, ctx)
+        self.ensemble, self.T, self.weight = params.ensemble, params.T, params.weight
 
     def forward(self, model: nn.Module, batch, state) -> StepOutput:
         logits = self.all_logits(model, batch.x)

@@ -52,6 +52,7 @@ from kdlab.core.errors import ConfigError
 from kdlab.core.registry import DISTILL_METHODS, StrictParams, register_distill_method
 from kdlab.data.base import batch_part
 from kdlab.methods.base import DistillObjective, StepOutput
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distiller import kd_loss
 
 __all__ = ["KDPlus", "mix_inputs", "random_pairs"]
@@ -140,24 +141,22 @@ class KDPlus(DistillObjective):
 
     Params = KDPlusParams
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, run_dir=None,
-                 epochs: int = 1, teacher_path=None, device=None, base: Any = "kd", weight: float = 1.0,
-                 T: float = 4.0, mix: list[str] = ("mixup",), mix_alpha: float = 1.0, ratio: float = 1.0,
-                 mix_across: str = "batch"):
-        super().__init__(teacher)
+    def __init__(self, params: KDPlusParams, ctx: DistillContext):
+        super().__init__(ctx.teacher)
+        base = params.base
         spec = base.model_dump() if hasattr(base, "model_dump") else ({"name": base} if isinstance(base, str)
                                                                        else dict(base))
         name = spec.pop("name", "kd")
         entry = DISTILL_METHODS.get(name)
         try:
-            params = entry.validate(spec).model_dump()
+            base_params = entry.validate(spec)
         except ValidationError as e:
             raise ConfigError(f"method.base: invalid parameters for {name!r}: {e.errors()[0]['msg']}") from None
-        self.base = entry.build(params, teacher=teacher, student=student, data=data, run_dir=run_dir,
-                                epochs=epochs, teacher_path=teacher_path, device=device)
+        self.base = entry.build(base_params, ctx)  # the base method gets the same context
         self.needs_index = self.base.needs_index
-        self.weight, self.T, self.mix_alpha, self.ratio, self.mix_across = weight, T, mix_alpha, ratio, mix_across
-        self.mix_ids = [MIXES.index(m) for m in mix]
+        self.weight, self.T, self.mix_alpha = params.weight, params.T, params.mix_alpha
+        self.ratio, self.mix_across = params.ratio, params.mix_across
+        self.mix_ids = [MIXES.index(m) for m in params.mix]
 
     def current_teacher(self) -> nn.Module:
         # a base method may swap its teacher during training (RCO's anchors)

@@ -18,12 +18,12 @@ average-pooled to the smaller size.  Works on 1D sequences; an MLP has no spatia
 
 from __future__ import annotations
 
-import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
 from kdlab.core.registry import register_distill_method
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distill._feature_tools import check_same_rank, pair_last, pool_pair
 from kdlab.methods.distiller import Distiller, DistillerParams
 from kdlab.models.contract import Features
@@ -57,10 +57,9 @@ class NST(Distiller):
 
     PROTOCOLS = {"crd": "alone", "soteacher": "with_kd"}  # not among the methods SFTN ran
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, degree: int = 2,
-                 c: float = 0.0, **kw):
-        super().__init__(teacher, student, data, **kw)
-        self.degree, self.c = degree, c
+    def __init__(self, params: Params, ctx: DistillContext):
+        super().__init__(params, ctx)
+        self.degree, self.c = params.degree, params.c
         if hasattr(self, "student_shapes"):
             check_same_rank("nst", zip(*pair_last(self.student_shapes[1:], self.teacher_shapes[1:])),
                             spatial=True, what="stage outputs")

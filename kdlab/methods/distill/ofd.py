@@ -70,6 +70,7 @@ from torch import Tensor
 from kdlab.core.distributed import all_reduce_sum
 from kdlab.core.errors import ConfigError
 from kdlab.core.registry import register_distill_method
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distiller import Distiller, DistillerParams
 
 __all__ = ["OFD", "gaussian_margin", "margin_relu", "partial_l2"]
@@ -137,12 +138,11 @@ class OFD(Distiller):
     BETA = {"standard": 1e-3, "soteacher": 5e-4}
     PROTOCOLS = {"sftn": "with_kd"}  # "OH" [19] in SFTN Sec. 4.1's list of methods run with KD
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, margin: str = "gaussian",
-                 margin_batches: int | None = None, **kw):
-        super().__init__(teacher, student, data, **kw)
-        if student is None or data is None:
+    def __init__(self, params: Params, ctx: DistillContext):
+        super().__init__(params, ctx)
+        if ctx.student is None or ctx.data is None:
             raise ConfigError("ofd: needs the student and the data set (to size its connectors)")
-        self.margin_kind, self.margin_batches = margin, margin_batches
+        self.margin_kind, self.margin_batches = params.margin, params.margin_batches
         n = min(len(self.student_shapes), len(self.teacher_shapes)) - 1  # the stages after the stem
         if n < 1:
             raise ConfigError("ofd: both models need at least one stage after the stem")

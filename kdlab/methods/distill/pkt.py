@@ -23,11 +23,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn as nn
 from pydantic import Field
 from torch import Tensor
 
 from kdlab.core.registry import register_distill_method
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distiller import Distiller, RelationalParams
 from kdlab.models.contract import Features
 
@@ -65,10 +65,9 @@ class PKT(Distiller):
 
     PROTOCOLS = {"crd": "alone", "sftn": "with_kd", "soteacher": "with_kd"}
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, eps: float = 1e-7,
-                 mode: str = "code", **kw):
-        super().__init__(teacher, student, data, **kw)
-        self.eps, self.mode = eps, mode
+    def __init__(self, params: Params, ctx: DistillContext):
+        super().__init__(params, ctx)
+        self.eps, self.mode = params.eps, params.mode
 
     def method_loss(self, s: Features, t: Features, batch, state) -> Tensor:
         return pkt_loss(*self.global_batch(s.embedding, t.embedding), self.eps, self.mode)

@@ -35,7 +35,8 @@ from pydantic import Field
 from kdlab.core.checkpoint import load_metadata, load_weights
 from kdlab.core.errors import CheckpointError, ConfigError
 from kdlab.core.registry import register_distill_method
-from kdlab.methods.distiller import Distiller, LogitParams, logit_weights
+from kdlab.methods.context import DistillContext
+from kdlab.methods.distiller import Distiller, LogitParams
 
 __all__ = ["RCO", "anchor_index", "find_anchors"]
 
@@ -55,9 +56,16 @@ def _spaced(items: list, n: int) -> list:
     return [items[round((k + 1) * step) - 1] for k in range(n)]
 
 
-def find_anchors(teacher_path: Path, names: list[str] | None = None, num_anchors: int | None = None
-                 ) -> list[tuple[Path, int]]:
-    """(checkpoint path, teacher epoch) of each anchor, in order."""
+def _epoch_checkpoints(folder: Path) -> dict[int, Path]:
+    # what the run layer's teacher_checkpoints gives a built RCO, for find_anchors called on its own
+    return dict(sorted((int(m.group(1)), p) for p in folder.glob("epoch_*.pt") if (m := _EPOCH_FILE.match(p.name))))
+
+
+def find_anchors(teacher_path: Path, names: list[str] | None = None, num_anchors: int | None = None,
+                 checkpoints: dict[int, Path] | None = None) -> list[tuple[Path, int]]:
+    """(checkpoint path, teacher epoch) of each anchor, in order; ``checkpoints``: epoch -> checkpoint file of the
+    teacher run's epoch checkpoints (the context's ``teacher_checkpoints``; default: the ``epoch_XXX.pt`` files
+    beside ``teacher_path``)."""
     folder = teacher_path.parent
     if names:
         out = []
@@ -69,7 +77,9 @@ def find_anchors(teacher_path: Path, names: list[str] | None = None, num_anchors
             out.append((path, int(load_metadata(path).get("epoch", 0))))
         return _spaced(out, num_anchors) if num_anchors else out
     final_epoch = int(load_metadata(teacher_path).get("epoch", 0))
-    found = sorted((int(m.group(1)), p) for p in folder.glob("epoch_*.pt") if (m := _EPOCH_FILE.match(p.name)))
+    if checkpoints is None:
+        checkpoints = _epoch_checkpoints(folder)
+    found = sorted(checkpoints.items())
     out = [(p, e) for e, p in found if e <= final_epoch]
     if not out:
         raise CheckpointError(
@@ -96,14 +106,13 @@ class RCO(Distiller):
     needs_features = False
     PROTOCOLS = {"crd": "logit", "sftn": "logit", "soteacher": "logit"}
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, teacher_path=None,
-                 alpha: float | None = None, gamma: float | None = None, anchors: list[str] | None = None,
-                 num_anchors: int | None = None, beta_preset: str = "standard", **kw):
-        super().__init__(teacher, student, data, beta_preset=beta_preset, **logit_weights(beta_preset, gamma, alpha),
-                         **kw)
-        if teacher_path is None:
+    def __init__(self, params: RCOParams, ctx: DistillContext):
+        super().__init__(params, ctx)
+        teacher = ctx.teacher
+        if ctx.teacher_path is None or ctx.teacher_checkpoints is None:
             raise ConfigError("rco: needs the teacher's checkpoint file (its run folder holds the anchors)")
-        self.anchors = find_anchors(Path(teacher_path), anchors, num_anchors)
+        self.anchors = find_anchors(Path(ctx.teacher_path), params.anchors, params.num_anchors,
+                                    ctx.teacher_checkpoints())
         self.spec = getattr(teacher, "kdlab_spec", None)
         self.current = -1
         # the anchor network: a copy of the teacher, so the run's converged teacher is left as it is

@@ -23,12 +23,12 @@ the same global batch); ``relations: process`` relates the samples of each proce
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
 from kdlab.core.registry import register_distill_method
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distiller import Distiller, RelationalParams
 from kdlab.models.contract import Features
 
@@ -78,10 +78,9 @@ class RKD(Distiller):
 
     PROTOCOLS = {"crd": "alone", "sftn": "with_kd", "soteacher": "with_kd"}
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None,
-                 distance_weight: float = 25.0, angle_weight: float = 50.0, **kw):
-        super().__init__(teacher, student, data, **kw)
-        self.distance_weight, self.angle_weight = distance_weight, angle_weight
+    def __init__(self, params: Params, ctx: DistillContext):
+        super().__init__(params, ctx)
+        self.distance_weight, self.angle_weight = params.distance_weight, params.angle_weight
 
     def method_loss(self, s: Features, t: Features, batch, state) -> dict[str, Tensor]:
         out = {}

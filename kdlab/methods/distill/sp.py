@@ -20,13 +20,13 @@ the same global batch); ``relations: process`` relates the samples of each proce
 
 from __future__ import annotations
 
-import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
 from kdlab.core.errors import ConfigError
 from kdlab.core.registry import register_distill_method
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distiller import Distiller, RelationalParams
 from kdlab.models.contract import Features
 
@@ -56,10 +56,9 @@ class SP(Distiller):
 
     PROTOCOLS = {"crd": "alone", "sftn": "with_kd", "soteacher": "with_kd"}
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None,
-                 layers: list[int] = (-1,), **kw):
-        super().__init__(teacher, student, data, **kw)
-        self.layers = list(layers)
+    def __init__(self, params: Params, ctx: DistillContext):
+        super().__init__(params, ctx)
+        self.layers = list(params.layers)
         if hasattr(self, "student_shapes"):
             n = min(len(self.student_shapes), len(self.teacher_shapes))
             bad = [i for i in self.layers if not -n <= i < n]

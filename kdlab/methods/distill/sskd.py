@@ -46,6 +46,7 @@ from kdlab.core.distributed import all_gather_cat, gather_with_grad
 from kdlab.core.errors import ConfigError
 from kdlab.core.registry import register_distill_method
 from kdlab.methods.base import StepOutput
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distill._feature_tools import run_init_stage
 from kdlab.methods.distiller import Distiller, DistillerParams, kd_loss
 
@@ -118,11 +119,12 @@ class SSKD(Distiller):
                       "soteacher": {"gamma": 1.0, "alpha": 1.0, "tf_weight": 1.0, "ss_weight": 10.0, "beta": 1.0,
                                     "T": 4.0}}}
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None,
-                 tf_weight: float | None = None, ss_weight: float = 10.0, tf_T: float = 4.0, ss_T: float = 0.5,
-                 ratio_tf: float = 1.0, ratio_ss: float = 0.75, ss_epochs: int = 60, ss_lr: float = 0.05,
-                 ss_milestones: list[int] = (30, 45), beta_preset: str = "standard", **kw):
-        super().__init__(teacher, student, data, beta_preset=beta_preset, **kw)
+    def __init__(self, params: Params, ctx: DistillContext):
+        super().__init__(params, ctx)
+        student, data = ctx.student, ctx.data
+        tf_weight, ss_weight, tf_T, ss_T = params.tf_weight, params.ss_weight, params.tf_T, params.ss_T
+        ratio_tf, ratio_ss, ss_epochs, ss_lr = params.ratio_tf, params.ratio_ss, params.ss_epochs, params.ss_lr
+        ss_milestones, beta_preset = params.ss_milestones, params.beta_preset
         if student is None or data is None:
             raise ConfigError("sskd: needs the student and the data set (to size its heads)")
         transform_batch(torch.zeros(1, *data.input_shape))  # fail now on unsupported inputs

@@ -30,6 +30,7 @@ from pydantic import Field
 from torch import Tensor
 
 from kdlab.core.registry import register_distill_method
+from kdlab.methods.context import DistillContext
 from kdlab.methods.distill._feature_tools import (
     Shape,
     check_same_rank,
@@ -89,9 +90,9 @@ class VID(Distiller):
 
     PROTOCOLS = {"crd": "alone", "sftn": "with_kd", "soteacher": "with_kd"}
 
-    def __init__(self, teacher: nn.Module, student: nn.Module | None = None, data=None, init_var: float = 5.0,
-                 eps: float = 1e-5, mode: str = "code", **kw):
-        super().__init__(teacher, student, data, **kw)
+    def __init__(self, params: Params, ctx: DistillContext):
+        super().__init__(params, ctx)
+        init_var, eps, mode = params.init_var, params.eps, params.mode
         require_shapes("vid", self)
         pairs = list(zip(*pair_last(self.student_shapes[1:], self.teacher_shapes[1:])))
         check_same_rank("vid", pairs, spatial=False, what="stage outputs")

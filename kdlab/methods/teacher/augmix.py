@@ -24,6 +24,7 @@ from kdlab.core.registry import StrictParams, register_teacher_method
 from kdlab.core.state import LoopState
 from kdlab.data.base import Batch
 from kdlab.methods.base import Objective, StepOutput
+from kdlab.methods.context import TeacherContext
 
 
 def augmix_views(x: Tensor, op: nn.Module) -> Tensor:
@@ -51,8 +52,10 @@ class AugMix(Objective):
         severity: int = Field(3, ge=1, le=10)
         jsd_weight: float = Field(12.0, ge=0)
 
-    def __init__(self, data=None, alpha: float = 1.0, width: int = 3, severity: int = 3, jsd_weight: float = 12.0):
+    def __init__(self, params: Params, ctx: TeacherContext):
         super().__init__()
+        data = ctx.data
+        alpha, width, severity, jsd_weight = params.alpha, params.width, params.severity, params.jsd_weight
         if data is not None and data.kind != "image":
             raise ConfigError(f"method: augmix needs images; {data.name} has inputs of shape {tuple(data.input_shape)}")
         from torchvision.transforms import v2

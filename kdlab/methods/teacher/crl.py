@@ -21,6 +21,7 @@ from kdlab.core.registry import StrictParams, register_teacher_method
 from kdlab.core.state import LoopState
 from kdlab.data.base import Batch
 from kdlab.methods.base import Objective, StepOutput
+from kdlab.methods.context import TeacherContext
 
 
 def correctness_ranking_loss(confidence: Tensor, history: Tensor) -> Tensor:
@@ -41,10 +42,10 @@ class CRL(Objective):
     needs_index = True
     gathered_buffers = ("correct_before", "correct_now")
 
-    def __init__(self, data, weight: float = 1.0):
+    def __init__(self, params: Params, ctx: TeacherContext):
         super().__init__()
-        self.weight = weight
-        n = len(data.train)
+        self.weight = params.weight
+        n = len(ctx.data.train)
         self.register_buffer("correct_before", torch.zeros(n))  # correct predictions in finished epochs
         self.register_buffer("correct_now", torch.zeros(n))  # ... in the current epoch
         self.register_buffer("epochs_done", torch.zeros((), dtype=torch.long))

@@ -10,6 +10,7 @@ from kdlab.core.registry import StrictParams, register_teacher_method
 from kdlab.core.state import LoopState
 from kdlab.data.base import Batch
 from kdlab.methods.base import Objective, StepOutput
+from kdlab.methods.context import TeacherContext
 
 
 @register_teacher_method("label-smoothing", paper="Szegedy et al. 2016")
@@ -19,9 +20,9 @@ class LabelSmoothing(Objective):
     class Params(StrictParams):
         epsilon: float = Field(0.1, ge=0, lt=1)
 
-    def __init__(self, epsilon: float = 0.1):
+    def __init__(self, params: Params, ctx: TeacherContext):
         super().__init__()
-        self.epsilon = epsilon
+        self.epsilon = params.epsilon
 
     def forward(self, model: nn.Module, batch: Batch, state: LoopState) -> StepOutput:
         logits = model(batch.x)

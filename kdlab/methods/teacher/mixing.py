@@ -20,6 +20,7 @@ from kdlab.core.registry import StrictParams, register_teacher_method
 from kdlab.core.state import LoopState
 from kdlab.data.base import Batch
 from kdlab.methods.base import Objective, StepOutput
+from kdlab.methods.context import TeacherContext
 
 
 def _beta(alpha: float, device: torch.device) -> float:
@@ -53,9 +54,9 @@ def cutmix_batch(x: Tensor, lam: float, perm: Tensor) -> tuple[Tensor, float]:
 
 
 class _Mixing(Objective):
-    def __init__(self, alpha: float):
+    def __init__(self, params: StrictParams, ctx: TeacherContext):
         super().__init__()
-        self.alpha = alpha
+        self.alpha = params.alpha
 
     def mix(self, x: Tensor, lam: float, perm: Tensor) -> tuple[Tensor, float]:
         raise NotImplementedError
@@ -76,9 +77,6 @@ class Mixup(_Mixing):
     class Params(StrictParams):
         alpha: float = Field(0.2, ge=0)
 
-    def __init__(self, alpha: float = 0.2):
-        super().__init__(alpha)
-
     def mix(self, x: Tensor, lam: float, perm: Tensor) -> tuple[Tensor, float]:
         return mixup_batch(x, lam, perm), lam
 
@@ -90,8 +88,9 @@ class CutMix(_Mixing):
     class Params(StrictParams):
         alpha: float = Field(0.2, ge=0)
 
-    def __init__(self, data=None, alpha: float = 0.2):
-        super().__init__(alpha)
+    def __init__(self, params: Params, ctx: TeacherContext):
+        super().__init__(params, ctx)
+        data = ctx.data
         if data is not None and len(data.input_shape) < 2:
             raise ConfigError(f"method: cutmix needs spatial inputs (images or sequences); {data.name} has inputs "
                               f"of shape {tuple(data.input_shape)}")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch.nn as nn
 
 from kdlab.core.errors import ConfigError
-from kdlab.core.registry import register_teacher_method
+from kdlab.core.registry import StrictParams, register_teacher_method
 from kdlab.core.state import LoopState
 from kdlab.data.base import Batch
 from kdlab.methods.base import Objective, StepOutput
+from kdlab.methods.context import TeacherContext
 
 
 @register_teacher_method("patch-erm", paper="SoTeacher §3 (Lemma 3.3)")
@@ -19,8 +20,9 @@ class PatchERM(Objective):
     The minimiser fits each feature's prediction to the mean label of the inputs that contain it (Lemma 3.3),
     which Theorem 3.6 bounds; ``standard`` on the same model fits the normalised geometric mean instead."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, params: StrictParams, ctx: TeacherContext):
         super().__init__()
+        model = ctx.model
         from kdlab.models.patchwise import PatchwiseNet
 
         if not isinstance(model, PatchwiseNet):

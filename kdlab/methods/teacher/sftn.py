@@ -30,6 +30,7 @@ distilled later (the paper's Table 7).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -44,6 +45,7 @@ from kdlab.core.registry import StrictParams, register_teacher_method
 from kdlab.core.state import LoopState
 from kdlab.data.base import Batch
 from kdlab.methods.base import Objective, StepOutput
+from kdlab.methods.context import TeacherContext
 from kdlab.methods.distiller import probe_features
 from kdlab.models import build_model
 
@@ -129,21 +131,22 @@ class SFTN(Objective):
         pretrained: str | None = Field(None, description="teacher run folder or checkpoint to fine-tune from")
         branch_only_epochs: int = Field(0, ge=0, description="fine-tuning: epochs training only the branches")
 
-    def __init__(self, model: nn.Module, data, student, lambda_t: float = 1.0, lambda_kl: float = 3.0,
-                 lambda_ce: float = 1.0, tau: float = 1.0, kl_direction: str = "branch_teacher",
-                 detach_teacher_features: bool = False, block_map=None, pretrained: str | None = None,
-                 branch_only_epochs: int = 0):
+    def __init__(self, params: Params, ctx: TeacherContext):
         super().__init__()
+        model, data = ctx.model, ctx.data
+        student, block_map, pretrained = params.student, params.block_map, params.pretrained
         if student is None:
             raise ConfigError("method.student: sftn needs the architecture of its student branches, "
                               "e.g. method.student=resnet8")
-        self.weights = dict(lambda_t=lambda_t, lambda_kl=lambda_kl, lambda_ce=lambda_ce, tau=tau,
-                            kl_direction=kl_direction)
-        self.detach = detach_teacher_features
-        self.branch_only_epochs = branch_only_epochs
+        self.weights = dict(lambda_t=params.lambda_t, lambda_kl=params.lambda_kl, lambda_ce=params.lambda_ce,
+                            tau=params.tau, kl_direction=params.kl_direction)
+        self.detach = params.detach_teacher_features
+        self.branch_only_epochs = params.branch_only_epochs
         self.__dict__["_data"] = data
         if pretrained is not None:
-            _load_pretrained(model, pretrained)
+            if ctx.checkpoint_file is None:
+                raise ConfigError("method.pretrained: this caller cannot resolve a teacher run's checkpoint")
+            _load_pretrained(model, ctx.checkpoint_file(pretrained))
         spec = student if isinstance(student, dict) else student.model_dump()
         name, params = spec["name"], {k: v for k, v in spec.items() if k != "name"}
         probe_student = build_model(name, params, data.num_classes, data.input_shape, key="method.student")
@@ -203,12 +206,12 @@ class SFTN(Objective):
         return {f"branch{i}_top1": 100.0 * c / max(n, 1) for (i, _), c in zip(self.pairs, correct)}
 
 
-def _load_pretrained(model: nn.Module, path: str) -> None:
+def _load_pretrained(model: nn.Module, file: Path) -> None:
+    """``file``: the checkpoint of ``method.pretrained`` (the context's ``checkpoint_file`` resolves a run folder to
+    its last checkpoint)."""
     from kdlab.core.checkpoint import load_weights
     from kdlab.core.errors import CheckpointError
-    from kdlab.runs.resolve import resolve_checkpoint
 
-    file = resolve_checkpoint(path, "last")
     ck = load_weights(file)  # the weights only: not the pretrained run's optimizer or objective state
     try:
         model.load_state_dict(ck["model_state"])

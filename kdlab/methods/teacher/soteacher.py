@@ -21,6 +21,7 @@ from kdlab.core.registry import StrictParams, register_teacher_method
 from kdlab.core.state import LoopState
 from kdlab.data.base import Batch
 from kdlab.methods.base import Objective, StepOutput
+from kdlab.methods.context import TeacherContext
 from kdlab.regularizers import ConsistencyRegularizer, LipschitzRegularizer
 
 
@@ -43,11 +44,12 @@ class SoTeacher(Objective):
 
     needs_index = True
 
-    def __init__(self, model: nn.Module, data, epochs: int, run_dir=None, lambda_lr: float = 1e-5,
-                 lambda_cr_max: float = 1.0, schedule: str = "linear", cr_start_epoch: int = 0,
-                 lipschitz: str = "reference", buffer: str = "memory", average: str = "code", no_lr: bool = False,
-                 no_cr: bool = False):
+    def __init__(self, params: Params, ctx: TeacherContext):
         super().__init__()
+        model, data, epochs, run_dir = ctx.model, ctx.data, ctx.epochs, ctx.run_dir
+        lambda_lr, lambda_cr_max, schedule = params.lambda_lr, params.lambda_cr_max, params.schedule
+        cr_start_epoch, lipschitz, buffer = params.cr_start_epoch, params.lipschitz, params.buffer
+        average, no_lr, no_cr = params.average, params.no_lr, params.no_cr
         self.lambda_lr = 0.0 if no_lr else lambda_lr
         self.lipschitz = LipschitzRegularizer(model, lipschitz) if self.lambda_lr > 0 else None
         self.consistency = None

@@ -17,6 +17,7 @@ from kdlab.core.registry import StrictParams, register_teacher_method
 from kdlab.core.state import LoopState
 from kdlab.data.base import Batch
 from kdlab.methods.base import Objective, StepOutput
+from kdlab.methods.context import TeacherContext
 
 
 def _weights(model: nn.Module) -> list[torch.Tensor]:
@@ -26,10 +27,10 @@ def _weights(model: nn.Module) -> list[torch.Tensor]:
 class _Penalty(Objective):
     ord: int = 1
 
-    def __init__(self, model: nn.Module, weight: float):
+    def __init__(self, params: StrictParams, ctx: TeacherContext):
         super().__init__()
-        self.weight = weight
-        self.__dict__["_params"] = _weights(model)
+        self.weight = params.weight
+        self.__dict__["_params"] = _weights(ctx.model)
 
     def penalty(self) -> torch.Tensor:
         norms = torch.stack(torch._foreach_norm(self._params, self.ord))
@@ -51,9 +52,6 @@ class L1Penalty(_Penalty):
 
     ord = 1
 
-    def __init__(self, model: nn.Module, weight: float = 1e-5):
-        super().__init__(model, weight)
-
 
 @register_teacher_method("l2", paper="SoTeacher App. I (baseline)")
 class L2Penalty(_Penalty):
@@ -64,5 +62,3 @@ class L2Penalty(_Penalty):
 
     ord = 2
 
-    def __init__(self, model: nn.Module, weight: float = 5e-4):
-        super().__init__(model, weight)
