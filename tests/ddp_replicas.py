@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 import kdlab.engine.trainer as trainer
-import kdlab.runs as runs
-import kdlab.student_runs as student_runs
+import kdlab.runs.student as student_runs
+import kdlab.runs.teacher as teacher_runs
 
 
 def run_plan(plan: list[dict], dump: Path, rank: str) -> None:
@@ -45,12 +45,12 @@ def run_plan(plan: list[dict], dump: Path, rank: str) -> None:
     try:
         for item in plan:
             if item["kind"] == "group":
-                results = runs.distill_group(item["cfgs"])
+                results = student_runs.distill_group(item["cfgs"])
                 errors = [r for r in results if isinstance(r, BaseException)]
                 if errors:
                     raise errors[0]
             else:
-                (runs.train_teacher if item["kind"] == "teacher" else runs.distill)(item["cfg"])
+                (teacher_runs.train_teacher if item["kind"] == "teacher" else student_runs.distill)(item["cfg"])
     finally:
         trainer.fit_group = student_runs.fit_group = original
 

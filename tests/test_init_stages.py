@@ -4,6 +4,7 @@ helper/pretrain.py does: its feature modules in train mode, its head frozen in e
 import pytest
 import torch
 
+from kdlab.core.registry import DISTILL_METHODS
 from kdlab.core.state import LoopState
 from kdlab.data.base import DataBundle, Split
 from kdlab.methods.distill.ab import AB
@@ -25,7 +26,8 @@ def test_init_stage_trains_the_stages_and_leaves_the_head_alone(cls):
     torch.manual_seed(0)
     teacher = build_model("wrn_16_2", {}, 10, (3, 32, 32)).eval().requires_grad_(False)
     student = build_model("wrn_16_1", {}, 10, (3, 32, 32))
-    method = cls(teacher, student, data, init_epochs=1, init_lr=0.05)
+    entry = next(e for e in DISTILL_METHODS.entries() if e.obj is cls)
+    method = entry.build({"init_epochs": 1, "init_lr": 0.05}, teacher=teacher, student=student, data=data)
     head = {k: v.clone() for k, v in [*student.bn.state_dict().items(), *student.classifier.state_dict().items()]}
     stages = {k: v.clone() for k, v in student.stages.state_dict().items()}
     loader = data.train_loader(16, torch.device("cpu"))

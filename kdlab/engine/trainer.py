@@ -133,6 +133,11 @@ class Member:
     result: FitResult | None = None  # filled by fit_group
     error: BaseException | None = None  # filled by fit_group when the member failed
 
+    @property
+    def run_dir(self) -> Path | None:
+        """The folder its store writes into (None: nothing is written)."""
+        return self.store.path if self.store is not None else None
+
 
 class _Step(nn.Module):
     """The model and the objective as one module, so DistributedDataParallel sees every trained parameter."""
