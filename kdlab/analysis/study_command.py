@@ -23,18 +23,16 @@ from kdlab.core import log as kdlog
 from kdlab.core.checkpoint import atomic_write_text
 from kdlab.core.errors import ConfigError, KdlabError, StudyFailedError
 from kdlab.core.text import to_csv
+from kdlab.runs.summary import RunSummary
 from kdlab.study.execute import Outcome, execute
 from kdlab.study.plan import plan_study
 from kdlab.study.records import LABEL_COLUMNS, RunRecord, write_runs_file
 from kdlab.study.runner import changed_runs, check_buildable, check_same_study
 
-METRIC_COLUMNS = ["top1", "top5", "nll", "ece", "nll_ts", "ece_ts", "temperature", "best_top1", "best_epoch",
-                  "teacher_top1", "teacher_nll", "teacher_ece", "teacher_pstar_l1_train", "teacher_pstar_l1_test",
-                  "agreement", "kl_teacher_student", "cka_teacher_student", "pstar_l1_train", "pstar_l1_test",
-                  "params", "run_dir"]
+METRIC_COLUMNS = [*RunSummary.keys("column"), "run_dir"]
 
 
-TIMING_COLUMNS = ["train_time", "group_size", "run_dir"]
+TIMING_COLUMNS = [*RunSummary.keys("timing"), "run_dir"]
 
 
 @dataclass

@@ -47,8 +47,9 @@ def _split_args(items: Sequence[str], need_config: bool) -> tuple[str | None, li
 def _print_summary(title: str, summary: dict[str, Any], run_dir: Path) -> None:
     if not summary:  # a process other than rank 0 of a torchrun job
         return
-    keys = ["top1", "top5", "nll", "ece", "best_top1", "teacher_top1", "agreement", "kl_teacher_student",
-            "cka_teacher_student", "pstar_l1_train", "pstar_l1_test", "train_time"]
+    from kdlab.runs.summary import RunSummary  # a run has imported torch already
+
+    keys = RunSummary.keys("printed")
     print(f"{title}: {run_dir}")
     for k in keys:
         if k in summary:

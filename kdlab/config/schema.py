@@ -47,6 +47,26 @@ def _check_device(d: str) -> str:
 Device = Annotated[str, AfterValidator(_check_device)]
 
 
+# What a setting means for a run, declared once on its field (``json_schema_extra``): a ``volatile`` setting does not
+# change what a run computes, so it may differ when a finished run is reused or an interrupted one resumes; a
+# ``group_free`` loop setting may differ between the students of one group (it changes no member's computation).
+VOLATILE = {"volatile": True}
+GROUP_FREE = {"group_free": True}
+VOLATILE_GROUP_FREE = {**VOLATILE, **GROUP_FREE}
+
+
+def flagged_keys(model: type[BaseModel], flag: str, prefix: str = "") -> set[str]:
+    """The dotted keys of ``model``'s fields (nested config models included) whose declaration sets ``flag``."""
+    out = set()
+    for name, info in model.model_fields.items():
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(flag):
+            out.add(prefix + name)
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out |= flagged_keys(ann, flag, prefix + name + ".")
+    return out
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
@@ -106,16 +126,19 @@ class TrainConfig(Strict):
     epochs: PositiveInt = Field(240, description="training epochs")
     batch_size: PositiveInt = Field(64, description="training batch (the global batch under torchrun)")
     eval_batch_size: PositiveInt = Field(512, description="batch size of evaluation and prediction (memory only: "
-                                         "results do not depend on it)")
-    device: Device = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+                                         "results do not depend on it)", json_schema_extra=VOLATILE)
+    device: Device = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...",
+                           json_schema_extra=VOLATILE)
     eval_every: PositiveInt = Field(1, description="test the model every k epochs (and after the last)")
-    save_every: NonNegativeInt = Field(0, description="also keep checkpoints/epoch_XXX.pt every k epochs (0: never)")
+    save_every: NonNegativeInt = Field(0, description="also keep checkpoints/epoch_XXX.pt every k epochs (0: never)",
+                                       json_schema_extra=GROUP_FREE)
     progress: Literal["auto", "bar", "log", "off"] = Field(
         "auto", description="bar: a progress bar; log: a line per epoch (at most every 10 s); auto: bar on a "
-                            "terminal, else log; off: quiet")
-    tensorboard: bool = Field(True, description="write TensorBoard logs when the tensorboard package is installed")
+                            "terminal, else log; off: quiet", json_schema_extra=VOLATILE_GROUP_FREE)
+    tensorboard: bool = Field(True, description="write TensorBoard logs when the tensorboard package is installed",
+                              json_schema_extra=VOLATILE_GROUP_FREE)
     tensorboard_every_step: bool = Field(False, description="TensorBoard: also each step's loss, loss parts and lr "
-                                         "under step/ (a device synchronisation per step)")
+                                         "under step/ (a device synchronisation per step)", json_schema_extra=VOLATILE)
     deterministic: bool = Field(True, description="true: deterministic kernels, exact repeats and resumes; false: "
                                 "cuDNN autotuning (faster on GPUs), runs may differ in the last bits")
     drop_last: bool = Field(False, description="skip the last, smaller training batch of each epoch")
@@ -150,7 +173,7 @@ class TeacherRunConfig(Strict):
     seed: int = Field(0, description="seeds initialisation, data order and augmentation")
     holdout: float = HOLDOUT
     out_dir: str | None = Field(None, description="run folder; {seed} stands for the seed (default: "
-                                "runs/teacher-<model>-<method>-s<seed>)")
+                                "runs/teacher-<model>-<method>-s<seed>)", json_schema_extra=VOLATILE)
     data: DataSpec = Field(description="the data set")
     model: ModelSpec = Field(description="the teacher's architecture")
     method: TeacherMethodOrStandard = Field("standard", validate_default=True, description="how the teacher is "
@@ -228,7 +251,7 @@ class DistillRunConfig(Strict):
     seed: int = Field(0, description="seeds initialisation, data order and augmentation")
     holdout: float = HOLDOUT
     out_dir: str | None = Field(None, description="run folder; {seed} stands for the seed (default: "
-                                "runs/student-<model>-<method>-s<seed>)")
+                                "runs/student-<model>-<method>-s<seed>)", json_schema_extra=VOLATILE)
     data: DataSpec = Field(description="the data set (the teacher's classes and input shape)")
     teacher: TeacherRef | None = None
     student: ModelSpec = Field(description="the student's architecture")

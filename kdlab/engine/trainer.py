@@ -63,8 +63,6 @@ class FitResult:
     best: dict[str, Any]
     test_logits: Tensor
     train_time: float
-    resumed_from: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
     test_embeddings: Tensor | None = None  # the final model's pooled test embeddings (same order as the logits)
 
 
@@ -239,36 +237,34 @@ def fit_group(members: list[Member], data: DataBundle, *, train: TrainConfig, se
     runs = []
     for m in members:
         try:
-            runs.append(_Run(m, data, loader, steps, train, seed, device, world, resume))
+            runs.append(_Run(m, data, loader, steps, train, seed, device, world, resume, alone))
         except Exception as e:  # noqa: BLE001 - one member's bad checkpoint or method must not stop the group
             if alone:
                 raise
             m.error = e
     for r in runs:
-        r.start(alone)
+        r.start()
     runs = [r for r in runs if r.member.error is None]
     start = min((r.start_epoch for r in runs), default=train.epochs)
     names = ", ".join(r.member.desc for r in runs)
     progress = Progress(train.progress if world.main else "off", names if alone else f"{len(runs)} runs: {names}",
                         train.epochs, steps, start)
-    t_start = time.perf_counter()
     try:
         for epoch in range(start, train.epochs):
             live = [r for r in runs if r.member.error is None and epoch >= r.start_epoch]
             if not live:
                 break
-            _train_epoch(live, loader, epoch, train, seed, shared, progress, alone)
+            _train_epoch(live, loader, epoch, train, seed, shared, progress)
             for r in live:
                 if r.member.error is None:
-                    r.guard(alone, r.finish_epoch, epoch, test_loader, data, progress, alone)
+                    r.guard(r.finish_epoch, epoch, test_loader, data, progress)
     finally:
         progress.close()
         for r in runs:
             r.sink.close()
-    wall = time.perf_counter() - t_start
     for r in runs:
         if r.member.error is None:
-            r.guard(alone, r.conclude, test_loader, wall)
+            r.guard(r.conclude, test_loader)
     return members
 
 
@@ -283,11 +279,13 @@ def _check_batch_norm_batches(members: list, per_process: int) -> None:
 
 
 class _Run:
-    """The loop's state of one member: optimizer, resume point, log, the epoch's running sums."""
+    """The loop's state of one member: optimizer, resume point, log, the epoch's running sums.  ``alone``: the
+    group has this member only (a failure then stops the run; in a larger group it stops this member only)."""
 
     def __init__(self, member: Member, data: DataBundle, loader, steps: int, train: TrainConfig, seed: int,
-                 device: torch.device, world: DistEnv, resume_run: bool):
+                 device: torch.device, world: DistEnv, resume_run: bool, alone: bool):
         self.member, self.train, self.seed, self.device, self.world = member, train, seed, device, world
+        self.alone = alone
         m = member
         self.opt = build_optimizer(trained_parameters(m.model, m.objective), m.optim)
         scaler = torch.amp.GradScaler(device.type) if train.precision == "fp16" else None
@@ -304,12 +302,21 @@ class _Run:
         self.sink = MetricSink(m.store, world.main, train.tensorboard, self.history, m.hooks,
                                every_step=train.tensorboard_every_step)
         self.rng: RandomState | None = None
-        self.test_logits = self.test_emb = None
+        self.test_logits: Tensor | None = None
+        self.test_emb: Tensor | None = None
         self.step_fn: Callable | None = None
+        # the current epoch's (set by begin_epoch): warm-up, learning rate, start time, running sums
+        self.warm = False
+        self.lr = m.optim.lr
+        self.t_epoch = 0.0
+        self.totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, samples
+        self.parts_sum: dict[str, Tensor] = {}
+        self.bad = torch.zeros((), device=device)
+        self.record: dict[str, Any] | None = None  # the epoch's log record (set by epoch_record)
 
-    def guard(self, alone: bool, fn: Callable[..., Any], *args: Any) -> Any:
+    def guard(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)``; in a group, a failure is this member's alone (it stops, the others go on)."""
-        if alone:
+        if self.alone:
             return fn(*args)
         try:
             return fn(*args)
@@ -317,7 +324,7 @@ class _Run:
             self.member.error = e
             return None
 
-    def start(self, alone: bool) -> None:
+    def start(self) -> None:
         """The objective's ``on_fit_start`` (under the random state the member was built with), then DDP."""
         def go():
             m = self.member
@@ -325,7 +332,7 @@ class _Run:
             with self.random_state(m.rng):
                 m.objective.on_fit_start(m.model, self.state)
             self.step_fn = wrap(m.model, m.objective, self.train, self.device, self.world)
-        self.guard(alone, go)
+        self.guard(go)
 
     @contextlib.contextmanager
     def random_state(self, state: RandomState | None) -> Iterator[None]:
@@ -354,7 +361,7 @@ class _Run:
             m.objective.on_epoch_start(m.model, self.state)
         self.t_epoch = time.perf_counter()
         self.totals = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss sum, correct, samples
-        self.parts_sum: dict[str, Tensor] = {}
+        self.parts_sum = {}
         self.bad = torch.zeros((), device=self.device)
 
     def step(self, batch, i: int, check_every: int) -> None:
@@ -395,7 +402,7 @@ class _Run:
         rec["train_time"] = (time.perf_counter() - self.t_epoch) / share
         return rec
 
-    def finish_epoch(self, epoch: int, test_loader, data: DataBundle, progress: Progress, alone: bool) -> None:
+    def finish_epoch(self, epoch: int, test_loader, data: DataBundle, progress: Progress) -> None:
         """The epoch's record, evaluation, log line, checkpoint and hooks."""
         m, train = self.member, self.train
         rec = self.record
@@ -419,29 +426,28 @@ class _Run:
             m.store.save_epoch(m.model, m.objective, self.opt, epoch + 1, self.best, self.history, m.meta,
                        self.seed, is_best, train.save_every)
         distributed.barrier()
-        if alone:
+        if self.alone:
             progress.end_epoch(epoch + 1, rec)
         else:
             progress.end_epoch_of(m.desc, epoch + 1, rec)
         self.sink.notify(rec)
 
-    def conclude(self, test_loader, wall: float) -> None:
+    def conclude(self, test_loader) -> None:
         if self.test_logits is None:  # resumed after the last epoch had finished
             self.test_logits, self.test_emb = _evaluate(self.member.model, test_loader, final=True)
         train_time = sum(h.get("train_time", 0.0) for h in self.history)
         self.member.result = FitResult(self.history, self.best, self.test_logits, train_time,
-                                       resumed_from=self.start_epoch, extra={"wall_time": wall},
                                        test_embeddings=self.test_emb)
 
 
 def _train_epoch(runs: list[_Run], loader, epoch: int, train: TrainConfig, seed: int, shared: Any,
-                 progress: Progress, alone: bool) -> None:
+                 progress: Progress) -> None:
     """One pass over the training batches, each member taking its step on every batch; leaves each member's
     epoch record in ``run.record`` (or its error)."""
     seed_everything(derive_seed(seed, epoch, 3))
-    base = None if alone else RandomState()  # every member starts the epoch from the same streams
+    base = None if runs[0].alone else RandomState()  # every member starts the epoch from the same streams
     for r in runs:
-        r.guard(alone, r.begin_epoch, epoch, base)
+        r.guard(r.begin_epoch, epoch, base)
     check_every = 1 if runs[0].device.type == "cpu" and not distributed.is_active() else 25
     for i, batch in enumerate(loader.epoch(epoch)):
         if train.channels_last and batch.x.dim() == 4:
@@ -450,13 +456,13 @@ def _train_epoch(runs: list[_Run], loader, epoch: int, train: TrainConfig, seed:
             shared.begin(batch.x)
         for r in runs:
             if r.member.error is None:
-                r.guard(alone, r.step, batch, i, check_every)
+                r.guard(r.step, batch, i, check_every)
         if shared is not None:
             shared.end()
         progress.step()
     for r in runs:
         if r.member.error is None:
-            r.record = r.guard(alone, r.epoch_record, check_every, len(runs))
+            r.record = r.guard(r.epoch_record, check_every, len(runs))
 
 
 def _evaluate(model: nn.Module, test_loader, final: bool) -> tuple[Tensor, Tensor | None]:

@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from kdlab.config import DistillRunConfig, TeacherRunConfig, dump_yaml, load_config
+from kdlab.config.schema import flagged_keys
 from kdlab.core import distributed, log
 from kdlab.core.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_metadata
 from kdlab.core.errors import CheckpointError, ConfigError, RunFolderError
@@ -74,9 +75,7 @@ class RunFolder:
 
     def epoch_checkpoints(self) -> dict[int, Path]:
         """Epoch -> ``epoch_XXX.pt`` file, of the checkpoints kept every ``train.save_every`` epochs."""
-        folder = self.checkpoint_dir
-        found = ((int(m.group(1)), f) for f in folder.glob("epoch_*.pt") if (m := _EPOCH_FILE.match(f.name)))
-        return dict(sorted(found))
+        return epoch_checkpoints(self.checkpoint_dir)
 
     @property
     def staging_file(self) -> Path:  # not *.pt: never listed as a checkpoint
@@ -98,13 +97,18 @@ class RunFolder:
         return run_lock(self.path, wait=wait)
 
 
+def epoch_checkpoints(folder: Path) -> dict[int, Path]:
+    """Epoch -> file of the ``epoch_XXX.pt`` checkpoints in ``folder``."""
+    found = ((int(m.group(1)), f) for f in folder.glob("epoch_*.pt") if (m := _EPOCH_FILE.match(f.name)))
+    return dict(sorted(found))
+
+
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
     return RunFolder(run_dir).checkpoint_dir
 
 
-# settings that do not change what a run computes, and so may differ when a run is resumed
-VOLATILE_KEYS = {"out_dir", "train.progress", "train.device", "train.tensorboard", "train.tensorboard_every_step",
-                 "train.eval_batch_size"}
+# settings that do not change what a run computes, and so may differ when a run is resumed (declared on the config)
+VOLATILE_KEYS = flagged_keys(TeacherRunConfig, "volatile") | flagged_keys(DistillRunConfig, "volatile")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

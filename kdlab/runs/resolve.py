@@ -11,7 +11,6 @@ the group's time).  ``distill`` is the group of one.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,17 +19,17 @@ import torch
 import torch.nn as nn
 
 from kdlab.config import DistillRunConfig, TeacherRef, load_config
+from kdlab.config.schema import TrainConfig, flagged_keys
 from kdlab.core.checkpoint import load_metadata, load_weights
 from kdlab.core.errors import CheckpointError, ConfigError
 from kdlab.data import DataBundle
 from kdlab.methods import needs_teacher
 from kdlab.models import build_model
-from kdlab.runs.folder import check_checkpoint_owner, checkpoint_dir
+from kdlab.runs.folder import check_checkpoint_owner, checkpoint_dir, epoch_checkpoints
 
-# loop settings that members of one group may set differently (they change no member's computation)
-# the epoch checkpoints of a run folder (train.save_every), as RCO reads them
-_EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
-GROUP_FREE_TRAIN_KEYS = ("save_every", "progress", "tensorboard")
+# loop settings that members of one group may set differently (declared on the config: they change no member's
+# computation)
+GROUP_FREE_TRAIN_KEYS = tuple(sorted(flagged_keys(TrainConfig, "group_free")))
 
 
 @dataclass
@@ -125,9 +124,7 @@ def resolve_checkpoint(ref: TeacherRef | str, checkpoint: str = "last") -> Path:
 def teacher_checkpoints(teacher_path: Path | str) -> dict[int, Path]:
     """Epoch -> file of every epoch checkpoint (``epoch_XXX.pt``) of the run whose checkpoint is ``teacher_path``,
     by epoch (RCO's anchors: the checkpoints beside the teacher's)."""
-    folder = Path(teacher_path).parent
-    found = ((int(m.group(1)), p) for p in folder.glob("epoch_*.pt") if (m := _EPOCH_FILE.match(p.name)))
-    return dict(sorted(found))
+    return epoch_checkpoints(Path(teacher_path).parent)
 
 
 def load_model(path: Path, data: DataBundle | None, device: torch.device, role: str = "teacher"

@@ -194,11 +194,10 @@ def _failed(r: StudentRun, error: BaseException, alone: bool) -> BaseException:
 
 def _write_summary(r: StudentRun, m: Member, data: DataBundle, device: torch.device, teacher, teacher_path,
                    teacher_test, group_size: int) -> RunResult:
-    summary, logits = run_summary("student", r.cfg, m.model, m.result, data, device, teacher, teacher_test)
     # train_time is the member's share of its group's time: how many shared it says how to read it
-    summary.update({"model": r.cfg.student.name, "method": r.cfg.method.name, "group_size": group_size})
-    if teacher is not None:
-        summary["teacher_path"] = str(teacher_path)
+    summary, logits = run_summary("student", r.cfg, m.model, m.result, data, device, teacher, teacher_test,
+                                  model=r.cfg.student.name, method=r.cfg.method.name, group_size=group_size,
+                                  teacher_path=str(teacher_path) if teacher is not None else None)
     save_predictions(r.run_dir, logits, data)
     RunFolder(r.run_dir).write_summary(summary)
     write_manifest(r.run_dir)

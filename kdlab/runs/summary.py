@@ -1,24 +1,78 @@
-"""Single runs: train a teacher, distil a student, evaluate a checkpoint.
-
-A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per epoch),
-``checkpoints/`` (``last.pt``, ``best.pt``, ``epoch_XXX.pt``), ``test_logits.npy`` / ``test_labels.npy`` and,
-once finished, ``summary.json`` (and, once a figure asked for them, ``train_true_prob.npz``: see
-:func:`train_true_label_prob`).  A finished run is never trained again; an unfinished one continues with ``resume``.
-"""
+"""A finished run's summary (``summary.json``), typed: :class:`RunSummary` declares every key once, and its fields'
+metadata make the study's metric columns (``results.csv``), its timing columns (``timings.csv``) and the keys the
+command line prints after a run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from kdlab.core.errors import KdlabError
 from kdlab.data import DataBundle
 from kdlab.engine.trainer import FitResult
 from kdlab.models import count_parameters
 from kdlab.runs.diagnostics import diagnose
+
+
+def _key(doc: str, column: bool = False, printed: bool = False, timing: bool = False) -> Any:
+    """A summary key: ``column`` a metric column of results.csv, ``printed`` shown after a run, ``timing`` a
+    column of timings.csv (how the run was scheduled, which differs from one execution to the next)."""
+    return field(default=None, metadata={"doc": doc, "column": column, "printed": printed, "timing": timing})
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Every key a run's summary may hold (None: not measured for this run), in results.csv's column order."""
+
+    kind: str | None = _key("teacher | student")
+    dataset: str | None = _key("the data set's name")
+    seed: int | None = _key("the run's seed")
+    epochs: int | None = _key("training epochs")
+    top1: float | None = _key("test top-1 % of the final model", column=True, printed=True)
+    top5: float | None = _key("test top-5 %", column=True, printed=True)
+    nll: float | None = _key("test negative log-likelihood", column=True, printed=True)
+    ece: float | None = _key("test expected calibration error", column=True, printed=True)
+    nll_ts: float | None = _key("test NLL after temperature scaling on the held-out split", column=True)
+    ece_ts: float | None = _key("test ECE after temperature scaling", column=True)
+    temperature: float | None = _key("the fitted temperature", column=True)
+    best_top1: float | None = _key("the best test top-1 % of any epoch", column=True, printed=True)
+    best_epoch: int | None = _key("the epoch of best_top1", column=True)
+    teacher_top1: float | None = _key("the teacher's test top-1 %", column=True, printed=True)
+    teacher_nll: float | None = _key("the teacher's test NLL", column=True)
+    teacher_ece: float | None = _key("the teacher's test ECE", column=True)
+    teacher_pstar_l1_train: float | None = _key("the teacher's L1 distance to the true p* (train)", column=True)
+    teacher_pstar_l1_test: float | None = _key("the teacher's L1 distance to the true p* (test)", column=True)
+    agreement: float | None = _key("test top-1 agreement of student and teacher", column=True, printed=True)
+    kl_teacher_student: float | None = _key("test KL(teacher || student)", column=True, printed=True)
+    cka_teacher_student: float | None = _key("linear CKA of the embeddings", column=True, printed=True)
+    pstar_l1_train: float | None = _key("L1 distance to the true p* (train)", column=True, printed=True)
+    pstar_l1_test: float | None = _key("L1 distance to the true p* (test)", column=True, printed=True)
+    params: int | None = _key("parameters of the model", column=True)
+    train_time: float | None = _key("seconds of training (a group member: its share)", printed=True, timing=True)
+    model: str | None = _key("the model's name")
+    method: str | None = _key("the method's name")
+    group_size: int | None = _key("students trained together with it", timing=True)
+    teacher_path: str | None = _key("the teacher checkpoint it was distilled from")
+
+    @classmethod
+    def keys(cls, flag: str) -> list[str]:
+        """The keys whose declaration sets ``flag`` (column, printed or timing), in order."""
+        return [f.name for f in fields(cls) if f.metadata[flag]]
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunSummary:
+        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
+        if unknown:
+            raise KdlabError(f"run summary: unknown key(s) {', '.join(unknown)}")
+        return cls(**raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as ``summary.json`` holds it: the measured keys only."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 @dataclass
@@ -28,13 +82,16 @@ class RunResult:
     reused: bool = False  # True when the run had already finished
 
 
-def run_summary(kind: str, cfg: Any, model: nn.Module, fitres: FitResult, data: DataBundle, device: torch.device,
-             teacher: nn.Module | None = None, teacher_test: tuple | None = None
-             ) -> tuple[dict[str, Any], torch.Tensor]:
-    measures, logits = diagnose(model, data, device, cfg.train.eval_batch_size, teacher, cfg.train.num_workers,
+def run_summary(kind: str, cfg: Any, net: nn.Module, fitres: FitResult, data: DataBundle, device: torch.device,
+                teacher: nn.Module | None = None, teacher_test: tuple | None = None, **more: Any
+                ) -> tuple[dict[str, Any], torch.Tensor]:
+    """The summary of a run that trained ``net`` (``more``: its other keys, e.g. model and method) and its test
+    logits."""
+    measures, logits = diagnose(net, data, device, cfg.train.eval_batch_size, teacher, cfg.train.num_workers,
                                 test=(fitres.test_logits, fitres.test_embeddings), teacher_test=teacher_test)
-    return {
+    summary = RunSummary.from_dict({
         "kind": kind, "dataset": cfg.data.name, "seed": cfg.seed, "epochs": cfg.train.epochs,
         **measures, "best_top1": fitres.best["test_top1"], "best_epoch": fitres.best["epoch"],
-        "params": count_parameters(model), "train_time": round(fitres.train_time, 3),
-    }, logits
+        "params": count_parameters(net), "train_time": round(fitres.train_time, 3), **more,
+    })
+    return summary.to_dict(), logits

@@ -75,8 +75,8 @@ def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, plain: dict, data: Data
               desc=f"teacher {cfg.model.name}/{cfg.method.name} s{cfg.seed}")
     if not distributed.env().main:
         return RunResult(run_dir, {})
-    summary, logits = run_summary("teacher", cfg, model, res, data, resolve_device(cfg.train.device))
-    summary.update({"model": cfg.model.name, "method": cfg.method.name})
+    summary, logits = run_summary("teacher", cfg, model, res, data, resolve_device(cfg.train.device),
+                                  model=cfg.model.name, method=cfg.method.name)
     save_predictions(run_dir, logits, data)
     RunFolder(run_dir).write_summary(summary)
     write_manifest(run_dir)
