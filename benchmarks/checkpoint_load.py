@@ -5,7 +5,7 @@ A SoTeacher teacher's checkpoint holds, beside the weights, SGD momentum (one te
 consistency buffer (num_train x num_classes floats, and a visit count per sample).  Each case writes such a
 checkpoint in both formats (save time includes fsync), then loads the teacher in a fresh process (so that peak
 memory is the load's own): old = format 1 and the previous ``load_model`` (the full checkpoint deserialised,
-the state loaded into the model built on the CPU); new = format 2 and ``kdlab.runs.load_model`` (weights only);
+the state loaded into the model built on the CPU); new = format 2 and ``kdlab.runs.checkpoint_model`` (weights only);
 full = format 2's full load, as resume does.  "cold" evicts the file from the page cache first
 (posix_fadvise DONTNEED on that file only), "warm" loads it again right after.  Peak memory is the
 process's peak resident set (VmHWM) above what it held before the load, model included.
@@ -100,7 +100,7 @@ def _child(mode: str, path: str) -> None:
             model.load_state_dict(ck["model_state"])
             return model.to(device).eval()
         if mode == "new":
-            return runs.load_model(Path(path), None, device)[0]
+            return runs.checkpoint_model(Path(path), None, device)[0]
         return load_checkpoint(path, map_location=device)  # the full load of resume
 
     spec = load_metadata(path)["model"]  # build the model once first: imports and first-call costs are not the load's

@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from kdlab.core.checkpoint import load_checkpoint
+from kdlab.runs.folder import RunFolder
 from kdlab.runs.teacher import train_teacher
 
 
@@ -74,7 +75,7 @@ def _cases(root: Path, epochs: int):
 def _outcome(out: Path) -> tuple[dict, float, float]:
     state = load_checkpoint(out / "checkpoints" / "last.pt")["model_state"]
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    return state, last["loss"], json.loads((out / "summary.json").read_text())["top1"]
+    return state, last["loss"], json.loads(RunFolder(out).summary_file.read_text())["top1"]
 
 
 def main() -> None:

@@ -45,8 +45,8 @@ keeps one case's graphs (and dynamo's recompile limit) from affecting the next. 
 bfloat16 (before Ampere: T4, V100) runs emulated and slowly; the header line and its images/s say so.
 
 Hidden: ``--device cpu`` runs the same table on tiny CPU data (64 training images of 3x16x16, 10 classes; fp16
-cases are skipped, since kdlab refuses fp16 on the CPU), a smoke test of this script (tests/test_gpu_paths.py;
-``--device cpu --quick``: 30-40 s on 2 CPU cores with a cold compile cache).
+cases are skipped, since kdlab refuses fp16 on the CPU), a smoke test of this script
+(tests/engine/test_trainer_gpu_paths.py; ``--device cpu --quick``: 30-40 s on 2 CPU cores with a cold compile cache).
 """
 
 from __future__ import annotations

@@ -371,7 +371,10 @@ def parse_reference_log(text: str) -> dict:
 def read_kdlab_metrics(run_dir: Path) -> dict:
     """kdlab's per-epoch records (``metrics.jsonl``) in the form :func:`parse_reference_log` returns."""
     recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    from kdlab.runs.folder import RunFolder
+
+    file = RunFolder(run_dir).summary_file
+    summary = json.loads(file.read_text()) if file.is_file() else {}
     return {"epochs": [{"epoch": r["epoch"], "train_top1": r["acc"], "test_top1": r.get("test_top1"),
                         "lr": r["lr"]} for r in recs],
             "teacher_top1": summary.get("teacher_top1"), "steps": None}

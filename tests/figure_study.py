@@ -16,6 +16,7 @@ import yaml
 from conftest import TINY_DATA, TINY_TRAIN
 from kdlab.analysis.study_command import run_study
 from kdlab.config import StudyConfig, load_config
+from kdlab.runs.folder import SUMMARY
 from kdlab.study import plan_study
 from kdlab.study.records import write_runs_file
 
@@ -49,7 +50,7 @@ def tiny_study(tmp_path_factory) -> Path:
 
 def summaries(study_dir: Path) -> dict[Path, dict]:
     """summary.json of every run folder, by the folder's path relative to the study."""
-    return {p.parent.relative_to(study_dir): json.loads(p.read_text()) for p in study_dir.rglob("summary.json")}
+    return {p.parent.relative_to(study_dir): json.loads(p.read_text()) for p in study_dir.rglob(SUMMARY)}
 
 
 def reduced_copy(study_dir: Path, dest: Path, drop: tuple[str, ...], runs_file: bool = True) -> Path:

@@ -1,7 +1,7 @@
 """kdlab's import contract: the folders are layers, each imports only the layers below it, and no modules import
 each other in a cycle.  Every import statement counts, lazy ones inside functions included.
 
-Run as ``python tests/import_contract.py`` (``.ci/run`` does) or through ``tests/test_import_contract.py``.
+Run as ``python tests/import_contract.py`` (``.ci/run`` does) or through ``tests/e2e/test_import_contract.py``.
 """
 
 from __future__ import annotations

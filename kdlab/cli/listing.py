@@ -7,7 +7,7 @@ kdlab's own components is stored as package data, ``kdlab/cli/catalogue.json``, 
 files it came from; ``kdlab list`` prints the stored one while the fingerprint matches and gathers anew otherwise (a
 component file was added or edited), so it is never stale, only slower.
 ``python -m kdlab.cli.listing --write-catalogue`` rewrites it;
-``tests/test_cli_discovery.py`` checks that the stored catalogue is current and equals the registries'.
+``tests/cli/test_main_discovery.py`` checks that the stored catalogue is current and equals the registries'.
 """
 
 from __future__ import annotations

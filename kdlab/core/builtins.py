@@ -2,7 +2,7 @@
 
 A registry imports its list on first lookup (as an installed plugin's entry point is imported by name), so the core
 names no code of the layers above it, and ``import kdlab.models`` does not import every method.  A new built-in
-module is added here; ``tests/test_builtins.py`` fails when a module that registers a component is missing.
+module is added here; ``tests/core/test_builtins.py`` fails when a module that registers a component is missing.
 """
 
 BUILTINS: dict[str, tuple[str, ...]] = {

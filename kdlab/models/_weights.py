@@ -102,6 +102,6 @@ def load_state(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, 
     module.load_state_dict(state, strict=False)  # strict up to the batch-norm counters fit_problems allows
 
 
-def load_weights(module: nn.Module, path: str | Path, what: str) -> None:
+def load_weights_file(module: nn.Module, path: str | Path, what: str) -> None:
     """Load the state dict in ``path`` into ``module`` strictly; any problem is a one-line CheckpointError."""
     load_state(module, read_state_dict(path, what), what, path)

@@ -75,7 +75,7 @@ from torch import Tensor
 
 from kdlab.core.errors import ConfigError
 from kdlab.core.registry import MODELS, hint
-from kdlab.models._weights import first_line, load_weights
+from kdlab.models._weights import first_line, load_weights_file
 from kdlab.models.contract import ContractModel, Features
 from kdlab.models.torchvision_resnet import TorchvisionResNet, set_stem
 
@@ -648,7 +648,7 @@ def torchvision_model(num_classes: int, in_channels: int, input_shape: tuple[int
     elif in_channels != 3:
         raise ValueError(f"torchvision's {arch} takes 3-channel images; the data have {in_channels} channels")
     if weights is not None:
-        load_weights(net, weights, f"torchvision {arch}")
+        load_weights_file(net, weights, f"torchvision {arch}")
     if is_resnet and stages is None:
         # its stage modules then hold the stem's and each layer's parameters (initialisation stages train them)
         return TorchvisionResNet(net)
@@ -695,7 +695,7 @@ def user_module(num_classes: int, in_channels: int, input_shape: tuple[int, ...]
     if not isinstance(net, nn.Module):
         raise ValueError(f"target {target!r} returned {type(net).__name__}, not an nn.Module")
     if weights is not None:
-        load_weights(net, weights, f"module {target!r}")
+        load_weights_file(net, weights, f"module {target!r}")
     # a user's forward may do what symbolic tracing cannot follow or silently bakes in (Python-level randomness,
     # data-dependent branches), so the module runs its own forward and hooks observe it
     return HookedModel(net, input_shape, num_classes, stages, label=f"module {target!r}")

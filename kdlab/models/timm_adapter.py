@@ -28,7 +28,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from kdlab.core.registry import MODELS, hint
-from kdlab.models._weights import load_weights
+from kdlab.models._weights import load_weights_file
 from kdlab.models.adapter import (
     AdaptedModel,
     GraphRunner,
@@ -156,7 +156,7 @@ def timm_model(num_classes: int, in_channels: int, input_shape: tuple[int, ...],
         raise ValueError(f"arch {arch!r} is not a timm model" + (f"; {h}" if h else ""))
     net = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
     if weights is not None:
-        load_weights(net, weights, f"timm {arch}")
+        load_weights_file(net, weights, f"timm {arch}")
     label = f"timm model {arch!r}"
     if not hasattr(net, "forward_intermediates"):
         return HookedModel(net, input_shape, num_classes, stages or [f["module"] for f in net.feature_info], label)

@@ -25,7 +25,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from kdlab.core.registry import MODELS
-from kdlab.models._weights import load_weights
+from kdlab.models._weights import load_weights_file
 from kdlab.models.contract import ContractModel
 
 if TYPE_CHECKING:  # torchvision is imported when a model is built, not when kdlab starts
@@ -104,7 +104,7 @@ def build_resnet(arch: str, num_classes: int, in_channels: int = 3, weights: str
     net = get_model(arch, weights=None, num_classes=num_classes)
     set_stem(net, in_channels, small_input)
     if weights is not None:
-        load_weights(net, weights, what or arch)
+        load_weights_file(net, weights, what or arch)
     return TorchvisionResNet(net)
 
 

@@ -1,7 +1,7 @@
 """GPU time of an experiment, estimated from training FLOPs and the SFTN paper's measured times.
 
 Basis: the forward FLOPs per image of every architecture at its input size, counted with
-``torch.utils.flop_counter`` (``FORWARD_GFLOPS``; ``tests/test_reproduce_catalogue.py`` recounts some); a training
+``torch.utils.flop_counter`` (``FORWARD_GFLOPS``; ``tests/reproduce/test_catalogue.py`` recounts some); a training
 step costs 3x the forward (forward + backward) of each trained network plus the forward of a frozen teacher, with
 the extra views some methods take (SSKD 4, KD+ 2, AugMix 3) and the initialisation stages (AB, FSP, FT 30 epochs,
 SSKD's head 60 epochs of teacher forwards).  Seconds per FLOP: the median over SFTN Table 8's standard teachers and

@@ -15,7 +15,7 @@ does something the text does not say:
 
 ``kdlab reproduce ID --dry-run`` and the rendered paper table list an experiment's choices (those whose ``where``
 selects one of its runs).  :func:`departures` finds every resolved run that differs from a stated fact without a
-choice that accounts for it: ``tests/test_reproduce_statements.py`` requires none for every experiment, and a dry
+choice that accounts for it: ``tests/reproduce/test_statements.py`` requires none for every experiment, and a dry
 run with overrides lists the ones the overrides make.
 """
 

@@ -8,7 +8,7 @@ import importlib
 _LAZY = {
     "train_teacher": ".teacher", "distill": ".student", "distill_group": ".student", "evaluate": ".evaluate",
     "RunResult": ".summary", "RunSummary": ".summary", "RunFolder": ".folder", "load_teacher": ".resolve",
-    "resolve_checkpoint": ".resolve", "load_model": ".resolve", "TeacherRef": ".resolve",
+    "resolve_checkpoint": ".resolve", "checkpoint_model": ".resolve", "TeacherRef": ".resolve",
 }
 
 __all__ = sorted(_LAZY)

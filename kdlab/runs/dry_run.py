@@ -57,19 +57,13 @@ def config_text(plain: dict[str, Any], notes: list[str] | None) -> str:
 
 def teacher(config: Any, overrides: list[str] = (), dry_run: bool = False, resume: bool = False,
             overwrite: bool = False) -> str:
-    from kdlab.config import TeacherRunConfig, load_config
-    from kdlab.runs.resolve import default_out_dir, with_seed
+    from kdlab.runs.resolve import resolve_teacher_run
 
-    cfg = load_config(TeacherRunConfig, config, overrides)
-    # as kdlab.runs.train_teacher resolves it (tests/test_cli_discovery.py compares with a trained run's config)
-    out_dir = with_seed(cfg.out_dir, cfg.seed) or default_out_dir("teacher", cfg.model.name, cfg.method.name,
-                                                                    cfg.seed)
-    cfg = cfg.model_copy(update={"out_dir": out_dir})
-    plain = cfg.model_dump(mode="json")
+    run = resolve_teacher_run(config, overrides)  # as train_teacher resolves it
     if not dry_run:
-        return config_text(plain, None)
-    check_device(cfg.train)
-    return config_text(plain, single_run_notes("teacher", Path(out_dir), plain, resume, overwrite, []))
+        return config_text(run.plain, None)
+    check_device(run.cfg.train)
+    return config_text(run.plain, single_run_notes("teacher", run.run_dir, run.plain, resume, overwrite, []))
 
 
 def student(config: Any, overrides: list[str] = (), dry_run: bool = False, resume: bool = False,

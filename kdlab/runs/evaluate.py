@@ -27,7 +27,7 @@ from kdlab.data.base import evaluation_view, hold_out
 from kdlab.engine.predict import predict
 from kdlab.runs.diagnostics import diagnose
 from kdlab.runs.folder import RunFolder
-from kdlab.runs.resolve import load_model, load_teacher, resolve_checkpoint
+from kdlab.runs.resolve import checkpoint_model, load_teacher, resolve_checkpoint
 
 
 def trained_points(data: DataBundle, holdout: float) -> Split | DatasetSplit:
@@ -58,7 +58,7 @@ def train_true_label_prob(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.nd
     full = load_dataset(cfg.data)
     train = trained_points(full, cfg.holdout)
     device = resolve_device("auto")
-    model, _ = load_model(path, full, device, role="evaluated")
+    model, _ = checkpoint_model(path, full, device, role="evaluated")
     batch = (ck_cfg.get("train") or {}).get("eval_batch_size", 512)
     logits = predict(model, full.eval_loader(train, batch, device))
     labels = train.y.cpu().long()
@@ -89,7 +89,7 @@ def evaluate(config: Any, overrides: list[str] = ()) -> dict[str, Any]:
         raise ConfigError(f"holdout: {holdout} is more than the {trained} this run held out of its training; the "
                           f"temperature would be fitted on samples the model trained on (use holdout <= {trained})")
     data = load_dataset(data_spec, holdout)
-    model, ck = load_model(path, data, device, role="evaluated")
+    model, ck = checkpoint_model(path, data, device, role="evaluated")
     teacher = load_teacher(cfg.teacher, data, device)[0] if cfg.teacher is not None else None
     measures, _ = diagnose(model, data, device, cfg.batch_size, teacher)
     return {"checkpoint": str(path), "dataset": data.name, "model": ck["model"]["name"], "epoch": ck.get("epoch"),

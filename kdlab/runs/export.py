@@ -38,8 +38,7 @@ from kdlab.core.errors import KdlabError
 from kdlab.models._weights import first_line
 from kdlab.models.native import native_module
 from kdlab.runs.folder import RunFolder
-from kdlab.runs.resolve import load_model as load_checkpoint_model
-from kdlab.runs.resolve import resolve_checkpoint
+from kdlab.runs.resolve import checkpoint_model, resolve_checkpoint
 
 Format = Literal["state_dict", "torchscript", "onnx", "safetensors"]
 SUFFIX = {"state_dict": ".pt", "torchscript": ".torchscript.pt", "onnx": ".onnx", "safetensors": ".safetensors"}
@@ -69,7 +68,7 @@ def load_model(run_or_checkpoint: str | os.PathLike, checkpoint: str = "last",
     the logits.  The checkpoint's checksums are verified; its optimizer state is not read."""
     dev = torch.device(resolve_device(device) if isinstance(device, str) else device)
     path = resolve_checkpoint(str(run_or_checkpoint), checkpoint)
-    model, _ = load_checkpoint_model(path, None, torch.device("cpu"), role="exported")
+    model, _ = checkpoint_model(path, None, torch.device("cpu"), role="exported")
     return native_module(model).to(dev).eval()
 
 
@@ -85,7 +84,7 @@ def export_model(run_or_checkpoint: str | os.PathLike, format: Format = "state_d
     cfg = load_config(ExportConfig, {"path": str(run_or_checkpoint), "checkpoint": checkpoint, "format": format,
                                      "out": None if out is None else str(out)}, overrides)
     path = resolve_checkpoint(cfg.path, cfg.checkpoint)
-    model, ck = load_checkpoint_model(path, None, torch.device("cpu"), role="exported")
+    model, ck = checkpoint_model(path, None, torch.device("cpu"), role="exported")
     native = native_module(model).eval()
     target = Path(cfg.out) if cfg.out else _default_out(path, cfg.format)
     if target.exists() and target.resolve() == path.resolve():

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from kdlab.config import DistillRunConfig, TeacherRef, load_config
+from kdlab.config import DistillRunConfig, TeacherRef, TeacherRunConfig, load_config
 from kdlab.config.schema import TrainConfig, flagged_keys
 from kdlab.core.checkpoint import load_metadata, load_weights
 from kdlab.core.errors import CheckpointError, ConfigError
@@ -30,6 +30,23 @@ from kdlab.runs.folder import check_checkpoint_owner, checkpoint_dir, epoch_chec
 # loop settings that members of one group may set differently (declared on the config: they change no member's
 # computation)
 GROUP_FREE_TRAIN_KEYS = tuple(sorted(flagged_keys(TrainConfig, "group_free")))
+
+
+@dataclass
+class TeacherRun:
+    """A resolved teacher run: its config (``{seed}`` and the default folder filled in), folder and plain config."""
+
+    cfg: TeacherRunConfig
+    run_dir: Path
+    plain: dict[str, Any]
+
+
+def resolve_teacher_run(config: Any, overrides: list[str] = ()) -> TeacherRun:
+    cfg = load_config(TeacherRunConfig, config, overrides)
+    out_dir = with_seed(cfg.out_dir, cfg.seed) or default_out_dir("teacher", cfg.model.name, cfg.method.name,
+                                                                    cfg.seed)
+    cfg = cfg.model_copy(update={"out_dir": out_dir})
+    return TeacherRun(cfg, Path(out_dir), cfg.model_dump(mode="json"))
 
 
 @dataclass
@@ -127,8 +144,8 @@ def teacher_checkpoints(teacher_path: Path | str) -> dict[int, Path]:
     return epoch_checkpoints(Path(teacher_path).parent)
 
 
-def load_model(path: Path, data: DataBundle | None, device: torch.device, role: str = "teacher"
-               ) -> tuple[nn.Module, dict[str, Any]]:
+def checkpoint_model(path: Path, data: DataBundle | None, device: torch.device, role: str = "teacher"
+                     ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model stored in a checkpoint and check it fits ``data``: built on the CPU from the checkpoint's
     weights and metadata only (its optimizer and objective state, a SoTeacher buffer, are never read), then moved
     to ``device``.  Returns the model and the checkpoint's weights and metadata."""
@@ -168,7 +185,7 @@ def load_teacher(ref: TeacherRef, data: DataBundle, device: torch.device) -> tup
         model.to(device).eval()
     else:
         path = resolve_checkpoint(ref)
-        model, _ = load_model(path, data, device, role="teacher")
+        model, _ = checkpoint_model(path, data, device, role="teacher")
     model.requires_grad_(False)
     return model, path
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from kdlab.config import TeacherRunConfig, load_config
+from kdlab.config import TeacherRunConfig
 from kdlab.core import distributed
 from kdlab.core.device import resolve_device, seed_everything, set_deterministic
 from kdlab.data import DataBundle, load_dataset
@@ -31,7 +31,7 @@ from kdlab.runs.folder import (
     save_predictions,
     write_manifest,
 )
-from kdlab.runs.resolve import default_out_dir, resolve_checkpoint, with_seed
+from kdlab.runs.resolve import resolve_checkpoint, resolve_teacher_run
 from kdlab.runs.summary import RunResult, run_summary
 
 
@@ -41,12 +41,8 @@ def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, 
 
     A folder that already holds a run is an error unless ``resume`` (reuse it if finished with the same
     settings, continue it if interrupted) or ``overwrite`` (delete it and train anew)."""
-    cfg = load_config(TeacherRunConfig, config, overrides)
-    out_dir = with_seed(cfg.out_dir, cfg.seed) or default_out_dir("teacher", cfg.model.name, cfg.method.name,
-                                                                    cfg.seed)
-    cfg = cfg.model_copy(update={"out_dir": out_dir})
-    run_dir = Path(out_dir)
-    plain = cfg.model_dump(mode="json")
+    run = resolve_teacher_run(config, overrides)
+    cfg, run_dir, plain = run.cfg, run.run_dir, run.plain
     if overwrite:
         distributed.on_main(lambda: remove_run(run_dir))
     set_deterministic(cfg.train.deterministic)  # before any CUDA work (the cuBLAS workspace setting)

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from figure_study import tiny_study
 
+from figure_study import tiny_study
 from kdlab.analysis.correlation import (
     MIN_STUDENTS,
     average_ranks,

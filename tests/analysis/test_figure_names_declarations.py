@@ -10,7 +10,9 @@ import pytest
 
 from kdlab.analysis.figure_names import FIGURE_HELP, FIGURE_SPECS, RESULTS_RANK, SPECS, FigureSpec
 
-PACKAGE = Path(__file__).resolve().parents[1] / "kdlab"
+pytestmark = pytest.mark.fast  # the fast tier: no training (pytest -q -m fast)
+
+PACKAGE = Path(__file__).resolve().parents[2] / "kdlab"
 DECLARATIONS = PACKAGE / "analysis" / "figure_names.py"
 # the study config's keys `sweeps:` and `trajectory:` are spelled like two figures: as a subscript, a dict key or
 # the key of .get/.pop/.setdefault a string is a config key, not a figure

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from figure_study import copy_study, reduced_copy, summaries, tiny_study
 
+from figure_study import copy_study, reduced_copy, summaries, tiny_study
 from kdlab.analysis import curves
 from kdlab.analysis.document import mean_std
 from kdlab.analysis.figure_names import FIGURE_HELP
@@ -16,7 +16,7 @@ from kdlab.study.records import StudyDataError, load_study
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # a data sweep is a study's only sweep, so the tiny study (method sweeps, a trajectory) cannot have the scaling
-# figure: tests/test_lab_studies.py draws it
+# figure: tests/study/test_plan_lab_studies.py draws it
 OTHER_STUDY = {"scaling"}
 
 

@@ -4,8 +4,8 @@ import re
 from pathlib import Path
 
 import pytest
-from figure_study import summaries, tiny_study
 
+from figure_study import summaries, tiny_study
 from kdlab.analysis.document import Document, Heading, Paragraph, Strong, Table, fmt_cell
 from kdlab.analysis.figures import FIGURES
 from kdlab.analysis.report import write_report

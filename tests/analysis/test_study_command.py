@@ -4,24 +4,15 @@ import multiprocessing as mp
 
 import pytest
 
-from conftest import TINY_DATA, TINY_TRAIN
+from conftest import TINY_TRAIN
 from kdlab.analysis.document import mean_std
 from kdlab.analysis.study_command import run_study
 from kdlab.config import StudyConfig, load_config
 from kdlab.core.errors import ConfigError, StudyFailedError
 from kdlab.data.base import ArrayLoader
+from kdlab.runs.folder import SUMMARY, RunFolder
 from kdlab.study import plan_study
-
-
-def study_cfg(out, seeds=(0, 1)):
-    return {
-        "name": "tiny", "out_dir": str(out), "seeds": list(seeds), "data": dict(TINY_DATA),
-        "teacher": {"model": "resnet8", "methods": {"standard": "standard", "wd0": "standard"},
-                    "train": dict(TINY_TRAIN), "schedule": {"milestones": [1]}},
-        "student": {"model": {"name": "mlp", "hidden": [16]},
-                    "methods": {"alone": "none", "kd": "kd", "kdT2": {"name": "kd", "T": 2}},
-                    "train": dict(TINY_TRAIN), "schedule": {"milestones": [1]}},
-    }
+from study_configs import study_cfg
 
 
 def test_plan_trains_each_teacher_once_and_alone_once_per_seed(tmp_path):
@@ -140,18 +131,18 @@ def test_study_stop_restart_and_table_matches_run_folders(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_study(study_cfg(out), log=lambda s: None)
     monkeypatch.setattr(ArrayLoader, "epoch", original)
-    finished_before = {p.parent for p in out.rglob("summary.json")}
+    finished_before = {p.parent for p in out.rglob(SUMMARY)}
     assert len(finished_before) == 4
     cut = next(p for p in (out / "students").rglob("seed0") if "alone" in p.parts)
-    assert (cut / "checkpoints" / "last.pt").exists() and not (cut / "summary.json").exists()
-    mtimes = {p: (p / "summary.json").stat().st_mtime_ns for p in finished_before}
+    assert (cut / "checkpoints" / "last.pt").exists() and not RunFolder(cut).summary_file.exists()
+    mtimes = {p: RunFolder(p).summary_file.stat().st_mtime_ns for p in finished_before}
 
     res = run_study(study_cfg(out), log=lambda s: None)
     assert res.reused == 4 and res.ran == 14 - 4 and not res.failed
-    assert all((p / "summary.json").stat().st_mtime_ns == m for p, m in mtimes.items())  # not rerun
-    assert len(list(out.rglob("summary.json"))) == 14
+    assert all(RunFolder(p).summary_file.stat().st_mtime_ns == m for p, m in mtimes.items())  # not rerun
+    assert len(list(out.rglob(SUMMARY))) == 14
 
-    runs = {p.parent: json.loads(p.read_text()) for p in out.rglob("summary.json")}
+    runs = {p.parent: json.loads(p.read_text()) for p in out.rglob(SUMMARY)}
     rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]]
             for ln in res.table.split("Teacher quality")[0].splitlines() if ln.startswith("|")}
     assert rows["Teacher resnet8"][0] == _cell(runs, lambda d: d.parts[-2] == "standard" and "teachers" in d.parts)
@@ -238,7 +229,7 @@ def test_two_studies_sharing_a_folder_do_not_duplicate_runs(tmp_path):
     for metrics in out.rglob("metrics.jsonl"):
         epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
         assert epochs == [1, 2], metrics  # trained once, not twice
-    assert len(list(out.rglob("summary.json"))) == 7
+    assert len(list(out.rglob(SUMMARY))) == 7
 
 
 def test_takd_assistant_chain(tmp_path):
@@ -255,6 +246,6 @@ def test_takd_assistant_chain(tmp_path):
     res = run_study(cfg, log=lambda s: None)
     assert res.ran == 4 and not res.failed  # teacher, assistant, alone, kd
     row = next(ln for ln in res.table.splitlines() if ln.startswith("| Assistant resnet8"))
-    ta_top1 = json.loads((ta.run_dir / "summary.json").read_text())["top1"]
+    ta_top1 = json.loads(RunFolder(ta.run_dir).summary_file.read_text())["top1"]
     assert f"{ta_top1:.2f}" in row
     assert "### resnet8x4 -> resnet8 -> mlp(hidden=[16])" in res.table

@@ -15,6 +15,8 @@ from kdlab.analysis.stats import Interval, difference_interval, paired_differenc
 from kdlab.analysis.tables import distillation_table, paired_table, reading, study_tables
 from kdlab.study.records import RunRecord
 
+pytestmark = pytest.mark.fast  # the fast tier: no training (pytest -q -m fast)
+
 PAIR = {"teacher": "T", "student": "S", "key": "T--S", "assistant": None}
 
 

@@ -75,8 +75,7 @@ def test_a_cell_repeated_along_its_row_is_named_once():
 
 
 def test_the_study_tables_say_why_a_cka_cell_has_fewer_seeds(tmp_path):
-    from test_figure_layout import SOTEACHER, fake_study, long_config
-
+    from fake_study import SOTEACHER, fake_study, long_config
     from kdlab.analysis.report import write_report
 
     study = fake_study(tmp_path / "s", long_config(tmp_path / "s"), nan_cka=(SOTEACHER, 1), long_arch=False)

@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.fast  # the fast tier: no training (pytest -q -m fast)
+
 
 def python(code: str, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True, timeout=300)
@@ -36,7 +38,7 @@ print(sorted(m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules))
 
 
 def test_kdlab_list_does_not_import_torch():
-    # holds while kdlab/_catalogue.py is current (test_cli_discovery checks that)
+    # holds while kdlab/_catalogue.py is current (tests/cli/test_main_discovery.py checks that)
     out = python("import sys\nfrom kdlab.cli import main\nmain(['list'])\nprint('torch' in sys.modules)")
     assert out.returncode == 0 and "resnet32x4" in out.stdout, out.stderr
     assert out.stdout.split()[-1] == "False", "stale: run `python -m kdlab.cli.listing --write-catalogue`"

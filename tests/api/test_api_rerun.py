@@ -6,6 +6,7 @@ import pytest
 from conftest import teacher_cfg
 from kdlab.cli.main import main
 from kdlab.core.errors import RunFolderError
+from kdlab.runs.folder import RunFolder
 from kdlab.runs.teacher import train_teacher
 
 
@@ -19,7 +20,7 @@ def test_reuse_or_overwrite_an_existing_run(tmp_path):
     marker = tmp_path / "t" / "stale.txt"
     marker.write_text("from the old run")
     fresh = train_teacher(cfg, overwrite=True)
-    assert not fresh.reused and not marker.exists() and (tmp_path / "t" / "summary.json").exists()
+    assert not fresh.reused and not marker.exists() and RunFolder(tmp_path / "t").summary_file.exists()
     assert fresh.summary["top1"] == first.summary["top1"]  # same seed, same settings: the same run again
 
 

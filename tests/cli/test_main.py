@@ -6,21 +6,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cli_run import run, write
 from conftest import TINY_DATA, teacher_cfg
 from kdlab.cli.main import main
+from kdlab.runs.folder import RunFolder
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def write(path, data):
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
+@pytest.mark.fast
 def test_every_subcommand_has_help(capsys):
     for cmd in ["train-teacher", "distill", "study", "eval", "list", "quickstart"]:
         with pytest.raises(SystemExit) as e:
@@ -33,13 +25,13 @@ def test_train_distill_eval_end_to_end(tmp_path, capsys):
     tcfg = write(tmp_path / "t.yaml", teacher_cfg(tmp_path / "teacher"))
     code, out, _ = run(capsys, "train-teacher", tcfg, "train.epochs=1", "seed=1")
     assert code == 0 and "top1" in out
-    assert (tmp_path / "teacher" / "summary.json").exists()
+    assert RunFolder(tmp_path / "teacher").summary_file.exists()
     code, out, _ = run(capsys, "distill", "data.name=mixed-feature", f"data.num_train={TINY_DATA['num_train']}",
                        f"data.num_test={TINY_DATA['num_test']}", "student=resnet8", "method.T=2",
                        f"teacher.path={tmp_path / 'teacher'}", "train.epochs=1", "train.progress=off",
                        f"out_dir={tmp_path / 'student'}")
     assert code == 0 and "agreement" in out
-    summary = json.loads((tmp_path / "student" / "summary.json").read_text())
+    summary = json.loads(RunFolder(tmp_path / "student").summary_file.read_text())
     assert summary["method"] == "kd" and 0 <= summary["agreement"] <= 100
     code, out, _ = run(capsys, "eval", tmp_path / "student", f"teacher.path={tmp_path / 'teacher'}", "--json")
     res = json.loads(out)
@@ -86,6 +78,7 @@ def test_study_and_quickstart_tiny(tmp_path, capsys):
     (["eval", "/nonexistent/run", "device=foo"], 2, "device: Value error, device must be auto"),
     (["train-teacher", "data=digits", "model=mlp", "out_dir=afile"], 1, "out_dir afile is a file, not a folder"),
 ])
+@pytest.mark.fast
 def test_bad_input_gives_one_line_and_exit_code(capsys, argv, code, fragment):
     Path("afile").write_text("")  # a file where a run folder may be asked for
     got, out, err = run(capsys, *argv)
@@ -138,8 +131,9 @@ def test_train_teacher_refuses_to_overwrite(tmp_path, capsys, trained_teacher):
     assert code == 0 and "already finished" in out
 
 
+@pytest.mark.fast
 def test_ci_runs_the_readme_test_command():
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     readme, ci = (root / "README.md").read_text(), (root / ".ci" / "run").read_text()
     assert 'pip install -e ".[test]" && pytest -q' in readme and "pip install -e . && kdlab quickstart" in readme
     assert 'pip install -q -e ".[test]"' in ci and "\npytest -q\n" in ci and "ruff check ." in ci

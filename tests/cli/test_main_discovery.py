@@ -12,13 +12,14 @@ import pytest
 import torch
 import yaml
 
+from cli_run import run, write
 from conftest import TINY_DATA, TINY_TRAIN, student_cfg, teacher_cfg
 from kdlab.cli.main import SCHEMA_KINDS
 from kdlab.config import DistillRunConfig, EvalConfig, StudyConfig, load_config
 from kdlab.config.describe import schema_rows
 from kdlab.data.base import ArrayLoader, Split
+from kdlab.runs.folder import RunFolder
 from kdlab.runs.resolve import resolve_student_run
-from test_cli import run, write
 
 
 def arrays(folder: Path, n_train: int, n_test: int = 4) -> Path:
@@ -79,7 +80,7 @@ def test_console_script_imports_a_module_of_the_working_folder(tmp_path):
                            "train.batch_size=256", "out_dir=run"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "run" / "summary.json").is_file()
+    assert RunFolder(tmp_path / "run").summary_file.is_file()
 
 
 # -- empty and one-sample data sets ---------------------------------------------------------------------------

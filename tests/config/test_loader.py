@@ -3,6 +3,8 @@ import pytest
 from kdlab.config import DistillRunConfig, StudyConfig, TeacherRunConfig, apply_overrides, load_config
 from kdlab.core.errors import ConfigError
 
+pytestmark = pytest.mark.fast  # the fast tier: no training (pytest -q -m fast)
+
 
 def base():
     return {"data": "digits", "model": "resnet8"}
@@ -88,7 +90,7 @@ def test_every_shipped_config_parses():
     from kdlab.api import quickstart_config
     from kdlab.config import schema_for
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     files = sorted((root / "configs").rglob("*.yaml")) + [Path(quickstart_config())]
     assert len(files) > 1
     for f in files:

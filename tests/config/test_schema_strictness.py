@@ -6,6 +6,8 @@ from kdlab.cli.main import main
 from kdlab.config import DistillRunConfig, TeacherRunConfig, load_config
 from kdlab.core.errors import ConfigError
 
+pytestmark = pytest.mark.fast  # the fast tier: no training (pytest -q -m fast)
+
 BASE = {"data": "digits", "model": "resnet8"}
 
 

@@ -8,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kdlab.core.builtins import BUILTINS
 
-PACKAGE = Path(__file__).resolve().parents[1] / "kdlab"
+pytestmark = pytest.mark.fast  # the fast tier: no training (pytest -q -m fast)
+
+PACKAGE = Path(__file__).resolve().parents[2] / "kdlab"
 REGISTERS = re.compile(r"@register_(?:model|dataset|teacher_method|distill_method)\b|\bMODELS\.(?:add|register)\(")
 
 

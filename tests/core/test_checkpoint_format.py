@@ -76,6 +76,7 @@ def _same(a, b) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.fast
 def test_damaged_optimizer_and_objective_tensors_leave_the_weights_loadable(tmp_path):
     p = tmp_path / "c.pt"
     payload = _payload()
@@ -94,6 +95,7 @@ def test_damaged_optimizer_and_objective_tensors_leave_the_weights_loadable(tmp_
         load_checkpoint(p)
 
 
+@pytest.mark.fast
 def test_weights_only_tensors_are_copies_not_views_of_the_mapped_file(tmp_path):
     p = tmp_path / "c.pt"
     save_checkpoint(p, _payload())
@@ -103,6 +105,7 @@ def test_weights_only_tensors_are_copies_not_views_of_the_mapped_file(tmp_path):
     assert _same(w["model_state"], _payload()["model_state"])
 
 
+@pytest.mark.fast
 def test_full_load_gives_back_every_section(tmp_path):
     p = tmp_path / "c.pt"
     payload = _payload()
@@ -120,6 +123,7 @@ def test_full_load_gives_back_every_section(tmp_path):
         save_checkpoint(tmp_path / "x.pt", {**payload, "sha256": {}})
 
 
+@pytest.mark.fast
 def test_plain_torch_load_opens_a_kdlab_checkpoint(tmp_path):
     p = tmp_path / "c.pt"
     payload = _payload()
@@ -132,6 +136,7 @@ def test_plain_torch_load_opens_a_kdlab_checkpoint(tmp_path):
         assert _same(raw["model_state"], payload["model_state"]) and raw["epoch"] == 7
 
 
+@pytest.mark.fast
 def test_saved_tensors_are_hashed_and_written_once(tmp_path):
     """Tied weights (one tensor under two keys) are written once and come back equal; a view's content is what
     is checksummed, whatever else its storage holds."""
@@ -155,6 +160,7 @@ def _write_format_1(path, payload):
     return body
 
 
+@pytest.mark.fast
 def test_format_1_checkpoints_still_load(tmp_path):
     p = tmp_path / "old.pt"
     payload = _payload()
@@ -172,6 +178,7 @@ def test_format_1_checkpoints_still_load(tmp_path):
             load(p)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("load", [load_checkpoint, load_weights])
 def test_truncated_or_flipped_model_section_is_detected(tmp_path, load):
     p = tmp_path / "c.pt"
@@ -188,6 +195,7 @@ def test_truncated_or_flipped_model_section_is_detected(tmp_path, load):
         load(p)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("load", [load_checkpoint, load_weights, load_metadata])
 def test_files_that_are_not_kdlab_checkpoints(tmp_path, load):
     p = tmp_path / "x.pt"
@@ -268,6 +276,7 @@ def test_a_soteacher_teachers_buffer_is_not_read_when_distilling(tmp_path, monke
     assert set(copied) <= {tuple(x.shape) for x in full["model_state"].values()}
 
 
+@pytest.mark.fast
 def test_a_checkpoint_replaced_while_it_is_mapped_is_read_from_one_file(tmp_path, monkeypatch):
     """torch opens a memory-mapped checkpoint twice (its zip directory, then the mapping): a run that saves its
     next epoch in between must not leave one file's offsets applied to the other's bytes."""

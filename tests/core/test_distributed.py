@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -10,16 +9,12 @@ import pytest
 import torch
 import yaml
 
+from free_port import free_port
 from kdlab.core.checkpoint import load_checkpoint
+from kdlab.runs.folder import RunFolder
 from kdlab.runs.teacher import train_teacher
 
 TOL = 1e-4  # float sums in another order (two half-batch means averaged by the all-reduce)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _torchrun(tmp_path, cfg: dict, nproc: int = 2) -> subprocess.CompletedProcess:
@@ -27,7 +22,7 @@ def _torchrun(tmp_path, cfg: dict, nproc: int = 2) -> subprocess.CompletedProces
     f.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "kdlab", "train-teacher", str(f)]
+           f"--master_port={free_port()}", "-m", "kdlab", "train-teacher", str(f)]
     return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
 
 
@@ -51,7 +46,7 @@ def test_two_processes_match_one_process(tmp_path, method):
     for k, v in a["objective_state"].items():  # SoTeacher's consistency buffer holds every process's rows
         if isinstance(v, torch.Tensor):
             assert torch.allclose(v, b["objective_state"][k], atol=TOL, rtol=TOL), k
-    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    two = json.loads(RunFolder(tmp_path / "two").summary_file.read_text())
     assert abs(two["top1"] - one.summary["top1"]) <= 100 / 450 + 1e-9  # at most one test sample flips
     ha = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     hb = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
@@ -92,9 +87,9 @@ def test_crd_distillation_runs_with_two_processes(tmp_path):
     f.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "kdlab", "distill", str(f)]
+           f"--master_port={free_port()}", "-m", "kdlab", "distill", str(f)]
     res = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[:3000]
     rows = [json.loads(x) for x in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and all(r["loss"] == r["loss"] for r in rows)
-    assert json.loads((tmp_path / "student" / "summary.json").read_text())["top1"] > 20  # 10 classes: chance is 10
+    assert json.loads(RunFolder(tmp_path / "student").summary_file.read_text())["top1"] > 20  # 10 classes: chance is 10

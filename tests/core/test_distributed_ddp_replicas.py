@@ -16,7 +16,6 @@ the same, so those are compared where one process is stable (FT: 4 steps of 192;
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 import torch
 
 from ddp_replicas import run_plan
+from free_port import free_port
 from kdlab.runs.teacher import train_teacher
 
 TOL = 1e-4
@@ -93,12 +93,6 @@ def _plan(root: Path, teacher_dir: Path, job: str, variants: tuple[str, ...]) ->
     return plan
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dumps(tmp_path_factory):
     root = tmp_path_factory.mktemp("replicas")
@@ -107,12 +101,12 @@ def dumps(tmp_path_factory):
                    "optim": {"lr": 0.05}, "schedule": {"milestones": [1]}, "train": {**TRAIN, "save_every": 1}})
     run_plan(_plan(root, teacher, "one", ("plain",)), root / "dump-one", "one")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    worker = Path(__file__).with_name("ddp_replicas.py")
+    worker = Path(__file__).resolve().parents[1] / "ddp_replicas.py"
     for n in (2, 3):
         plan_file = root / f"plan{n}.json"
         plan_file.write_text(json.dumps(_plan(root, teacher, f"p{n}", ("plain", "bn"))))
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_addr=127.0.0.1",
-               f"--master_port={_free_port()}", str(worker), str(plan_file), str(root / f"dump{n}")]
+               f"--master_port={free_port()}", str(worker), str(plan_file), str(root / f"dump{n}")]
         res = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=1500)
         assert res.returncode == 0, res.stderr[-4000:]
     return root

@@ -7,7 +7,7 @@ import time
 
 import yaml
 
-from test_distributed import _free_port
+from free_port import free_port
 
 FAILS_ON_RANK_1 = """
 import os
@@ -36,7 +36,7 @@ def test_a_failing_process_ends_the_job_with_its_error(tmp_path):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "kdlab", "train-teacher", "cfg.yaml"]
+           f"--master_port={free_port()}", "-m", "kdlab", "train-teacher", "cfg.yaml"]
     t0 = time.monotonic()
     res = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     took = time.monotonic() - t0

@@ -37,7 +37,7 @@ def test_messages_can_be_routed_to_the_applications_logging(tmp_path, capsys, ca
 
 def test_the_library_neither_prints_nor_imports_fcntl():
     """print() bypasses the logger; fcntl does not exist on Windows (the run lock uses filelock)."""
-    root = Path(__file__).resolve().parents[1] / "kdlab"
+    root = Path(__file__).resolve().parents[2] / "kdlab"
     offenders = []
     for path in root.rglob("*.py"):
         if path.relative_to(root).as_posix() in ("cli/main.py", "__main__.py"):  # the command line's own output

@@ -8,6 +8,8 @@ import torch
 from kdlab.analysis.document import Stat, fmt_cell
 from kdlab.core.metrics import T_RANGE, fit_temperature, nll
 
+pytestmark = pytest.mark.fast  # the fast tier: no training (pytest -q -m fast)
+
 
 def test_a_perfectly_classified_holdout_gives_no_scaling_and_a_warning():
     logits = torch.tensor([[4.0, 0.0], [0.0, 3.0], [5.0, 1.0]])

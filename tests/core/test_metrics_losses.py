@@ -6,6 +6,8 @@ import torch
 from kdlab.core import metrics
 from kdlab.methods.distill.kd import kd_loss
 
+pytestmark = pytest.mark.fast  # the fast tier: no training (pytest -q -m fast)
+
 
 def test_kd_loss_zero_for_identical_logits():
     z = torch.randn(5, 7)

@@ -26,6 +26,7 @@ from kdlab.data.augment import apply_crop_flip, crop_flip_params, random_crop_fl
 from kdlab.data.cifar import cifar10, cifar100
 from kdlab.data.image_folders import imagenet, tinyimagenet
 from kdlab.data.transforms import CIFAR100_STATS
+from kdlab.runs.folder import RunFolder
 
 
 def spec(**data):
@@ -367,7 +368,7 @@ def _run(tmp_path, name, data, model, workers=0):
                       train={"epochs": 1, "batch_size": 8, "progress": "off", "num_workers": workers,
                              "eval_batch_size": 16, "tensorboard": False})
     res = train_teacher(cfg)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads(RunFolder(out).summary_file.read_text())
     assert summary["dataset"] == data["name"] and summary["epochs"] == 1
     return res
 

@@ -2,11 +2,14 @@
 the exact conditional P(y | x) against the stored p*(x)."""
 
 import numpy as np
+import pytest
 import torch
 
 from kdlab.config import TeacherRunConfig, load_config
 from kdlab.data import ArrayLoader, load_dataset
 from kdlab.data.mixed_feature import conditional_label_distribution, exactness, mixed_feature
+
+pytestmark = pytest.mark.fast  # the fast tier: no training (pytest -q -m fast)
 
 
 def _orbit(patch: torch.Tensor) -> list[torch.Tensor]:

@@ -5,9 +5,10 @@ CRD draws 64 negatives (a sample has only ~170 samples of other classes) and use
 reference's 0.5 its NCE loss rises during the first few epochs on this tiny set, while the memory's random initial
 entries are replaced by still undiscriminating embeddings, and only falls later); SSKD trains the teacher's head for one
 epoch instead of 60; DKD's warm-up lasts 2 epochs; the harness teacher run keeps no epoch_XXX.pt checkpoints, so
-RCO names its two anchors (tests/test_advanced_methods.py covers the default anchors from ``train.save_every``).
+RCO names its two anchors (tests/methods/test_distill_advanced_methods.py covers the default anchors from
+``train.save_every``).
 DML and KDCL use no teacher, so their two harness pairs would be the same run: one is enough (their peers are the
-student's architecture; tests/test_advanced_methods.py runs a heterogeneous peer).
+student's architecture; tests/methods/test_distill_advanced_methods.py runs a heterogeneous peer).
 """
 
 SETTINGS = {

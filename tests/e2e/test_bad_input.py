@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from kdlab.cli.main import main
+from kdlab.runs.folder import RunFolder
 
 
 def _arrays(folder, x_train, y_train, x_test=None, y_test=None):
@@ -108,7 +109,7 @@ def test_a_full_disk_is_named_and_loses_nothing(tmp_path, monkeypatch):
     from kdlab.core import checkpoint
     from kdlab.core.errors import StorageError
 
-    target = tmp_path / "summary.json"
+    target = RunFolder(tmp_path).summary_file
     target.write_text('{"top1": 1}')
 
     def full(*a, **k):

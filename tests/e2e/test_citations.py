@@ -3,7 +3,11 @@
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
+
+pytestmark = pytest.mark.fast  # the fast tier: no training (pytest -q -m fast)
+
+ROOT = Path(__file__).resolve().parents[2]
 INTERNAL = re.compile(r"[Ss]eeds? ?/?00[0-4]\b|\b[Ii]ssue \d+\b(?!.*kuangliu)|REFERENCE\.md|\.\./shared")
 
 

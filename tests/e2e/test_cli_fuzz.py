@@ -2,7 +2,7 @@
 given values of every type (sensible and absurd), run for real on tiny data.  The outcome is a run (exit 0), a
 one-line error (exit 1, or 2 for a config error) and never an internal error or a raw traceback.
 
-Slow (kept out of CI: ``pytest -m slow tests/test_cli_fuzz.py``); FUZZ_CASES and FUZZ_SEED set the cases.
+Slow (kept out of CI: ``pytest -m slow tests/e2e/test_cli_fuzz.py``); FUZZ_CASES and FUZZ_SEED set the cases.
 """
 
 import collections

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 import import_contract as contract
+
+pytestmark = pytest.mark.fast  # the fast tier: no training (pytest -q -m fast)
 
 
 def test_kdlab_keeps_its_import_contract():

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from kdlab.runs.folder import RunFolder
+
+ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("reference_runs", ROOT / "benchmarks" / "reference_runs.py")
 rr = importlib.util.module_from_spec(_spec)
 sys.modules["reference_runs"] = rr  # dataclasses look their module up there
@@ -251,7 +253,7 @@ def test_read_kdlab_metrics(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(
         json.dumps({"epoch": 1, "lr": 0.05, "loss": 1.0, "acc": 50.0, "test_top1": 60.0}) + "\n"
         + json.dumps({"epoch": 2, "lr": 0.005, "loss": 0.5, "acc": 70.0, "test_top1": 75.0}) + "\n")
-    (tmp_path / "summary.json").write_text(json.dumps({"top1": 75.0, "teacher_top1": 80.0}))
+    RunFolder(tmp_path).summary_file.write_text(json.dumps({"top1": 75.0, "teacher_top1": 80.0}))
     rec = rr.read_kdlab_metrics(tmp_path)
     assert rec["teacher_top1"] == 80.0
     assert rec["epochs"] == [{"epoch": 1, "train_top1": 50.0, "test_top1": 60.0, "lr": 0.05},

@@ -18,6 +18,7 @@ from kdlab.config import DistillRunConfig, EvalConfig, StudyConfig, TeacherRunCo
 from kdlab.config.loader import apply_overrides
 from kdlab.core.checkpoint import load_checkpoint
 from kdlab.core.errors import ConfigError
+from kdlab.runs.folder import RunFolder
 from kdlab.runs.teacher import train_teacher
 
 
@@ -43,7 +44,7 @@ def test_sigkill_mid_training_then_resume_gives_the_same_weights(tmp_path):
     assert proc.poll() is None, "the run finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (tmp_path / "killed" / "summary.json").exists()
+    assert not RunFolder(tmp_path / "killed").summary_file.exists()
     resumed = train_teacher(_cfg(tmp_path / "killed"), resume=True)
     a = load_checkpoint(reference.run_dir / "checkpoints" / "last.pt")["model_state"]
     b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model_state"]

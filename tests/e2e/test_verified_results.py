@@ -11,6 +11,7 @@ from conftest import TINY_DATA, TINY_TRAIN, teacher_cfg
 from kdlab.analysis.study_command import run_study
 from kdlab.cli.main import main
 from kdlab.core.errors import RunFolderError
+from kdlab.runs.folder import SUMMARY, RunFolder
 from kdlab.runs.teacher import train_teacher
 
 
@@ -21,7 +22,7 @@ def _study(out):
 
 
 def _student_dir(out):
-    (d,) = [p.parent for p in (out / "students").rglob("summary.json") if "kd" in p.parts]
+    (d,) = [p.parent for p in (out / "students").rglob(SUMMARY) if "kd" in p.parts]
     return d
 
 
@@ -29,15 +30,15 @@ def test_an_edited_summary_is_recomputed_not_reused(tmp_path, capsys):
     out = tmp_path / "s"
     first = run_study(_study(out), log=lambda s: None)
     kd = _student_dir(out)
-    true_top1 = json.loads((kd / "summary.json").read_text())["top1"]
-    edited = json.loads((kd / "summary.json").read_text())
+    true_top1 = json.loads(RunFolder(kd).summary_file.read_text())["top1"]
+    edited = json.loads(RunFolder(kd).summary_file.read_text())
     edited["top1"] = true_top1 + 10
-    (kd / "summary.json").write_text(json.dumps(edited))
+    RunFolder(kd).summary_file.write_text(json.dumps(edited))
     again = run_study(_study(out), log=lambda s: None)
     assert "summary.json no longer matches the run's checksums" in capsys.readouterr().err
     rows = {r["method_label"]: float(r["top1"]) for r in csv.DictReader((out / "results.csv").open()) if r["kind"] ==
             "student"}
-    assert rows["kd"] == true_top1 and json.loads((kd / "summary.json").read_text())["top1"] == true_top1
+    assert rows["kd"] == true_top1 and json.loads(RunFolder(kd).summary_file.read_text())["top1"] == true_top1
     assert again.ran == 1 and again.reused == first.ran - 1
 
 
@@ -68,7 +69,7 @@ def test_report_names_the_damaged_file_and_the_fix(tmp_path, capsys):
 def test_damaged_results_without_a_checkpoint_are_named(tmp_path):
     cfg = teacher_cfg(tmp_path / "t")
     train_teacher(cfg)
-    (tmp_path / "t" / "summary.json").write_text("{not json")
+    RunFolder(tmp_path / "t").summary_file.write_text("{not json")
     for f in (tmp_path / "t" / "checkpoints").glob("*.pt"):
         f.unlink()
     with pytest.raises(RunFolderError, match="summary.json no longer matches the run's checksums"):

@@ -10,6 +10,7 @@ from kdlab.core.errors import CheckpointError, DivergenceError
 from kdlab.core.registry import TEACHER_METHODS
 from kdlab.engine.schedule import lr_at
 from kdlab.methods.base import CrossEntropy, StepOutput
+from kdlab.runs.folder import CONFIG, METRICS, SUMMARY, TEST_LOGITS, RunFolder
 from kdlab.runs.student import distill
 from kdlab.runs.teacher import train_teacher
 
@@ -32,7 +33,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         run(make(tmp_path / "cut"))
     assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 2
-    assert not (tmp_path / "cut" / "summary.json").exists()
+    assert not RunFolder(tmp_path / "cut").summary_file.exists()
     restore()
     resumed = run(make(tmp_path / "cut"), resume=True)
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
@@ -48,7 +49,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypat
 
 def test_run_folder_contents_and_checkpoints(trained_teacher):
     d = trained_teacher.run_dir
-    assert {p.name for p in d.iterdir()} >= {"config.yaml", "metrics.jsonl", "summary.json", "test_logits.npy",
+    assert {p.name for p in d.iterdir()} >= {CONFIG, METRICS, SUMMARY, TEST_LOGITS,
                                            "checkpoints"}
     assert {p.name for p in (d / "checkpoints").iterdir()} == {"last.pt", "prev.pt", "best.pt", "epoch_001.pt",
                                                               "epoch_002.pt"}
@@ -112,7 +113,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     ck = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
     assert ck["epoch"] == 1 and all(torch.isfinite(v).all() for v in ck["model_state"].values()
                                     if v.is_floating_point())
-    assert not (tmp_path / "r" / "summary.json").exists()
+    assert not RunFolder(tmp_path / "r").summary_file.exists()
 
 
 def test_schedules():

@@ -36,7 +36,7 @@ from kdlab.regularizers import LipschitzRegularizer
 from kdlab.runs.student import distill
 from kdlab.runs.teacher import train_teacher
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RGB = {**TINY_DATA, "channels": 3}  # 3x8x8 images: channels-last differs from the default layout at the input too
 STEPS = 6  # 192 training samples / batch 32
 

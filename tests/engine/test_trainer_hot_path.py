@@ -22,6 +22,7 @@ from kdlab.methods import build_distill_objective, build_teacher_objective
 from kdlab.models import build_model
 
 
+@pytest.mark.fast
 def test_batch_count_is_the_length_of_the_plan():
     for n in range(0, 41):
         for bs in range(1, 13):

@@ -23,6 +23,8 @@ from kdlab.methods.distill.rco import anchor_index, find_anchors
 from kdlab.methods.distill.sskd import keep_confident, similarity_rows, transform_batch
 from kdlab.methods.distiller import kd_loss
 
+pytestmark = pytest.mark.fast  # the fast tier: no training (pytest -q -m fast)
+
 
 def _softmax(z):
     e = [math.exp(v) for v in z]

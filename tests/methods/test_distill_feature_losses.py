@@ -24,6 +24,8 @@ from kdlab.methods.distill.sp import sp_loss
 from kdlab.methods.distill.vid import VIDHead, vid_nll
 from kdlab.models import build_model
 
+pytestmark = pytest.mark.fast  # the fast tier: no training (pytest -q -m fast)
+
 FEATURE_METHODS = ["fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "nst", "ft", "ab", "fsp"]
 
 

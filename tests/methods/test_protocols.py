@@ -56,6 +56,7 @@ def _method(plan, teacher, method):
     return load_config(DistillRunConfig, run.config).method
 
 
+@pytest.mark.fast
 def test_a_study_row_pairs_each_teacher_with_its_weights():
     plan = plan_study(load_config(StudyConfig, _study(protocol="soteacher",
                                                       by_teacher={"kd": {"soteacher": {"T": 2.0}}})))
@@ -72,6 +73,7 @@ def test_a_study_row_pairs_each_teacher_with_its_weights():
     assert "protocol" not in alone.config
 
 
+@pytest.mark.fast
 def test_without_a_protocol_methods_keep_their_defaults():
     plan = plan_study(load_config(StudyConfig, _study()))
     assert _method(plan, "soteacher", "fitnet")["beta"] == 100.0  # the method's own default (standard preset)

@@ -89,7 +89,7 @@ def test_imagenet_resnet_weights_load_and_mismatches_are_one_line_errors(tmp_pat
 
 
 def test_user_module_by_target_honours_the_contract():
-    model = build_model("module", {"target": "test_model_adapters:TinyNet", "kwargs": {"width": 4}}, 10, SHAPE)
+    model = build_model("module", {"target": "test_adapter:TinyNet", "kwargs": {"width": 4}}, 10, SHAPE)
     assert model._stage_names == ["stem", "body.0", "body.1", "body.2"]
     assert model.stage_channels == [4, 8, 16, 32]
     out = check_contract(model)
@@ -97,13 +97,13 @@ def test_user_module_by_target_honours_the_contract():
     outs, _ = model.forward_stages(out.stages[0], 1)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(outs, out.stages[1:], strict=True))
     # a factory gets num_classes (and in_channels when it names it) from the data set
-    model = build_model("module", {"target": "test_model_adapters:make_tiny", "kwargs": {"classes": 5}}, 5,
+    model = build_model("module", {"target": "test_adapter:make_tiny", "kwargs": {"classes": 5}}, 5,
                         (1, 32, 32))
     check_contract(model, (1, 32, 32), classes=5)
 
 
 def test_explicit_stages_and_training_gradients():
-    params = {"target": "test_model_adapters:TinyNet", "stages": ["stem", "body.1", "body.2"]}
+    params = {"target": "test_adapter:TinyNet", "stages": ["stem", "body.1", "body.2"]}
     model = build_model("module", params, 10, SHAPE).train()
     out = model(torch.randn(2, *SHAPE), features=True)
     assert [f.shape[-1] for f in out.stages] == [64, 16, 8]
@@ -112,7 +112,7 @@ def test_explicit_stages_and_training_gradients():
 
 
 def test_hooked_forward_from_leaves_the_skipped_modules_untouched():
-    model = build_model("module", {"target": "test_model_adapters:TinyNet"}, 10, SHAPE).train()
+    model = build_model("module", {"target": "test_adapter:TinyNet"}, 10, SHAPE).train()
     assert isinstance(model, HookedModel)
     stem_bn = model.net.stem[1]
     before = stem_bn.running_mean.clone(), stem_bn.num_batches_tracked.clone()
@@ -127,7 +127,7 @@ def test_hooked_forward_from_leaves_the_skipped_modules_untouched():
 
 
 def test_forward_from_that_cannot_reproduce_the_model_is_a_clear_error():
-    model = build_model("module", {"target": "test_model_adapters:TinyNet", "kwargs": {"skip": True}}, 10, SHAPE)
+    model = build_model("module", {"target": "test_adapter:TinyNet", "kwargs": {"skip": True}}, 10, SHAPE)
     out = model.eval()(torch.randn(2, *SHAPE), features=True)
     # the stem's output is stage 0 itself, so running from stage 1 is still exact; from stage 2 it is not
     assert torch.allclose(model.forward_from(1, out.stages[0]), out.logits, atol=1e-5)
@@ -139,8 +139,8 @@ def test_forward_from_that_cannot_reproduce_the_model_is_a_clear_error():
     ("module", {"target": "no_such_package.nets:make"}, "cannot import 'no_such_package.nets'"),
     ("module", {"target": "torch.nn.Linear"}, "must look like 'package.module:factory'"),
     ("module", {"target": "torch.nn:NoSuchNet"}, "has no attribute 'NoSuchNet'"),
-    ("module", {"target": "test_model_adapters:TinyNet", "stages": ["stem", "bdy.0"]}, "no submodule 'bdy.0'"),
-    ("module", {"target": "test_model_adapters:TinyNet", "kwargs": {"num_classes": 3}}, "logits of shape"),
+    ("module", {"target": "test_adapter:TinyNet", "stages": ["stem", "bdy.0"]}, "no submodule 'bdy.0'"),
+    ("module", {"target": "test_adapter:TinyNet", "kwargs": {"num_classes": 3}}, "logits of shape"),
     ("torchvision", {"arch": "resnet19"}, "not a torchvision classification model; did you mean"),
 ])
 def test_bad_adapter_parameters_are_one_line_config_errors(name, params, match):
@@ -160,7 +160,7 @@ def test_sftn_branches_run_on_the_zoo_and_on_adapted_students(teacher, student):
     class Data:
         input_shape, num_classes, train, name = (3, 32, 32), 10, range(4), "probe"
 
-    spec = {"name": student, **({"target": "test_model_adapters:TinyNet"} if student == "module" else {})}
+    spec = {"name": student, **({"target": "test_adapter:TinyNet"} if student == "module" else {})}
     t = build_model(teacher, {}, 10, Data.input_shape)
     obj = SFTN(t, Data(), spec)
     f = t(torch.randn(2, 3, 32, 32), features=True)
@@ -175,7 +175,7 @@ def _modules_with_own_forward(net: nn.Module) -> list[str]:
     return [n for n, m in net.named_modules() if "forward" in m.__dict__]
 
 
-@pytest.mark.parametrize("name, params", [("module", {"target": "test_model_adapters:TinyNet"}),
+@pytest.mark.parametrize("name, params", [("module", {"target": "test_adapter:TinyNet"}),
                                           ("torchvision", {"arch": "mobilenet_v3_small"})])
 def test_forward_from_assigns_no_forward_on_the_wrapped_modules(name, params):
     model = build_model(name, params, 10, SHAPE).train()

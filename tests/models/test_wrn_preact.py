@@ -10,6 +10,8 @@ import torch.nn as nn
 
 from kdlab.models import build_model
 
+pytestmark = pytest.mark.fast  # the fast tier: no training (pytest -q -m fast)
+
 SHAPE = (3, 32, 32)
 
 

@@ -19,6 +19,7 @@ from kdlab.reproduce.published import load_published
 from kdlab.study import plan_study
 
 
+@pytest.mark.fast
 def test_every_published_table_and_figure_has_an_experiment():
     for paper in ("soteacher", "sftn"):
         ids = {f"{paper}/{t}" for t in load_published(paper).table_ids}
@@ -55,6 +56,7 @@ def test_cli_lists_and_plans_without_training(tmp_path):
 
 @pytest.mark.parametrize("key", [("resnet8x4", False), ("wrn_16_2", False), ("ShuffleV2", False),
                                  ("MobileNetV2", False)])
+@pytest.mark.fast
 def test_forward_flops_of_the_estimate_are_counted(key):
     name, small = key
     m = build_model(name, {"small_input": True} if small else {}, 100, (3, 32, 32)).eval()
@@ -63,6 +65,7 @@ def test_forward_flops_of_the_estimate_are_counted(key):
     assert fc.get_total_flops() / 1e9 == pytest.approx(FORWARD_GFLOPS[key], rel=1e-3)
 
 
+@pytest.mark.fast
 def test_seconds_per_flop_come_from_sftn_table8():
     s = seconds_per_flop()
     assert 5e-14 < s < 5e-13  # an effective 2-20 TFLOP/s GPU
@@ -111,6 +114,7 @@ def test_l2_with_its_weight_decay_off_is_allowed_per_method(tmp_path):
     assert next(r for r in plan if r.teacher_label == "l2").config["optim"]["weight_decay"] == 0.0
 
 
+@pytest.mark.fast
 def test_grouped_estimate_counts_the_teacher_pass_once_per_group(tmp_path):
     from kdlab.reproduce.estimate import TRAIN_IMAGES, gpu_hours
 

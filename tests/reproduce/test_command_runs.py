@@ -8,6 +8,7 @@ from kdlab.analysis.document import Compare
 from kdlab.reproduce.catalogue import EXPERIMENTS
 from kdlab.reproduce.command import reproduce
 from kdlab.reproduce.published import published_table
+from kdlab.runs.folder import RunFolder
 from reproduce_smoke import make_data, shrink
 
 # cells kdlab leaves empty on purpose (see the experiments' notes)
@@ -61,7 +62,7 @@ def test_as_written_trains_only_the_runs_the_text_changes(smoke):
     res = reproduce("soteacher/table1", log=lambda s: None, written=True, **kw)
     assert not res.failed and res.out_dir.name == "soteacher-table1-as-written"
     assert shared.stat().st_mtime_ns == before  # the standard teacher is the code variant's run, not retrained
-    assert (teachers / "soteacher-as-written" / "seed0" / "summary.json").is_file()
+    assert RunFolder(teachers / "soteacher-as-written" / "seed0").summary_file.is_file()
     cfg = yaml.safe_load((teachers / "soteacher-as-written" / "seed0" / "config.yaml").read_text())["method"]
     assert (cfg["average"], cfg["lipschitz"]) == ("mean", "exact")
     assert not (teachers / "standard-as-written").exists()

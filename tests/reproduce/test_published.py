@@ -12,6 +12,8 @@ from kdlab.core.errors import ConfigError
 from kdlab.core.registry import DISTILL_METHODS, MODELS, TEACHER_METHODS
 from kdlab.reproduce.published import Published, PublishedTable, available_papers, load_published, published_table
 
+pytestmark = pytest.mark.fast  # the fast tier: no training (pytest -q -m fast)
+
 PAPERS = ["sftn", "soteacher"]
 EXPECTED_IDS = {
     "soteacher": {"table1", "table2", "table3", "table4", "table5", "table6", "table7", "fig1", "early_fig1"},

@@ -139,7 +139,7 @@ def test_shipped_kd_configs_use_their_papers_protocol():
 
     import yaml
 
-    root = Path(__file__).resolve().parent.parent / "configs"
+    root = Path(__file__).resolve().parents[2] / "configs"
     protocols = {p.relative_to(root).as_posix(): yaml.safe_load(p.read_text())["protocol"]
                  for p in root.glob("*/kd/*.yaml")}
     assert protocols["tinyimagenet/kd/imagenet_resnet34_imagenet_resnet18.yaml"] == "soteacher"
@@ -153,7 +153,7 @@ def test_the_trajectory_study_and_early_fig1_use_one_pair():
 
     import yaml
 
-    cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs/studies/paper/trajectory.yaml").read_text())
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs/studies/paper/trajectory.yaml").read_text())
     (pair,) = EXPERIMENTS["soteacher/early_fig1"].parts[0].study["pairs"]
     assert (cfg["teacher"]["model"], cfg["student"]["model"]) == (pair["teacher"]["name"], pair["student"]["name"])
 

@@ -15,7 +15,7 @@ from kdlab.cli.main import main
 from kdlab.config import EvalConfig, load_config
 from kdlab.data import load_dataset
 from kdlab.runs.folder import TRAIN_PREDICTIONS  # noqa: F401
-from kdlab.runs.resolve import load_model, resolve_checkpoint
+from kdlab.runs.resolve import checkpoint_model, resolve_checkpoint
 from kdlab.study.records import StudyDataError, load_study
 
 HOLDOUT = 0.25
@@ -40,7 +40,7 @@ def by_hand(run_dir: Path, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The run's softmax probability of the true label on its first ``k`` training points, straight from its
     checkpoint and the data set as the run loaded it (with its hold-out)."""
     path = resolve_checkpoint(str(run_dir))
-    model, ck = load_model(path, None, torch.device("cpu"))
+    model, ck = checkpoint_model(path, None, torch.device("cpu"))
     cfg = load_config(EvalConfig, {"path": str(run_dir), "data": ck["config"]["data"]})
     data = load_dataset(cfg.data, ck["config"]["holdout"])
     x, y = data.train.x[:k], data.train.y[:k]
@@ -73,7 +73,7 @@ def test_train_points_are_the_checkpoints_predictions_on_the_trained_on_points(s
 
     # kept in the run folders: a second figure loads no model
     assert all((d / TRAIN_PREDICTIONS).is_file() for d in runs.values())
-    monkeypatch.setattr(kdlab.runs.evaluate, "load_model", lambda *a, **k: pytest.fail("predicted again"))
+    monkeypatch.setattr(kdlab.runs.evaluate, "checkpoint_model", lambda *a, **k: pytest.fail("predicted again"))
     out = plot_deviation(records, tmp_path / "train.png", split="train")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     _, (again,) = deviation_points(records, split="train")

@@ -16,7 +16,7 @@ from kdlab.core.errors import CheckpointError
 from kdlab.models import build_model
 from kdlab.models.native import native_module
 from kdlab.runs.export import ExportError, _write_torchscript, export_model, load_model
-from kdlab.runs.resolve import load_model as load_kdlab_model
+from kdlab.runs.resolve import checkpoint_model as load_kdlab_model
 from kdlab.runs.teacher import train_teacher
 from user_nets import UserNet
 

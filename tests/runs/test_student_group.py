@@ -27,6 +27,7 @@ from image_data_files import make_cifar100
 from kdlab.analysis.study_command import run_study
 from kdlab.core.errors import CheckpointError, ConfigError, DivergenceError
 from kdlab.methods import shares_batch_pass
+from kdlab.runs.folder import RunFolder
 from kdlab.runs.student import distill, distill_group
 from kdlab.runs.teacher import train_teacher
 
@@ -117,7 +118,7 @@ def assert_same_run(alone: Path, grouped: Path, ignore: tuple[str, ...] = ()) ->
     for part in ("model_state", "objective_state", "optimizer_state", "best", "epoch"):
         assert _tensors_equal(a[part], b[part]), (grouped.name, part)
     assert _log(alone) == _log(grouped)
-    sa, sb = (json.loads((r / "summary.json").read_text()) for r in (alone, grouped))
+    sa, sb = (json.loads(RunFolder(r).summary_file.read_text()) for r in (alone, grouped))
     for s in (sa, sb):
         for k in (*VOLATILE, *ignore):
             s.pop(k, None)
@@ -131,7 +132,7 @@ def test_each_member_is_bit_identical_to_its_run_alone(trained, method):
     root, _, _, results = trained
     assert not any(isinstance(r, BaseException) for r in results), results
     assert_same_run(root / "alone" / method, root / "group" / method)
-    assert json.loads((root / "group" / method / "summary.json").read_text())["group_size"] == len(METHODS)
+    assert json.loads(RunFolder(root / "group" / method).summary_file.read_text())["group_size"] == len(METHODS)
 
 
 def test_the_group_runs_the_teacher_once_per_batch(trained):
@@ -196,7 +197,7 @@ def test_a_diverging_or_failing_member_fails_alone(trained):
     assert "NaN" in (root / "failing" / "kd" / "error.txt").read_text()
     assert isinstance(results[2], CheckpointError) and "epoch_999" in str(results[2])
     assert not (root / "failing" / "rco").exists()  # a run that cannot start leaves no folder, as alone
-    assert not (root / "failing" / "kd" / "summary.json").exists()
+    assert not RunFolder(root / "failing" / "kd").summary_file.exists()
     for n in ("crd", "at"):
         assert_same_run(root / "alone" / n, root / "failing" / n)
     # rerun with a sane learning rate in a new folder: the error file belongs to the failed run only

@@ -1,10 +1,11 @@
 """``kdlab study --launcher ray``: one Ray task per run, on a local Ray instance."""
 
 import pytest
-from test_study import study_cfg
 
 from kdlab.analysis.study_command import run_study
 from kdlab.cli.main import main
+from kdlab.runs.folder import SUMMARY
+from study_configs import study_cfg
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def test_ray_launcher_gives_the_same_study_as_local_runs(tmp_path, local_ray, mo
     assert not remote.failed and remote.ran == 7
     key = lambda r: (r["kind"], r["teacher_label"], r["method_label"])
     assert {key(r): r["top1"] for r in local.records} == {key(r): r["top1"] for r in remote.records}
-    assert len(list((tmp_path / "remote").rglob("summary.json"))) == 7
+    assert len(list((tmp_path / "remote").rglob(SUMMARY))) == 7
     # the two KD students of a teacher were one task, trained as a group
     assert {r["group_size"] for r in remote.records if r["kind"] == "student" and r["teacher_label"]} == {2}
     again = run_study(study_cfg("remote", seeds=[0]), log=lambda s: None, launcher="ray")

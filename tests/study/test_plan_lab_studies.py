@@ -100,6 +100,7 @@ def _study(**extra):
     return load_config(StudyConfig, {**base, **extra})
 
 
+@pytest.mark.fast
 def test_data_sweep_repeats_the_study_per_size_with_the_same_steps():
     cfg = _study(sweeps=[{"role": "data", "param": "num_train", "values": [100, 400], "same_steps": True}])
     plan = plan_study(cfg)
@@ -135,6 +136,7 @@ def test_data_sweep_repeats_the_study_per_size_with_the_same_steps():
     ([{"role": "data", "param": "num_train", "values": [10]},
       {"role": "teacher", "method": "standard", "param": "x", "values": [1]}], "the study's only sweep"),
 ])
+@pytest.mark.fast
 def test_data_sweep_errors_name_the_key(sweeps, message):
     with pytest.raises(ConfigError, match=message):
         _study(sweeps=sweeps)
@@ -223,13 +225,14 @@ def test_paired_table_differences_each_method_to_the_baseline_seed_by_seed():
     assert paired_table(recs, {"teacher": "T", "student": "S", "key": "T--S"}, ["standard"], ["kd"]) is None
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("name", ["lab-scaling", "lab-teacher-quality", "lab-soteacher-regime"])
 def test_the_shipped_lab_studies_validate_and_plan(name):
     from pathlib import Path
 
     import yaml
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "studies" / f"{name}.yaml"
+    path = Path(__file__).resolve().parents[2] / "configs" / "studies" / f"{name}.yaml"
     cfg = load_config(StudyConfig, yaml.safe_load(path.read_text()))
     plan = plan_study(cfg)
     runs = {"lab-scaling": 54, "lab-teacher-quality": 144, "lab-soteacher-regime": 45}[name]

@@ -7,6 +7,7 @@ from conftest import TINY_DATA, TINY_TRAIN
 from kdlab.cli.main import main
 from kdlab.config import StudyConfig, load_config
 from kdlab.core.errors import ConfigError
+from kdlab.runs.folder import SUMMARY
 from kdlab.study import plan_study
 
 
@@ -17,6 +18,7 @@ def study(out, teacher_methods=None, student_methods=None):
             "student": {"model": "resnet8", "methods": student_methods or {"kd": "kd"}, "train": dict(TINY_TRAIN)}}
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("label", ["../../../../escaped", "a/b", "..", ".hidden", "", "x\x00y", "c:d", "x" * 101])
 @pytest.mark.parametrize("role", ["teacher", "student"])
 def test_unsafe_labels_are_refused_before_anything_is_written(tmp_path, label, role):
@@ -35,6 +37,7 @@ def test_cli_refuses_an_escaping_label_with_exit_2(tmp_path, capsys):
     assert not list(tmp_path.parent.glob("escaped"))
 
 
+@pytest.mark.fast
 def test_sweep_labels_stay_valid(tmp_path):
     cfg = study(tmp_path / "s", student_methods={"kd": "kd"})
     cfg["sweeps"] = [{"role": "student", "method": "kd", "param": "T", "values": [2.0, 4.0]}]
@@ -80,4 +83,4 @@ def test_a_pair_sftn_cannot_serve_is_refused_before_any_run_trains(tmp_path):
                     {"teacher": "resnet8x4", "student": {"name": "mlp", "hidden": [8]}}]
     with pytest.raises(ConfigError, match="teacher sftn of pair resnet8x4--mlp.*sftn cannot attach student branches"):
         run_study(cfg, log=lambda s: None)
-    assert not list(tmp_path.rglob("summary.json")) and not list(tmp_path.rglob("last.pt"))
+    assert not list(tmp_path.rglob(SUMMARY)) and not list(tmp_path.rglob("last.pt"))

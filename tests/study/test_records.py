@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_study import study_cfg
 
 import kdlab.analysis.document
 import kdlab.study.plan
@@ -18,9 +17,10 @@ from kdlab.analysis.report import render_html, report_document, write_report
 from kdlab.analysis.study_command import render_tables, run_study
 from kdlab.analysis.tables import distillation_table
 from kdlab.config import StudyConfig, load_config
-from kdlab.runs.folder import write_manifest
+from kdlab.runs.folder import SUMMARY, RunFolder, write_manifest
 from kdlab.study import plan_study
 from kdlab.study.records import RunRecord, StudyData, load_study
+from study_configs import study_cfg
 
 
 def small_cfg(out):
@@ -54,7 +54,7 @@ def test_records_are_run_records_with_the_plans_teacher_folder(study):
         assert (r.kind, r.pair, r.arch, r.teacher_label, r.method_label, r.seed) == (
             p.kind, p.pair, p.arch, p.teacher_label, p.method_label, p.seed)
         assert r.teacher_run_dir == (p.needs[0] if p.needs else None)
-        assert r.metrics == json.loads((r.run_dir / "summary.json").read_text())
+        assert r.metrics == json.loads(RunFolder(r.run_dir).summary_file.read_text())
         assert r.get("top1") == r.metrics["top1"] and r.get("kind") == r.kind and r.get("nope", 7) == 7
     kd = next(r for r in res.records if r.method_label == "kd" and r.teacher_label == "wd0" and r.seed == 1)
     assert kd.teacher_run_dir == out / "teachers" / "resnet8" / "wd0" / "seed1"
@@ -74,7 +74,7 @@ def test_runs_json_is_written_when_the_study_starts(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_study(small_cfg(tmp_path / "s"), log=lambda s: None)
     runs = json.loads((tmp_path / "s" / "runs.json").read_text())["runs"]
-    assert len(runs) == 10 and not list((tmp_path / "s").rglob("summary.json"))
+    assert len(runs) == 10 and not list((tmp_path / "s").rglob(SUMMARY))
     kd = next(r for r in runs if r["method_label"] == "kd" and r["teacher_label"] == "wd0" and r["seed"] == 1)
     assert kd["run_dir"] == "students/resnet8--mlp-hidden=16/wd0/kd/seed1"
     assert kd["teacher_run_dir"] == "teachers/resnet8/wd0/seed1"
@@ -89,8 +89,8 @@ def test_load_study_reads_runs_json_without_planning_even_moved(study, tmp_path,
     moved = Path(shutil.move(tmp_path / "copy", tmp_path / "moved"))
     # a checkpoint path in a summary says nothing about the teacher's run folder
     kd_dir = moved / "students" / "resnet8--mlp-hidden=16" / "wd0" / "kd" / "seed1"
-    summary = json.loads((kd_dir / "summary.json").read_text())
-    (kd_dir / "summary.json").write_text(json.dumps({**summary, "teacher_path": "/elsewhere/checkpoints/last.pt"}))
+    summary = json.loads(RunFolder(kd_dir).summary_file.read_text())
+    RunFolder(kd_dir).summary_file.write_text(json.dumps({**summary, "teacher_path": "/elsewhere/checkpoints/last.pt"}))
     write_manifest(kd_dir)  # as if the run had been written so (an edit alone is refused as damage)
     data = load_study(moved)
     assert data.planned == 10 and len(data.records) == 10

@@ -6,7 +6,8 @@ package), from a checkout of that commit:
     PYTHONPATH=/tmp/prev python make.py
 
 ``teacher``: a finished teacher; ``student``: a finished KD student of it; ``unfinished``: a teacher interrupted in
-its second epoch (its checkpoint is at epoch 1).  ``tests/runs/test_previous_release.py`` reuses and resumes them.
+its second epoch (its checkpoint is at epoch 1).  ``tests/runs/test_summary_previous_release.py`` reuses and
+resumes them.
 """
 
 import contextlib
