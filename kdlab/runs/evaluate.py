@@ -1,10 +1,5 @@
-"""Single runs: train a teacher, distil a student, evaluate a checkpoint.
-
-A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per epoch),
-``checkpoints/`` (``last.pt``, ``best.pt``, ``epoch_XXX.pt``), ``test_logits.npy`` / ``test_labels.npy`` and,
-once finished, ``summary.json`` (and, once a figure asked for them, ``train_true_prob.npz``: see
-:func:`train_true_label_prob`).  A finished run is never trained again; an unfinished one continues with ``resume``.
-"""
+"""``kdlab eval``: a checkpoint's measures on its data set (and against a teacher); and the true-label
+probabilities of a run's model on its training points, cached in its run folder for the deviation figure."""
 
 from __future__ import annotations
 

@@ -1,13 +1,6 @@
-"""Student runs: one student (``kdlab distill``) or a group of students of one teacher trained in lockstep.
-
-A group's members share the teacher, seed, data and training-loop settings (:func:`group_key`), so they see the
-same batches in the same order with the same augmentation.  The group loads the data and the teacher once, runs
-the teacher once per batch for all of them (:class:`~kdlab.methods.base.SharedTeacher`) and predicts the
-teacher's test and training sets once for the summaries (the teacher's own measures and the members' relations to
-it); everything else is each member's own, and each member's run folder is exactly what its separate run writes
-(weights, ``metrics.jsonl``, checkpoints, summary; only the measured ``train_time`` differs: a member's share of
-the group's time).  ``distill`` is the group of one.
-"""
+"""Resolving a run before it starts: its config (protocol applied, ``{seed}`` and the default folder filled in),
+its teacher (a run folder, a checkpoint or a weights file) and the checkpoint files a run names; rebuilding a
+model from a checkpoint; what the students of one group must share (:func:`group_key`)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""Single runs: train a teacher, distil a student, evaluate a checkpoint.
+"""``kdlab train-teacher``: train one teacher into its run folder (:class:`~kdlab.runs.folder.RunFolder`).
 
-A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per epoch),
-``checkpoints/`` (``last.pt``, ``best.pt``, ``epoch_XXX.pt``), ``test_logits.npy`` / ``test_labels.npy`` and,
-once finished, ``summary.json`` (and, once a figure asked for them, ``train_true_prob.npz``: see
-:func:`train_true_label_prob`).  A finished run is never trained again; an unfinished one continues with ``resume``.
-"""
+A finished run with the same settings is reused (``resume``), an interrupted one continues from its last
+checkpoint; ``overwrite`` deletes the folder and trains anew."""
 
 from __future__ import annotations
 

@@ -1,13 +1,5 @@
-"""``--print-config`` and ``--dry-run`` of train-teacher, distill, study and eval: a run's resolved config, and what
-the command would do with it, without training or writing anything.
-
-``--print-config`` prints the config the run would save (``config.yaml`` / ``study.yaml``: every default filled in,
-``{seed}`` and the default ``out_dir`` resolved, a distillation protocol applied) as YAML.  ``--dry-run`` prints the
-same and, as YAML comments (the output stays a valid config), what the command would do: train a new run, resume an
-unfinished one or reuse a finished one, per run of a study; a run folder the command would refuse, a missing teacher
-checkpoint or a study run trained with other settings is the command's own error.  The data set is not loaded
-(some would be downloaded or generated).
-"""
+"""``kdlab study --print-config`` / ``--dry-run``: the study's resolved config and, per planned run, whether it
+would be trained, resumed or reused (see :mod:`kdlab.runs.dry_run` for the single runs)."""
 
 from __future__ import annotations
 

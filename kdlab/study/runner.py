@@ -1,12 +1,5 @@
-"""``kdlab study``: plan the runs of a study, execute what is missing, write the tables and records.
-
-Outputs under ``out_dir``: ``study.yaml`` (the resolved config) and ``runs.json`` (every planned run's labels and
-folders, see :mod:`kdlab.study.records`), both written when the study starts; ``results.csv`` (one row per run:
-labels, the summary's metrics and the run folder relative to ``out_dir``), ``timings.csv`` (per run its
-``train_time`` and ``group_size``: how it was scheduled, which differs from one execution to the next, so that
-``results.csv`` repeats byte for byte), ``results.md`` (the tables), and the run folders (see
-:mod:`kdlab.study.plan`).
-"""
+"""The checks before a study trains anything: every run's config validates and its pair-dependent teacher
+builds, no planned folder holds a run with other settings, and the study folder is this study's."""
 
 from __future__ import annotations
 
