@@ -58,17 +58,3 @@ def interrupt_training(monkeypatch, epoch: int, step: int):
 
     monkeypatch.setattr(ArrayLoader, "epoch", cut)
     return lambda: monkeypatch.setattr(ArrayLoader, "epoch", original)
-
-
-# pytest-xdist (--dist loadfile) hands out whole files in collection order; these take minutes each (measured with
-# --durations, docs/results.md), so they start first instead of keeping one worker busy after the other is done
-LONG_FILES = ("reproduce/test_command_runs.py", "runs/test_student_group.py", "methods/test_distill_methods.py",
-              "cli/test_main.py", "core/test_distributed_ddp_replicas.py", "engine/test_trainer_gpu_paths.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    def rank(item) -> int:
-        path = item.path.as_posix()
-        return next((i for i, f in enumerate(LONG_FILES) if path.endswith(f)), len(LONG_FILES))
-
-    items.sort(key=rank)  # stable: every other test keeps its order
