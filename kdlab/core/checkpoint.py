@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import struct
 import tempfile
 from collections import OrderedDict
@@ -331,3 +332,28 @@ def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """A checkpoint's metadata only (``model``, ``epoch``, ``config``, ``history``, ...), verified; no tensor of
     the model, objective or optimizer is read."""
     return _load_sections(path, (META,))
+
+
+# -- checkpoint files by name: ``<name>.pt`` (last, prev, best, epoch_XXX) in a folder of checkpoints ---------------
+
+SUFFIX = ".pt"
+_EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
+
+
+def checkpoint_file(folder: Path, name: str) -> Path:
+    """The file of checkpoint ``name`` (``last``, ``best``, ``epoch_030``; a name ending in .pt is taken as is)."""
+    return folder / (name if name.endswith(SUFFIX) else name + SUFFIX)
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    return f"epoch_{epoch:03d}"
+
+
+def checkpoint_names(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*" + SUFFIX))
+
+
+def epoch_checkpoint_files(folder: Path) -> dict[int, Path]:
+    """Epoch -> file of the ``epoch_XXX.pt`` checkpoints in ``folder``."""
+    found = ((int(m.group(1)), f) for f in folder.glob("epoch_*" + SUFFIX) if (m := _EPOCH_FILE.match(f.name)))
+    return dict(sorted(found))

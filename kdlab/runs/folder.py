@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,15 @@ import yaml
 from kdlab.config import DistillRunConfig, TeacherRunConfig, dump_yaml, load_config
 from kdlab.config.schema import flagged_keys
 from kdlab.core import distributed, log
-from kdlab.core.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, load_metadata
+from kdlab.core.checkpoint import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    checkpoint_file,
+    epoch_checkpoint_files,
+    epoch_checkpoint_name,
+    load_metadata,
+)
 from kdlab.core.errors import CheckpointError, ConfigError, RunFolderError
 from kdlab.core.locks import run_lock
 from kdlab.data import DataBundle
@@ -43,7 +50,6 @@ MANIFEST = "checksums.json"
 ERROR = "error.txt"
 TRAIN_PREDICTIONS = "train_true_prob.npz"
 RESULT_FILES = (SUMMARY, TEST_LOGITS, TEST_LABELS, METRICS)  # checksummed once the run has finished
-_EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
 
 
 @dataclass(frozen=True)
@@ -68,14 +74,14 @@ class RunFolder:
 
     def checkpoint(self, name: str) -> Path:
         """``last``, ``prev``, ``best`` or ``epoch_XXX`` -> its file."""
-        return self.checkpoint_dir / f"{name}.pt"
+        return checkpoint_file(self.checkpoint_dir, name)
 
     def epoch_checkpoint(self, epoch: int) -> Path:
-        return self.checkpoint(f"epoch_{epoch:03d}")
+        return self.checkpoint(epoch_checkpoint_name(epoch))
 
     def epoch_checkpoints(self) -> dict[int, Path]:
         """Epoch -> ``epoch_XXX.pt`` file, of the checkpoints kept every ``train.save_every`` epochs."""
-        return epoch_checkpoints(self.checkpoint_dir)
+        return epoch_checkpoint_files(self.checkpoint_dir)
 
     @property
     def staging_file(self) -> Path:  # not *.pt: never listed as a checkpoint
@@ -95,12 +101,6 @@ class RunFolder:
 
     def lock(self, wait: bool = True):
         return run_lock(self.path, wait=wait)
-
-
-def epoch_checkpoints(folder: Path) -> dict[int, Path]:
-    """Epoch -> file of the ``epoch_XXX.pt`` checkpoints in ``folder``."""
-    found = ((int(m.group(1)), f) for f in folder.glob("epoch_*.pt") if (m := _EPOCH_FILE.match(f.name)))
-    return dict(sorted(found))
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:

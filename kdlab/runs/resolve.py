@@ -13,12 +13,12 @@ import torch.nn as nn
 
 from kdlab.config import DistillRunConfig, TeacherRef, TeacherRunConfig, load_config
 from kdlab.config.schema import TrainConfig, flagged_keys
-from kdlab.core.checkpoint import load_metadata, load_weights
+from kdlab.core.checkpoint import checkpoint_names, epoch_checkpoint_files, load_metadata, load_weights
 from kdlab.core.errors import CheckpointError, ConfigError
 from kdlab.data import DataBundle
 from kdlab.methods import needs_teacher
 from kdlab.models import build_model
-from kdlab.runs.folder import check_checkpoint_owner, checkpoint_dir, epoch_checkpoints
+from kdlab.runs.folder import RunFolder, check_checkpoint_owner
 
 # loop settings that members of one group may set differently (declared on the config: they change no member's
 # computation)
@@ -121,10 +121,9 @@ def resolve_checkpoint(ref: TeacherRef | str, checkpoint: str = "last") -> Path:
         return path
     if not path.exists():
         raise CheckpointError(f"checkpoint or run folder not found: {path}")
-    name = checkpoint if checkpoint.endswith(".pt") else f"{checkpoint}.pt"
-    file = checkpoint_dir(path) / name
+    file = RunFolder(path).checkpoint(checkpoint)
     if not file.exists():
-        avail = sorted(p.stem for p in checkpoint_dir(path).glob("*.pt"))
+        avail = checkpoint_names(RunFolder(path).checkpoint_dir)
         listing = ", ".join(avail) if avail else "none"
         raise CheckpointError(f"{path} has no checkpoint {checkpoint!r} (available: {listing})")
     check_checkpoint_owner(path, file)
@@ -134,7 +133,7 @@ def resolve_checkpoint(ref: TeacherRef | str, checkpoint: str = "last") -> Path:
 def teacher_checkpoints(teacher_path: Path | str) -> dict[int, Path]:
     """Epoch -> file of every epoch checkpoint (``epoch_XXX.pt``) of the run whose checkpoint is ``teacher_path``,
     by epoch (RCO's anchors: the checkpoints beside the teacher's)."""
-    return epoch_checkpoints(Path(teacher_path).parent)
+    return epoch_checkpoint_files(Path(teacher_path).parent)
 
 
 def checkpoint_model(path: Path, data: DataBundle | None, device: torch.device, role: str = "teacher"

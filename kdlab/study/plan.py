@@ -26,6 +26,7 @@ from typing import Any
 
 from kdlab.config.components import Component
 from kdlab.config.schema import PairConfig, StudyConfig
+from kdlab.core.checkpoint import epoch_checkpoint_name
 from kdlab.core.errors import ConfigError
 from kdlab.core.registry import MODELS
 from kdlab.methods import needs_teacher
@@ -337,7 +338,7 @@ def _plan(cfg: StudyConfig) -> list[PlannedRun]:
                         t_run = t_run_of(tlabel, seed)
                         mlabel = f"{tr.method}@{epoch}"
                         d = out / "students" / pair_key / tlabel / mlabel / f"seed{seed}"
-                        teacher = {"path": str(t_run.run_dir), "checkpoint": f"epoch_{epoch:03d}"}
+                        teacher = {"path": str(t_run.run_dir), "checkpoint": epoch_checkpoint_name(epoch)}
                         c = role_cfg(cfg.student, seed, d, pair.student_lr, tr.method) | protocol_of(mspec) | {
                             "student": pair.student.without_label(), "method": mspec, "teacher": teacher}
                         info = {"trajectory_epoch": epoch, "base": tr.method}

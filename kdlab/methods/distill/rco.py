@@ -26,22 +26,18 @@ Logits only: works for any pair and any input kind, 1D sequences included.
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 
 import torch.nn as nn
 from pydantic import Field
 
-from kdlab.core.checkpoint import load_metadata, load_weights
+from kdlab.core.checkpoint import checkpoint_file, checkpoint_names, epoch_checkpoint_files, load_metadata, load_weights
 from kdlab.core.errors import CheckpointError, ConfigError
 from kdlab.core.registry import register_distill_method
 from kdlab.methods.context import DistillContext
 from kdlab.methods.distiller import Distiller, LogitParams
 
 __all__ = ["RCO", "anchor_index", "find_anchors"]
-
-_EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
-
 
 def anchor_index(epoch: int, epochs: int, num_anchors: int) -> int:
     """The anchor of 0-based ``epoch`` under the equal-epoch-interval schedule."""
@@ -56,11 +52,6 @@ def _spaced(items: list, n: int) -> list:
     return [items[round((k + 1) * step) - 1] for k in range(n)]
 
 
-def _epoch_checkpoints(folder: Path) -> dict[int, Path]:
-    # what the run layer's teacher_checkpoints gives a built RCO, for find_anchors called on its own
-    return dict(sorted((int(m.group(1)), p) for p in folder.glob("epoch_*.pt") if (m := _EPOCH_FILE.match(p.name))))
-
-
 def find_anchors(teacher_path: Path, names: list[str] | None = None, num_anchors: int | None = None,
                  checkpoints: dict[int, Path] | None = None) -> list[tuple[Path, int]]:
     """(checkpoint path, teacher epoch) of each anchor, in order; ``checkpoints``: epoch -> checkpoint file of the
@@ -70,15 +61,15 @@ def find_anchors(teacher_path: Path, names: list[str] | None = None, num_anchors
     if names:
         out = []
         for name in names:
-            path = folder / (name if name.endswith(".pt") else f"{name}.pt")
+            path = checkpoint_file(folder, name)
             if not path.is_file():
-                avail = ", ".join(sorted(p.stem for p in folder.glob("*.pt"))) or "none"
+                avail = ", ".join(checkpoint_names(folder)) or "none"
                 raise CheckpointError(f"rco: anchor {name!r} not found in {folder} (available: {avail})")
             out.append((path, int(load_metadata(path).get("epoch", 0))))
         return _spaced(out, num_anchors) if num_anchors else out
     final_epoch = int(load_metadata(teacher_path).get("epoch", 0))
     if checkpoints is None:
-        checkpoints = _epoch_checkpoints(folder)
+        checkpoints = epoch_checkpoint_files(folder)
     found = sorted(checkpoints.items())
     out = [(p, e) for e, p in found if e <= final_epoch]
     if not out:
