@@ -103,9 +103,6 @@ class RunFolder:
         return run_lock(self.path, wait=wait)
 
 
-def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
-    return RunFolder(run_dir).checkpoint_dir
-
 
 # settings that do not change what a run computes, and so may differ when a run is resumed (declared on the config)
 VOLATILE_KEYS = flagged_keys(TeacherRunConfig, "volatile") | flagged_keys(DistillRunConfig, "volatile")
@@ -205,7 +202,7 @@ def check_run_dir(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> dic
 def remove_stale_temporaries(run_dir: Path) -> None:
     """Temporary files a killed process left behind (up to a checkpoint's size each).  Called under the run's
     lock, so no live writer owns them."""
-    for folder in (run_dir, checkpoint_dir(run_dir)):
+    for folder in (run_dir, RunFolder(run_dir).checkpoint_dir):
         if folder.is_dir():
             for f in [*folder.glob(".*.tmp"), *folder.glob(RunFolder(run_dir).staging_file.name)]:
                 f.unlink(missing_ok=True)
@@ -216,7 +213,7 @@ def remove_run(run_dir: Path) -> None:
     if not run_dir.exists():
         return
     if not run_dir.is_dir() or (any(run_dir.iterdir()) and not (RunFolder(run_dir).config_file).is_file()
-                                and not checkpoint_dir(run_dir).is_dir()):
+                                and not RunFolder(run_dir).checkpoint_dir.is_dir()):
         raise RunFolderError(f"overwrite: {run_dir} is not a kdlab run folder; not deleting it")
     with run_lock(run_dir, wait=False):
         shutil.rmtree(run_dir)
