@@ -172,6 +172,49 @@ def field_rows(model: type[BaseModel], prefix: str = "") -> Iterator[FieldRow]:
             yield from field_rows(nested[1], f"{key}{nested[0]}.")
 
 
+def _has_bound(metadata: typing.Iterable[Any]) -> bool:
+    for m in metadata:
+        if isinstance(m, at.Gt | at.Ge | at.Lt | at.Le):
+            return True
+        if isinstance(m, at.GroupedMetadata) and _has_bound(list(m)):
+            return True
+        if isinstance(getattr(m, "metadata", None), list | tuple) and _has_bound(m.metadata):  # a FieldInfo
+            return True
+    return False
+
+
+def _unbounded_number(ann: Any, metadata: tuple = ()) -> bool:
+    """Whether ``ann`` holds an int or float (itself, in a union, or as the items of a list, tuple or mapping)
+    without a bound; a container's items carry their own bounds (``list[NonNegativeInt]``)."""
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:
+        return _unbounded_number(args[0], (*metadata, *args[1:]))
+    if origin in (typing.Union, types.UnionType):
+        return any(_unbounded_number(a, metadata) for a in args)
+    if origin in (list, tuple, set, frozenset, dict):
+        return any(_unbounded_number(a) for a in args if a is not Ellipsis)
+    return ann in (int, float) and not _has_bound(metadata)
+
+
+def unbounded_numbers(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """The dotted keys of ``model``'s number fields (nested config models included) that declare neither a bound
+    (``Field(ge=0)``, ``PositiveInt``, ``list[NonNegativeInt]``) nor why none applies
+    (``json_schema_extra=unbounded(reason)``, :func:`kdlab.core.registry.unbounded`).  A field typed ``Any`` with a
+    number default counts too: a parameter whose annotation could not be read is not validated at all."""
+    out = []
+    for name, f in model.model_fields.items():
+        key = prefix + name
+        extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+        default = default_value(f)
+        untyped = f.annotation is Any and isinstance(default, int | float) and not isinstance(default, bool)
+        if not extra.get("unbounded") and (untyped or _unbounded_number(f.annotation, tuple(f.metadata))):
+            out.append(key)
+        nested = _models_in(f.annotation)
+        if nested:
+            out += unbounded_numbers(nested[1], f"{key}{nested[0]}.")
+    return out
+
+
 def param_rows(params: type[BaseModel]) -> list[FieldRow]:
     """A component's parameters (its ``Params`` model), one level deep."""
     return [r for r in field_rows(params) if "." not in r.key]

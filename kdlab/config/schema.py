@@ -35,7 +35,7 @@ from kdlab.config.components import (
     describe_first_error,
 )
 from kdlab.core.no_bool_numbers import reject_bool
-from kdlab.core.registry import DATASETS, DISTILL_METHODS, TEACHER_METHODS
+from kdlab.core.registry import DATASETS, DISTILL_METHODS, TEACHER_METHODS, unbounded
 
 
 def _check_device(d: str) -> str:
@@ -163,6 +163,9 @@ PROTOCOL = Field(None, description="loss weights as a paper's tables used them (
                                    "sftn or soteacher; fills gamma/alpha/beta/T the method config leaves open, "
                                    "per teacher kind")
 
+# seed_everything and derive_seed reduce any integer to a valid generator seed
+ANY_SEED = unbounded("a run's seed may be any integer")
+
 HOLDOUT = Field(0.0, ge=0, lt=1, description="fraction of the training data held out (stratified, fixed) to fit "
                 "the temperature of temperature scaling; the model trains on the rest")
 
@@ -170,7 +173,8 @@ HOLDOUT = Field(0.0, ge=0, lt=1, description="fraction of the training data held
 class TeacherRunConfig(Strict):
     """``kdlab train-teacher``: train one teacher."""
 
-    seed: int = Field(0, description="seeds initialisation, data order and augmentation")
+    seed: int = Field(0, description="seeds initialisation, data order and augmentation",
+                      json_schema_extra=ANY_SEED)
     holdout: float = HOLDOUT
     out_dir: str | None = Field(None, description="run folder; {seed} stands for the seed (default: "
                                 "runs/teacher-<model>-<method>-s<seed>)", json_schema_extra=VOLATILE)
@@ -248,7 +252,8 @@ class TeacherRef(Strict):
 class DistillRunConfig(Strict):
     """``kdlab distill``: train a student, with a teacher unless the method is ``none``."""
 
-    seed: int = Field(0, description="seeds initialisation, data order and augmentation")
+    seed: int = Field(0, description="seeds initialisation, data order and augmentation",
+                      json_schema_extra=ANY_SEED)
     holdout: float = HOLDOUT
     out_dir: str | None = Field(None, description="run folder; {seed} stands for the seed (default: "
                                 "runs/student-<model>-<method>-s<seed>)", json_schema_extra=VOLATILE)
@@ -337,7 +342,9 @@ class SweepConfig(Strict):
                                                         "student method or the data set")
     method: str | None = Field(None, description="a label of teacher.methods or student.methods (not for data)")
     param: str = Field(description="the swept parameter of the method (or of the data set)")
-    values: list[float | int | str | bool] = Field(min_length=1, description="the values, one variant each")
+    values: list[float | int | str | bool] = Field(
+        min_length=1, description="the values, one variant each",
+        json_schema_extra=unbounded("each value is checked against the bounds of the parameter it sets"))
     same_steps: bool = Field(False, description="data sweeps over a size: the epochs (and milestones, warm-up, "
                              "eval_every, save_every) given are for the largest value; smaller ones are scaled up so "
                              "that every run takes about as many steps")
@@ -372,7 +379,7 @@ class StudyConfig(Strict):
     runs_dir: str | None = Field(None, description="where the run folders live (default: out_dir); studies that "
                                  "share it share their identical runs, e.g. the tables of one paper")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="every run is "
-                             "trained once per seed (distinct)")
+                             "trained once per seed (distinct)", json_schema_extra=ANY_SEED)
     holdout: float = HOLDOUT
     data: DataSpec = Field(description="the data set of every run")
     teacher: StudyTeachers = Field(description="the teachers: methods and training settings")

@@ -54,6 +54,12 @@ class StrictParams(BaseModel):
         return reject_bool(cls, value, info.field_name)
 
 
+def unbounded(reason: str) -> dict[str, str]:
+    """``json_schema_extra`` of a number field that no bound applies to, with the reason (every other number field
+    of a config or a component declares its bounds: ``kdlab.config.describe.unbounded_numbers``)."""
+    return {"unbounded": reason}
+
+
 class _NoParams(StrictParams):
     """A method without parameters."""
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import PositiveInt
 
 from kdlab.core.errors import DataError
 from kdlab.core.registry import register_dataset
@@ -26,7 +27,7 @@ def _read(path: Path) -> dict[str, np.ndarray]:
 
 
 @register_dataset("arrays", input_shape="from the files", classes="from the files")
-def arrays(root: str, num_classes: int | None = None) -> DataBundle:
+def arrays(root: str, num_classes: PositiveInt | None = None) -> DataBundle:
     """Your own data: ``root/train.npz`` and ``root/test.npz`` with arrays ``x`` and ``y``."""
     folder = Path(root).expanduser()
     if not folder.is_dir():

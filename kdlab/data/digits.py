@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from kdlab.core.errors import ConfigError
 from kdlab.core.registry import register_dataset
@@ -14,7 +15,8 @@ from kdlab.data.base import DataBundle, Split
 
 
 @register_dataset("digits", input_shape="1x8x8", classes=10)
-def digits(test_fraction: float = 0.25, split_seed: int = 0,
+def digits(test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.25,
+           split_seed: Annotated[int, Field(ge=0, lt=2**32)] = 0,  # scikit-learn's random_state range
            augment: Literal["none", "shift"] = "none") -> DataBundle:
     """scikit-learn digits: 1797 grey 8x8 images, 10 classes; a fixed stratified train/test split.
 

@@ -8,10 +8,11 @@ batch on the training device.  ``train.num_workers`` sets the number of worker p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from kdlab.core.errors import ConfigError, DataError
 from kdlab.core.registry import register_dataset
@@ -24,6 +25,8 @@ from kdlab.data.transforms import (
     imagenet_transforms,
     tinyimagenet_transforms,
 )
+
+ImageSize = Annotated[int, Field(ge=8)]  # _check_size repeats it for direct calls
 
 TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_LAYOUT = ("wnids.txt, words.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and "
@@ -132,7 +135,8 @@ def _tiny_val(folder: Path, class_index: dict[str, int]) -> tuple[list[str], lis
 
 
 @register_dataset("tinyimagenet", input_shape="3x64x64 (image_size)", classes=200)
-def tinyimagenet(root: str = "data/tiny-imagenet-200", image_size: int = 64, augment: bool = True) -> DataBundle:
+def tinyimagenet(root: str = "data/tiny-imagenet-200", image_size: ImageSize = 64,
+                 augment: bool = True) -> DataBundle:
     """Tiny-ImageNet-200 (100,000 train / 10,000 val 64x64 images; val serves as the test split).
 
     ``root``: the tiny-imagenet-200 folder (or its parent).  Classes are the wnids of wnids.txt in sorted order
@@ -166,8 +170,8 @@ def tinyimagenet(root: str = "data/tiny-imagenet-200", image_size: int = 64, aug
 
 
 @register_dataset("imagenet", input_shape="3x224x224 (image_size)", classes="1000 (class folders)")
-def imagenet(root: str = "data/imagenet", image_size: int = 224, crop_fraction: float = 0.875,
-             augment: bool = True) -> DataBundle:
+def imagenet(root: str = "data/imagenet", image_size: ImageSize = 224,
+             crop_fraction: Annotated[float, Field(gt=0, le=1)] = 0.875, augment: bool = True) -> DataBundle:
     """ImageNet (ILSVRC-2012) in the ImageFolder layout root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG.
 
     Classes are the train class folders in sorted order, named by their folder; each val folder must be one of

@@ -36,13 +36,16 @@ computes the exact P(y | x) of the generator, and ``kdlab.data.mixed_feature.exa
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from kdlab.core.registry import register_dataset
 from kdlab.data.base import DataBundle, Split
+
+Classes = Annotated[int, Field(ge=2)]  # one class would make every label the same
 
 TRANSFORM_IDS = {"dihedral": list(range(8)), "flip": [0, 4], "none": [0]}
 
@@ -135,12 +138,14 @@ def _sample_split(n: int, rng: np.random.Generator, *, prior: np.ndarray, domina
 
 
 @register_dataset("mixed-feature", input_shape="CxHxW (configurable)", classes="configurable")
-def mixed_feature(num_train: int = 2000, num_test: int = 1000, num_classes: int = 10, num_features: int = 20,
-                  grid: int = 2, patch_size: int = 4, channels: int = 1, feature_noise: float = 0.3,
-                  transforms: Literal["dihedral", "flip", "none"] = "dihedral", label_sharpness: float = 6.0,
-                  label_noise: float = 1.0, feature_purity: float = 0.75,
+def mixed_feature(num_train: PositiveInt = 2000, num_test: PositiveInt = 1000, num_classes: Classes = 10,
+                  num_features: PositiveInt = 20, grid: PositiveInt = 2, patch_size: PositiveInt = 4,
+                  channels: PositiveInt = 1, feature_noise: NonNegativeFloat = 0.3,
+                  transforms: Literal["dihedral", "flip", "none"] = "dihedral",
+                  label_sharpness: NonNegativeFloat = 6.0, label_noise: NonNegativeFloat = 1.0,
+                  feature_purity: Annotated[float, Field(ge=0, le=1)] = 0.75,
                   feature_prior: Literal["uniform", "zipf"] = "uniform", redraw_transforms: bool = False,
-                  seed: int = 0) -> DataBundle:
+                  seed: NonNegativeInt = 0) -> DataBundle:
     """SoTeacher's mixed-feature distribution (Def. 3.1): patches of transformed features, known p*(x);
     ``redraw_transforms``: a new transformation of every patch each time a training example is drawn."""
     if num_features < num_classes:
@@ -175,12 +180,13 @@ _redraw = redraw_transforms  # the parameter of mixed_feature shadows the functi
 
 
 @register_dataset("mixed-feature-def31", input_shape="CxHxW (configurable)", classes="configurable")
-def mixed_feature_def31(num_train: int = 2000, num_test: int = 1000, num_classes: int = 10,
-                        num_features: int = 20, grid: int = 2, patch_size: int = 4, channels: int = 1,
-                        feature_noise: float = 0.3, transforms: Literal["dihedral", "flip", "none"] = "dihedral",
-                        label_sharpness: float = 6.0, label_noise: float = 1.0,
+def mixed_feature_def31(num_train: PositiveInt = 2000, num_test: PositiveInt = 1000, num_classes: Classes = 10,
+                        num_features: PositiveInt = 20, grid: PositiveInt = 2, patch_size: PositiveInt = 4,
+                        channels: PositiveInt = 1, feature_noise: NonNegativeFloat = 0.3,
+                        transforms: Literal["dihedral", "flip", "none"] = "dihedral",
+                        label_sharpness: NonNegativeFloat = 6.0, label_noise: NonNegativeFloat = 1.0,
                         feature_prior: Literal["uniform", "zipf"] = "uniform", redraw_transforms: bool = True,
-                        seed: int = 0) -> DataBundle:
+                        seed: NonNegativeInt = 0) -> DataBundle:
     """Def. 3.1 exactly: features i.i.d. from p_Z (no topics) and a new transformation per patch each time a
     training example is drawn (``redraw_transforms: false``: the fixed sample of an ERM analysis)."""
     bundle = mixed_feature(num_train, num_test, num_classes, num_features, grid, patch_size, channels,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, NonNegativeFloat
 
 from kdlab.core.errors import ConfigError
 from kdlab.core.registry import register_dataset
@@ -15,9 +16,11 @@ from kdlab.data.base import DataBundle, Split
 
 
 @register_dataset("mnist1d", input_shape="1x40", classes=10)
-def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42,
-            iid_noise_scale: float = 2e-2, corr_noise_scale: float = 0.25, shear_scale: float = 0.75,
-            augment: Literal["none", "shift"] = "none") -> DataBundle:
+def mnist1d(num_samples: Annotated[int, Field(ge=10)] = 5000,  # at least one sample of each of the 10 classes
+            train_split: Annotated[float, Field(gt=0, lt=1)] = 0.8,
+            seed: Annotated[int, Field(ge=0, lt=2**32)] = 42,  # the generator seeds NumPy's global RNG with it
+            iid_noise_scale: NonNegativeFloat = 2e-2, corr_noise_scale: NonNegativeFloat = 0.25,
+            shear_scale: NonNegativeFloat = 0.75, augment: Literal["none", "shift"] = "none") -> DataBundle:
     """MNIST-1D: 40-step sequences from 10 digit templates (default 5000 samples, 80/20 split).
 
     ``augment: shift`` applies a random translation of up to 2 steps (a padded crop).

@@ -17,6 +17,7 @@ which is the same at 32x32 and also works for other input sizes.
 from __future__ import annotations
 
 import torch.nn as nn
+from pydantic import PositiveFloat, PositiveInt
 from torch import Tensor
 
 from kdlab.core.registry import MODELS
@@ -75,6 +76,7 @@ class MobileNetV2Cifar(ContractModel):
 
 
 @MODELS.register("MobileNetV2", input="image", family="mobilenetv2")
-def mobilenetv2(num_classes: int, in_channels: int = 3, expansion: int = 6, width: float = 0.5) -> MobileNetV2Cifar:
+def mobilenetv2(num_classes: int, in_channels: int = 3, expansion: PositiveInt = 6,
+                width: PositiveFloat = 0.5) -> MobileNetV2Cifar:
     """MobileNetV2 for CIFAR, half width (the CRD benchmark's mobile_half)."""
     return MobileNetV2Cifar(num_classes, in_channels, expansion, width)

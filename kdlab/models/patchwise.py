@@ -14,6 +14,7 @@ paper's empirical risk -1/M sum_m log softmax(h_m)_y (teacher method ``patch-erm
 from __future__ import annotations
 
 import torch.nn as nn
+from pydantic import NonNegativeInt, PositiveInt
 from torch import Tensor
 
 from kdlab.core.errors import ConfigError
@@ -71,8 +72,8 @@ class PatchwiseNet(ContractModel):
 
 
 @MODELS.register("patchwise", input="image", family="patchwise")
-def patchwise(num_classes: int, in_channels: int, patch_size: int = 4, width: int = 64,
-              depth: int = 1, input_shape: tuple[int, ...] | None = None) -> PatchwiseNet:
+def patchwise(num_classes: int, in_channels: int, patch_size: PositiveInt = 4, width: PositiveInt = 64,
+              depth: NonNegativeInt = 1, input_shape: tuple[int, ...] | None = None) -> PatchwiseNet:
     """SoTeacher §3.1's learner: each patch processed independently, a 1x1 head, the modified softmax."""
     if input_shape is not None and len(input_shape) == 3 and patch_size >= 1 and \
             (input_shape[1] % patch_size or input_shape[2] % patch_size):

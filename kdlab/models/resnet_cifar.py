@@ -9,7 +9,10 @@ stages 32/64/128 (2x) and a 16-filter stem.  Its accuracy alone in the paper (68
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch.nn as nn
+from pydantic import Field, PositiveInt
 from torch import Tensor
 
 from kdlab.core.registry import MODELS
@@ -117,8 +120,10 @@ for _depth in (8, 32):
                summary=f"CIFAR ResNet-{_depth}, 4x wider (32 stem, 64/128/256 filters)")
 
 
+# depth >= 8: a stage builds its first block even when 6n+2 gives n = 0, so depth 2 would be a ResNet-8
 @MODELS.register("resnet_cifar", input="image", family="resnet_cifar")
-def resnet_cifar(num_classes: int, in_channels: int = 3, depth: int = 20,
-                 filters: tuple[int, int, int, int] = (16, 16, 32, 64), block: str = "basic") -> CifarResNet:
+def resnet_cifar(num_classes: int, in_channels: int = 3, depth: Annotated[int, Field(ge=8)] = 20,
+                 filters: tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt] = (16, 16, 32, 64),
+                 block: str = "basic") -> CifarResNet:
     """CIFAR ResNet with any depth / filters / block type."""
     return CifarResNet(depth, list(filters), block, num_classes, in_channels)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from pydantic import PositiveInt
 from torch import Tensor
 
 from kdlab.core.registry import MODELS
@@ -126,6 +127,9 @@ class ShuffleNetV2(ContractModel):
         return self.head(h)[0].flatten(2).mean(-1)
 
 
+Three = tuple[PositiveInt, PositiveInt, PositiveInt]  # one per stage
+
+
 @MODELS.register("ShuffleV1", input="image", family="shufflenet")
 def shuffle_v1(num_classes: int, in_channels: int = 3) -> ShuffleNetV1:
     """ShuffleNetV1 (groups 3, 240/480/960 channels) for CIFAR, as in the CRD benchmark."""
@@ -139,14 +143,14 @@ def shuffle_v2(num_classes: int, in_channels: int = 3) -> ShuffleNetV2:
 
 
 @MODELS.register("shufflenet_v1", input="image", family="shufflenet")
-def shufflenet_v1(num_classes: int, in_channels: int = 3, widths: tuple[int, int, int] = (240, 480, 960),
-                  blocks: tuple[int, int, int] = (4, 8, 4), groups: int = 3) -> ShuffleNetV1:
+def shufflenet_v1(num_classes: int, in_channels: int = 3, widths: Three = (240, 480, 960),
+                  blocks: Three = (4, 8, 4), groups: PositiveInt = 3) -> ShuffleNetV1:
     """ShuffleNetV1 with any stage widths / blocks (each width minus the previous a multiple of 4 x groups)."""
     return ShuffleNetV1(num_classes, in_channels, tuple(widths), tuple(blocks), groups)
 
 
 @MODELS.register("shufflenet_v2", input="image", family="shufflenet")
-def shufflenet_v2(num_classes: int, in_channels: int = 3, widths: tuple[int, int, int] = (116, 232, 464),
-                  blocks: tuple[int, int, int] = (3, 7, 3), head_width: int = 1024) -> ShuffleNetV2:
+def shufflenet_v2(num_classes: int, in_channels: int = 3, widths: Three = (116, 232, 464),
+                  blocks: Three = (3, 7, 3), head_width: PositiveInt = 1024) -> ShuffleNetV2:
     """ShuffleNetV2 with any (even) stage widths, blocks and head width."""
     return ShuffleNetV2(num_classes, in_channels, tuple(widths), tuple(blocks), head_width)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch.nn as nn
+from pydantic import Field, PositiveInt
 from torch import Tensor
 
 from kdlab.core.registry import MODELS
 from kdlab.models.contract import ContractModel, ConvBNAct, Stage, init_weights
+
+Widths = Annotated[tuple[PositiveInt, ...], Field(min_length=1)]  # one layer or stage at least
 
 
 class CNN1d(ContractModel):
@@ -42,8 +46,8 @@ class CNN1d(ContractModel):
 
 
 @MODELS.register("cnn1d", input="sequence", family="cnn1d")
-def cnn1d(num_classes: int, in_channels: int = 1, channels: tuple[int, ...] = (32, 32, 64, 128),
-          blocks_per_stage: int = 1, kernel_size: int = 5, batch_norm: bool = True) -> CNN1d:
+def cnn1d(num_classes: int, in_channels: int = 1, channels: Widths = (32, 32, 64, 128),
+          blocks_per_stage: PositiveInt = 1, kernel_size: PositiveInt = 5, batch_norm: bool = True) -> CNN1d:
     """1D CNN: stem + one stage per extra width; stages after the first downsample by 2."""
     return CNN1d(num_classes, in_channels, list(channels), blocks_per_stage, kernel_size, batch_norm)
 
@@ -78,7 +82,7 @@ class MLP(ContractModel):
 
 
 @MODELS.register("mlp", input="any", family="mlp")
-def mlp(num_classes: int, input_shape: tuple[int, ...], hidden: tuple[int, ...] = (256, 256),
+def mlp(num_classes: int, input_shape: tuple[int, ...], hidden: Widths = (256, 256),
         batch_norm: bool = True) -> MLP:
     """Multi-layer perceptron on the flattened input."""
     return MLP(num_classes, math.prod(input_shape), list(hidden), batch_norm)

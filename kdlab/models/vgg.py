@@ -14,7 +14,10 @@ of 64 pixels or more.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch.nn as nn
+from pydantic import Field, PositiveFloat
 from torch import Tensor
 
 from kdlab.core.registry import MODELS
@@ -72,8 +75,8 @@ for _depth in CONFIGS:
 
 
 @MODELS.register("vgg", input="image", family="vgg")
-def vgg(num_classes: int, in_channels: int = 3, input_shape: tuple[int, ...] = (3, 32, 32), depth: int = 8,
-        width: float = 1.0) -> VGG:
+def vgg(num_classes: int, in_channels: int = 3, input_shape: tuple[int, ...] = (3, 32, 32),
+        depth: Annotated[int, Field(ge=min(CONFIGS), le=max(CONFIGS))] = 8, width: PositiveFloat = 1.0) -> VGG:
     """VGG-depth (8, 11, 13, 16, 19) with BN and every conv's channels scaled by ``width``."""
     if depth not in CONFIGS:
         raise ValueError(f"depth must be one of {sorted(CONFIGS)}, got {depth}")

@@ -23,7 +23,10 @@ checkpoints load.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch.nn as nn
+from pydantic import Field, PositiveInt
 from torch import Tensor
 
 from kdlab.core.registry import MODELS
@@ -120,7 +123,9 @@ for _d, _w in ((16, 1), (16, 2), (40, 1), (40, 2), (16, 4), (28, 4)):
     MODELS.add(f"wrn_{_d}_{_w}", _preset(_d, _w), summary=f"Wide ResNet {_d}-{_w}", input="image", family="wrn")
 
 
+# depth >= 10: 6n+4 with n >= 1, as a stage without blocks cannot be built
 @MODELS.register("wrn", input="image", family="wrn")
-def wrn(num_classes: int, in_channels: int = 3, depth: int = 16, width: int = 2, dropout: float = 0.0) -> WideResNet:
+def wrn(num_classes: int, in_channels: int = 3, depth: Annotated[int, Field(ge=10)] = 16, width: PositiveInt = 2,
+        dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0) -> WideResNet:
     """Wide ResNet with any depth (6n+4), width and dropout."""
     return WideResNet(depth, width, num_classes, in_channels, dropout)

@@ -96,7 +96,7 @@ def test_empty_and_one_sample_data_sets_are_one_line_errors_and_write_nothing(tm
     code, _, err = run(capsys, "train-teacher", "data.name=arrays", f"data.root={root}", "model=mlp", "holdout=0.6")
     assert code == 1 and "after holdout 0.6" in err
     code, _, err = run(capsys, "train-teacher", "data.name=mnist1d", "data.num_samples=5", "model=cnn1d")
-    assert code == 2 and "data.num_samples: 5 is fewer than one sample per class" in err
+    assert code == 2 and "data.num_samples: Input should be greater than or equal to 10 (got 5)" in err
     code, _, err = run(capsys, "train-teacher", "data=digits", "data.test_fraction=0.9995", "model=mlp")
     assert code == 2 and err.startswith("kdlab: error: data.test_fraction: 0.9995") and len(err.splitlines()) == 1
 

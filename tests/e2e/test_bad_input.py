@@ -6,8 +6,10 @@ import os
 import numpy as np
 import pytest
 
+from cli_run import run, write
 from kdlab.cli.main import main
 from kdlab.runs.folder import RunFolder
+from study_configs import study_cfg
 
 
 def _arrays(folder, x_train, y_train, x_test=None, y_test=None):
@@ -70,6 +72,17 @@ def test_beta_of_a_logit_method_is_a_config_error(tmp_path, capsys, method):
     assert code == 2
     assert "method.beta: a logit-only method has no loss term of its own" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_an_absurd_data_parameter_stops_a_study_before_anything_trains(tmp_path, capsys):
+    # issue 26: data.test_fraction=1e9 passed validation and every run of the study failed (exit 1)
+    cfg = study_cfg(tmp_path / "study", seeds=(0,))
+    cfg["data"] = {"name": "digits"}
+    code, out, err = run(capsys, "study", write(tmp_path / "s.yaml", cfg), "data.test_fraction=1e9")
+    assert code == 2, err
+    assert err.startswith("kdlab: error: ") and err.count("\n") == 1, err
+    assert "data.test_fraction: Input should be less than 1" in err
+    assert not (tmp_path / "study").exists()
 
 
 @pytest.mark.parametrize("value", ["0", "-1"])

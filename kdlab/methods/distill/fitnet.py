@@ -30,7 +30,7 @@ from pydantic import Field
 from torch import Tensor
 
 from kdlab.core.errors import ConfigError
-from kdlab.core.registry import register_distill_method
+from kdlab.core.registry import register_distill_method, unbounded
 from kdlab.methods.context import DistillContext
 from kdlab.methods.distill._feature_tools import Regressor, describe, require_shapes, run_init_stage
 from kdlab.methods.distiller import Distiller, DistillerParams
@@ -54,7 +54,9 @@ class FitNet(Distiller):
     """FitNets: the regressed student guided layer matches the teacher's hint layer (MSE)."""
 
     class Params(DistillerParams):
-        hint_layer: int = Field(2, description="index into [stem, stage1..N, embedding] of both networks")
+        hint_layer: int = Field(2, description="index into [stem, stage1..N, embedding] of both networks",
+                                json_schema_extra=unbounded("a list index: negative ones count from the end; the "
+                                                            "networks' lengths are checked when it is built"))
         init_epochs: int = Field(0, ge=0, description="paper's first stage: epochs of hint-only training "
                                                       "(0: the reference code's joint training)")
         init_lr: float = Field(0.05, gt=0, description="SGD learning rate of the hint stage")

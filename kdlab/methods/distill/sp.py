@@ -25,7 +25,7 @@ from pydantic import Field
 from torch import Tensor
 
 from kdlab.core.errors import ConfigError
-from kdlab.core.registry import register_distill_method
+from kdlab.core.registry import register_distill_method, unbounded
 from kdlab.methods.context import DistillContext
 from kdlab.methods.distiller import Distiller, RelationalParams
 from kdlab.models.contract import Features
@@ -50,7 +50,9 @@ class SP(Distiller):
     """Similarity-preserving KD: match the batch's pairwise-similarity matrices of the last stage."""
 
     class Params(RelationalParams):
-        layers: list[int] = Field([-1], min_length=1, description="stage indices (both networks) to compare")
+        layers: list[int] = Field([-1], min_length=1, description="stage indices (both networks) to compare",
+                                  json_schema_extra=unbounded("list indices: negative ones count from the end; the "
+                                                              "networks' lengths are checked when it is built"))
 
     BETA = {"standard": 3000.0, "soteacher": 1500.0}
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, NonNegativeInt
 from torch import Tensor
 
 from kdlab.core.distributed import all_gather_cat, gather_with_grad
@@ -97,7 +97,8 @@ class SSKDParams(DistillerParams):
     ratio_ss: float = Field(0.75, ge=0, le=1, description="share of teacher-misranked rows kept (ss)")
     ss_epochs: int = Field(60, ge=0, description="epochs of training the teacher's head before distillation")
     ss_lr: float = Field(0.05, gt=0, description="learning rate of the teacher's head")
-    ss_milestones: list[int] = Field([30, 45], description="epochs where the head's learning rate drops x0.1")
+    ss_milestones: list[NonNegativeInt] = Field([30, 45], description="epochs where the head's learning rate "
+                                                "drops x0.1")
 
 
 @register_distill_method("sskd", needs_teacher=True, paper="Xu et al. 2020",

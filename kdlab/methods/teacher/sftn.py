@@ -36,7 +36,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from torch import Tensor
 
 from kdlab.config.components import ModelSpec
@@ -127,7 +127,7 @@ class SFTN(Objective):
         tau: float = Field(1.0, gt=0, description="temperature of the branch KL term")
         kl_direction: Literal["branch_teacher", "teacher_branch"] = "branch_teacher"
         detach_teacher_features: bool = Field(False, description="ablation only: branch losses stop at T^i")
-        block_map: list[tuple[int, int]] | None = None
+        block_map: list[tuple[PositiveInt, PositiveInt]] | None = None  # stage 0, the stem, is never paired
         pretrained: str | None = Field(None, description="teacher run folder or checkpoint to fine-tune from")
         branch_only_epochs: int = Field(0, ge=0, description="fine-tuning: epochs training only the branches")
 
