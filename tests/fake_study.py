@@ -13,7 +13,7 @@ import numpy as np
 import yaml
 
 from kdlab.config import StudyConfig, load_config
-from kdlab.runs.folder import RunFolder
+from kdlab.runs.folder import RunFolder, write_manifest
 from kdlab.study.plan import plan_study
 from kdlab.study.records import write_runs_file
 
@@ -79,7 +79,7 @@ def fake_study(out: Path, cfg: dict, nan_cka: tuple[str, int] | None = None, lon
         n_train = int(run.info.get("value", 1000)) if run.info.get("param") == "data.num_train" else 1000
         teacher_top1 = 76 + 1.5 * t_idx + rng.normal(0, 0.6)
         top1 = teacher_top1 if run.kind == "teacher" else 73 + t_idx + rng.normal(0, 0.7)
-        summary = {"top1": top1, "ece": 10 - 2 * t_idx + rng.normal(0, 0.5), "nll": 1.2, "epochs": EPOCHS,
+        summary = {"top1": top1, "ece": 10 - 2 * t_idx + rng.normal(0, 0.5), "nll": 1.2, "epochs": run.config["train"]["epochs"],
                    "pstar_l1_train": 0.5 * (n_train / 125) ** -0.4 + rng.normal(0, 0.01),
                    "pstar_l1_test": 0.45 * (n_train / 125) ** -0.3 + rng.normal(0, 0.01)}
         if run.kind == "student" and run.teacher_label is not None:
@@ -96,4 +96,5 @@ def fake_study(out: Path, cfg: dict, nan_cka: tuple[str, int] | None = None, lon
         logits, y = _predictions(rng, top1 / 100, run.seed)
         np.save(d / "test_logits.npy", logits)
         np.save(d / "test_labels.npy", y)
+        write_manifest(d)  # what a finished run writes last: a study reads only results its checksums vouch for
     return out

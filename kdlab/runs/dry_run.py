@@ -28,7 +28,7 @@ def run_state(run_dir: Path) -> str:
 
 def single_run_notes(kind: str, run_dir: Path, plain: dict[str, Any], resume: bool, overwrite: bool,
             extra: list[str]) -> list[str]:
-    from kdlab.runs.folder import check_run_dir
+    from kdlab.runs.reuse import check_run_dir
 
     if overwrite and run_dir.exists():
         action = f"delete the run in {run_dir} (--overwrite) and train a {kind} anew"

@@ -2,9 +2,9 @@
 
 A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per epoch),
 ``checkpoints/`` (``last.pt``, ``prev.pt``, ``best.pt``, ``epoch_XXX.pt``), ``test_logits.npy`` / ``test_labels.npy``
-and, once finished, ``summary.json`` and ``checksums.json`` (the SHA-256 of each result file: a finished run's
-results are verified before anything reuses them; a run whose results no longer match is recomputed from its final
-checkpoint where it still has one, or reported by name); a group member that failed leaves ``error.txt``; once a
+and, once finished, ``summary.json`` and ``checksums.json`` (the SHA-256 of each result file, of ``config.yaml`` and
+of each checkpoint: what :mod:`kdlab.runs.reuse` verifies before anything reuses the run); a group member that
+failed leaves ``error.txt``; once a
 figure asked for them, ``train_true_prob.npz``.  A finished run is never trained again; an unfinished one continues
 with ``resume``.  Nothing outside this module spells these names.
 """
@@ -25,13 +25,12 @@ import numpy as np
 import torch
 import yaml
 
-from kdlab.config import DistillRunConfig, TeacherRunConfig, dump_yaml, load_config
+from kdlab.config import DistillRunConfig, TeacherRunConfig, load_config
 from kdlab.config.schema import flagged_keys
-from kdlab.core import distributed, log
+from kdlab.core import distributed
 from kdlab.core.checkpoint import (
     atomic_write_bytes,
     atomic_write_json,
-    atomic_write_text,
     checkpoint_file,
     epoch_checkpoint_files,
     epoch_checkpoint_name,
@@ -165,40 +164,6 @@ def _as_resolved_now(old: dict[str, Any]) -> dict[str, Any]:
         return old
 
 
-def check_run_dir(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> dict[str, Any] | None:
-    """Check, without writing, that ``run_dir`` may be used for this config; return the finished summary if
-    there is one."""
-    summary_path = RunFolder(run_dir).summary_file
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunFolderError(f"out_dir {run_dir} is a file, not a folder; choose another out_dir")
-    diff = settings_differences(run_dir, plain_cfg)
-    if diff is not None:
-        finished = summary_path.exists()
-        state = "finished" if finished else "unfinished"
-        if not resume:
-            hint = ("pass --resume (resume=True in Python) to " + ("reuse" if finished else "continue")
-                    + " it, --overwrite (overwrite=True) to train it anew,")
-            raise RunFolderError(f"{run_dir} already holds a{'n' if not finished else ''} {state} run; "
-                                 f"{hint} or choose another out_dir")
-        if diff:
-            more = f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""
-            raise RunFolderError(f"{run_dir} holds a run with different settings ({diff[0]}{more}); "
-                                 "choose another out_dir")
-        if finished:
-            bad = damaged_files(run_dir)
-            if not bad:
-                return json.loads(summary_path.read_text())
-            folder = RunFolder(run_dir)
-            if not (folder.checkpoint("last").exists() or folder.checkpoint("prev").exists()):
-                raise RunFolderError(f"{run_dir}: {', '.join(bad)} no longer match{'es' if len(bad) == 1 else ''} "
-                                     "the run's checksums (edited or damaged) and the run has no checkpoint to "
-                                     "recompute from; delete the folder to train the run anew")
-            return None  # finished again from its final checkpoint (see check_and_init)
-    elif RunFolder(run_dir).checkpoint("last").exists():
-        raise RunFolderError(f"{run_dir} has checkpoints but no config.yaml; move it away or choose another out_dir")
-    return None
-
-
 def remove_stale_temporaries(run_dir: Path) -> None:
     """Temporary files a killed process left behind (up to a checkpoint's size each).  Called under the run's
     lock, so no live writer owns them."""
@@ -219,24 +184,6 @@ def remove_run(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
-def check_and_init(run_dir: Path, plain_cfg: dict[str, Any], resume: bool) -> dict[str, Any] | None:
-    """Under the run's lock, once everything is validated (a run that cannot start leaves no folder behind):
-    the finished summary if another process completed the run meanwhile, else the folder made ready."""
-    done = check_run_dir(run_dir, plain_cfg, resume)
-    if done is None:
-        remove_stale_temporaries(run_dir)
-    if done is None and (RunFolder(run_dir).summary_file).exists():
-        bad = damaged_files(run_dir)
-        if bad:
-            log.warning(f"kdlab: {run_dir}: {', '.join(bad)} no longer match{'es' if len(bad) == 1 else ''} the "
-                        "run's checksums (edited or damaged); recomputing the results from its final checkpoint")
-            discard_results(run_dir)
-    if done is None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(RunFolder(run_dir).config_file, dump_yaml(plain_cfg))
-    return done
-
-
 def exclusive(run_dir: Path):
     """The run folder's lock; in a torchrun job rank 0 holds it for all the job's processes."""
     return run_lock(run_dir) if distributed.env().main else contextlib.nullcontext()
@@ -255,8 +202,20 @@ def save_predictions(run_dir: Path, logits: torch.Tensor, data: DataBundle) -> N
 
 
 def check_checkpoint_owner(run_dir: Path, file: Path) -> None:
-    """A checkpoint in a run folder must be that run's: one copied over from another run (another seed, say)
-    would be evaluated or distilled from under this run's name."""
+    """A checkpoint in a run folder must be that run's, and as it was when the run finished: one copied over
+    from another run (another seed, say) or damaged since would be evaluated or distilled from under this run's
+    name."""
+    _check_owner(run_dir, file)
+    try:
+        sums = read_manifest(run_dir) or {}
+    except ValueError:
+        sums = {}
+    if file.parent == RunFolder(run_dir).checkpoint_dir and mismatched(run_dir, sums, [checkpoint_key(file)]):
+        raise CheckpointError(f"{file} no longer matches the checksum its run wrote when it finished (damaged or "
+                              "replaced); restore it, or train the run anew")
+
+
+def _check_owner(run_dir: Path, file: Path) -> None:
     try:
         own = yaml.safe_load((RunFolder(run_dir).config_file).read_text())
         saved = load_metadata(file).get("config")
@@ -270,7 +229,7 @@ def check_checkpoint_owner(run_dir: Path, file: Path) -> None:
                               "checkpoint")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -278,45 +237,60 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def checkpoint_key(file: Path) -> str:
+    """A checkpoint's name in ``checksums.json``: its path inside the run folder (``checkpoints/last.pt``)."""
+    return f"{file.parent.name}/{file.name}"
+
+
 def write_manifest(run_dir: Path) -> None:
-    """Record the checksums of the run's result files (the last file a finishing run writes)."""
-    sums = {name: _sha256(run_dir / name) for name in RESULT_FILES if (run_dir / name).is_file()}
-    atomic_write_json(RunFolder(run_dir).manifest_file, {"sha256": sums})
+    """Record the checksums of the run's result files, its config.yaml (what binds them to this run) and its
+    checkpoints (what students and RCO read): the last file a finishing run writes."""
+    folder = RunFolder(run_dir)
+    files = [run_dir / name for name in (*RESULT_FILES, CONFIG)]
+    files += sorted(folder.checkpoint_dir.glob("*.pt")) if folder.checkpoint_dir.is_dir() else []
+    sums = {f.name if f.parent == run_dir else checkpoint_key(f): sha256_file(f) for f in files if f.is_file()}
+    atomic_write_json(folder.manifest_file, {"sha256": sums})
 
 
-def damaged_files(run_dir: Path, names: tuple[str, ...] = RESULT_FILES) -> list[str]:
-    """The result files among ``names`` that do not match the run's checksums (missing ones included).  A run
-    finished before kdlab wrote checksums has none: only files that cannot be parsed are found damaged then."""
-    path = run_dir / MANIFEST
+def read_manifest(run_dir: Path) -> dict[str, str] | None:
+    """File -> SHA-256 from ``checksums.json``; None without one; raises ValueError when it is unreadable."""
+    path = RunFolder(run_dir).manifest_file
     if not path.is_file():
-        return _unparsable(run_dir, names)
+        return None
     try:
         sums = json.loads(path.read_text())["sha256"]
-        assert isinstance(sums, dict)
-    except (OSError, ValueError, KeyError, TypeError, AssertionError):
-        return [MANIFEST]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{MANIFEST} is unreadable") from None
+    if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
+        raise ValueError(f"{MANIFEST} is unreadable")
+    return sums
+
+
+def mismatched(run_dir: Path, sums: dict[str, str], names) -> list[str]:
+    """The files among ``names`` (paths inside the run folder) that ``sums`` lists and that no longer match it
+    (missing ones included)."""
     bad = []
     for name in names:
         if name not in sums:
             continue
-        f = run_dir / name
         try:
-            if _sha256(f) != sums[name]:
+            if sha256_file(run_dir / name) != sums[name]:
                 bad.append(name)
         except OSError:
             bad.append(name)
     return bad
 
 
-def _unparsable(run_dir: Path, names: tuple[str, ...]) -> list[str]:
-    bad = []
-    if SUMMARY in names and (run_dir / SUMMARY).is_file():
-        try:
-            if not isinstance(json.loads((run_dir / SUMMARY).read_text()), dict):
-                bad.append(SUMMARY)
-        except (OSError, ValueError):
-            bad.append(SUMMARY)
-    return bad
+def damaged_files(run_dir: Path, names: tuple[str, ...] = RESULT_FILES) -> list[str]:
+    """The result files among ``names`` that do not match the run's checksums (missing ones included), or
+    ``checksums.json`` itself when it is missing or unreadable: results without checksums are never trusted."""
+    try:
+        sums = read_manifest(run_dir)
+    except ValueError:
+        return [MANIFEST]
+    if sums is None:
+        return [MANIFEST]
+    return mismatched(run_dir, sums, names)
 
 
 def discard_results(run_dir: Path) -> None:

@@ -21,7 +21,7 @@ from kdlab.config import DistillRunConfig
 from kdlab.core import distributed
 from kdlab.core.checkpoint import atomic_write_text
 from kdlab.core.device import resolve_device, seed_everything, set_deterministic
-from kdlab.core.errors import ConfigError
+from kdlab.core.errors import ConfigError, RunFolderError
 from kdlab.data import DataBundle, load_dataset
 from kdlab.data.base import fingerprint
 from kdlab.engine.trainer import Member, RandomState, check_precision, fit_group
@@ -32,12 +32,9 @@ from kdlab.runs.checkpoints import RunCheckpoints
 from kdlab.runs.diagnostics import teacher_predictions
 from kdlab.runs.folder import (
     RunFolder,
-    check_and_init,
-    check_run_dir,
     exclusive,
     remove_run,
     save_predictions,
-    write_manifest,
 )
 from kdlab.runs.resolve import (
     StudentRun,
@@ -46,6 +43,7 @@ from kdlab.runs.resolve import (
     resolve_student_run,
     teacher_checkpoints,
 )
+from kdlab.runs.reuse import check_and_init, check_run_dir, vouch
 from kdlab.runs.summary import RunResult, run_summary
 
 
@@ -170,8 +168,11 @@ def _distill_runs(runs: list[StudentRun], resume: bool, hooks) -> list[RunResult
             if t is not None and teacher_test is None:
                 teacher_test = teacher_predictions(t, data, device, first.train.eval_batch_size,
                                                    first.train.num_workers)
-            results[i] = _write_summary(r, m, data, device, t, teacher_path, teacher_test if t is not None else None,
-                                        len(todo))
+            try:
+                results[i] = _write_summary(r, m, data, device, t, teacher_path,
+                                            teacher_test if t is not None else None, len(todo))
+            except RunFolderError as e:  # one member's damaged checkpoint fails that member alone
+                results[i] = _failed(r, e, alone)
     return results
 
 
@@ -200,5 +201,5 @@ def _write_summary(r: StudentRun, m: Member, data: DataBundle, device: torch.dev
                                   teacher_path=str(teacher_path) if teacher is not None else None)
     save_predictions(r.run_dir, logits, data)
     RunFolder(r.run_dir).write_summary(summary)
-    write_manifest(r.run_dir)
+    vouch(r.run_dir, r.plain)
     return RunResult(r.run_dir, summary)

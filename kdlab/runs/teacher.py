@@ -21,14 +21,12 @@ from kdlab.models import build_model
 from kdlab.runs.checkpoints import RunCheckpoints
 from kdlab.runs.folder import (
     RunFolder,
-    check_and_init,
-    check_run_dir,
     exclusive,
     remove_run,
     save_predictions,
-    write_manifest,
 )
 from kdlab.runs.resolve import resolve_checkpoint, resolve_teacher_run
+from kdlab.runs.reuse import check_and_init, check_run_dir, vouch
 from kdlab.runs.summary import RunResult, run_summary
 
 
@@ -72,5 +70,5 @@ def _train_teacher(cfg: TeacherRunConfig, run_dir: Path, plain: dict, data: Data
                                   model=cfg.model.name, method=cfg.method.name)
     save_predictions(run_dir, logits, data)
     RunFolder(run_dir).write_summary(summary)
-    write_manifest(run_dir)
+    vouch(run_dir, plain)
     return RunResult(run_dir, summary)

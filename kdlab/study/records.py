@@ -24,7 +24,8 @@ from kdlab.config import StudyConfig, load_config
 from kdlab.config.loader import read_yaml
 from kdlab.core.checkpoint import atomic_write_text
 from kdlab.core.errors import KdlabError
-from kdlab.runs.folder import METRICS, SUMMARY, TEST_LABELS, TEST_LOGITS, RunFolder, damaged_files
+from kdlab.runs.folder import CONFIG, MANIFEST, METRICS, SUMMARY, TEST_LABELS, TEST_LOGITS, RunFolder, damaged_files
+from kdlab.runs.reuse import summary_differences
 
 if TYPE_CHECKING:
     from kdlab.study.plan import PlannedRun
@@ -146,12 +147,13 @@ class StudyData:
 
 
 def _check(run_dir: Path, *names: str) -> None:
-    """Results are read only when they match the checksums the run wrote when it finished."""
-    bad = damaged_files(run_dir, names)
+    """Results are read only when they match the checksums the run wrote when it finished, for its config."""
+    bad = damaged_files(run_dir, (CONFIG, *names))
     if bad:
-        raise StudyDataError(f"{run_dir / bad[0]} does not match the run's checksums (edited or damaged); rerun "
-                             "the study (`kdlab study <its study.yaml>`): it recomputes the run's results from its "
-                             "final checkpoint")
+        what = (f"{run_dir} has no readable {MANIFEST} (nothing proves its results)" if bad == [MANIFEST] else
+                f"{run_dir / bad[0]} does not match the run's checksums (edited or damaged, or another run's)")
+        raise StudyDataError(f"{what}; rerun the study (`kdlab study <its study.yaml>`): it recomputes the run's "
+                             "results from its final checkpoint")
 
 
 def _summary(run_dir: Path) -> dict[str, Any] | None:
@@ -165,6 +167,13 @@ def _summary(run_dir: Path) -> dict[str, Any] | None:
         raise StudyDataError(f"{path} is unreadable ({e}); rerun the study to recompute it") from None
     if not isinstance(out, dict):
         raise StudyDataError(f"{path} is damaged (not a run summary); rerun the study to recompute it")
+    try:
+        config = read_yaml(RunFolder(run_dir).config_file)
+    except (KdlabError, OSError, UnicodeDecodeError):
+        config = {}
+    diff = summary_differences(out, config) if isinstance(config, dict) else []
+    if diff:
+        raise StudyDataError(f"{path} belongs to another run ({diff[0]}); rerun the study to recompute it")
     return out
 
 
