@@ -18,9 +18,20 @@ from kdlab.config import dump_yaml
 from kdlab.runs.folder import RunFolder
 
 
-def run_state(run_dir: Path) -> str:
+def run_state(run_dir: Path, plain: dict[str, Any] | None = None) -> str:
+    """What running would do with the folder; with the run's resolved config, a finished run is checked as
+    reuse checks it (:mod:`kdlab.runs.reuse`)."""
     if RunFolder(run_dir).is_finished():
-        return "finished: reused"
+        if plain is None:
+            return "finished: reused"
+        from kdlab.core.errors import RunFolderError
+        from kdlab.runs.reuse import check_run_dir
+
+        try:
+            done = check_run_dir(run_dir, plain, resume=True)
+        except RunFolderError as e:
+            return f"finished: refused: {e}"
+        return "finished: reused" if done is not None else "finished: results recomputed from its final checkpoint"
     if RunFolder(run_dir).has_run():
         return "unfinished: resumed"
     return "new: trained"
@@ -36,6 +47,8 @@ def single_run_notes(kind: str, run_dir: Path, plain: dict[str, Any], resume: bo
         done = check_run_dir(run_dir, plain, resume)  # the command's own refusal, before anything is written
         if done is not None:
             action = f"reuse the finished {kind} in {run_dir}"
+        elif RunFolder(run_dir).is_finished():
+            action = f"recompute the results of the finished {kind} in {run_dir} from its final checkpoint"
         elif RunFolder(run_dir).has_run():
             action = f"resume the unfinished {kind} in {run_dir}"
         else:

@@ -23,8 +23,16 @@ def study(config: Any, overrides: list[str] = (), dry_run: bool = False) -> str:
     if changed:  # as kdlab study refuses them
         raise ConfigError(f"{len(changed)} run(s) in {cfg.out_dir} were trained with other settings, e.g. "
                           f"{changed[0]}; choose another out_dir, or move those runs away to train them anew")
-    states = [run_state(r.run_dir) for r in plan]
-    counts = ", ".join(f"{states.count(s)} {s.split(':')[0]}" for s in dict.fromkeys(states))
+    states = [run_state(r.run_dir, _resolved(r)) for r in plan]
+    kinds = [s.split(":")[0] for s in states]
+    counts = ", ".join(f"{kinds.count(k)} {k}" for k in dict.fromkeys(kinds))
     notes = [f"dry run: {len(plan)} runs ({counts}); results in {cfg.out_dir}"]
     notes += [f"  {r.kind:<9} {r.run_dir}  ({s})" for r, s in zip(plan, states)]
     return config_text(plain, notes)
+
+
+def _resolved(run) -> dict[str, Any]:
+    from kdlab.config import DistillRunConfig, TeacherRunConfig, load_config
+
+    schema = TeacherRunConfig if run.kind == "teacher" else DistillRunConfig
+    return load_config(schema, run.config).model_dump(mode="json")

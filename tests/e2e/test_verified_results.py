@@ -195,3 +195,17 @@ def test_a_study_report_refuses_results_without_checksums(tmp_path, capsys):
     assert main(["report", str(out)]) == 1
     err = capsys.readouterr().err
     assert "has no readable checksums.json" in err and "rerun the study" in err and err.count("\n") == 1
+
+
+def test_a_dry_run_says_which_finished_runs_would_be_refused_or_recomputed(tmp_path, capsys):
+    out = tmp_path / "s"
+    run_study(_study(out), log=lambda s: None, report=False)
+    kd = _student_dir(out)
+    RunFolder(kd).manifest_file.unlink()
+    (teacher,) = [p.parent for p in (out / "teachers").rglob(SUMMARY)]
+    _flip_byte(teacher / "checkpoints" / "best.pt")
+    assert main(["study", str(out / "study.yaml"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "# dry run: 3 runs (3 finished)" in text
+    assert f"{teacher}  (finished: refused: {teacher}: checkpoints/best.pt" in text
+    assert f"{kd}  (finished: results recomputed from its final checkpoint)" in text
