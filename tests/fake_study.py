@@ -79,7 +79,8 @@ def fake_study(out: Path, cfg: dict, nan_cka: tuple[str, int] | None = None, lon
         n_train = int(run.info.get("value", 1000)) if run.info.get("param") == "data.num_train" else 1000
         teacher_top1 = 76 + 1.5 * t_idx + rng.normal(0, 0.6)
         top1 = teacher_top1 if run.kind == "teacher" else 73 + t_idx + rng.normal(0, 0.7)
-        summary = {"top1": top1, "ece": 10 - 2 * t_idx + rng.normal(0, 0.5), "nll": 1.2, "epochs": run.config["train"]["epochs"],
+        summary = {"top1": top1, "ece": 10 - 2 * t_idx + rng.normal(0, 0.5), "nll": 1.2,
+                   "epochs": run.config["train"]["epochs"],
                    "pstar_l1_train": 0.5 * (n_train / 125) ** -0.4 + rng.normal(0, 0.01),
                    "pstar_l1_test": 0.45 * (n_train / 125) ** -0.3 + rng.normal(0, 0.01)}
         if run.kind == "student" and run.teacher_label is not None:

@@ -21,7 +21,7 @@ from kdlab.analysis.tables import render_tables
 from kdlab.config import StudyConfig, dump_yaml, load_config
 from kdlab.core import log as kdlog
 from kdlab.core.checkpoint import atomic_write_text
-from kdlab.core.errors import ConfigError, KdlabError, StudyFailedError
+from kdlab.core.errors import ConfigError, KdlabError, StudyFailedError, interrupted_line, mark_reported
 from kdlab.core.text import to_csv
 from kdlab.runs.summary import RunSummary
 from kdlab.study.execute import Outcome, execute
@@ -30,6 +30,7 @@ from kdlab.study.records import LABEL_COLUMNS, RunRecord, write_runs_file
 from kdlab.study.runner import changed_runs, check_buildable, check_same_study
 
 METRIC_COLUMNS = [*RunSummary.keys("column"), "run_dir"]
+STUDY_CONTINUES = "the finished runs are kept and running the same study again continues it"
 
 
 TIMING_COLUMNS = [*RunSummary.keys("timing"), "run_dir"]
@@ -55,7 +56,8 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     Finished runs are reused and interrupted ones resume, so calling this again with the same config continues
     the study.  When runs fail, the results of the others are still written, then :class:`StudyFailedError`
     is raised (its ``result`` holds them); with ``allow_failures`` the result is returned and its ``failed``
-    lists the runs that failed, each with its cause.
+    lists the runs that failed, each with its cause.  Interrupted (KeyboardInterrupt; under the ``kdlab``
+    command SIGTERM too), it stops its worker processes, logs one line and raises the interrupt again.
 
     ``launcher``: ``local`` (in this process, or ``workers`` processes) or ``ray`` (one Ray task per run or group
     of runs); ``group_size``: instead of the config's (1: every student on its own).
@@ -76,8 +78,13 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     atomic_write_text(out / "study.yaml", dump_yaml(cfg))
     write_runs_file(plan, out)  # what `kdlab report` reads back: the plan's labels and folders of every run
     t0 = time.perf_counter()
-    outcomes = execute(plan, workers, log, launcher, ray_options,
-                       group_size=cfg.group_size if group_size is None else group_size)
+    try:
+        outcomes = execute(plan, workers, log, launcher, ray_options,
+                           group_size=cfg.group_size if group_size is None else group_size)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM under the kdlab command: the workers are stopped by now
+        log(interrupted_line(e, STUDY_CONTINUES))
+        mark_reported(e)
+        raise
     result = write_results(cfg, outcomes, log, time.perf_counter() - t0)
     if report:
         write_report_logged(out, log)

@@ -6,13 +6,16 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdlab.core.errors import ConfigError, KdlabError
+from kdlab.core.errors import ConfigError, KdlabError, Terminated, interrupted_line, was_reported
+from kdlab.core.lifeline import tie_to_launcher
 
 # kdlab.config.describe's schemas (a test checks they agree), named here so that --help needs no pydantic import
 SCHEMA_KINDS = ("teacher", "distill", "study", "eval")
@@ -321,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tie_to_launcher()  # a torchrun worker ends with its launcher, even one killed with SIGKILL
     parser = build_parser()
     a, extra = parser.parse_known_args(argv)
     if extra:  # overrides after an option (`kdlab study c.yaml --workers 2 seeds=[0]`) belong to the arguments
@@ -331,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     code = 1  # an exception: in a torchrun job, leave at once (the others are told to stop by torchrun)
+    restore_sigterm = _unwind_on_sigterm()
     try:
         code = a.fn(a)
         return code
@@ -343,10 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print("kdlab: interrupted; finished epochs are checkpointed: rerun with --resume (study and quickstart "
-              "resume by themselves)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated); a study has said so already
+        if not was_reported(e):
+            print(interrupted_line(e, "finished epochs are checkpointed: rerun with --resume (study and quickstart "
+                                   "resume by themselves)"), file=sys.stderr)
+        return Terminated.exit_code if isinstance(e, Terminated) else 130
     except Exception as e:  # noqa: BLE001 - a bug: one line unless --debug
         if a.debug or os.environ.get("KDLAB_DEBUG"):
             traceback.print_exc()
@@ -366,7 +372,32 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     finally:
+        restore_sigterm()
         _leave_process_group(clean=code == 0)
+
+
+def _unwind_on_sigterm():
+    """Make SIGTERM raise :class:`Terminated` in the main thread, so that it unwinds as Ctrl-C does (``finally``
+    blocks and locks run, a study stops its workers) and the command ends with its one line; a second SIGTERM
+    while unwinding is ignored.  Only where SIGTERM has its default action (an embedding application's or a
+    torchrun job's own handler stays).  Returns the function that puts the default back."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return lambda: None
+    raised = []
+
+    def terminated(signum, frame) -> None:  # noqa: ARG001
+        if not raised:
+            raised.append(signum)
+            raise Terminated
+
+    signal.signal(signal.SIGTERM, terminated)
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGTERM) is terminated:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    return restore
 
 
 def _job_position() -> str | None:
@@ -378,7 +409,7 @@ def _job_position() -> str | None:
 def _distributed_module():
     """kdlab's distributed module if this process imported it (else no process group was joined: importing it
     now would only cost the torch import)."""
-    return sys.modules.get(f"{__package__}.engine.distributed")
+    return sys.modules.get("kdlab.core.distributed")
 
 
 def _leave_process_group(clean: bool = True) -> None:

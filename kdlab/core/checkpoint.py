@@ -62,29 +62,67 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
+class _Recording:
+    """The file handed to a writer, remembering the first storage error (OSError) its writes met: a writer may
+    raise something else in its place (torch.save's C++ writer turns it into ``RuntimeError: [enforce fail at
+    inline_container.cc ...] unexpected pos``, which names neither the file nor the cause)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def _recorded(self, call: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return call(*args)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def write(self, data: Any) -> int:
+        return self._recorded(self._f.write, data)
+
+    def flush(self) -> None:
+        self._recorded(self._f.flush)
+
+    def __getattr__(self, name: str) -> Any:  # fileno, tell, seek, ...
+        return getattr(self._f, name)
+
+
+def _cannot_write(what: str, e: OSError) -> StorageError:
+    return StorageError(f"cannot write {what}: {e.strerror or e}")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any], what: str | None = None) -> None:
     """Call ``write`` on a temporary file beside ``path``, fsync it, then rename it to ``path``: readers see the
-    old file or the complete new one, never a partial one."""
+    old file or the complete new one, never a partial one.
+
+    A storage error (disk full, quota, I/O error) raises :class:`StorageError` naming ``what`` (default: the
+    path) and the cause, also when the writer turned it into another exception; the temporary file is removed
+    and the old file, if any, is untouched."""
     path = Path(path)
+    what = what or str(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
-        raise StorageError(f"cannot write {path}: {e.strerror or e}") from e
+        raise _cannot_write(what, e) from e
+    sink: _Recording | None = None
     try:
         os.fchmod(fd, _MODE)
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            sink = _Recording(f)
+            write(sink)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except OSError as e:  # e.g. the disk filled up: the old file, if any, is untouched
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        raise StorageError(f"cannot write {path}: {e.strerror or e}") from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        cause = e if isinstance(e, OSError) else sink.error if sink is not None and isinstance(e, Exception) \
+            else None
+        if cause is None:  # an interrupt, or the writer's own failure
+            raise
+        raise _cannot_write(what, cause) from cause
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -190,15 +228,18 @@ def _to(obj: Any, device: torch.device, memo: dict, copy: bool = False) -> Any:
     return obj
 
 
-def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any], name: str | os.PathLike | None = None) -> None:
     """Write ``payload`` atomically in format 2: every tensor moved to the CPU once, each section's SHA-256
-    taken over those CPU tensors, which are the ones saved."""
+    taken over those CPU tensors, which are the ones saved.  ``name``: the file an error names (default
+    ``path``; a staging file's destination).  A storage error raises :class:`StorageError`, ``cannot write
+    checkpoint <name>: <cause>``."""
     clash = [k for k in _RESERVED if k in payload]
     if clash:
         raise ValueError(f"checkpoint payload key {clash[0]!r} is reserved")
     cpu = _to(dict(payload), _CPU, {})
-    digests = {name: _digest(part) for name, part in _sections(cpu).items()}
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, "sha256": digests, **cpu}, f))
+    digests = {section: _digest(part) for section, part in _sections(cpu).items()}
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, "sha256": digests, **cpu}, f),
+                 what=f"checkpoint {name or path}")
 
 
 def _corrupted(path: Path, why: str) -> CheckpointError:

@@ -36,6 +36,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from kdlab.core.lifeline import tie_to_launcher
+
 T = TypeVar("T")
 
 
@@ -70,6 +72,7 @@ def setup(device: torch.device) -> DistEnv:
     """Join the process group if launched with several processes; returns the environment."""
     e = env()
     if e.active and not dist.is_initialized():
+        tie_to_launcher()  # for library users: the CLI ties its process at once
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)

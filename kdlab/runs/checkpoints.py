@@ -27,7 +27,7 @@ from kdlab.runs.folder import RunFolder, checkpoint_config_differences
 def copy_atomic(src: Path, dst: Path) -> None:
     """Make ``dst`` a copy of ``src`` atomically, with bytes of its own: a damaged file never takes another
     checkpoint down with it (as a hard link between best.pt and last.pt would)."""
-    atomic_write(dst, lambda f: _copy_into(src, f))
+    atomic_write(dst, lambda f: _copy_into(src, f), what=f"checkpoint {dst}")
 
 
 def _copy_into(src: Path, out) -> None:
@@ -102,13 +102,17 @@ def save_epoch(run_dir: Path, model: nn.Module, objective: nn.Module, opt: torch
         **(meta or {}),
     }
     last, staged = folder.checkpoint("last"), folder.staging_file
-    save_checkpoint(staged, payload)
-    # best / epoch_XXX before last.pt moves on: a kill in between leaves last.pt at the previous epoch, and the
-    # resumed run redoes this epoch and writes them again (identically), so none is ever missing
-    if is_best:
-        copy_atomic(staged, folder.checkpoint("best"))
-    if save_every and epoch % save_every == 0:
-        copy_atomic(staged, folder.epoch_checkpoint(epoch))
+    save_checkpoint(staged, payload, name=last)  # an error names last.pt, not the staging file
+    try:
+        # best / epoch_XXX before last.pt moves on: a kill in between leaves last.pt at the previous epoch, and
+        # the resumed run redoes this epoch and writes them again (identically), so none is ever missing
+        if is_best:
+            copy_atomic(staged, folder.checkpoint("best"))
+        if save_every and epoch % save_every == 0:
+            copy_atomic(staged, folder.epoch_checkpoint(epoch))
+    except Exception:  # e.g. the disk filled up: leave no staged copy behind (last.pt stays the previous epoch)
+        staged.unlink(missing_ok=True)
+        raise
     if last.exists():  # the previous checkpoint becomes prev.pt, the fallback if the new one turns out damaged;
         # a kill before the next line leaves prev.pt alone, and resume uses it
         os.replace(last, folder.checkpoint("prev"))

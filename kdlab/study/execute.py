@@ -3,25 +3,33 @@
 A run that has finished is reused (its summary is read back); an interrupted one resumes from its checkpoint;
 a run whose prerequisite failed is skipped and reported.  Each run folder is locked while it trains, so two
 studies sharing a folder never train the same run twice.
+
+Interrupts: the worker processes ignore Ctrl-C (a terminal sends SIGINT to every process of the job); the study
+answers it, or the SIGTERM the ``kdlab`` command turns into :class:`~kdlab.core.errors.Terminated`, by stopping its
+workers: each gets SIGTERM, which unwinds the run it trains as Ctrl-C would (``finally`` blocks run, the run folder
+stays resumable), then ends the worker quietly; the interrupt then goes on up to the caller.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing import connection as mp_connection
 from multiprocessing import spawn
 from pathlib import Path
 from typing import Any
 
-from kdlab.core.errors import KdlabError
+from kdlab.core.errors import KdlabError, Terminated
 from kdlab.study.plan import PlannedRun
 
 
@@ -65,6 +73,13 @@ def run_task(items: list[tuple[str, dict[str, Any]]]) -> list[Result]:
 
 
 def _init_worker(threads: int, parent: int | None = None) -> None:
+    # SIGINT and SIGTERM were blocked while this process started (see _WorkerProcess): neither interrupted its
+    # imports with a traceback.  Ctrl-C is the study's to answer (it stops its workers): ignored from now on, one
+    # pending dropped; SIGTERM (the study stopping it) ends it quietly, one pending now
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_worker)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED_WHILE_STARTING)
     import torch
 
     torch.set_num_threads(threads)
@@ -81,10 +96,46 @@ def _die_with(parent: int, every: float = 0.5) -> None:
             os._exit(70)
 
 
+_task_running = False  # in a worker process: a task is being trained
+_stopping = False  # in a worker process: SIGTERM came during a task, which is unwinding
+_STOPPED_CODE = 128 + signal.SIGTERM  # a worker's exit status once stopped (what a shell reports for SIGTERM)
+
+
+def _stop_worker(signum: int, frame: Any) -> None:  # noqa: ARG001
+    """A worker's SIGTERM (its study stops it, or someone else does).  During a task, the task unwinds as Ctrl-C
+    would (``finally`` blocks run, locks are released, the run folder stays resumable; a second SIGTERM meanwhile
+    is ignored), then the worker ends (see :func:`_call`).  Between tasks there is nothing to unwind: it ends at
+    once.  Either way without a traceback, and without waiting for word from the pool: the pool sees its workers
+    end and reaps them."""
+    global _stopping
+    if _task_running:
+        if not _stopping:
+            _stopping = True
+            raise Terminated("stopped by SIGTERM")
+        return
+    _exit_quietly()
+
+
+def _exit_quietly() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(_STOPPED_CODE)
+
+
 def _call(items: list[tuple[str, dict[str, Any]]], cwd: str | None = None) -> list[Result]:
+    global _task_running
     if cwd is not None:  # a Ray worker: relative paths (runs, data roots) mean what they mean for the driver
         os.chdir(cwd)
-    return run_task(items)
+    try:
+        _task_running = True  # in the try: a SIGTERM on either side of this line is handled
+        return run_task(items)
+    except Terminated:
+        if _stopping:  # this worker's own SIGTERM: the run has unwound; no multiprocessing lock is held here
+            _exit_quietly()
+        raise
+    finally:
+        _task_running = False
 
 
 def execute(plan: list[PlannedRun], workers: int = 1, log: Callable[[str], None] = print,
@@ -263,9 +314,17 @@ def _parallel(plan: list[PlannedRun], tasks: list[Task], workers: int, log) -> l
 
     try:
         return _schedule(plan, tasks, workers, submit, wait_one, log)
+    except BaseException:  # Ctrl-C, SIGTERM (the kdlab command's Terminated), a bug: stop the runs in training
+        for pool, ctx in pools:
+            pool.shutdown(wait=False, cancel_futures=True)  # nothing new starts
+            ctx.stop()
+        raise
     finally:
         for pool, _ in pools:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+_BLOCKED_WHILE_STARTING = {signal.SIGINT, signal.SIGTERM}
 
 
 class _WorkerProcess(mp.context.SpawnProcess):
@@ -285,10 +344,16 @@ class _WorkerProcess(mp.context.SpawnProcess):
                 return data
 
             spawn.get_preparation_data = prep
+        # SIGINT and SIGTERM blocked while the worker starts, which it inherits: a Ctrl-C meanwhile would interrupt
+        # its imports with a traceback (_init_worker unblocks them; this thread gets its own when unblocked)
+        blocked = hasattr(signal, "pthread_sigmask")
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED_WHILE_STARTING) if blocked else None
         try:
             popen = mp.context.SpawnProcess._Popen(process_obj)
         finally:
             spawn.get_preparation_data = get
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return popen
 
 
@@ -307,6 +372,22 @@ class WorkerContext(mp.context.SpawnContext):
         self.started.append(p)
         return p
 
+    def stop(self, grace: float = 30.0) -> None:
+        """SIGTERM to every live worker, which ends it once the run it trains has unwound (see
+        :func:`_stop_worker`); one still running after ``grace`` seconds is killed.  The pool reaps them."""
+        live = [p for p in self.started if p.pid is not None and not _ended(p)]
+        for p in live:
+            with contextlib.suppress(OSError, ValueError):  # ended meanwhile
+                p.terminate()
+        deadline = time.monotonic() + grace
+        while live and time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                mp_connection.wait([p.sentinel for p in live], timeout=max(0.0, deadline - time.monotonic()))
+            live = [p for p in live if not _ended(p)]
+        for p in live:
+            with contextlib.suppress(OSError, ValueError):
+                p.kill()
+
     def death_cause(self) -> str:
         # the pool's own thread reaps the dead workers meanwhile: until it has, their exit codes read as unknown
         deadline = time.monotonic() + 5.0
@@ -314,15 +395,26 @@ class WorkerContext(mp.context.SpawnContext):
             time.sleep(0.05)
         codes = [(p.pid, p.exitcode) for p in self.started if p.pid is not None]
         # the pool terminates the survivors (SIGTERM) once one has died: the culprit is the other code
-        dead = [c for c in codes if c[1] not in (None, 0, -signal.SIGTERM)] or [c for c in codes if c[1]]
+        dead = [c for c in codes if c[1] not in (None, 0, -signal.SIGTERM, _STOPPED_CODE)] or \
+            [c for c in codes if c[1]]
         if not dead:
             return "no exit status known"
         pid, code = dead[0]
+        if code == _STOPPED_CODE:
+            return f"worker {pid} was stopped by SIGTERM"
         if code < 0:
             name = signal.Signals(-code).name
             hint = ": the out-of-memory killer sends it, as does kill -9" if code == -signal.SIGKILL else ""
             return f"worker {pid} was killed by {name}{hint}"
         return f"worker {pid} exited with code {code}; its error is printed above"
+
+
+def _ended(p: mp.process.BaseProcess) -> bool:
+    """Whether ``p`` has exited, without reaping it (the pool's own thread does)."""
+    try:
+        return bool(mp_connection.wait([p.sentinel], timeout=0))
+    except (OSError, ValueError):
+        return True
 
 
 def _ray(plan: list[PlannedRun], tasks: list[Task], workers: int, log, address: str | None = None,

@@ -147,3 +147,11 @@ def test_output_into_a_closed_pipe_is_not_an_error():
     proc.stdout.close()
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 0 and "error" not in err, err
+
+
+def test_the_command_finds_the_distributed_module_of_a_torchrun_job():
+    """entry() leaves a torchrun job's process group and skips the interpreter's teardown through this lookup."""
+    import kdlab.core.distributed
+    from kdlab.cli.main import _distributed_module
+
+    assert _distributed_module() is kdlab.core.distributed
