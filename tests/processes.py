@@ -1,5 +1,6 @@
 """The process table, read from /proc: a process's parent and state, everything a process started, and which of
-those still run (a pid's start time tells it apart from a later process given the same pid)."""
+those still run (a pid's start time tells it apart from a later process given the same pid); and a model that is
+slow to train while SLOW_STEP is set, so that a job is still training when a test kills it."""
 
 from __future__ import annotations
 
@@ -53,3 +54,24 @@ def wait_for(what, timeout: float, every: float = 0.02):
             return found
         time.sleep(every)
     return None
+
+
+# a user model (``model: {name: module, target: slow:Net, stages: [body.2]}`` with this written to slow.py): sleeps
+# SLOW_STEP seconds in each training step while SLOW_STEP is set, so a killed run is still training when the kill
+# comes and the run that resumes it (without it) is quick
+SLOW_NET = """
+import os
+import time
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self, num_classes, in_channels):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU())
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        if self.training and os.environ.get("SLOW_STEP"):
+            time.sleep(float(os.environ["SLOW_STEP"]))
+        return self.fc(self.body(x))
+"""

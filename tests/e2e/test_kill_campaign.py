@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from processes import alive, descendants, kill_all, wait_for
+from processes import SLOW_NET, alive, descendants, kill_all, wait_for
 
 from free_port import free_port
 from kdlab.core.checkpoint import load_weights
@@ -34,23 +34,6 @@ pytestmark = [pytest.mark.slow,
 
 KILLS = int(os.environ.get("KILLS_PER_CASE", "8"))
 GONE_WITHIN = 15.0
-# sleeps in each training step while SLOW_STEP is set: the killed runs are still training when the kill comes
-SLOW = """
-import os
-import time
-import torch.nn as nn
-
-class Net(nn.Module):
-    def __init__(self, num_classes, in_channels):
-        super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU())
-        self.fc = nn.Linear(32, num_classes)
-
-    def forward(self, x):
-        if self.training and os.environ.get("SLOW_STEP"):
-            time.sleep(float(os.environ["SLOW_STEP"]))
-        return self.fc(self.body(x))
-"""
 DATA = {"name": "mixed-feature", "num_train": 48, "num_test": 24}
 MODEL = {"name": "module", "target": "slow:Net", "stages": ["body.2"]}
 TRAIN = {"epochs": 6, "batch_size": 16, "progress": "off", "num_workers": 0}
@@ -93,7 +76,7 @@ def _env(folder: Path, slow: bool) -> dict[str, str]:
 
 def _prepare(folder: Path, case: str) -> list[str]:
     folder.mkdir(parents=True)
-    (folder / "slow.py").write_text(SLOW)
+    (folder / "slow.py").write_text(SLOW_NET)
     make, args, _ = CASES[case]
     (folder / "cfg.yaml").write_text(yaml.safe_dump(make(folder / "out")))
     return args

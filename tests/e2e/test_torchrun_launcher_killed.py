@@ -12,36 +12,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from processes import alive, descendants, kill_all, wait_for
+from processes import SLOW_NET, alive, descendants, kill_all, wait_for
 
 from free_port import free_port
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table in /proc")
 
-# sleeps in each training step while SLOW_STEP is set, so the first run is still training well after it is killed
-# (an orphan would outlive GONE_WITHIN) and the resumed run (without it) is quick
-SLOW = """
-import os
-import time
-import torch.nn as nn
-
-class Net(nn.Module):
-    def __init__(self, num_classes, in_channels):
-        super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU())
-        self.fc = nn.Linear(32, num_classes)
-
-    def forward(self, x):
-        if self.training and os.environ.get("SLOW_STEP"):
-            time.sleep(float(os.environ["SLOW_STEP"]))
-        return self.fc(self.body(x))
-"""
 EPOCHS = 10
 GONE_WITHIN = 10.0
 
 
 def _job(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
-    (tmp_path / "slow.py").write_text(SLOW)
+    (tmp_path / "slow.py").write_text(SLOW_NET)
     cfg = {"seed": 0, "out_dir": str(tmp_path / "run"),
            "data": {"name": "mixed-feature", "num_train": 48, "num_test": 24},
            "model": {"name": "module", "target": "slow:Net", "stages": ["body.2"]},
