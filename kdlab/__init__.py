@@ -23,10 +23,11 @@ _LAZY = {
     "evaluate": "kdlab.api",
     "run_study": "kdlab.api",
     "train_teacher": "kdlab.api",
+    "tune": "kdlab.api",
     "load_model": "kdlab.runs.export",
 }
 
-__all__ = ["__version__", "distill", "evaluate", "load_model", "run_study", "train_teacher"]
+__all__ = ["__version__", "distill", "evaluate", "load_model", "run_study", "train_teacher", "tune"]
 
 
 def __getattr__(name: str) -> Any:

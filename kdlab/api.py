@@ -7,14 +7,15 @@ from importlib import resources
 from typing import Any
 
 from kdlab.analysis.study_command import StudyResult, run_study
+from kdlab.analysis.tune import TuneResult, tune
 from kdlab.runs.evaluate import evaluate
 from kdlab.runs.export import export_model, load_model
 from kdlab.runs.student import distill
 from kdlab.runs.summary import RunResult
 from kdlab.runs.teacher import train_teacher
 
-__all__ = ["RunResult", "StudyResult", "distill", "evaluate", "export_model", "load_model", "quickstart",
-           "quickstart_config", "quickstart_workers", "run_study", "train_teacher"]
+__all__ = ["RunResult", "StudyResult", "TuneResult", "distill", "evaluate", "export_model", "load_model", "quickstart",
+           "quickstart_config", "quickstart_workers", "run_study", "train_teacher", "tune"]
 
 
 def quickstart_config() -> str:

@@ -19,7 +19,7 @@ ACROSS_LAYERS = "e2e"
 # modules the tests import by name (tests/ is on sys.path through conftest.py), and this file
 HELPERS = {"conftest.py", "user_nets.py", "image_data_files.py", "ddp_replicas.py", "reproduce_smoke.py",
            "figure_study.py", "import_contract.py", "cli_run.py", "free_port.py", "study_configs.py", "fake_study.py",
-           "processes.py", "test_layout.py"}
+           "processes.py", "hub_cache.py", "test_layout.py"}
 
 
 def _test_files() -> list[Path]:

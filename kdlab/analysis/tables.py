@@ -221,6 +221,12 @@ def render_tables(cfg: StudyConfig, records: list[RunRecord]) -> Document:
         pairs.append({"teacher": arch_label(p.teacher), "student": arch_label(p.student), "key": pair_label(p),
                       "assistant": arch_label(p.assistant) if p.assistant is not None else None,
                       "teacher_labels": own})
-    caption = (f"{cfg.data.name}: seeds {list(cfg.seeds)}; test top-1 % at the last epoch; held-out fraction "
-               f"{cfg.holdout} for temperature scaling")
+    fit_on = f"held-out fraction {cfg.holdout}"
+    if cfg.data.val_fraction and not cfg.holdout:
+        fit_on = "the validation split"
+    caption = (f"{cfg.data.name}: seeds {list(cfg.seeds)}; test top-1 % at the last epoch; {fit_on} for "
+               "temperature scaling")
+    if cfg.data.val_fraction:
+        caption += (f"; validation split {cfg.data.val_fraction} of each seed's training data (best epoch chosen "
+                    "on it)")
     return study_tables(records, pairs, teacher_labels, alone, distill, caption)

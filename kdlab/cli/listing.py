@@ -84,6 +84,7 @@ def _weight_cells(entry) -> dict[str, str]:
 
 def catalogue_from_registry() -> dict[str, list[dict[str, Any]]]:
     """The catalogue of every registered component, gathered from the registries."""
+    from kdlab.config.components import DataSplitParams
     from kdlab.config.describe import param_rows
     from kdlab.core.registry import DATASETS, DISTILL_METHODS, MODELS, TEACHER_METHODS
 
@@ -98,7 +99,9 @@ def catalogue_from_registry() -> dict[str, list[dict[str, Any]]]:
                              "own_teacher_passes": e.meta.get("own_teacher_passes", "")}
                             for e in DISTILL_METHODS.entries()],
         "datasets": [{**base(e), "input_shape": str(e.meta.get("input_shape", "")),
-                      "classes": str(e.meta.get("classes", ""))} for e in DATASETS.entries()],
+                      "classes": str(e.meta.get("classes", "")),  # and the keys every data set takes (val_fraction)
+                      "params": [r.cells() for r in param_rows(e.params) + param_rows(DataSplitParams)]}
+                     for e in DATASETS.entries()],
     }
 
 

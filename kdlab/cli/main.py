@@ -117,7 +117,14 @@ def cmd_quickstart(a: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(a: argparse.Namespace) -> int:
-    from kdlab.reproduce.command import DEFAULT_ROOT, check_reproduced, dry_run, list_experiments, reproduce
+    from kdlab.reproduce.command import (
+        DEFAULT_ROOT,
+        check_reproduced,
+        dry_run,
+        list_experiments,
+        reproduce,
+        split_teacher_weights,
+    )
 
     if a.list:
         print(list_experiments())
@@ -126,13 +133,16 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
         raise ConfigError("reproduce: give an experiment id (kdlab reproduce --list prints them)")
     exp_id, overrides = a.args[0], a.args[1:]
     _split_args(["-", *overrides], need_config=False)  # overrides look like key=value
+    overrides, teacher_weights = split_teacher_weights(overrides)
+    teacher_weights = a.teacher_weights or teacher_weights
     root = a.out or DEFAULT_ROOT
     if a.dry_run:
-        print(dry_run(_experiment(exp_id), overrides, root, written=a.as_written))
+        print(dry_run(_experiment(exp_id), overrides, root, written=a.as_written, teacher_weights=teacher_weights))
         return 0
     ray_options = {"address": a.ray_address, "gpus_per_run": a.gpus_per_run, "cpus_per_run": a.cpus_per_run}
     res = reproduce(exp_id, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options, root=root,
-                    group_size=1 if a.no_group else None, allow_failures=True, written=a.as_written)
+                    group_size=1 if a.no_group else None, allow_failures=True, written=a.as_written,
+                    teacher_weights=teacher_weights)
     for t in res.tables[:1]:
         print(t.to_markdown())
     check_reproduced(res)
@@ -170,6 +180,41 @@ def cmd_export(a: argparse.Namespace) -> int:
     target, overrides = _split_args(a.args, need_config=True)
     out = export_model(target, a.format, a.out, overrides=overrides)
     print(f"exported: {out}")
+    return 0
+
+
+def cmd_tune(a: argparse.Namespace) -> int:
+    from kdlab.analysis.tune import tune
+    from kdlab.config.loader import read_yaml
+    from kdlab.config.tune import parse_search
+
+    config, overrides = _split_args(a.args, need_config=True)
+    raw = read_yaml(config)
+    # a tune file names its base config and search; any other YAML is the base run config itself
+    data = dict(raw) if "search" in raw or "base" in raw else {"base": config}
+    if overrides:
+        data["overrides"] = [*(data.get("overrides") or []), *overrides]
+    if a.search:
+        data["search"] = {**(data.get("search") or {}), **dict(parse_search(s) for s in a.search)}
+    for key, value in (("trials", a.trials), ("metric", a.metric), ("direction", a.direction),
+                       ("out_dir", a.out), ("seed", a.seed), ("storage", a.storage), ("pruner", a.pruner),
+                       ("name", a.name)):
+        if value is not None:
+            data[key] = value
+    if a.allow_test_metric:
+        data["allow_test_metric"] = True
+    res = tune(data)
+    if res.best is None:
+        raise KdlabError(f"no trial of the search finished ({', '.join(f'{n} {s}' for s, n in res.counts().items())}"
+                         f"); see {res.out_dir / 'trials.csv'}")
+    from kdlab.config import dump_yaml
+
+    b = res.best
+    counts = ", ".join(f"{n} {s}" for s, n in res.counts().items())
+    print(f"best: trial {b['trial']}, {res.metric} {b['value']:.4f} ({counts}); run folder {b['run_dir']}")
+    print(f"best config ({res.out_dir / 'best.yaml'}):")
+    print(dump_yaml(res.best_config), end="")
+    print(f"trials: {res.out_dir / 'trials.csv'}  plot: {res.out_dir / 'search.png'}")
     return 0
 
 
@@ -262,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "differs (the default follows the code, which made the tables): the runs it changes train "
                      "under <label>-as-written, the others are shared; the table goes to <out>/<id>-as-written")
     rp_.add_argument("--out", metavar="DIR", help="root of the experiment's folders (default: runs/reproduce)")
+    rp_.add_argument("--teacher-weights", metavar="DIR", help="a folder of published standard teachers (the CRD "
+                     "benchmark's save/models: <arch>_vanilla/ckpt_epoch_240.pth, or <arch>.pth): the students "
+                     "distil from them instead of trained ones (also: teacher_weights=DIR)")
     rp_.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="runs at once (as kdlab study)")
     rp_.add_argument("--launcher", choices=["local", "ray"], default="local", help="as kdlab study")
     rp_.add_argument("--ray-address", default=None, metavar="ADDR", help="as kdlab study")
@@ -279,6 +327,32 @@ def build_parser() -> argparse.ArgumentParser:
                     help="state_dict (torch.save; default), torchscript (traced), onnx (needs onnx and onnxscript) "
                     "or safetensors")
     ex.add_argument("--out", metavar="FILE", help="file to write (default: RUN_DIR/export/<checkpoint>.<format>)")
+    tn = add("tune", cmd_tune, "search hyper-parameters of a train-teacher or distill run (Optuna) and print the "
+             "best config",
+             "CONFIG.yaml [key=value ...] (a train-teacher or distill config, whose keys the overrides set, or a "
+             "tune file: base, search, trials, ...; see kdlab.config.tune)")
+    tn.description = ("search hyper-parameters of a train-teacher or distill run with Optuna (pip install "
+                      "'kdlab[tune]'): each trial is a run in OUT/trials/, scored by a validation metric; prints the "
+                      "best config and writes it to OUT/best.yaml, with trials.csv and search.png.  The same command "
+                      "again continues the search (a killed trial from its last checkpoint), and several processes "
+                      "given the same OUT share it.")
+    tn.add_argument("--search", action="append", default=[], metavar="KEY=DIST",
+                    help="a key to search: KEY=float:LOW:HIGH[:log], KEY=int:LOW:HIGH[:log] or KEY=choice:A,B,... "
+                    "(repeat for each key), e.g. --search method.T=float:1:8 --search optim.lr=float:0.01:0.2:log")
+    tn.add_argument("--trials", type=_positive_int, metavar="N", help="trials of the search (default 20)")
+    tn.add_argument("--metric", metavar="KEY", help="what a trial scores: an epoch record's or the summary's key "
+                    "(default val_top1, which needs data.val_fraction)")
+    tn.add_argument("--direction", choices=["maximize", "minimize"], help="default: minimize for losses (nll, "
+                    "loss, ece), else maximize")
+    tn.add_argument("--allow-test-metric", action="store_true", help="allow a metric of the test split "
+                    "(test_top1, top1, ...): selecting on the test set overfits it")
+    tn.add_argument("--out", metavar="DIR", help="the search's folder (default runs/tune)")
+    tn.add_argument("--seed", type=int, metavar="N", help="seed of the TPE sampler (default 0)")
+    tn.add_argument("--storage", metavar="URL", help="Optuna storage: a journal file (default OUT/study.journal) "
+                    "or sqlite:///FILE.db")
+    tn.add_argument("--pruner", choices=["median", "none"], help="median (default): stop a trial worse than the "
+                    "median of the earlier trials at the same epoch; none")
+    tn.add_argument("--name", metavar="NAME", help="the study's name in the storage (default tune)")
     ls = sub.add_parser("list", help="list models, teacher methods, distillation methods or data sets, with "
                         "their parameters", description="list the registered components; the methods with each "
                         "parameter's type, default and meaning (NAME: one component's parameters)")

@@ -1,7 +1,9 @@
 """Config fields that name a registered component: ``{name: kd, T: 4}`` or just ``kd``.
 
 The parameters are validated against the registry entry's parameter model, so an unknown or ill-typed parameter
-is reported with its full dotted key (``student.method.T``), like every other config error.
+is reported with its full dotted key (``student.method.T``), like every other config error.  A data set also
+takes the keys of :class:`DataSplitParams` (``val_fraction``), which belong to the run rather than to the data
+set: they are validated here and kept beside its parameters.
 """
 
 from __future__ import annotations
@@ -15,7 +17,17 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from kdlab.core.errors import ConfigError
-from kdlab.core.registry import DATASETS, DISTILL_METHODS, MODELS, TEACHER_METHODS, Registry, hint
+from kdlab.core.registry import DATASETS, DISTILL_METHODS, MODELS, TEACHER_METHODS, Registry, StrictParams, hint
+
+
+class DataSplitParams(StrictParams):
+    """Keys every data set accepts beside its own parameters: how a run splits the data set's training split."""
+
+    val_fraction: float = Field(
+        0.0, ge=0, lt=1,
+        description="fraction of the training split set aside for validation (stratified, drawn from the run's "
+                    "seed: a seed's teachers and students share it; before holdout); the best epoch (best.pt) is "
+                    "then chosen on its top-1 and the test split only reported. 0: none (chosen on test)")
 
 
 class Component(BaseModel):
@@ -27,10 +39,12 @@ class Component(BaseModel):
     params: dict[str, Any] = {}
     raw: dict[str, Any] = Field(default_factory=dict, repr=False, exclude=True)
     label: str | None = None  # models: the short name tables, figures and folders use (a study's own setting)
+    val_fraction: float = 0.0  # data sets: DataSplitParams.val_fraction (written out only when set)
 
     @model_serializer
     def _flat(self) -> dict[str, Any]:
-        return {"name": self.name, **self.params} | ({"label": self.label} if self.label is not None else {})
+        return ({"name": self.name, **self.params} | ({"label": self.label} if self.label is not None else {})
+                | ({"val_fraction": self.val_fraction} if self.val_fraction else {}))
 
     def without_label(self) -> dict[str, Any]:
         """The spec as a run's config holds it: a label names the model in a study, it does not change the run."""
@@ -60,6 +74,7 @@ def _component_validator(registry: Registry, default: str | None = None):
         raw = dict(value)
         name = raw.pop("name", default)
         label = raw.pop("label", None) if registry is MODELS else None
+        split = {k: raw.pop(k) for k in DataSplitParams.model_fields if k in raw} if registry is DATASETS else {}
         if label is not None and (not isinstance(label, str) or not label.strip()):
             raise PydanticCustomError("kdlab_component", "{msg}",
                                       {"msg": f"a model's label must be a non-empty string, got {label!r}",
@@ -71,15 +86,21 @@ def _component_validator(registry: Registry, default: str | None = None):
             entry = registry.get(name)
         except ConfigError as e:
             raise PydanticCustomError("kdlab_component", "{msg}", {"msg": str(e), "subloc": ("name",)}) from None
-        try:
-            params = entry.validate(raw)
-        except ValidationError as e:
-            loc, msg = describe_first_error(e, entry.params)
-            raise PydanticCustomError("kdlab_component", "{msg}", {"msg": msg, "subloc": loc}) from None
-        return Component(name=name, params=params.model_dump(mode="json"), raw=kept_raw or {"name": name, **raw},
-                         label=label)
+        params = _validated(entry.validate, raw, entry.params)
+        splits = _validated(DataSplitParams.model_validate, split, DataSplitParams)
+        return Component(name=name, params=params.model_dump(mode="json"),
+                         raw=kept_raw or {"name": name, **raw, **split}, label=label,
+                         val_fraction=splits.val_fraction)
 
     return validate
+
+
+def _validated(check, raw: dict[str, Any], model: type[BaseModel]) -> BaseModel:
+    try:
+        return check(raw)
+    except ValidationError as e:
+        loc, msg = describe_first_error(e, model)
+        raise PydanticCustomError("kdlab_component", "{msg}", {"msg": msg, "subloc": loc}) from None
 
 
 DataSpec = Annotated[Component, BeforeValidator(_component_validator(DATASETS))]

@@ -167,7 +167,8 @@ PROTOCOL = Field(None, description="loss weights as a paper's tables used them (
 ANY_SEED = unbounded("a run's seed may be any integer")
 
 HOLDOUT = Field(0.0, ge=0, lt=1, description="fraction of the training data held out (stratified, fixed) to fit "
-                "the temperature of temperature scaling; the model trains on the rest")
+                "the temperature of temperature scaling; the model trains on the rest (without it, the temperature "
+                "is fitted on the validation split of data.val_fraction, if any)")
 
 
 class TeacherRunConfig(Strict):
@@ -212,6 +213,10 @@ def _key_error(subloc: tuple[str, ...], msg: str) -> None:
     raise PydanticCustomError("kdlab_component", "{msg}", {"msg": msg, "subloc": subloc})
 
 
+#: the key names a weights file may use (kdlab.models.foreign maps the foreign ones onto kdlab's models)
+WeightsFormat = Literal["auto", "repdistiller", "mdistiller", "torchdistill", "kdlab", "plain"]
+
+
 class TeacherRef(Strict):
     """Which teacher to distil from: a kdlab teacher run folder (or checkpoint file) and which of its checkpoints,
     or a pretrained model kdlab did not train: a model spec and a weights file (a state dict)."""
@@ -220,15 +225,28 @@ class TeacherRef(Strict):
                              "student's seed")
     checkpoint: str = Field("last", description="last | best | epoch_XXX (ignored when path is a file)")
     model: ModelSpec | None = Field(None, description="with weights: the pretrained teacher's architecture")
-    weights: str | None = Field(None, description="instead of path: a state dict of model saved by plain PyTorch "
-                                "(torch.save, also nested under 'state_dict' / 'model', 'module.' prefixes of "
-                                "DataParallel) or safetensors; {seed} stands for the student's seed")
+    weights: str | None = Field(None, description="instead of path: a weights file of model (torch.save or "
+                                "safetensors; a state dict, also nested under 'state_dict' / 'model', 'module.' "
+                                "prefixes, or a RepDistiller / mdistiller / torchdistill checkpoint) or "
+                                "hf-hub:ORG/REPO/FILE[@REV] (the Hugging Face cache); {seed} stands for the student's "
+                                "seed")
+    weights_format: WeightsFormat = Field(
+        "auto", description="with weights: the key names of the file: plain (the model's own code's), kdlab (a "
+        "kdlab model's state dict), repdistiller / mdistiller / torchdistill (a checkpoint of that code, e.g. the "
+        "CRD benchmark's teachers; kdlab maps its keys onto the model), auto (the one that fits)")
 
     @model_validator(mode="after")
     def _one_source(self) -> TeacherRef:
+        if self.library():
+            if "weights_format" in self.model_fields_set or "checkpoint" in self.model_fields_set:
+                key = "weights_format" if "weights_format" in self.model_fields_set else "checkpoint"
+                _key_error((key,), "goes with a weights file or a teacher run; model.pretrained loads the "
+                                   "library's released weights")
+            return self
         if (self.path is None) == (self.weights is None):
             _key_error((), "give path or weights, not both" if self.path is not None else
-                       "give path (a kdlab teacher run or checkpoint) or model + weights (a pretrained state dict)")
+                       "give path (a kdlab teacher run or checkpoint), model + weights (a pretrained state dict) or "
+                       "a model with the library's weights (model.pretrained, timm / torchvision adapters)")
         if self.weights is not None:
             if self.model is None:
                 _key_error(("model",), "required with weights: the architecture the state dict is for")
@@ -239,13 +257,22 @@ class TeacherRef(Strict):
                                             "file")
         elif self.model is not None:
             _key_error(("model",), "goes with weights; a kdlab checkpoint (teacher.path) describes its own model")
+        elif "weights_format" in self.model_fields_set:
+            _key_error(("weights_format",), "goes with weights; a kdlab checkpoint (teacher.path) is read as such")
         return self
+
+    def library(self) -> bool:
+        """A library model with its released weights (``model: {..., pretrained: ...}``, no file, no run)."""
+        return self.path is None and self.weights is None and self.model is not None \
+            and bool(self.model.params.get("pretrained"))
 
     @model_serializer(mode="wrap")
     def _own_keys(self, handler):
         # only the keys of the kind of teacher given: a run teacher's saved config stays what it always was
         out = handler(self)
-        drop = ("model", "weights") if self.path is not None else ("path", "checkpoint")
+        drop = ("model", "weights", "weights_format") if self.path is not None else ("path", "checkpoint")
+        if self.weights_format == "auto":
+            drop += ("weights_format",)  # the default: configs saved before the key existed stay as they were
         return {k: v for k, v in out.items() if k not in drop}
 
 
@@ -297,11 +324,26 @@ class StudyRole(Strict):
                 TrainConfig(**{**self.train.model_dump(), **ov.train}))
 
 
+class PublishedTeachers(Strict):
+    """Teachers a study does not train: published weights files (the CRD benchmark's ``ckpt_epoch_240.pth``,
+    mdistiller's, torchdistill's or a plain state dict) standing for one standard-teacher label, per teacher
+    architecture.  Every seed's students of that label distil from the same file, as the benchmarks' did."""
+
+    label: str = Field("standard", min_length=1, description="the teacher label the files stand for (a label of "
+                       "teacher.methods whose method is standard)")
+    weights: dict[str, str] = Field(description="teacher architecture (its name or pair label) -> weights file")
+    weights_format: WeightsFormat = Field("auto", description="the files' key names: auto (detected from the "
+                                          "keys), repdistiller, mdistiller, torchdistill, kdlab or plain (as "
+                                          "teacher.weights_format of kdlab distill)")
+
+
 class StudyTeachers(StudyRole):
     methods: dict[str, TeacherMethodSpec] = Field(
         default_factory=lambda: {"standard": "standard"}, validate_default=True,
         description="label -> teacher method; each is trained once per (teacher architecture, seed); the first "
                     "label is the baseline the tables compare against")
+    published: PublishedTeachers | None = Field(None, description="teachers not trained here: published weights "
+                                                "files standing for one standard teacher label")
 
 
 class StudyStudents(StudyRole):

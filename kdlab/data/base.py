@@ -1,7 +1,9 @@
 """Data sets and the batches every method receives.
 
 A :class:`DataBundle` is a train and a test split plus the facts models and methods need (number of classes,
-input shape).  A split is either held in memory (:class:`Split`: tensors, batched on the training device, with
+input shape); a run may set part of the training split aside first as a validation split (``val``, see
+:func:`split_validation`: model selection) and a held-out split (``holdout``, see :func:`hold_out`: temperature
+fitting).  A split is either held in memory (:class:`Split`: tensors, batched on the training device, with
 batched augmentation) or read through a ``torch.utils.data.Dataset`` (:class:`DatasetSplit`: image folders,
 per-image transforms in DataLoader worker processes).  Both give the same :class:`Batch` (x, y, index): every
 batch carries the dataset index of each sample, which index-keyed methods (SoTeacher's consistency buffer, CRD's
@@ -13,7 +15,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol
 
 import torch
@@ -90,6 +92,7 @@ class DataBundle:
     prepare: Prepare | None = None  # batched conversion to model inputs (after augmentation), e.g. normalisation
     meta: dict[str, Any] = field(default_factory=dict)
     holdout: Split | DatasetSplit | None = None  # held out of the training data (temperature fitting)
+    val: Split | DatasetSplit | None = None  # validation split taken out of the training data (model selection)
 
     @property
     def in_channels(self) -> int:
@@ -347,13 +350,27 @@ class DatasetLoader:
 
 def evaluation_view(split: Split | DatasetSplit, like: Split | DatasetSplit) -> Split | DatasetSplit:
     """``split`` read the way ``like`` (the test split) is: for file data sets, the training files through the
-    test transform (no random augmentation); in-memory splits are never augmented when evaluated."""
-    ds, ref = getattr(split, "dataset", None), getattr(like, "dataset", None)
-    if ds is None or not hasattr(ds, "transform") or not hasattr(ref, "transform"):
+    test transform (no random augmentation), a subset of them (a training split a validation split was taken
+    from) included; in-memory splits are never augmented when evaluated."""
+    ref = getattr(like, "dataset", None)
+    view = _test_read(getattr(split, "dataset", None), ref)
+    if view is None:
         return split
+    return DatasetSplit(view, split.targets, split.extras)
+
+
+def _test_read(ds: Any, ref: Any) -> Any:
+    """``ds`` with ``ref``'s transform (None: nothing to change)."""
+    if ds is None or not hasattr(ref, "transform"):
+        return None
+    if isinstance(ds, torch.utils.data.Subset):
+        inner = _test_read(ds.dataset, ref)
+        return None if inner is None else torch.utils.data.Subset(inner, ds.indices)
+    if not hasattr(ds, "transform"):
+        return None
     view = copy.copy(ds)
     view.transform = ref.transform
-    return DatasetSplit(view, split.targets, split.extras)
+    return view
 
 
 def subset(split: Split | DatasetSplit, index: Tensor) -> Split | DatasetSplit:
@@ -364,6 +381,25 @@ def subset(split: Split | DatasetSplit, index: Tensor) -> Split | DatasetSplit:
     return DatasetSplit(torch.utils.data.Subset(split.dataset, index.tolist()), split.targets[index], extras)
 
 
+def _stratified(y: Tensor, num_classes: int, fraction: float, seed: int) -> list[Tensor]:
+    """Per class, the indices of a seeded random ``fraction`` of its samples (rounded to the nearest count)."""
+    g = torch.Generator().manual_seed(seed)
+    held = []
+    for c in range(num_classes):
+        members = (y == c).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=g)]
+        held.append(members[: int(round(fraction * len(members)))])
+    return held
+
+
+def _set_aside(bundle: DataBundle, held_idx: Tensor) -> tuple[Split | DatasetSplit, Split | DatasetSplit]:
+    """(the training split without ``held_idx``, those samples read the way the test split is)."""
+    keep = torch.ones(len(bundle.train), dtype=torch.bool)
+    keep[held_idx] = False
+    return (subset(bundle.train, keep.nonzero().flatten()),
+            subset(evaluation_view(bundle.train, bundle.test), held_idx))
+
+
 def hold_out(bundle: DataBundle, fraction: float, seed: int = 0) -> DataBundle:
     """A copy of ``bundle`` whose training split loses a stratified ``fraction`` to ``bundle.holdout``.
 
@@ -371,24 +407,55 @@ def hold_out(bundle: DataBundle, fraction: float, seed: int = 0) -> DataBundle:
     """
     if fraction <= 0:
         return bundle
-    y = bundle.train.y
-    g = torch.Generator().manual_seed(seed)
-    held = []
-    for c in range(bundle.num_classes):
-        members = (y == c).nonzero().flatten()
-        members = members[torch.randperm(len(members), generator=g)]
-        held.append(members[: int(round(fraction * len(members)))])
-    held_idx = torch.cat(held).sort().values
-    keep = torch.ones(len(y), dtype=torch.bool)
-    keep[held_idx] = False
-    if len(held_idx) == 0 or not keep.any():
+    held_idx = torch.cat(_stratified(bundle.train.y, bundle.num_classes, fraction, seed)).sort().values
+    left = len(bundle.train) - len(held_idx)
+    if len(held_idx) == 0 or left == 0:
         raise DataError(f"{bundle.name}: holdout {fraction} leaves an empty training or held-out split")
-    if int(keep.sum()) < MIN_TRAIN_BATCH:
-        raise DataError(_too_few(bundle.name, int(keep.sum()), f" after holdout {fraction}"))
-    from dataclasses import replace
+    if left < MIN_TRAIN_BATCH:
+        raise DataError(_too_few(bundle.name, left, f" after holdout {fraction}"))
+    train, held = _set_aside(bundle, held_idx)
+    return replace(bundle, train=train, holdout=held)
 
-    return replace(bundle, train=subset(bundle.train, keep.nonzero().flatten()),
-                   holdout=subset(evaluation_view(bundle.train, bundle.test), held_idx))
+
+#: the purpose part of the validation split's seed, ``derive_seed(run seed, VAL_SPLIT)``
+VAL_SPLIT = 0x76616C  # "val"
+
+
+def validation_seed(seed: int) -> int:
+    """The seed of the validation split of the runs of seed ``seed`` (teachers and students alike)."""
+    return derive_seed(seed, VAL_SPLIT)
+
+
+def split_validation(bundle: DataBundle, fraction: float, seed: int) -> DataBundle:
+    """A copy of ``bundle`` whose training split loses a stratified ``fraction`` (``data.val_fraction``) to
+    ``bundle.val``, the split a run selects its best epoch on.
+
+    ``seed`` is the run's seed: the split depends only on the labels and that seed, so every run of a seed
+    (teachers and their students) trains and selects on the same samples, and each seed draws its own split.
+    The validation samples are read the way the test split is (no augmentation).  Every class keeps at least one
+    training sample; a class may have no validation sample (a small fraction of a rare class rounds to none).
+    """
+    if fraction <= 0:
+        return bundle
+    if bundle.val is not None or bundle.holdout is not None:
+        raise ValueError("the validation split is taken from the whole training split, before any other")
+    y = bundle.train.y
+    picked = _stratified(y, bundle.num_classes, fraction, validation_seed(seed))
+    for c, idx in enumerate(picked):
+        n = int((y == c).sum())
+        if n and len(idx) == n:
+            raise ConfigError(f"data.val_fraction: {fraction} takes all {n} training sample{'s' * (n != 1)} of "
+                              f"class {c} of {bundle.name} for validation, leaving none to train on; use a smaller "
+                              "fraction")
+    val_idx = torch.cat(picked).sort().values
+    if len(val_idx) == 0:
+        raise ConfigError(f"data.val_fraction: {fraction} of the {len(y)} training samples of {bundle.name} "
+                          "selects no validation sample; use a larger fraction")
+    left = len(y) - len(val_idx)
+    if left < MIN_TRAIN_BATCH:
+        raise ConfigError("data.val_fraction: " + _too_few(bundle.name, left, f" after val_fraction {fraction}"))
+    train, val = _set_aside(bundle, val_idx)
+    return replace(bundle, train=train, val=val)
 
 
 def fingerprint(bundle: DataBundle) -> str | None:

@@ -2,7 +2,8 @@
 and the run's hooks.
 
 TensorBoard groups scalars by the part of the tag before its first ``/``, so each record key is logged under a
-group (:func:`tensorboard_tag`): ``test/top1``, ``test/nll`` for the evaluation, ``train/loss``, ``train/top1``,
+group (:func:`tensorboard_tag`): ``test/top1``, ``test/nll`` for the evaluation (``val/top1``, ``val/nll`` on a
+validation split), ``train/loss``, ``train/top1``,
 ``train/lr`` and the loss's parts (``train/ce``, ``train/kd``, ...) for training, ``time/train_seconds``; the
 x-axis is the epoch.  With ``train.tensorboard_every_step`` the training loop also logs each optimisation step's
 loss, parts and learning rate under ``step/`` (x-axis: the global step), for a curve within an epoch; it costs
@@ -33,6 +34,8 @@ def tensorboard_tag(key: str) -> str:
         return TAGS[key]
     if key.startswith("test_"):
         return "test/" + key[len("test_"):]
+    if key.startswith("val_"):  # the validation split's (data.val_fraction), not a test measure
+        return "val/" + key[len("val_"):]
     if key.endswith("_top1"):
         return "test/" + key
     return "train/" + key

@@ -19,6 +19,11 @@ their own gradients), :func:`wrap` (``torch.compile`` and DDP, whose constructio
 state), then per epoch :func:`_train_epoch`, and per member the objective's ``on_epoch_end``, the buffer broadcast
 of a several-process job, :func:`_evaluate`, the log line (:class:`~kdlab.engine.sinks.MetricSink`), the
 checkpoint (:func:`~kdlab.runs.checkpoints.save_epoch`) and the hooks.
+
+Model selection: every ``train.eval_every`` epochs (and after the last) the model is evaluated; with a validation
+split (``data.val_fraction``, ``DataBundle.val``) the record gets ``val_top1`` / ``val_nll`` and the best epoch
+(``best.pt``, the result's ``best``) is the one of highest validation top-1, the test split being read for
+reporting only; without one it is the epoch of highest test top-1 (:func:`selection_split`).
 """
 
 from __future__ import annotations
@@ -54,12 +59,14 @@ from kdlab.engine.store import RunStore
 from kdlab.methods.base import Objective
 
 __all__ = ["FitResult", "Member", "OptimizerStep", "RandomState", "build_optimizer", "fit",
-           "fit_group", "place", "predict", "wrap"]
+           "fit_group", "place", "predict", "selection_split", "wrap"]
 
 
 @dataclass
 class FitResult:
     history: list[dict[str, Any]]
+    #: the selected epoch: ``{"epoch", "test_top1", "selected_on": "val" | "test"}`` and, selected on a
+    #: validation split, ``"val_top1"`` (epoch 0 with top-1 -inf: no epoch was evaluated)
     best: dict[str, Any]
     test_logits: Tensor
     train_time: float
@@ -233,6 +240,8 @@ def fit_group(members: list[Member], data: DataBundle, *, train: TrainConfig, se
     _check_batch_norm_batches(members, train.batch_size // max(world.world, 1))
     loader = data.train_loader(train.batch_size, device, seed, train.drop_last, train.num_workers, world.shard)
     test_loader = data.eval_loader("test", train.eval_batch_size, device, train.num_workers, world.shard)
+    val_loader = None if data.val is None else data.eval_loader("val", train.eval_batch_size, device,
+                                                                train.num_workers, world.shard)
     steps = len(loader)
     runs = []
     for m in members:
@@ -257,7 +266,7 @@ def fit_group(members: list[Member], data: DataBundle, *, train: TrainConfig, se
             _train_epoch(live, loader, epoch, train, seed, shared, progress)
             for r in live:
                 if r.member.error is None:
-                    r.guard(r.finish_epoch, epoch, test_loader, data, progress)
+                    r.guard(r.finish_epoch, epoch, test_loader, val_loader, data, progress)
     finally:
         progress.close()
         for r in runs:
@@ -295,9 +304,10 @@ class _Run:
                                run_dir=m.store.path if m.store else None, train_loader=loader, seed=seed,
                                display=train.progress if world.main else "off", desc=m.desc)
         self.last_path = m.store.last_checkpoint() if m.store else None
-        self.start_epoch, self.history, self.best = (
+        self.start_epoch, self.history, best = (
             m.store.resume(m.model, m.objective, self.opt, device, m.meta) if m.store and resume_run
-            else (0, [], {"epoch": 0, "test_top1": -math.inf}))
+            else (0, [], {}))
+        self.best = _best_of(best, selection_split(data))
         self.state.step = self.start_epoch * steps
         self.sink = MetricSink(m.store, world.main, train.tensorboard, self.history, m.hooks,
                                every_step=train.tensorboard_every_step)
@@ -402,8 +412,9 @@ class _Run:
         rec["train_time"] = (time.perf_counter() - self.t_epoch) / share
         return rec
 
-    def finish_epoch(self, epoch: int, test_loader, data: DataBundle, progress: Progress) -> None:
-        """The epoch's record, evaluation, log line, checkpoint and hooks."""
+    def finish_epoch(self, epoch: int, test_loader, val_loader, data: DataBundle, progress: Progress) -> None:
+        """The epoch's record, evaluation (``val_loader``: the validation split's, None without one), the best
+        epoch so far, log line, checkpoint and hooks."""
         m, train = self.member, self.train
         rec = self.record
         with self.random_state(self.rng):
@@ -413,13 +424,20 @@ class _Run:
             distributed.broadcast_state(m.objective, skip=set(distributed.gathered_buffer_names(m.objective)),
                                         buffers_only=True)
         if (epoch + 1) % train.eval_every == 0 or epoch + 1 == train.epochs:
+            if val_loader is not None:
+                val_logits = distributed.all_gather_cat(predict(m.model, val_loader))
+                rec["val_top1"] = topk_accuracy(val_logits, data.val.y, 1)
+                rec["val_nll"] = torch.nn.functional.cross_entropy(val_logits, data.val.y).item()
             self.test_logits, self.test_emb = _evaluate(m.model, test_loader, final=epoch + 1 == train.epochs)
             rec["test_top1"] = topk_accuracy(self.test_logits, data.test.y, 1)
             rec["test_nll"] = torch.nn.functional.cross_entropy(self.test_logits, data.test.y).item()
         rec.update(m.objective.eval_metrics(m.model, self.state))
-        is_best = rec.get("test_top1", -math.inf) > self.best["test_top1"]
+        on = self.best["selected_on"]
+        is_best = rec.get(f"{on}_top1", -math.inf) > self.best[f"{on}_top1"]
         if is_best:
-            self.best = {"epoch": epoch + 1, "test_top1": rec["test_top1"]}
+            self.best = {"epoch": epoch + 1, "test_top1": rec["test_top1"], "selected_on": on}
+            if on == "val":
+                self.best["val_top1"] = rec["val_top1"]
         self.history.append(rec)
         if self.sink.writes:
             self.sink.write(rec)
@@ -438,6 +456,21 @@ class _Run:
         train_time = sum(h.get("train_time", 0.0) for h in self.history)
         self.member.result = FitResult(self.history, self.best, self.test_logits, train_time,
                                        test_embeddings=self.test_emb)
+
+
+def selection_split(data: DataBundle) -> str:
+    """The split the best epoch is chosen on: ``"val"`` when the data have a validation split, else ``"test"``."""
+    return "test" if data.val is None else "val"
+
+
+def _best_of(saved: dict[str, Any], on: str) -> dict[str, Any]:
+    """The best epoch to go on from: a resumed checkpoint's (one written before the record named its split was
+    selected on test), else none yet."""
+    best = {"epoch": 0, "test_top1": -math.inf, "selected_on": on, **({"val_top1": -math.inf} if on == "val" else {})}
+    saved = {"selected_on": "test", **saved} if saved else {}
+    if saved.get("selected_on") != on:  # nothing selected yet, or a checkpoint's choice on another split
+        return best
+    return {**best, **saved}
 
 
 def _train_epoch(runs: list[_Run], loader, epoch: int, train: TrainConfig, seed: int, shared: Any,

@@ -1,6 +1,7 @@
 """Adapters: any torchvision classification model, or any user ``nn.Module``, seen through the feature contract.
 
     model: {name: torchvision, arch: mobilenet_v3_small}                  # weights: a local torchvision file
+    model: {name: torchvision, arch: resnet18, pretrained: IMAGENET1K_V1}  # torchvision's released weights
     model: {name: module, target: "mypkg.nets:make_net", kwargs: {depth: 18}}
 
 (and ``{name: timm, arch: resnet18}``, :mod:`kdlab.models.timm_adapter`).  ``target`` names a class or factory as
@@ -71,12 +72,21 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import BaseModel
 from torch import Tensor
 
 from kdlab.core.errors import ConfigError
 from kdlab.core.registry import MODELS, hint
 from kdlab.models._weights import first_line, load_weights_file
 from kdlab.models.contract import ContractModel, Features
+from kdlab.models.pretrained import (
+    BOTH,
+    TorchvisionTag,
+    WeightsFile,
+    param_error,
+    resolve_torchvision,
+    torchvision_pretrained,
+)
 from kdlab.models.torchvision_resnet import TorchvisionResNet, set_stem
 
 if TYPE_CHECKING:  # torch.fx and torchvision are imported when a graph is traced, not when kdlab starts
@@ -632,15 +642,17 @@ def graph_or_hooked(net: nn.Module, input_shape: tuple[int, ...], num_classes: i
 @MODELS.register("torchvision", input="image", family="adapter", sample_shape=(3, 64, 64),
                  example={"arch": "shufflenet_v2_x0_5"})
 def torchvision_model(num_classes: int, in_channels: int, input_shape: tuple[int, ...], arch: str,
-                      weights: str | None = None, stages: list[str] | None = None,
-                      kwargs: dict[str, Any] | None = None) -> ContractModel:
-    """Any torchvision classification model by name (arch), optionally with local torchvision weights."""
+                      weights: WeightsFile = None, pretrained: TorchvisionTag = None,
+                      stages: list[str] | None = None, kwargs: dict[str, Any] | None = None) -> ContractModel:
+    """Any torchvision classification model by name (arch), optionally with torchvision's weights or a file."""
     from torchvision import models as tvm
 
-    names = tvm.list_models(module=tvm)
-    if arch not in names:
-        h = hint(arch, names)
-        raise ValueError(f"arch {arch!r} is not a torchvision classification model" + (f"; {h}" if h else ""))
+    _check_torchvision_arch(arch)
+    if weights is not None and pretrained:
+        raise ValueError(f"pretrained: {BOTH}")
+    if pretrained and in_channels != 3:
+        raise ValueError(f"pretrained: torchvision's weights take 3-channel images; the data have {in_channels} "
+                         "channels")
     net = tvm.get_model(arch, weights=None, num_classes=num_classes, **(kwargs or {}))
     is_resnet = isinstance(net, tvm.ResNet)
     if is_resnet:
@@ -649,10 +661,33 @@ def torchvision_model(num_classes: int, in_channels: int, input_shape: tuple[int
         raise ValueError(f"torchvision's {arch} takes 3-channel images; the data have {in_channels} channels")
     if weights is not None:
         load_weights_file(net, weights, f"torchvision {arch}")
+    if pretrained:
+        net = torchvision_pretrained(net, arch, pretrained, dict(kwargs or {}), f"torchvision {arch}")
     if is_resnet and stages is None:
         # its stage modules then hold the stem's and each layer's parameters (initialisation stages train them)
         return TorchvisionResNet(net)
     return graph_or_hooked(net, input_shape, num_classes, stages, label=f"torchvision model {arch!r}")
+
+
+def _check_torchvision_arch(arch: str) -> None:
+    from torchvision import models as tvm
+
+    names = tvm.list_models(module=tvm)
+    if arch not in names:
+        h = hint(arch, names)
+        raise ValueError(f"arch {arch!r} is not a torchvision classification model" + (f"; {h}" if h else ""))
+
+
+def _resolve_torchvision_params(params: BaseModel) -> BaseModel:
+    if params.pretrained not in (None, False):
+        try:
+            _check_torchvision_arch(params.arch)
+        except ValueError as e:
+            raise param_error(params, "arch", str(e), params.arch) from None
+    return resolve_torchvision(params, params.arch)
+
+
+torchvision_model.resolve_params = _resolve_torchvision_params  # the tag is checked and resolved with the config
 
 
 def _resolve(target: str) -> Any:

@@ -2,7 +2,8 @@
 the feature contract.
 
 * ``imagenet_resnet18/34/50/152``: torchvision's ``resnet*``.  ``weights`` loads a local state-dict file in
-  torchvision's format (e.g. a downloaded ``resnet18-f37072fd.pth``).
+  torchvision's format (e.g. a downloaded ``resnet18-f37072fd.pth``); ``pretrained: IMAGENET1K_V1`` (or ``DEFAULT``)
+  torchvision's released weights, fetched into its cache when asked (:mod:`kdlab.models.pretrained`).
 * ``small_input=True`` replaces the 7x7 stride-2 conv and the max pool of the stem by a 3x3 stride-1 conv: this is
   the CIFAR-style ResNet of RepDistiller's ``models/resnetv2.py``, which SoTeacher's code registers as ``ResNet18``
   / ``ResNet34`` and builds with 200 classes for Tiny-ImageNet, i.e. runs on 64x64 inputs without downsampling the
@@ -22,11 +23,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch.nn as nn
+from pydantic import BaseModel
 from torch import Tensor
 
 from kdlab.core.registry import MODELS
 from kdlab.models._weights import load_weights_file
 from kdlab.models.contract import ContractModel
+from kdlab.models.pretrained import (
+    BOTH,
+    TorchvisionTag,
+    WeightsFile,
+    param_error,
+    resolve_torchvision,
+    torchvision_pretrained,
+)
 
 if TYPE_CHECKING:  # torchvision is imported when a model is built, not when kdlab starts
     from torchvision.models import ResNet
@@ -98,21 +108,39 @@ def set_stem(net: ResNet, in_channels: int, small_input: bool) -> None:
 
 
 def build_resnet(arch: str, num_classes: int, in_channels: int = 3, weights: str | None = None,
-                 small_input: bool = False, what: str | None = None) -> TorchvisionResNet:
+                 small_input: bool = False, what: str | None = None,
+                 pretrained: bool | str | None = None) -> TorchvisionResNet:
     from torchvision.models import get_model
 
+    if pretrained:
+        if weights is not None:
+            raise ValueError(f"pretrained: {BOTH}")
+        if small_input or in_channels != 3:
+            raise ValueError("pretrained: torchvision's weights are for the ImageNet stem on 3-channel images"
+                             + (" (small_input: false)" if small_input else
+                                f"; the data have {in_channels} channels"))
     net = get_model(arch, weights=None, num_classes=num_classes)
     set_stem(net, in_channels, small_input)
     if weights is not None:
         load_weights_file(net, weights, what or arch)
+    if pretrained:
+        net = torchvision_pretrained(net, arch, pretrained, {}, what or arch)
     return TorchvisionResNet(net)
 
 
 def _imagenet_preset(arch: str):
-    def build(num_classes: int, in_channels: int = 3, weights: str | None = None,
-              small_input: bool = False) -> TorchvisionResNet:
-        return build_resnet(arch, num_classes, in_channels, weights, small_input, what=f"imagenet_{arch}")
+    def build(num_classes: int, in_channels: int = 3, weights: WeightsFile = None,
+              pretrained: TorchvisionTag = None, small_input: bool = False) -> TorchvisionResNet:
+        return build_resnet(arch, num_classes, in_channels, weights, small_input, what=f"imagenet_{arch}",
+                            pretrained=pretrained)
 
+    def resolve_params(params: BaseModel) -> BaseModel:
+        if params.pretrained not in (None, False) and params.small_input:
+            raise param_error(params, "pretrained", "torchvision's weights are for the ImageNet stem: set "
+                              "small_input: false", params.pretrained)
+        return resolve_torchvision(params, arch)
+
+    build.resolve_params = resolve_params  # the tag is checked and resolved with the config
     return build
 
 

@@ -32,6 +32,7 @@ from kdlab.reproduce.catalogue import EXPERIMENTS, Experiment, get_experiment
 from kdlab.reproduce.estimate import gpu_hours
 from kdlab.reproduce.layouts import PartResult, paper_layout
 from kdlab.reproduce.published import published_table
+from kdlab.reproduce.published_teachers import Used, with_published
 from kdlab.reproduce.statements import (
     KINDS,
     WRITTEN,
@@ -66,17 +67,36 @@ Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def part_configs(exp: Experiment, overrides: list[str] = (), root: str = DEFAULT_ROOT,
-                 transform: Transform | None = None, written: bool = False) -> list[StudyConfig]:
+                 transform: Transform | None = None, written: bool = False,
+                 teacher_weights: str | Path | None = None, used: Used | None = None) -> list[StudyConfig]:
     """The experiment's study configs: rooted at ``root``, with the text's rules instead of the released code's
     (``written``: each code choice's ``as_written``), changed by ``transform`` (a function of the plain study
-    config, e.g. a shrunk recipe for a smoke test) and then by the dotted ``overrides``."""
+    config, e.g. a shrunk recipe for a smoke test) and then by the dotted ``overrides``; with ``teacher_weights``
+    (a folder of published teachers) the standard teachers found there are not trained (``used`` says which)."""
     out = []
     for p in exp.parts:
         study = _rooted(p.study, root)
         if written:
             study = as_written(study, exp.all_choices)
-        out.append(load_config(StudyConfig, transform(study) if transform else study, list(overrides)))
+        study = transform(study) if transform else study
+        cfg = load_config(StudyConfig, study, list(overrides))
+        if teacher_weights is not None:
+            published = with_published(study, cfg, teacher_weights, used if used is not None else Used())
+            if published is not study:
+                cfg = load_config(StudyConfig, published, list(overrides))
+        out.append(cfg)
     return out
+
+
+def split_teacher_weights(overrides: list[str]) -> tuple[list[str], str | None]:
+    """``teacher_weights=DIR`` taken out of an experiment's overrides (it is not a key of a study config)."""
+    rest, folder = [], None
+    for o in overrides:
+        if o.startswith("teacher_weights="):
+            folder = o.split("=", 1)[1]
+        else:
+            rest.append(o)
+    return rest, folder
 
 
 def statements(exp: Experiment, configs: list[StudyConfig], written: bool = False) -> list[str]:
@@ -145,8 +165,10 @@ def list_experiments() -> str:
     return markdown_table(["id", "measures", "runs", "est. GPU time", "grouped"], rows) + "\n\n" + basis
 
 
-def dry_run(exp: Experiment, overrides: list[str] = (), root: str = DEFAULT_ROOT, written: bool = False) -> str:
-    configs = part_configs(exp, overrides, root, written=written)
+def dry_run(exp: Experiment, overrides: list[str] = (), root: str = DEFAULT_ROOT, written: bool = False,
+            teacher_weights: str | Path | None = None) -> str:
+    used = Used()
+    configs = part_configs(exp, overrides, root, written=written, teacher_weights=teacher_weights, used=used)
     n, hours = estimate(exp, configs)
     _, grouped = estimate(exp, configs, grouped=True)
     lines = [f"{exp.id}: {exp.measures}", f"{n} runs, estimated {'?' if hours is None else f'{hours:.1f}'} GPU hours "
@@ -157,6 +179,8 @@ def dry_run(exp: Experiment, overrides: list[str] = (), root: str = DEFAULT_ROOT
         lines.append(f"{len(shared)} of them are the released code's variant's runs too (trained once, shared)")
     lines.append("")
     lines += statements(exp, configs, written)
+    if used.statement():
+        lines.append(used.statement())
     for part, cfg in zip(exp.parts, configs):
         plan = plan_study(cfg)
         lines.append(f"\n## study {cfg.name} ({part.name}): {len(plan)} runs in {cfg.runs_dir or cfg.out_dir}")
@@ -174,28 +198,46 @@ def render(exp: Experiment, parts: dict[str, PartResult], best: bool = False, wr
     table = published_table(exp.paper, exp.table_id)
     if best:
         parts = {k: replace(p, metric_alias={"top1": "best_top1"}) for k, p in parts.items()}
-    epoch = "best" if best else "last"
+    epoch = f"best epoch {best_selection(parts)}" if best else "last epoch"
     variant = ", the paper's text where the released code differs" if written else ""
-    title = f"{exp.id}: {table.title} (kdlab: accuracies at the {epoch} epoch{variant})"
+    title = f"{exp.id}: {table.title} (kdlab: accuracies at the {epoch}{variant})"
     if note is None:
         note = "\n\n".join(statements(exp, [p.config for p in parts.values()], written))
     return paper_layout(table, lambda r, c: exp.cell(parts, r, c), exp.digits, title=title, note=note)
+
+
+def best_selection(parts: dict[str, PartResult]) -> str:
+    """How the runs' best epochs were chosen, in words: ``chosen on test`` (the runs had no validation split:
+    the test split chose the epoch it reports, which overstates it), ``chosen on validation``
+    (``data.val_fraction``), or both when the runs differ."""
+    splits = {_selected_on(r) for p in parts.values() for r in p.records} or {"test"}
+    words = [{"val": "validation"}.get(s, s) for s in sorted(splits, reverse=True)]  # val first
+    return "chosen on " + " or ".join(words) + (" (per run: selected_on)" if len(words) > 1 else "")
+
+
+def _selected_on(record: Any) -> str:
+    on = record.get("selected_on")
+    return on if on in ("val", "test") else "test"  # runs from before the key existed chose on test
 
 
 def reproduce(exp_id: str, overrides: list[str] = (), workers: int = 1, launcher: str = "local",
               ray_options: dict[str, Any] | None = None, root: str = DEFAULT_ROOT,
               log: Callable[[str], None] | None = None, transform: Transform | None = None,
               report: bool = True, group_size: int | None = None, allow_failures: bool = False,
-              written: bool = False) -> ReproduceResult:
+              written: bool = False, teacher_weights: str | Path | None = None) -> ReproduceResult:
     """Run an experiment's studies and write its table in the paper's layout (``report``: also each study's
     report and figures; ``group_size``: instead of each study's, 1 trains every student on its own; ``written``:
-    the text's rules where the released code differs).  When runs fail the table of the others is still written,
+    the text's rules where the released code differs; ``teacher_weights``: a folder of published teachers, see
+    :mod:`kdlab.reproduce.published_teachers`).  When runs fail the table of the others is still written,
     then :class:`~kdlab.core.errors.StudyFailedError` is raised, unless ``allow_failures`` (``failed`` lists them)."""
     from kdlab.analysis.study_command import run_study
 
     log = log or kdlog.info
     exp = get_experiment(exp_id)
-    configs = part_configs(exp, overrides, root, transform, written)
+    used = Used()
+    configs = part_configs(exp, overrides, root, transform, written, teacher_weights, used)
+    if used.statement():
+        log(used.statement())
     out = Path(root) / (exp.id.replace("/", "-") + (WRITTEN if written else ""))
     results: dict[str, PartResult] = {}
     failed: list[str] = []
@@ -211,7 +253,7 @@ def reproduce(exp_id: str, overrides: list[str] = (), workers: int = 1, launcher
         log(f"{exp.id}: a figure; see the report of each study: "
             + ", ".join(str(Path(c.out_dir) / "report.html") for c in configs))
         return result if allow_failures else check_reproduced(result)
-    note = "\n\n".join(statements(exp, configs, written))  # planned once for both tables
+    note = "\n\n".join(statements(exp, configs, written) + ([used.statement()] if used.statement() else []))
     last = render(exp, results, written=written, note=note)
     best = render(exp, results, best=True, written=written, note=note)
     same = [[str(c) for c in r] for r in last.rows] == [[str(c) for c in r] for r in best.rows]

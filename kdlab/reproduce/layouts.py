@@ -72,8 +72,13 @@ class PartResult:
         key, t_arch, _ = self.pair(paper_pair)
         teacher = self.labels.get(teacher, teacher)
         own = self._by_seed(metric, {"kind": "teacher", "arch": t_arch, "teacher_label": teacher, "pair": key})
-        return own or self._by_seed(metric, {"kind": "teacher", "arch": t_arch, "teacher_label": teacher,
-                                             "pair": None})
+        own = own or self._by_seed(metric, {"kind": "teacher", "arch": t_arch, "teacher_label": teacher,
+                                            "pair": None})
+        pub = self.config.teacher.published
+        if own or metric != "top1" or pub is None or pub.label != teacher:
+            return own
+        # a published teacher has no run: each of its students measured it (teacher_top1, the same file)
+        return self._by_seed("teacher_top1", {"kind": "student", "pair": key, "teacher_label": teacher})
 
 
 def stat(values: dict[int, float] | Iterable[float], digits: int = 2, scale: float = 1.0) -> Stat:

@@ -64,6 +64,10 @@ def diagnose(model: nn.Module, data: DataBundle, device: torch.device, batch_siz
     """All reported measures of ``model`` (and of its relation to ``teacher``, and the teacher's own); also
     returns the test logits.
 
+    Temperature scaling (``nll_ts``, ``ece_ts``, ``temperature``) fits the temperature on the held-out split
+    (``holdout``) when the data have one, else on the validation split (``data.val_fraction``); with neither
+    it is not measured.
+
     ``test``: the model's test logits and embeddings if already predicted (the training loop's last evaluation),
     so the test set is not run through the model again; ``teacher_test``: the teacher's
     :func:`teacher_predictions` if already made (a group of students of one teacher makes them once)."""
@@ -80,9 +84,10 @@ def diagnose(model: nn.Module, data: DataBundle, device: torch.device, batch_siz
     if "p_star" in data.train.extras:
         splits["train"] = predict(model, loader("train"))
     out.update(pstar_metrics(splits, data))
-    if data.holdout is not None:
-        held = predict(model, loader("holdout"))
-        out.update(calibration_metrics(logits, data.test.y, fit_temperature(held, data.holdout.y)))
+    fit_on = "holdout" if data.holdout is not None else "val" if data.val is not None else None
+    if fit_on is not None:  # the temperature is fitted on data the model did not train on, never on the test split
+        held = predict(model, loader(fit_on))
+        out.update(calibration_metrics(logits, data.test.y, fit_temperature(held, getattr(data, fit_on).y)))
     if teacher is not None:
         if teacher_test is None:
             teacher_test = teacher_predictions(teacher, data, device, batch_size, num_workers)

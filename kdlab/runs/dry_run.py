@@ -82,6 +82,7 @@ def teacher(config: Any, overrides: list[str] = (), dry_run: bool = False, resum
 def student(config: Any, overrides: list[str] = (), dry_run: bool = False, resume: bool = False,
             overwrite: bool = False) -> str:
     from kdlab.core.errors import CheckpointError
+    from kdlab.models.hub import is_hub_location
     from kdlab.runs.resolve import resolve_checkpoint, resolve_student_run
 
     run = resolve_student_run(config, overrides)
@@ -93,10 +94,15 @@ def student(config: Any, overrides: list[str] = (), dry_run: bool = False, resum
     if run.wants_teacher:
         if ref.path is not None:
             extra.append(f"teacher checkpoint: {resolve_checkpoint(ref)}")
+        elif ref.library():
+            extra.append(f"teacher: {ref.model.name} with the library's weights (pretrained: "
+                         f"{ref.model.get('pretrained')}; a dry run fetches nothing)")
+        elif is_hub_location(ref.weights):
+            extra.append(f"teacher weights: {ref.weights} (the Hugging Face cache; a dry run fetches nothing)")
         elif not Path(ref.weights).is_file():
             raise CheckpointError(f"teacher.weights: file {ref.weights} not found")
         else:
-            extra.append(f"teacher weights: {ref.weights}")
+            extra.append(f"teacher weights: {ref.weights} (format: {ref.weights_format})")
     return config_text(run.plain, single_run_notes("student", run.run_dir, run.plain, resume, overwrite, extra))
 
 

@@ -26,10 +26,9 @@ from kdlab.runs.resolve import checkpoint_model, load_teacher, resolve_checkpoin
 
 
 def trained_points(data: DataBundle, holdout: float) -> Split | DatasetSplit:
-    """The training points of a run on ``data`` with ``holdout``, read the way the test split is (no random
-    augmentation).  The run's hold-out (it depends on the labels only) is taken out of the evaluation view, rather
-    than the view made of the training split the hold-out leaves: that subset of a file data set can no longer be
-    given the test transform."""
+    """The training points of a run on ``data`` (its validation split already set aside, see
+    :func:`~kdlab.data.load_dataset`) with ``holdout``, read the way the test split is (no random augmentation).
+    The run's hold-out (it depends on the labels only) is taken out of the evaluation view."""
     return hold_out(replace(data, train=evaluation_view(data.train, data.test)), holdout).train
 
 
@@ -50,7 +49,8 @@ def train_true_label_prob(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.nd
         raise CheckpointError(f"{path} does not record its data set; cannot rebuild its training points")
     cfg = load_config(EvalConfig, {"path": str(run_dir), "data": ck_cfg["data"],
                                    "holdout": ck_cfg.get("holdout", 0.0)})
-    full = load_dataset(cfg.data)
+    seed = ck_cfg.get("seed", 0)
+    full = load_dataset(cfg.data, seed=seed)  # without its validation split, which the run did not train on
     train = trained_points(full, cfg.holdout)
     device = resolve_device("auto")
     model, _ = checkpoint_model(path, full, device, role="evaluated")
@@ -58,7 +58,9 @@ def train_true_label_prob(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.nd
     logits = predict(model, full.eval_loader(train, batch, device))
     labels = train.y.cpu().long()
     p_true = torch.softmax(logits.double(), 1).gather(1, labels[:, None]).flatten().numpy()
-    points = json.dumps({"data": cfg.data.model_dump(), "holdout": cfg.holdout}, sort_keys=True)
+    # the validation split is drawn from the seed: then the seed says which points the run trained on too
+    points = json.dumps({"data": cfg.data.model_dump(), "holdout": cfg.holdout,
+                         **({"seed": seed} if cfg.data.val_fraction else {})}, sort_keys=True)
     buf = io.BytesIO()
     np.savez(buf, p_true=p_true, labels=labels.numpy(), points=np.array(points))
     atomic_write_bytes(cache, buf.getvalue())  # a concurrent report sees no file or the whole file
@@ -83,7 +85,7 @@ def evaluate(config: Any, overrides: list[str] = ()) -> dict[str, Any]:
         # held-out splits are nested (one seeded order per class): a larger one includes trained-on samples
         raise ConfigError(f"holdout: {holdout} is more than the {trained} this run held out of its training; the "
                           f"temperature would be fitted on samples the model trained on (use holdout <= {trained})")
-    data = load_dataset(data_spec, holdout)
+    data = load_dataset(data_spec, holdout, ck_cfg.get("seed", 0))  # the run's validation split, if it had one
     model, ck = checkpoint_model(path, data, device, role="evaluated")
     teacher = load_teacher(cfg.teacher, data, device)[0] if cfg.teacher is not None else None
     measures, _ = diagnose(model, data, device, cfg.batch_size, teacher)

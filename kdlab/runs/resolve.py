@@ -153,8 +153,9 @@ def checkpoint_model(path: Path, data: DataBundle | None, device: torch.device, 
             raise CheckpointError(f"{role} checkpoint {path} takes inputs of shape {tuple(spec['input_shape'])} "
                                   f"but data set {data.name!r} has {tuple(data.input_shape)}")
     params = dict(spec.get("params", {}))
-    if params.get("weights"):  # pretrained weights the model started from: the checkpoint's own state replaces them
-        params["weights"] = None
+    for key in ("weights", "pretrained"):  # weights the model started from: the checkpoint's own state replaces them
+        if params.get(key):
+            params[key] = None
     try:
         model = build_model(spec["name"], params, spec["num_classes"], tuple(spec["input_shape"]))
     except ConfigError as e:
@@ -175,6 +176,10 @@ def load_teacher(ref: TeacherRef, data: DataBundle, device: torch.device) -> tup
     if ref.weights is not None:
         model, path = pretrained_teacher(ref, data), Path(ref.weights)
         model.to(device).eval()
+    elif ref.library():  # the adapter loads the library's released weights as it builds the model
+        model = build_model(ref.model.name, ref.model.params, data.num_classes, data.input_shape, key="teacher.model")
+        path = Path(f"{ref.model.name}:{ref.model.get('arch') or ''}:pretrained={ref.model.get('pretrained')}")
+        model.to(device).eval()
     else:
         path = resolve_checkpoint(ref)
         model, _ = checkpoint_model(path, data, device, role="teacher")
@@ -184,10 +189,11 @@ def load_teacher(ref: TeacherRef, data: DataBundle, device: torch.device) -> tup
 
 def pretrained_teacher(ref: TeacherRef, data: DataBundle) -> nn.Module:
     """A teacher kdlab did not train: ``ref.model`` built for ``data``, its weights from the file ``ref.weights``
-    (in the key names of the model's own code, or kdlab's)."""
+    (in the key names of the model's own code, kdlab's, or those of another distillation code: ``weights_format``)."""
     from kdlab.models.native import load_pretrained
 
     model = build_model(ref.model.name, ref.model.params, data.num_classes, data.input_shape, key="teacher.model")
     detail = ref.model.get("arch") or ref.model.get("target")
-    load_pretrained(model, ref.weights, f"teacher {ref.model.name}" + (f" {detail!r}" if detail else ""))
+    load_pretrained(model, ref.weights, f"teacher {ref.model.name}" + (f" {detail!r}" if detail else ""),
+                    ref.weights_format)
     return model

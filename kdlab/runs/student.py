@@ -109,7 +109,7 @@ def _distill_runs(runs: list[StudentRun], resume: bool, hooks) -> list[RunResult
     todo = [i for i in each(list(range(len(runs))), finished) if results[i] is None]
     if not todo:
         return results
-    data = load_dataset(first.data, first.holdout)
+    data = load_dataset(first.data, first.holdout, first.seed)
     teacher = teacher_path = None
     if any(runs[i].wants_teacher for i in todo):
         teacher, teacher_path = load_teacher(first.teacher, data, device)

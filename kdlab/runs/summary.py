@@ -11,7 +11,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from kdlab.core.errors import KdlabError
+from kdlab.core.checkpoint import checkpoint_file, load_metadata
+from kdlab.core.errors import CheckpointError, KdlabError
 from kdlab.data import DataBundle
 from kdlab.engine.trainer import FitResult
 from kdlab.models import count_parameters
@@ -36,11 +37,18 @@ class RunSummary:
     top5: float | None = _key("test top-5 %", column=True, printed=True)
     nll: float | None = _key("test negative log-likelihood", column=True, printed=True)
     ece: float | None = _key("test expected calibration error", column=True, printed=True)
-    nll_ts: float | None = _key("test NLL after temperature scaling on the held-out split", column=True)
+    nll_ts: float | None = _key("test NLL after temperature scaling, the temperature fitted on the held-out split "
+                                "(holdout), or on the validation split (data.val_fraction) without one", column=True)
     ece_ts: float | None = _key("test ECE after temperature scaling", column=True)
     temperature: float | None = _key("the fitted temperature", column=True)
-    best_top1: float | None = _key("the best test top-1 % of any epoch", column=True, printed=True)
-    best_epoch: int | None = _key("the epoch of best_top1", column=True)
+    best_top1: float | None = _key("test top-1 % at best_epoch (reported, not selected on, when selected_on is val)",
+                                   column=True, printed=True)
+    best_epoch: int | None = _key("the selected epoch (best.pt): the highest top-1 on the selected_on split",
+                                  column=True)
+    val_top1: float | None = _key("validation top-1 % of the final model (data.val_fraction)", column=True,
+                                  printed=True)
+    selected_on: str | None = _key("the split best_epoch was chosen on: val (with data.val_fraction) or test",
+                                   column=True)
     teacher_top1: float | None = _key("the teacher's test top-1 %", column=True, printed=True)
     teacher_nll: float | None = _key("the teacher's test NLL", column=True)
     teacher_ece: float | None = _key("the teacher's test ECE", column=True)
@@ -57,6 +65,8 @@ class RunSummary:
     method: str | None = _key("the method's name")
     group_size: int | None = _key("students trained together with it", timing=True)
     teacher_path: str | None = _key("the teacher checkpoint it was distilled from")
+    teacher_selected_on: str | None = _key("the split that chose the teacher checkpoint when it is its run's best "
+                                           "epoch (teacher.checkpoint: best): val or test")
 
     @classmethod
     def keys(cls, flag: str) -> list[str]:
@@ -89,9 +99,25 @@ def run_summary(kind: str, cfg: Any, net: nn.Module, fitres: FitResult, data: Da
     logits."""
     measures, logits = diagnose(net, data, device, cfg.train.eval_batch_size, teacher, cfg.train.num_workers,
                                 test=(fitres.test_logits, fitres.test_embeddings), teacher_test=teacher_test)
+    final = fitres.history[-1] if fitres.history else {}
     summary = RunSummary.from_dict({
         "kind": kind, "dataset": cfg.data.name, "seed": cfg.seed, "epochs": cfg.train.epochs,
         **measures, "best_top1": fitres.best["test_top1"], "best_epoch": fitres.best["epoch"],
-        "params": count_parameters(net), "train_time": round(fitres.train_time, 3), **more,
+        "val_top1": final.get("val_top1"), "selected_on": fitres.best.get("selected_on", "test"),
+        "params": count_parameters(net), "train_time": round(fitres.train_time, 3),
+        "teacher_selected_on": checkpoint_selected_on(more.get("teacher_path")), **more,
     })
     return summary.to_dict(), logits
+
+
+def checkpoint_selected_on(path: str | Path | None) -> str | None:
+    """For a run's ``best.pt``, the split its epoch was chosen on (``val`` or ``test``; a checkpoint written
+    before kdlab recorded it: ``test``); None for any other file (a last or epoch checkpoint is chosen by its
+    epoch, a weights file by whoever made it)."""
+    if path is None or Path(path).name != checkpoint_file(Path(), "best").name:
+        return None
+    try:
+        best = load_metadata(path).get("best")
+    except CheckpointError:
+        return None
+    return best.get("selected_on", "test") if isinstance(best, dict) else None

@@ -46,7 +46,7 @@ def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, 
     if done is not None:
         return RunResult(run_dir, done, reused=True)
     # build everything before touching the run folder: a run that cannot start leaves nothing behind
-    data = load_dataset(cfg.data, cfg.holdout)
+    data = load_dataset(cfg.data, cfg.holdout, cfg.seed)
     seed_everything(cfg.seed)
     model = build_model(cfg.model.name, cfg.model.params, data.num_classes, data.input_shape)
     objective = build_teacher_objective(cfg.method, model, data, run_dir, cfg.train.epochs,

@@ -31,6 +31,7 @@ from kdlab.core.errors import ConfigError
 from kdlab.core.registry import MODELS
 from kdlab.methods import needs_teacher
 from kdlab.methods.protocols import apply_protocol, teacher_kind
+from kdlab.models.hub import is_hub_location
 
 
 @dataclass
@@ -134,8 +135,8 @@ def _plan_data_sweep(cfg: StudyConfig, sweep) -> list[PlannedRun]:
     plan: list[PlannedRun] = []
     for v in sweep.values:
         params = entry.validate({**cfg.data.params, sweep.param: v}).model_dump(mode="json")
-        update = {"data": Component(name=cfg.data.name, params=params), "sweeps": [],
-                  "runs_dir": str(out / slug(f"{sweep.param}={v}"))}
+        update = {"data": Component(name=cfg.data.name, params=params, val_fraction=cfg.data.val_fraction),
+                  "sweeps": [], "runs_dir": str(out / slug(f"{sweep.param}={v}"))}
         if sweep.same_steps:
             factor = max(sweep.values) / v
             update |= {"teacher": _longer(cfg.teacher, factor), "student": _longer(cfg.student, factor)}
@@ -177,6 +178,41 @@ def _check_labels(pairs: list[PairConfig]) -> None:
         if named.setdefault(pair_label(p), models) != models:
             raise ConfigError(f"pairs: two different pairs are both named {pair_label(p)!r}; give them different "
                               "labels")
+
+
+def _published_files(cfg: StudyConfig, pairs: list[PairConfig], teachers: dict[str, Any]) -> dict[str, str]:
+    """teacher.published checked against the study: its label is a standard teacher of the study, each file's key
+    names a teacher architecture of the pairs, and the file exists; returns architecture label -> file."""
+    pub = cfg.teacher.published
+    if pub is None:
+        return {}
+    if pub.label not in teachers or teachers[pub.label]["name"] != "standard":
+        raise ConfigError(f"teacher.published.label: {pub.label!r} is not a standard teacher label of "
+                          f"teacher.methods ({', '.join(teachers) or 'none'})")
+    if cfg.student.teacher_checkpoint != "last":
+        raise ConfigError(f"student.teacher_checkpoint: {cfg.student.teacher_checkpoint!r} names a checkpoint of a "
+                          "trained teacher; a published teacher (teacher.published) is its weights file")
+    for label, spec in teachers.items():
+        if spec.get("pretrained") == pub.label:
+            raise ConfigError(f"teacher.methods.{label}.pretrained: {pub.label!r} is a published weights file here; "
+                              "give that file's run folder or train the label")
+    archs = {}
+    for p in pairs:
+        archs[arch_label(p.teacher)] = arch_label(p.teacher)
+        archs.setdefault(p.teacher.name, arch_label(p.teacher))
+    out = {}
+    for key, file in pub.weights.items():
+        if key not in archs:
+            raise ConfigError(f"teacher.published.weights.{key}: not a teacher architecture of the study's pairs "
+                              f"({', '.join(sorted(set(archs.values())))})")
+        if is_hub_location(file):
+            out[archs[key]] = file
+            continue
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"teacher.published.weights.{key}: file {path} not found")
+        out[archs[key]] = str(path.resolve())
+    return out
 
 
 def _longer(role, factor: float):
@@ -254,11 +290,19 @@ def _plan(cfg: StudyConfig) -> list[PlannedRun]:
         """Whether the pair has teacher label ``tlabel`` (a sweep variant goes with its base label)."""
         return pair.teacher_methods is None or t_info.get(tlabel, {}).get("base", tlabel) in pair.teacher_methods
 
+    published = _published_files(cfg, pairs, teachers)
+
+    def published_file(pair: PairConfig, tlabel: str) -> str | None:
+        """The published weights file standing for the pair's teacher of label ``tlabel`` (None: trained here)."""
+        if cfg.teacher.published is None or tlabel != cfg.teacher.published.label:
+            return None
+        return published.get(arch_label(pair.teacher))
+
     teacher_runs: dict[tuple[str, str, int], PlannedRun] = {}
     for pair in pairs:
         t_arch, s_arch = arch_label(pair.teacher), arch_label(pair.student)
         for tlabel, tspec in teachers.items():
-            if not trains(pair, tlabel):
+            if not trains(pair, tlabel) or published_file(pair, tlabel) is not None:
                 continue
             spec = dict(tspec)
             if "student" in spec and spec["student"] is None:
@@ -285,27 +329,38 @@ def _plan(cfg: StudyConfig) -> list[PlannedRun]:
         def t_run_of(tlabel: str, seed: int, t_arch=t_arch, s_arch=s_arch) -> PlannedRun:
             return teacher_runs[(t_arch, teacher_key(tlabel, s_arch), seed)]
 
+        def teacher_of(tlabel: str, seed: int, checkpoint: str, pair=pair) -> tuple[dict[str, Any], list[Path]]:
+            """A student's teacher config and the runs it waits for: a teacher run of the study, or a published
+            weights file (nothing to wait for)."""
+            file = published_file(pair, tlabel)
+            if file is not None:
+                return {"model": pair.teacher.without_label(), "weights": file,
+                        "weights_format": cfg.teacher.published.weights_format}, []
+            t_run = t_run_of(tlabel, seed)
+            return {"path": str(t_run.run_dir), "checkpoint": checkpoint}, [t_run.run_dir]
+
         if pair.assistant is not None:  # TAKD: the students' teacher is an assistant distilled from the teacher
             a_arch = arch_label(pair.assistant)
             assistants: dict[tuple[str, int], PlannedRun] = {}
             for tlabel in [t for t in teachers if trains(pair, t)]:
                 for seed in cfg.seeds:
-                    t_run = t_run_of(tlabel, seed)
+                    a_teacher, a_needs = teacher_of(tlabel, seed, cfg.student.teacher_checkpoint)
                     d = out / "assistants" / f"{slug(t_arch)}--{slug(a_arch)}" / tlabel / f"seed{seed}"
                     a_spec = apply_protocol(cfg.student.protocol, dict(pair.assistant_method.raw or
                                                                         pair.assistant_method.model_dump()),
                                             teacher_kind(teachers[tlabel]["name"]))
                     c = role_cfg(cfg.student, seed, d) | protocol_of(a_spec) | {
-                        "student": pair.assistant.without_label(), "method": a_spec,
-                        "teacher": {"path": str(t_run.run_dir), "checkpoint": cfg.student.teacher_checkpoint}}
-                    run = PlannedRun("assistant", pair_key, a_arch, tlabel, "assistant", seed, d, c,
-                                     [t_run.run_dir])
+                        "student": pair.assistant.without_label(), "method": a_spec, "teacher": a_teacher}
+                    run = PlannedRun("assistant", pair_key, a_arch, tlabel, "assistant", seed, d, c, a_needs)
                     add(run)
                     assistants[(tlabel, seed)] = run
 
-            source_of = lambda tlabel, seed, a=assistants: a[(tlabel, seed)]  # noqa: E731
+            def source_of(tlabel: str, seed: int, a=assistants) -> tuple[dict[str, Any], list[Path]]:
+                run = a[(tlabel, seed)]
+                return {"path": str(run.run_dir), "checkpoint": cfg.student.teacher_checkpoint}, [run.run_dir]
         else:
-            source_of = t_run_of
+            def source_of(tlabel: str, seed: int, of=teacher_of) -> tuple[dict[str, Any], list[Path]]:
+                return of(tlabel, seed, cfg.student.teacher_checkpoint)
         for mlabel, mspec in students.items():
             base = {"student": pair.student.without_label(), "method": mspec}
             if not needs_teacher(mspec["name"]):
@@ -320,17 +375,19 @@ def _plan(cfg: StudyConfig) -> list[PlannedRun]:
                 spec = distill_spec(mlabel, tlabel) if pair.assistant is None else \
                     apply_protocol(cfg.student.protocol, mspec, "standard")
                 for seed in cfg.seeds:
-                    t_run = source_of(tlabel, seed)
+                    teacher, needs = source_of(tlabel, seed)
                     d = out / "students" / pair_key / tlabel / mlabel / f"seed{seed}"
-                    teacher = {"path": str(t_run.run_dir), "checkpoint": cfg.student.teacher_checkpoint}
                     c = role_cfg(cfg.student, seed, d, pair.student_lr,
                                  s_info.get(mlabel, {}).get("base", mlabel)) | base | protocol_of(spec) | {
                         "method": spec, "teacher": teacher}
-                    add(PlannedRun("student", pair_key, s_arch, tlabel, mlabel, seed, d, c, [t_run.run_dir],
+                    add(PlannedRun("student", pair_key, s_arch, tlabel, mlabel, seed, d, c, needs,
                                    info=s_info.get(mlabel, {})))
         if cfg.trajectory is not None:
             tr = cfg.trajectory
             for tlabel in [t for t in tr.teachers or list(cfg.teacher.methods) if trains(pair, t)]:
+                if published_file(pair, tlabel) is not None:
+                    raise ConfigError(f"trajectory: teacher label {tlabel!r} is a published weights file, which has "
+                                      "no checkpoints along training; leave it out of trajectory.teachers")
                 mspec = distill_spec(tr.method, tlabel)
                 last_epoch = t_run_of(tlabel, cfg.seeds[0]).config["train"]["epochs"]
                 for epoch in range(tr.every, last_epoch + 1, tr.every):

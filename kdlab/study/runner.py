@@ -34,7 +34,7 @@ def check_buildable(plan: list[PlannedRun]) -> None:
             continue
         seen.add(key)
         cfg = load_config(TeacherRunConfig, run.config)
-        data = load_dataset(cfg.data, cfg.holdout)
+        data = load_dataset(cfg.data, cfg.holdout, cfg.seed)
         model = build_model(cfg.model.name, cfg.model.params, data.num_classes, data.input_shape)
         try:
             build_teacher_objective(cfg.method, model, data, None, cfg.train.epochs)

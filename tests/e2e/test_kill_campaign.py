@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from processes import SLOW_NET, alive, descendants, kill_all, wait_for
 
 from free_port import free_port
 from kdlab.core.checkpoint import load_weights
 from kdlab.runs.summary import RunSummary
+from processes import SLOW_NET, alive, descendants, kill_all, wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table in /proc")]

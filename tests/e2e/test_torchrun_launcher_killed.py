@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from processes import SLOW_NET, alive, descendants, kill_all, wait_for
 
 from free_port import free_port
+from processes import SLOW_NET, alive, descendants, kill_all, wait_for
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table in /proc")
 
