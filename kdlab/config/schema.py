@@ -171,7 +171,37 @@ HOLDOUT = Field(0.0, ge=0, lt=1, description="fraction of the training data held
                 "is fitted on the validation split of data.val_fraction, if any)")
 
 
-class TeacherRunConfig(Strict):
+#: the key names a weights file may use (kdlab.models.foreign maps the foreign ones onto kdlab's models)
+WeightsFormat = Literal["auto", "repdistiller", "mdistiller", "torchdistill", "kdlab", "plain"]
+
+
+class InitWeights(Strict):
+    """Weights a run's model starts from instead of its random initialisation (fine-tuning a published teacher, a
+    student from a pretrained one): any file ``teacher.weights`` reads, in any of its formats.  A resumed run
+    continues from its own checkpoint."""
+
+    weights: str = Field(description="weights file (torch.save or safetensors; a state dict or a RepDistiller / "
+                         "mdistiller / torchdistill checkpoint) or hf-hub:ORG/REPO/FILE[@REV]; {seed} stands for "
+                         "the run's seed")
+    weights_format: WeightsFormat = Field("auto", description="the file's key names, as teacher.weights_format")
+
+
+class _Initialisable(Strict):
+    """A run config with an optional ``init`` (left out of the saved config when not given, so that run folders
+    written before the key existed keep their settings)."""
+
+    init: InitWeights | None = Field(None, description="weights the model starts from (default: its random "
+                                     "initialisation)")
+
+    @model_serializer(mode="wrap")
+    def _init_when_given(self, handler):
+        out = handler(self)
+        if out.get("init") is None:
+            out.pop("init", None)
+        return out
+
+
+class TeacherRunConfig(_Initialisable):
     """``kdlab train-teacher``: train one teacher."""
 
     seed: int = Field(0, description="seeds initialisation, data order and augmentation",
@@ -211,10 +241,6 @@ def check_l2(method: Component, optim: OptimConfig, where: str) -> None:
 def _key_error(subloc: tuple[str, ...], msg: str) -> None:
     """Fail validation at a key below the current model (a plain ValueError would point at the model itself)."""
     raise PydanticCustomError("kdlab_component", "{msg}", {"msg": msg, "subloc": subloc})
-
-
-#: the key names a weights file may use (kdlab.models.foreign maps the foreign ones onto kdlab's models)
-WeightsFormat = Literal["auto", "repdistiller", "mdistiller", "torchdistill", "kdlab", "plain"]
 
 
 class TeacherRef(Strict):
@@ -276,7 +302,7 @@ class TeacherRef(Strict):
         return {k: v for k, v in out.items() if k not in drop}
 
 
-class DistillRunConfig(Strict):
+class DistillRunConfig(_Initialisable):
     """``kdlab distill``: train a student, with a teacher unless the method is ``none``."""
 
     seed: int = Field(0, description="seeds initialisation, data order and augmentation",

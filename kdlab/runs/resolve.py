@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from kdlab.config import DistillRunConfig, TeacherRef, TeacherRunConfig, load_config
-from kdlab.config.schema import TrainConfig, flagged_keys
+from kdlab.config.schema import InitWeights, TrainConfig, flagged_keys
 from kdlab.core.checkpoint import checkpoint_names, epoch_checkpoint_files, load_metadata, load_weights
 from kdlab.core.errors import CheckpointError, ConfigError
 from kdlab.data import DataBundle
@@ -38,8 +38,25 @@ def resolve_teacher_run(config: Any, overrides: list[str] = ()) -> TeacherRun:
     cfg = load_config(TeacherRunConfig, config, overrides)
     out_dir = with_seed(cfg.out_dir, cfg.seed) or default_out_dir("teacher", cfg.model.name, cfg.method.name,
                                                                     cfg.seed)
-    cfg = cfg.model_copy(update={"out_dir": out_dir})
+    cfg = cfg.model_copy(update={"out_dir": out_dir, "init": _init_of(cfg)})
     return TeacherRun(cfg, Path(out_dir), cfg.model_dump(mode="json"))
+
+
+def _init_of(cfg: TeacherRunConfig | DistillRunConfig) -> InitWeights | None:
+    """The run's ``init`` with its ``{seed}`` filled in."""
+    if cfg.init is None:
+        return None
+    return cfg.init.model_copy(update={"weights": with_seed(cfg.init.weights, cfg.seed)})
+
+
+def load_init(model: nn.Module, cfg: TeacherRunConfig | DistillRunConfig, role: str) -> None:
+    """Start ``model`` from the run's ``init`` weights, if it has any (before its objective is built: methods that
+    copy the model's layers copy these)."""
+    if cfg.init is not None:
+        from kdlab.models.native import load_pretrained
+
+        load_pretrained(model, cfg.init.weights, f"init.weights ({role} {cfg.init.weights})",
+                        cfg.init.weights_format)
 
 
 @dataclass
@@ -77,7 +94,7 @@ def resolve_student_run(config: Any, overrides: list[str] = ()) -> StudentRun:
                           "state dict")
     out_dir = with_seed(cfg.out_dir, cfg.seed) or default_out_dir("student", cfg.student.name, cfg.method.name,
                                                                     cfg.seed)
-    update: dict[str, Any] = {"out_dir": out_dir}
+    update: dict[str, Any] = {"out_dir": out_dir, "init": _init_of(cfg)}
     if cfg.teacher is not None:  # the student of seed k learns from the teacher of seed k
         update["teacher"] = cfg.teacher.model_copy(update={"path": with_seed(cfg.teacher.path, cfg.seed),
                                                            "weights": with_seed(cfg.teacher.weights, cfg.seed)})

@@ -39,6 +39,7 @@ from kdlab.runs.folder import (
 from kdlab.runs.resolve import (
     StudentRun,
     group_key,
+    load_init,
     load_teacher,
     resolve_student_run,
     teacher_checkpoints,
@@ -122,6 +123,7 @@ def _distill_runs(runs: list[StudentRun], resume: bool, hooks) -> list[RunResult
         seed_everything(r.cfg.seed)
         student = build_model(r.cfg.student.name, r.cfg.student.params, data.num_classes, data.input_shape,
                               key="student")
+        load_init(student, r.cfg, "student")
         t = teacher if r.wants_teacher else None
         t_path = run_checkpoint if t is not None else None
         objective = build_distill_objective(

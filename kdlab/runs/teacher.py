@@ -25,7 +25,7 @@ from kdlab.runs.folder import (
     remove_run,
     save_predictions,
 )
-from kdlab.runs.resolve import resolve_checkpoint, resolve_teacher_run
+from kdlab.runs.resolve import load_init, resolve_checkpoint, resolve_teacher_run
 from kdlab.runs.reuse import check_and_init, check_run_dir, vouch
 from kdlab.runs.summary import RunResult, run_summary
 
@@ -49,6 +49,7 @@ def train_teacher(config: Any, overrides: list[str] = (), resume: bool = False, 
     data = load_dataset(cfg.data, cfg.holdout, cfg.seed)
     seed_everything(cfg.seed)
     model = build_model(cfg.model.name, cfg.model.params, data.num_classes, data.input_shape)
+    load_init(model, cfg, "teacher")
     objective = build_teacher_objective(cfg.method, model, data, run_dir, cfg.train.epochs,
                                         checkpoint_file=resolve_checkpoint)
     with exclusive(run_dir):

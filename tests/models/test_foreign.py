@@ -24,7 +24,7 @@ from kdlab.data import load_dataset
 from kdlab.models import build_model
 from kdlab.models.foreign import FOREIGN_FORMATS, WEIGHTS_FORMATS, convert, key_map
 from kdlab.models.native import load_pretrained
-from kdlab.runs.resolve import load_teacher
+from kdlab.runs.resolve import load_init, load_teacher, resolve_student_run
 
 FIXTURE = Path(__file__).parent / "foreign_fixtures" / "cifar_zoo.json"
 NUM_CLASSES = 100
@@ -176,6 +176,21 @@ def test_a_teacher_from_a_reference_checkpoint_computes_the_reference_logits(fmt
     expected = torch.tensor(FIX["logits"][fmt][arch])
     with torch.no_grad():
         got = teacher(sample_input())
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5), float((got - expected).abs().max())
+
+
+@pytest.mark.parametrize("fmt", ["repdistiller", "torchdistill"])
+def test_a_student_initialised_from_a_reference_checkpoint_computes_the_reference_logits(fmt, tmp_path):
+    """``init: {weights: FILE}``: the run's own model starts from the file (fine-tuning a published teacher, a
+    student from a pretrained one), through the same key maps."""
+    weights = write_checkpoint(fmt, fill(_keys(fmt, "resnet8")), tmp_path / "ckpt.pth")
+    run = resolve_student_run({"data": CIFAR_DATA, "student": "resnet8", "method": "none",
+                               "init": {"weights": str(weights)}, "out_dir": str(tmp_path / "s")})
+    student = _kdlab("resnet8")
+    load_init(student, run.cfg, "student")
+    with torch.no_grad():
+        got = student.eval()(sample_input())
+    expected = torch.tensor(FIX["logits"][fmt]["resnet8"])
     assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5), float((got - expected).abs().max())
 
 
