@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from typing import get_args
 
 import torch
 import torch.nn as nn
 
+from kdlab.config.schema import WeightsFormat
 from kdlab.models.mobilenetv2 import MobileNetV2Cifar
 from kdlab.models.resnet_cifar import CifarResNet
 from kdlab.models.shufflenet import ShuffleNetV1, ShuffleNetV2
@@ -39,7 +41,7 @@ from kdlab.models.vgg import VGG
 from kdlab.models.wrn import WideResNet
 
 FOREIGN_FORMATS = ("repdistiller", "mdistiller", "torchdistill")
-WEIGHTS_FORMATS = ("auto", *FOREIGN_FORMATS, "kdlab", "plain")
+WEIGHTS_FORMATS: tuple[str, ...] = get_args(WeightsFormat)  # the config's choices (weights_format)
 
 # a rule: a regular expression matched at the start of a key, and what replaces the matched part (a re template,
 # or a function of the match and the kdlab model; None: the key has no place in the model)
