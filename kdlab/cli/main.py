@@ -263,8 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, fn, help_: str, args_help: str, resume: bool = False,
-            preview: bool = False) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG)
+            preview: bool = False, examples: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+        epilog = ("examples:\n" + "".join(f"  {x}\n" for x in examples) + "\n" + EPILOG) if examples else EPILOG
+        sp = sub.add_parser(name, help=help_, description=help_, epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter if examples else
+                            argparse.HelpFormatter)
         sp.add_argument("args", nargs="*", metavar="ARG", help=args_help)
         if preview:
             sp.add_argument("--print-config", action="store_true", help="print the resolved config (every default "
@@ -318,11 +321,19 @@ def build_parser() -> argparse.ArgumentParser:
     rp_.add_argument("--no-group", action="store_true", help="as kdlab study")
     e = add("eval", cmd_eval, "evaluate a checkpoint on the test split",
             "RUN_DIR | CHECKPOINT.pt | EVAL.yaml [key=value ...] (e.g. checkpoint=best teacher.path=runs/t)",
-            preview=True)
+            preview=True, examples=(
+                "kdlab eval runs/student-resnet8-kd-s0                     # its last checkpoint on the test split",
+                "kdlab eval runs/student-resnet8-kd-s0 checkpoint=best --json",
+                "kdlab eval runs/s/checkpoints/epoch_010.pt teacher.path=runs/teacher-resnet8x4-s0   # + agreement",
+                "kdlab eval runs/t --dry-run                              # what it would read, nothing run"))
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ex = add("export", cmd_export, "write a run's model as a file that loads without kdlab (the user's own "
              "module's state dict for module-adapter runs, torchvision's keys for torchvision models)",
-             "RUN_DIR | CHECKPOINT.pt [checkpoint=last|best|epoch_XXX]")
+             "RUN_DIR | CHECKPOINT.pt [checkpoint=last|best|epoch_XXX]", examples=(
+                 "kdlab export runs/student-resnet8-kd-s0                   # -> RUN_DIR/export/last.pt (state dict)",
+                 "kdlab export runs/student-resnet8-kd-s0 checkpoint=best --format safetensors",
+                 "kdlab export runs/t --format onnx --out t.onnx           # traced, dynamic batch size",
+                 "kdlab export runs/t --format torchscript                 # torch.jit.trace, no Python class"))
     ex.add_argument("--format", choices=["state_dict", "torchscript", "onnx", "safetensors"], default="state_dict",
                     help="state_dict (torch.save; default), torchscript (traced), onnx (needs onnx and onnxscript) "
                     "or safetensors")

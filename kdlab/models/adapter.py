@@ -76,6 +76,7 @@ from pydantic import BaseModel
 from torch import Tensor
 
 from kdlab.core.errors import ConfigError
+from kdlab.core.log import logger
 from kdlab.core.registry import MODELS, hint
 from kdlab.models._weights import first_line, load_weights_file
 from kdlab.models.contract import ContractModel, Features
@@ -655,7 +656,10 @@ def torchvision_model(num_classes: int, in_channels: int, input_shape: tuple[int
                          "channels")
     net = tvm.get_model(arch, weights=None, num_classes=num_classes, **(kwargs or {}))
     is_resnet = isinstance(net, tvm.ResNet)
+    changes = [f"a {num_classes}-class head (stock: 1000)"] if num_classes != 1000 and not pretrained else []
     if is_resnet:
+        if in_channels != 3:
+            changes.append(f"a stem convolution for {in_channels}-channel images (stock: 3)")
         set_stem(net, in_channels, small_input=False)
     elif in_channels != 3:
         raise ValueError(f"torchvision's {arch} takes 3-channel images; the data have {in_channels} channels")
@@ -663,6 +667,8 @@ def torchvision_model(num_classes: int, in_channels: int, input_shape: tuple[int
         load_weights_file(net, weights, f"torchvision {arch}")
     if pretrained:
         net = torchvision_pretrained(net, arch, pretrained, dict(kwargs or {}), f"torchvision {arch}")
+    if changes:  # kdlab export writes these layers as they are here: the stock model would not load them
+        logger.info(f"torchvision {arch}: built with {' and '.join(changes)}")
     if is_resnet and stages is None:
         # its stage modules then hold the stem's and each layer's parameters (initialisation stages train them)
         return TorchvisionResNet(net)

@@ -35,6 +35,7 @@ from kdlab.config.schema import Strict
 from kdlab.core.checkpoint import atomic_write, atomic_write_bytes
 from kdlab.core.device import resolve_device
 from kdlab.core.errors import KdlabError
+from kdlab.core.log import logger
 from kdlab.models._weights import first_line
 from kdlab.models.native import native_module
 from kdlab.runs.folder import RunFolder
@@ -91,7 +92,34 @@ def export_model(run_or_checkpoint: str | os.PathLike, format: Format = "state_d
         raise ExportError(f"out: {target} is the checkpoint being exported; choose another file")
     sample = torch.randn(SAMPLE_BATCH, *ck["model"]["input_shape"], generator=torch.Generator().manual_seed(0))
     WRITERS[cfg.format](native, sample, target)
+    differ = stock_differences(native, ck["model"])
+    if differ:
+        logger.info(f"{target}: layers that differ from the stock torchvision model: {differ}")
     return target
+
+
+def stock_torchvision_arch(spec: dict) -> str | None:
+    """The torchvision architecture a model spec stands for (the torchvision adapter, ``imagenet_resnet*``)."""
+    if spec.get("name") == "torchvision":
+        return spec.get("params", {}).get("arch")
+    name = str(spec.get("name", ""))
+    return name.removeprefix("imagenet_") if name.startswith("imagenet_resnet") else None
+
+
+def stock_differences(native: nn.Module, spec: dict) -> str:
+    """The tensors of ``native`` whose shape is not the stock torchvision model's (another head, another stem), in
+    words; empty when it is the stock model or not a torchvision one."""
+    arch = stock_torchvision_arch(spec)
+    if arch is None:
+        return ""
+    from torchvision import models as tvm
+
+    stock = {k: tuple(v.shape) for k, v in tvm.get_model(arch, weights=None).state_dict().items()}
+    own = {k: tuple(v.shape) for k, v in native.state_dict().items()}
+    out = [f"{k} {list(own[k])} (stock {list(stock[k])})" for k in own if k in stock and own[k] != stock[k]]
+    out += [f"{k} (not in the stock model)" for k in own if k not in stock]
+    out += [f"{k} (missing)" for k in stock if k not in own]
+    return "; ".join(out)
 
 
 def _write_state_dict(model: nn.Module, _sample: torch.Tensor, target: Path) -> None:

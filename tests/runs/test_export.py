@@ -169,3 +169,18 @@ def test_a_trace_that_does_not_reproduce_the_model_is_refused(tmp_path):
     with pytest.raises(ExportError, match="does not reproduce"):
         _write_torchscript(Branchy().eval(), torch.randn(2, *SHAPE), tmp_path / "b.ts")
     assert not (tmp_path / "b.ts").exists()
+
+
+def test_export_names_the_layers_that_differ_from_the_stock_torchvision_model():
+    from kdlab.runs.export import stock_differences
+
+    for name, params in (("torchvision", {"arch": "resnet18"}), ("imagenet_resnet18", {})):
+        model = build_model(name, params, 10, (1, 32, 32))
+        said = stock_differences(native_module(model), {"name": name, "params": params})
+        parts = said.split("; ")
+        assert len(parts) == 3, said  # the stem convolution, the head's weight and bias
+        assert "conv1.weight [64, 1, 7, 7] (stock [64, 3, 7, 7])" in parts
+        assert "fc.weight [10, 512] (stock [1000, 512])" in parts and "fc.bias [10] (stock [1000])" in parts
+    stock = build_model("torchvision", {"arch": "resnet18"}, 1000, (3, 32, 32))
+    assert stock_differences(native_module(stock), {"name": "torchvision", "params": {"arch": "resnet18"}}) == ""
+    assert stock_differences(native_module(build_model("resnet8", {}, 10, (3, 32, 32))), {"name": "resnet8"}) == ""
