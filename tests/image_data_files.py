@@ -117,3 +117,45 @@ def make_image_folder(root: Path, wnids=("n02000000", "n01000000"), train_per_cl
             for i in range(n):
                 _jpeg(root / part / w / f"{w}_{i}.JPEG", _colour(k), size=size)
     return root
+
+
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    """An IDX file of unsigned bytes: 0, 0, type 0x08, ndim, then each dimension as a big-endian uint32."""
+    arr = np.asarray(arr, dtype=np.uint8)
+    return bytes([0, 0, 0x08, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
+
+
+def make_idx(folder: Path, n_train: int = 40, n_test: int = 20, gz: bool = False, seed: int = 0,
+             size: int = 28) -> dict:
+    """The four MNIST-layout IDX files in ``folder`` (gzipped when ``gz``), labels cycling 0..9 so every
+    class has n / 10 samples; returns the arrays written, {'train': (images, labels), 'test': ...}."""
+    import gzip
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        rng.shuffle(labels)
+        for name, arr in zip(IDX_FILES[split], (images, labels)):
+            data = idx_bytes(arr)
+            if gz:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+            else:
+                (folder / name).write_bytes(data)
+        written[split] = (images, labels)
+    return written
+
+
+def make_class_folders(root: Path, per_class: dict[str, int], size=(20, 12), fmt: str = "PNG") -> Path:
+    """``root/<class>/img_<i>.png``: solid images whose colour encodes the class, of ``size`` (w, h)."""
+    for k, (name, n) in enumerate(per_class.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.new("RGB", size, _colour(k)).save(root / name / f"img_{i}.{fmt.lower()}", fmt)
+    return root

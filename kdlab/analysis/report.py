@@ -27,7 +27,7 @@ from kdlab.analysis.figures import write_figures
 from kdlab.analysis.scaling import scaling_table
 from kdlab.analysis.tables import render_tables
 from kdlab.core.checkpoint import atomic_write_text
-from kdlab.study.records import RunRecord, StudyData, load_study
+from kdlab.study.records import RunRecord, StudyData, incomplete, load_study
 
 
 @dataclass
@@ -94,7 +94,7 @@ def sections(study: StudyData) -> list[Section]:
     (:data:`~kdlab.analysis.figure_names.SPECS`) with the tables printed below it; a figure's section whose
     tables function finds no data is left out."""
     recs = study.records
-    ranked = [(RESULTS_RANK, Section("Results", list(render_tables(study.config, recs))))]
+    ranked = [(RESULTS_RANK, Section("Results", list(render_tables(study.config, recs, study.unfinished))))]
     for spec in SPECS:
         tables = spec.tables_function()
         blocks = [] if tables is None else tables(recs)
@@ -110,9 +110,18 @@ def _summary_line(study: StudyData) -> str:
             f"`{study.study_dir}`.")
 
 
+def _incomplete_line(study: StudyData) -> str | None:
+    """The methods with planned runs that failed, were skipped or are missing, each with its first reason."""
+    said = incomplete([*study.records, *study.unfinished])
+    return f"**Incomplete**: {'; '.join(said)}." if said else None
+
+
 def report_document(study: StudyData, figures: dict[str, Path]) -> Document:
-    """The report's blocks: title, summary, then per section its heading, figure (if drawn) and tables."""
+    """The report's blocks: title, summary (and which methods are incomplete, and why), then per section its
+    heading, figure (if drawn) and tables."""
     doc = Document([Heading(study.config.name, 1), Paragraph(_summary_line(study))])
+    if (line := _incomplete_line(study)) is not None:
+        doc.add(Paragraph(line))
     for sec in sections(study):
         if sec.figure is not None and sec.figure not in figures and not sec.blocks:
             continue

@@ -1,11 +1,13 @@
 """``kdlab study``: plan the runs of a study, execute what is missing, write the tables and records.
 
 Outputs under ``out_dir``: ``study.yaml`` (the resolved config) and ``runs.json`` (every planned run's labels and
-folders, see :mod:`kdlab.study.records`), both written when the study starts; ``results.csv`` (one row per run:
-labels, the summary's metrics and the run folder relative to ``out_dir``), ``timings.csv`` (per run its
-``train_time`` and ``group_size``: how it was scheduled, which differs from one execution to the next, so that
-``results.csv`` repeats byte for byte), ``results.md`` (the tables), and the run folders (see
-:mod:`kdlab.study.plan`).
+folders, see :mod:`kdlab.study.records`), both written when the study starts; ``results.csv`` (one row per planned
+run: labels, the summary's metrics, the run folder relative to ``out_dir``, then ``status`` - finished, failed or
+skipped (its teacher failed) - and ``reason``, the error's first line; a run that did not finish has no metrics),
+``timings.csv`` (per finished run its ``train_time`` and ``group_size``: how it was scheduled, which differs from
+one execution to the next, so that ``results.csv`` repeats byte for byte), ``results.md`` (the tables, after a line
+naming the incomplete methods), ``failures.json`` (the runs that failed or were skipped, with why: what the report
+reads), and the run folders (see :mod:`kdlab.study.plan`).
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from kdlab.core.text import to_csv
 from kdlab.runs.summary import RunSummary
 from kdlab.study.execute import Outcome, execute
 from kdlab.study.plan import plan_study
-from kdlab.study.records import LABEL_COLUMNS, RunRecord, write_runs_file
-from kdlab.study.runner import changed_runs, check_buildable, check_same_study
+from kdlab.study.records import LABEL_COLUMNS, RunRecord, incomplete, write_failures_file, write_runs_file
+from kdlab.study.runner import build_problems, changed_runs, check_buildable, check_same_study
 
 METRIC_COLUMNS = [*RunSummary.keys("column"), "run_dir"]
+STATUS_COLUMNS = ["status", "reason"]  # finished | failed | skipped, and why a run did not finish
 STUDY_CONTINUES = "the finished runs are kept and running the same study again continues it"
 
 
@@ -45,6 +48,7 @@ class StudyResult:
     reused: int = 0
     failed: list[str] = field(default_factory=list)
     tables: Document = field(default_factory=Document)  # the tables themselves (``to_html()``, ``.tables``)
+    unfinished: list[RunRecord] = field(default_factory=list)  # planned runs that failed or were skipped, with why
 
 
 def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None] | None = None,
@@ -69,6 +73,8 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     out = Path(cfg.out_dir)
     plan = plan_study(cfg)
     check_buildable(plan)
+    for problem in build_problems(plan):  # once per cause; those runs fail (and are reported) when they start
+        log(f"problem: {problem.line()}")
     changed = changed_runs(plan)
     if changed:  # refuse before anything is trained or rewritten (study.yaml, results) under the old runs
         raise ConfigError(f"{len(changed)} run(s) in {out} were trained with other settings, e.g. {changed[0]}; "
@@ -106,21 +112,27 @@ def write_report_logged(out: Path, log: Callable[[str], None]) -> None:
 def write_results(cfg: StudyConfig, outcomes: list[Outcome], log: Callable[[str], None],
                   seconds: float = 0.0) -> StudyResult:
     out = Path(cfg.out_dir)
-    records = [RunRecord.from_run(o.run, o.summary) for o in outcomes if o.summary is not None]
+    every = [RunRecord.from_run(o.run, o.summary) if o.summary is not None else RunRecord.unfinished(o.run, o.error)
+             for o in outcomes]
+    records = [r for r in every if r.status == "finished"]
     failed = [f"{o.run.run_dir}: {o.error}" for o in outcomes if o.error]
-    tables = render_tables(cfg, records)
+    tables = render_tables(cfg, records, [r for r in every if r.status != "finished"])
     table = tables.to_markdown()
-    rows = [r.row(relative_to=out) for r in records]
-    atomic_write_text(out / "results.csv", to_csv(rows, LABEL_COLUMNS + METRIC_COLUMNS))
-    atomic_write_text(out / "timings.csv", to_csv(rows, LABEL_COLUMNS + TIMING_COLUMNS))
-    atomic_write_text(out / "results.md", f"# {cfg.name}\n\n{table}\n")
+    rows = [r.row(relative_to=out) for r in every]  # every planned run, failed ones with empty metrics
+    atomic_write_text(out / "results.csv", to_csv(rows, LABEL_COLUMNS + METRIC_COLUMNS + STATUS_COLUMNS))
+    atomic_write_text(out / "timings.csv", to_csv([r.row(relative_to=out) for r in records],
+                                                  LABEL_COLUMNS + TIMING_COLUMNS))
+    write_failures_file(every, out)
+    missing = incomplete(every)
+    top = f"**Incomplete**: {'; '.join(missing)}.\n\n" if missing else ""
+    atomic_write_text(out / "results.md", f"# {cfg.name}\n\n{top}{table}\n")
     ran = sum(1 for o in outcomes if o.summary is not None and not o.reused)
     reused = sum(1 for o in outcomes if o.reused)
     log(f"study {cfg.name}: {ran} runs trained, {reused} reused, {len(failed)} failed, {seconds:.0f}s; "
         f"results in {out}/results.md")
     for f in failed:
         log(f"  failed: {f}")
-    return StudyResult(out, records, table, ran, reused, failed, tables)
+    return StudyResult(out, records, table, ran, reused, failed, tables, [r for r in every if r.status != "finished"])
 
 
 def check_no_failures(result: StudyResult) -> None:

@@ -60,25 +60,61 @@ def _compared(records: list[RunRecord], teacher_labels: list[str], **match: Any)
     return [base] + [_stat(records, baseline=base, teacher_label=t, **match) for t in teacher_labels[1:]]
 
 
+class Failures:
+    """The planned runs that did not finish, for the cells they leave empty: such a cell says ``failed`` (or
+    ``skipped``, ``missing``) with a footnote number, and the table's note gives each footnote's reason."""
+
+    def __init__(self, unfinished: Iterable[RunRecord] = ()):
+        self.unfinished = list(unfinished)
+        self.reasons: list[str] = []
+
+    def cell(self, cell: Any, **match: Any) -> Any:
+        """``cell`` itself unless it holds no value and a matching run did not finish."""
+        if not isinstance(cell, Stat) or cell.n or cell.dropped:
+            return cell
+        run = next((r for r in self.unfinished if all(r.get(k) == v for k, v in match.items())), None)
+        if run is None:
+            return cell
+        reason = f"{run.what}: {run.status}: {run.reason}"
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        return f"{run.status} [{self.reasons.index(reason) + 1}]"
+
+    def note(self) -> str:
+        return " ".join(f"[{i}] {why}." for i, why in enumerate(self.reasons, start=1))
+
+
+def _with_note(note: str, failures: Failures) -> str:
+    return "\n\n".join(n for n in (note, failures.note()) if n)
+
+
 DIFFERENCE_NOTE = (f"{NOT_SIGNIFICANT}: not significant, the interval covers 0 (the seeds cannot tell the "
                    f"difference's sign); no interval from fewer than {MIN_PAIRS} paired seeds.")
 
 
 def distillation_table(records: list[RunRecord], pair: dict, teacher_labels: list[str], alone_labels: list[str],
-                       distill_labels: list[str]) -> Table:
+                       distill_labels: list[str], unfinished: Iterable[RunRecord] = ()) -> Table:
+    """``unfinished``: the planned runs that failed, were skipped or are missing: their empty cells say so."""
     t_recs = _teachers_of(records, pair)
     s_recs = [r for r in records if r.kind == "student"]
+    failures = Failures(unfinished)
     if not teacher_labels:  # a study of students trained alone
-        rows = [[f"Student {pair['student']} ({a})", _stat(s_recs, method_label=a, arch=pair["student"], pair=None)]
+        rows = [[f"Student {pair['student']} ({a})",
+                 failures.cell(_stat(s_recs, method_label=a, arch=pair["student"], pair=None), kind="student",
+                               method_label=a, arch=pair["student"], pair=None)]
                 for a in alone_labels]
         return Table(["", "top-1"], rows, title="Test top-1 % (mean ± std over seeds, n runs) of the students "
-                                               "trained alone")
-    rows: list[list] = [[f"Teacher {pair['teacher']}", *_compared(t_recs, teacher_labels)]]
+                                               "trained alone", note=failures.note())
+    teachers = _compared(t_recs, teacher_labels)
+    rows: list[list] = [[f"Teacher {pair['teacher']}",
+                         *(failures.cell(c, kind="teacher", arch=pair["teacher"], method_label=t)
+                           for c, t in zip(teachers, teacher_labels))]]
     if pair.get("assistant"):
         a_recs = [r for r in records if r.kind == "assistant" and r.pair == pair["key"]]
         rows.append([f"Assistant {pair['assistant']}"] + [_stat(a_recs, teacher_label=t) for t in teacher_labels])
     for a in alone_labels:
-        cell = _stat(s_recs, method_label=a, arch=pair["student"], pair=None)
+        cell = failures.cell(_stat(s_recs, method_label=a, arch=pair["student"], pair=None), kind="student",
+                             method_label=a, arch=pair["student"], pair=None)
         rows.append([f"Student {pair['student']} ({a})"] + [cell] * len(teacher_labels))
     method_rows = []
     for m in distill_labels:
@@ -88,12 +124,15 @@ def distillation_table(records: list[RunRecord], pair: dict, teacher_labels: lis
     if distill_labels:
         columns = [[row[i] for row in method_rows] for i in range(1, len(teacher_labels) + 1)]
         means = [[s.mean for s in col if s.n] for col in columns]
+        for row, m in zip(method_rows, distill_labels):  # after the means: a failed cell is text
+            row[1:] = [failures.cell(c, kind="student", pair=pair["key"], method_label=m, teacher_label=t)
+                       for c, t in zip(row[1:], teacher_labels)]
         rows.append([Strong("Best")] + [Value(max(xs) if xs else None) for xs in means])
         rows.append([Strong("Average")] + [Value(sum(xs) / len(xs) if xs else None) for xs in means])
     return Table(["", *teacher_labels], rows,
                  title="Test top-1 % (mean ± std over seeds, n runs); in parentheses the paired difference to the "
                        f"{teacher_labels[0]} teacher (same seed, same data) with its 95 % t interval.",
-                 note=DIFFERENCE_NOTE if len(teacher_labels) > 1 else "")
+                 note=_with_note(DIFFERENCE_NOTE if len(teacher_labels) > 1 else "", failures))
 
 
 TEACHER_QUALITY = [("top1", "top-1", 2), ("ece", "ECE", 2), ("nll", "NLL", 3), ("ece_ts", "ECE (TS)", 2),
@@ -109,16 +148,18 @@ def teacher_quality_table(records: list[RunRecord], pair: dict, teacher_labels: 
 
 
 def fidelity_table(records: list[RunRecord], pair: dict, teacher_labels: list[str],
-                   distill_labels: list[str]) -> Table:
+                   distill_labels: list[str], unfinished: Iterable[RunRecord] = ()) -> Table:
     recs = [r for r in records if r.kind == "student" and r.pair == pair["key"]]
+    failures = Failures(unfinished)
     rows = []
     for m in distill_labels:
         for t in teacher_labels:
             sel = dict(method_label=m, teacher_label=t)
-            rows.append([m, t, _stat(recs, "agreement", **sel), _stat(recs, "kl_teacher_student", 3, **sel),
-                         _stat(recs, "cka_teacher_student", 3, **sel)])
+            cells = [_stat(recs, "agreement", **sel), _stat(recs, "kl_teacher_student", 3, **sel),
+                     _stat(recs, "cka_teacher_student", 3, **sel)]
+            rows.append([m, t, *(failures.cell(c, kind="student", pair=pair["key"], **sel) for c in cells)])
     return Table(["method", "teacher", "agreement %", "KL(teacher ‖ student)", "linear CKA"], rows,
-                 title="Student fidelity and similarity to its teacher (test set)")
+                 title="Student fidelity and similarity to its teacher (test set)", note=failures.note())
 
 
 PAIRED_TEACHER = [("top1", "teacher top-1", 2), ("pstar_l1_train", "L1 to p* (train)", 3),
@@ -173,8 +214,9 @@ def reading(paired: Table, base: str) -> Statement:
 
 
 def study_tables(records: list[RunRecord], pairs: list[dict], teacher_labels: list[str], alone_labels: list[str],
-                 distill_labels: list[str], caption: str) -> Document:
-    """The caption, then per pair a heading and its distillation, teacher quality and fidelity tables."""
+                 distill_labels: list[str], caption: str, unfinished: Iterable[RunRecord] = ()) -> Document:
+    """The caption, then per pair a heading and its distillation, teacher quality and fidelity tables (cells of
+    ``unfinished`` runs, failed or skipped, say so)."""
     doc = Document([Paragraph(caption)])
     every = teacher_labels
     for pair in pairs:
@@ -182,10 +224,10 @@ def study_tables(records: list[RunRecord], pairs: list[dict], teacher_labels: li
         via = f" -> {pair['assistant']}" if pair.get("assistant") else ""
         doc.add(Heading(f"{pair['teacher']}{via} -> {pair['student']}", 3))
         if alone_labels or distill_labels:  # a study of teachers alone: their accuracy is in the quality table
-            doc.add(distillation_table(records, pair, teacher_labels, alone_labels, distill_labels))
+            doc.add(distillation_table(records, pair, teacher_labels, alone_labels, distill_labels, unfinished))
         doc.add(teacher_quality_table(records, pair, teacher_labels))
         if distill_labels:
-            doc.add(fidelity_table(records, pair, teacher_labels, distill_labels))
+            doc.add(fidelity_table(records, pair, teacher_labels, distill_labels, unfinished))
         paired = paired_table(records, pair, teacher_labels, distill_labels)
         if paired is not None:
             doc.add(paired, reading(paired, teacher_labels[0]))
@@ -196,11 +238,14 @@ __all__ = ["TEACHER_QUALITY", "distillation_table", "fidelity_table", "paired_ta
            "teacher_quality_table"]
 
 
-def render_tables(cfg: StudyConfig, records: list[RunRecord]) -> Document:
+def render_tables(cfg: StudyConfig, records: list[RunRecord], unfinished: Iterable[RunRecord] = ()) -> Document:
     """The study's tables (caption, per pair a heading and its tables) as a :class:`Document`: ``results.md`` is
     its markdown, the report shows the same objects as HTML.  The main tables hold the configured method labels;
-    sweep variants and trajectory students have their own tables and figures (``kdlab report``)."""
-    done = {(r.kind, r.method_label) for r in records}
+    sweep variants and trajectory students have their own tables and figures (``kdlab report``).  A method whose
+    runs failed or were skipped (``unfinished``, with their reasons) keeps its row: its cells say ``failed`` with
+    a footnote giving the reason."""
+    unfinished = [r for r in unfinished if r.status in ("failed", "skipped")]
+    done = {(r.kind, r.method_label) for r in [*records, *unfinished]}
     sweep = next((sw for sw in cfg.sweeps if sw.role == "data"), None)
 
     def expand(label: str) -> list[str]:  # a data sweep's labels carry the value
@@ -229,4 +274,4 @@ def render_tables(cfg: StudyConfig, records: list[RunRecord]) -> Document:
     if cfg.data.val_fraction:
         caption += (f"; validation split {cfg.data.val_fraction} of each seed's training data (best epoch chosen "
                     "on it)")
-    return study_tables(records, pairs, teacher_labels, alone, distill, caption)
+    return study_tables(records, pairs, teacher_labels, alone, distill, caption, unfinished)

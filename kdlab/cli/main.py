@@ -100,9 +100,19 @@ def cmd_study(a: argparse.Namespace) -> int:
     ray_options = {"address": a.ray_address, "gpus_per_run": a.gpus_per_run, "cpus_per_run": a.cpus_per_run}
     res = run_study(config, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options,
                     group_size=1 if a.no_group else None, allow_failures=True)
-    print(res.table)
+    _print_tables(res)
     check_no_failures(res)
     return 0
+
+
+def _print_tables(res) -> None:
+    """A study's tables, after the line naming the methods whose runs did not all finish (as results.md has it)."""
+    from kdlab.study.records import incomplete
+
+    missing = incomplete([*res.records, *res.unfinished])
+    if missing:
+        print(f"Incomplete: {'; '.join(missing)}.\n")
+    print(res.table)
 
 
 def cmd_quickstart(a: argparse.Namespace) -> int:
@@ -111,7 +121,7 @@ def cmd_quickstart(a: argparse.Namespace) -> int:
 
     _, overrides = _split_args(a.args, need_config=False)
     res = quickstart(overrides, workers=a.workers, allow_failures=True)
-    print(res.table)
+    _print_tables(res)
     check_no_failures(res)
     return 0
 

@@ -10,6 +10,8 @@ BUILTINS: dict[str, tuple[str, ...]] = {
         "kdlab.data.arrays",
         "kdlab.data.cifar",
         "kdlab.data.digits",
+        "kdlab.data.idx",
+        "kdlab.data.class_folders",
         "kdlab.data.image_folders",
         "kdlab.data.mixed_feature",
         "kdlab.data.mnist1d",

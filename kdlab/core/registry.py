@@ -16,11 +16,12 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
 from kdlab.core.builtins import BUILTINS
 from kdlab.core.errors import ConfigError
@@ -79,9 +80,30 @@ def _signature(obj: Callable) -> inspect.Signature:
     return inspect.Signature()
 
 
+_PARAM_LINE = re.compile(r"^(\w+): (\S.*)$")
+
+
+def param_docs(doc: str, names: set[str]) -> dict[str, str]:
+    """Parameter descriptions from a docstring's lines ``name: what it is`` (a parameter's name at the start of a
+    line; indented lines below continue it), for the parameters in ``names``."""
+    out: dict[str, str] = {}
+    current = None
+    for line in doc.splitlines():
+        m = _PARAM_LINE.match(line)
+        if m and m.group(1) in names:
+            current = m.group(1)
+            out[current] = m.group(2).strip()
+        elif current is not None and line.startswith((" ", "\t")) and line.strip():
+            out[current] += " " + line.strip()
+        else:
+            current = None
+    return out
+
+
 def _params_from_signature(obj: Callable, skip: set[str]) -> type[BaseModel]:
     target = obj.__init__ if inspect.isclass(obj) else obj
     sig = _signature(obj)
+    docs = param_docs(inspect.getdoc(obj) or "", set(sig.parameters))
     fields: dict[str, Any] = {}
     for pname, p in sig.parameters.items():
         if pname in skip or pname == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -90,7 +112,8 @@ def _params_from_signature(obj: Callable, skip: set[str]) -> type[BaseModel]:
         if isinstance(ann, str):
             ann = _resolve_annotation(ann, target)
         default = p.default if p.default is not inspect.Parameter.empty else ...
-        fields[pname] = (ann, default)
+        doc = docs.get(pname)
+        fields[pname] = (ann, Field(default, description=doc) if doc else default)
     name = getattr(obj, "__name__", "Component") + "Params"
     return create_model(name, __base__=StrictParams, **fields)
 

@@ -2,20 +2,24 @@
 
 Each file holds ``x`` (N x C x H x W images, N x C x L sequences or N x D vectors, any float dtype) and ``y``
 (N integer labels in [0, K)).  Any other array with N rows (e.g. ``p_star``) is kept as a per-sample extra.
+Grey images need their channel axis: N x 1 x H x W, not N x H x W.
 """
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
-from pydantic import PositiveInt
+from pydantic import Field, PositiveInt
 
 from kdlab.core.errors import DataError
 from kdlab.core.registry import register_dataset
 from kdlab.data.base import DataBundle, Split
+from kdlab.data.subsets import balanced_indices
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:
@@ -27,8 +31,21 @@ def _read(path: Path) -> dict[str, np.ndarray]:
 
 
 @register_dataset("arrays", input_shape="from the files", classes="from the files")
-def arrays(root: str, num_classes: PositiveInt | None = None) -> DataBundle:
-    """Your own data: ``root/train.npz`` and ``root/test.npz`` with arrays ``x`` and ``y``."""
+def arrays(root: str, num_classes: PositiveInt | None = None, normalize: bool = False,
+           num_train: Annotated[int, Field(ge=2, le=10**9)] | None = None,
+           subset_seed: Annotated[int, Field(ge=0, lt=2**32)] = 0) -> DataBundle:
+    """Your own data: ``root/train.npz`` and ``root/test.npz`` with arrays ``x`` and ``y``.
+
+    ``normalize``: subtract the training split's mean and divide by its std, per channel (axis 1 of x; per
+    feature for N x D vectors), in both splits.  ``num_train``: keep a class-balanced subset of the training
+    split, drawn with ``subset_seed``.
+
+    root: the folder holding train.npz and test.npz
+    num_classes: the class count, when some classes never occur in the labels (else the largest label + 1)
+    normalize: standardise x with the training split's per-channel mean and std
+    num_train: a class-balanced subset of the training split
+    subset_seed: seed of the num_train subset
+    """
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise DataError(f"data.root: folder {folder} not found; it must contain train.npz and test.npz "
@@ -54,6 +71,10 @@ def arrays(root: str, num_classes: PositiveInt | None = None) -> DataBundle:
         if x.ndim < 2:
             raise DataError(f"{path}: x must have one row per sample (N x D, N x C x L or N x C x H x W), got shape "
                             f"{x.shape}")
+        if x.ndim == 3 and x.shape[1] == x.shape[2] and x.shape[1] >= 8:
+            # N x C x L sequences are valid, but a square N x H x W is nearly always grey images
+            warnings.warn(f"{path}: x has shape {x.shape}, read as N x C x L sequences; if these are images, add a "
+                          "channel axis: x[:, None]", stacklevel=2)
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)
                 or np.issubdtype(x.dtype, np.bool_)):
             raise DataError(f"{path}: x must hold numbers, got dtype {x.dtype}")
@@ -65,9 +86,21 @@ def arrays(root: str, num_classes: PositiveInt | None = None) -> DataBundle:
     if splits["train"].x.shape[1:] != splits["test"].x.shape[1:]:
         raise DataError(f"{folder}: train inputs are {tuple(splits['train'].x.shape[1:])} but test inputs are "
                         f"{tuple(splits['test'].x.shape[1:])}")
+    meta = {}
+    if num_train is not None:
+        tr = splits["train"]
+        keep = torch.from_numpy(balanced_indices(tr.y.numpy(), num_train, subset_seed, "num_train"))
+        splits["train"] = Split(tr.x[keep], tr.y[keep], {k: v[keep] for k, v in tr.extras.items()})
+    if normalize:
+        x = splits["train"].x
+        dims = [d for d in range(x.dim()) if d != 1]
+        mean, std = x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True).clamp_min(1e-8)
+        for split in splits.values():
+            split.x = (split.x - mean) / std
+        meta = {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
     k = num_classes or _inferred_classes(folder, splits["train"].y, splits["test"].y)  # labels >= k: the bundle
     return DataBundle(name="arrays", train=splits["train"], test=splits["test"], num_classes=k,
-                      input_shape=tuple(splits["train"].x.shape[1:]))
+                      input_shape=tuple(splits["train"].x.shape[1:]), meta=meta)
 
 
 def _inferred_classes(folder: Path, y_train: torch.Tensor, y_test: torch.Tensor) -> int:

@@ -134,6 +134,11 @@ def cifar10(root: str = "data", download: bool = False, augment: bool = True) ->
 
     Training augmentation (``augment``): random crop 32 with zero padding 4 + horizontal flip, batched on the
     device.  Normalisation: mean (0.4914, 0.4822, 0.4465), std (0.2470, 0.2435, 0.2616).
+
+    root: the folder holding cifar-10-batches-py (or that folder itself)
+    download: fetch the archive into root when the files are not there (torchvision's downloader; needs the
+      internet)
+    augment: random crop 32 with zero padding 4 + horizontal flip of the training images
     """
     files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
     folder = _locate(root, "cifar-10-batches-py", files, "CIFAR-10", download, "CIFAR10")
@@ -150,6 +155,11 @@ def cifar100(root: str = "data", download: bool = False, augment: bool = True) -
 
     Training augmentation (``augment``): random crop 32 with zero padding 4 + horizontal flip, batched on the
     device.  Normalisation: mean (0.5071, 0.4867, 0.4408), std (0.2675, 0.2565, 0.2761) (the CRD code's values).
+
+    root: the folder holding cifar-100-python (or that folder itself)
+    download: fetch the archive into root when the files are not there (torchvision's downloader; needs the
+      internet)
+    augment: random crop 32 with zero padding 4 + horizontal flip of the training images
     """
     folder = _locate(root, "cifar-100-python", ["train", "test", "meta"], "CIFAR-100", download, "CIFAR100")
     train = _images_labels(folder / "train", b"fine_labels", 100)

@@ -22,6 +22,10 @@ def digits(test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.25,
 
     ``augment: shift`` applies a random 1-pixel translation (crop with padding 1, no flip: digits are not
     mirror-symmetric).
+
+    test_fraction: the stratified fraction of the 1797 images held out as the test split
+    split_seed: seed of the train/test split (scikit-learn's random_state)
+    augment: none, or shift (a random 1-pixel translation of the training images)
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

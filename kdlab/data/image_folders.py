@@ -144,6 +144,10 @@ def tinyimagenet(root: str = "data/tiny-imagenet-200", image_size: ImageSize = 6
     val/val_annotations.txt.  Training augmentation (``augment``), as SoTeacher's code: RandomRotation(20),
     RandomCrop(64, padding=4), RandomHorizontalFlip; images are resized first when ``image_size`` is not 64.
     Normalisation: mean (0.4802, 0.4481, 0.3975), std (0.2302, 0.2265, 0.2262).
+
+    root: the tiny-imagenet-200 folder (or its parent)
+    image_size: side the images are resized to (64: as stored)
+    augment: SoTeacher's training augmentation (rotation, padded crop, flip)
     """
     _check_size("tinyimagenet", image_size)
     folder = _tiny_folder(root)
@@ -178,6 +182,11 @@ def imagenet(root: str = "data/imagenet", image_size: ImageSize = 224,
     them.  The standard PyTorch recipe (pytorch/examples imagenet): RandomResizedCrop(224) + RandomHorizontalFlip
     for training, Resize(256) + CenterCrop(224) for evaluation (256 = ``image_size`` / ``crop_fraction``).
     Normalisation: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225).
+
+    root: the folder holding train/ and val/ (one folder per class in each)
+    image_size: side of the crops the model sees
+    crop_fraction: evaluation: the centre crop's share of the resized image (0.875: resize 256, crop 224)
+    augment: RandomResizedCrop + horizontal flip of the training images (false: the evaluation transform)
     """
     _check_size("imagenet", image_size)
     if not 0 < crop_fraction <= 1:

@@ -147,7 +147,25 @@ def mixed_feature(num_train: PositiveInt = 2000, num_test: PositiveInt = 1000, n
                   feature_prior: Literal["uniform", "zipf"] = "uniform", redraw_transforms: bool = False,
                   seed: NonNegativeInt = 0) -> DataBundle:
     """SoTeacher's mixed-feature distribution (Def. 3.1): patches of transformed features, known p*(x);
-    ``redraw_transforms``: a new transformation of every patch each time a training example is drawn."""
+    ``redraw_transforms``: a new transformation of every patch each time a training example is drawn.
+
+    num_train: training samples
+    num_test: test samples
+    num_classes: classes
+    num_features: feature prototypes (at least num_classes; feature k's dominant class is k mod num_classes)
+    grid: patches per side (grid x grid patches per image)
+    patch_size: side of a patch in pixels
+    channels: image channels
+    feature_noise: standard deviation of the Gaussian noise added to each patch
+    transforms: the patch transformations drawn: dihedral (8 rotations / flips), flip or none
+    label_sharpness: logit added to each feature's dominant class in its label distribution
+    label_noise: standard deviation of the random logits of each feature's label distribution
+    feature_purity: probability that a patch's feature is drawn from p_Z restricted to the example's topic (0:
+      i.i.d. from p_Z, Def. 3.1)
+    feature_prior: the features' prior, uniform or zipf
+    redraw_transforms: a new transformation of every patch each time a training example is drawn
+    seed: the generator's seed (prototypes, label distributions and samples)
+    """
     if num_features < num_classes:
         from kdlab.core.errors import ConfigError
 
@@ -188,7 +206,24 @@ def mixed_feature_def31(num_train: PositiveInt = 2000, num_test: PositiveInt = 1
                         feature_prior: Literal["uniform", "zipf"] = "uniform", redraw_transforms: bool = True,
                         seed: NonNegativeInt = 0) -> DataBundle:
     """Def. 3.1 exactly: features i.i.d. from p_Z (no topics) and a new transformation per patch each time a
-    training example is drawn (``redraw_transforms: false``: the fixed sample of an ERM analysis)."""
+    training example is drawn (``redraw_transforms: false``: the fixed sample of an ERM analysis).
+
+    num_train: training samples
+    num_test: test samples
+    num_classes: classes
+    num_features: feature prototypes (at least num_classes)
+    grid: patches per side (grid x grid patches per image)
+    patch_size: side of a patch in pixels
+    channels: image channels
+    feature_noise: standard deviation of the Gaussian noise added to each patch
+    transforms: the patch transformations drawn: dihedral (8 rotations / flips), flip or none
+    label_sharpness: logit added to each feature's dominant class in its label distribution
+    label_noise: standard deviation of the random logits of each feature's label distribution
+    feature_prior: the features' prior p_Z, uniform or zipf
+    redraw_transforms: a new transformation of every patch each time a training example is drawn (false: a fixed
+      sample)
+    seed: the generator's seed (prototypes, label distributions and samples)
+    """
     bundle = mixed_feature(num_train, num_test, num_classes, num_features, grid, patch_size, channels,
                            feature_noise, transforms, label_sharpness, label_noise, 0.0, feature_prior,
                            redraw_transforms, seed)

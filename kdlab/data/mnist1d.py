@@ -24,6 +24,14 @@ def mnist1d(num_samples: Annotated[int, Field(ge=10)] = 5000,  # at least one sa
     """MNIST-1D: 40-step sequences from 10 digit templates (default 5000 samples, 80/20 split).
 
     ``augment: shift`` applies a random translation of up to 2 steps (a padded crop).
+
+    num_samples: sequences generated (train and test together; a tenth of them per class)
+    train_split: the fraction of them in the training split
+    seed: the generator's seed
+    iid_noise_scale: scale of the independent per-step noise
+    corr_noise_scale: scale of the correlated (smooth) noise
+    shear_scale: scale of the random shear of each sequence
+    augment: none, or shift (a random translation of up to 2 steps of the training sequences)
     """
     from mnist1d.data import get_dataset_args, make_dataset
 

@@ -58,7 +58,9 @@ class DistillerParams(StrictParams):
     alpha: float = Field(1.0, ge=0, description="weight of logit KD")
     beta: float | None = Field(None, ge=0, description="weight of the method's own loss (default: BETA[preset])")
     T: float = Field(4.0, gt=0, description="KD temperature")
-    beta_preset: Literal["standard", "soteacher"] = "standard"
+    beta_preset: Literal["standard", "soteacher"] = Field(
+        "standard", description="the default beta: standard (BETA, the CRD benchmark's) or soteacher (SoTeacher "
+        "App. G: halved)")
     switch_epoch: int = Field(0, ge=0, description="late distillation: cross-entropy only before this epoch")
     cache_teacher: Literal["auto", "on", "off"] = Field(
         "auto", description="compute the teacher's logits once per training sample (auto: when the method uses "

@@ -645,7 +645,12 @@ def graph_or_hooked(net: nn.Module, input_shape: tuple[int, ...], num_classes: i
 def torchvision_model(num_classes: int, in_channels: int, input_shape: tuple[int, ...], arch: str,
                       weights: WeightsFile = None, pretrained: TorchvisionTag = None,
                       stages: list[str] | None = None, kwargs: dict[str, Any] | None = None) -> ContractModel:
-    """Any torchvision classification model by name (arch), optionally with torchvision's weights or a file."""
+    """Any torchvision classification model by name (arch), optionally with torchvision's weights or a file.
+
+    arch: a torchvision classification model's name (torchvision.models.list_models())
+    stages: names of the submodules whose outputs are the feature stages (default: where the resolution halves)
+    kwargs: keyword arguments of torchvision's builder
+    """
     from torchvision import models as tvm
 
     _check_torchvision_arch(arch)
@@ -718,7 +723,14 @@ def _resolve(target: str) -> Any:
 def user_module(num_classes: int, in_channels: int, input_shape: tuple[int, ...], target: str,
                 kwargs: dict[str, Any] | None = None, weights: str | None = None,
                 stages: list[str] | None = None) -> HookedModel:
-    """Any nn.Module classifier given as target 'package.module:factory_or_class' with kwargs."""
+    """Any nn.Module classifier given as target 'package.module:factory_or_class' with kwargs.
+
+    target: 'package.module:factory_or_class' (importable; called with kwargs, num_classes and in_channels where
+      it takes them)
+    kwargs: keyword arguments of the factory
+    weights: a local state-dict file of the module, loaded strictly
+    stages: names of the submodules whose outputs are the feature stages (default: where the resolution halves)
+    """
     factory = _resolve(target)
     kwargs = dict(kwargs or {})
     try:

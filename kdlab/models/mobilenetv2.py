@@ -78,5 +78,9 @@ class MobileNetV2Cifar(ContractModel):
 @MODELS.register("MobileNetV2", input="image", family="mobilenetv2")
 def mobilenetv2(num_classes: int, in_channels: int = 3, expansion: PositiveInt = 6,
                 width: PositiveFloat = 0.5) -> MobileNetV2Cifar:
-    """MobileNetV2 for CIFAR, half width (the CRD benchmark's mobile_half)."""
+    """MobileNetV2 for CIFAR, half width (the CRD benchmark's mobile_half).
+
+    expansion: the inverted residual blocks' expansion factor (channels inside a block / its input channels)
+    width: multiplier of every layer's channels (0.5: the CRD benchmark's half width)
+    """
     return MobileNetV2Cifar(num_classes, in_channels, expansion, width)

@@ -74,7 +74,12 @@ class PatchwiseNet(ContractModel):
 @MODELS.register("patchwise", input="image", family="patchwise")
 def patchwise(num_classes: int, in_channels: int, patch_size: PositiveInt = 4, width: PositiveInt = 64,
               depth: NonNegativeInt = 1, input_shape: tuple[int, ...] | None = None) -> PatchwiseNet:
-    """SoTeacher §3.1's learner: each patch processed independently, a 1x1 head, the modified softmax."""
+    """SoTeacher §3.1's learner: each patch processed independently, a 1x1 head, the modified softmax.
+
+    patch_size: side of the square patches (must divide the image size)
+    width: channels of the per-patch feature extractor
+    depth: hidden 1x1 layers of the per-patch feature extractor (0: a linear map)
+    """
     if input_shape is not None and len(input_shape) == 3 and patch_size >= 1 and \
             (input_shape[1] % patch_size or input_shape[2] % patch_size):
         raise ConfigError(f"model.patch_size: {patch_size} does not divide the inputs' size "

@@ -125,5 +125,10 @@ for _depth in (8, 32):
 def resnet_cifar(num_classes: int, in_channels: int = 3, depth: Annotated[int, Field(ge=8)] = 20,
                  filters: tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt] = (16, 16, 32, 64),
                  block: str = "basic") -> CifarResNet:
-    """CIFAR ResNet with any depth / filters / block type."""
+    """CIFAR ResNet with any depth / filters / block type.
+
+    depth: layers: 6n+2 with basic blocks, 9n+2 with bottleneck blocks (n blocks per stage)
+    filters: widths of the stem and the three stages (resnet8x4: 32, 64, 128, 256)
+    block: basic or bottleneck
+    """
     return CifarResNet(depth, list(filters), block, num_classes, in_channels)

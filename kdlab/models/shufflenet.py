@@ -145,12 +145,22 @@ def shuffle_v2(num_classes: int, in_channels: int = 3) -> ShuffleNetV2:
 @MODELS.register("shufflenet_v1", input="image", family="shufflenet")
 def shufflenet_v1(num_classes: int, in_channels: int = 3, widths: Three = (240, 480, 960),
                   blocks: Three = (4, 8, 4), groups: PositiveInt = 3) -> ShuffleNetV1:
-    """ShuffleNetV1 with any stage widths / blocks (each width minus the previous a multiple of 4 x groups)."""
+    """ShuffleNetV1 with any stage widths / blocks (each width minus the previous a multiple of 4 x groups).
+
+    widths: output channels of the three stages
+    blocks: units per stage
+    groups: groups of the grouped 1x1 convolutions
+    """
     return ShuffleNetV1(num_classes, in_channels, tuple(widths), tuple(blocks), groups)
 
 
 @MODELS.register("shufflenet_v2", input="image", family="shufflenet")
 def shufflenet_v2(num_classes: int, in_channels: int = 3, widths: Three = (116, 232, 464),
                   blocks: Three = (3, 7, 3), head_width: PositiveInt = 1024) -> ShuffleNetV2:
-    """ShuffleNetV2 with any (even) stage widths, blocks and head width."""
+    """ShuffleNetV2 with any (even) stage widths, blocks and head width.
+
+    widths: output channels of the three stages (even)
+    blocks: units per stage
+    head_width: channels of the last 1x1 convolution before pooling
+    """
     return ShuffleNetV2(num_classes, in_channels, tuple(widths), tuple(blocks), head_width)

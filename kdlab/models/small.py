@@ -48,7 +48,13 @@ class CNN1d(ContractModel):
 @MODELS.register("cnn1d", input="sequence", family="cnn1d")
 def cnn1d(num_classes: int, in_channels: int = 1, channels: Widths = (32, 32, 64, 128),
           blocks_per_stage: PositiveInt = 1, kernel_size: PositiveInt = 5, batch_norm: bool = True) -> CNN1d:
-    """1D CNN: stem + one stage per extra width; stages after the first downsample by 2."""
+    """1D CNN: stem + one stage per extra width; stages after the first downsample by 2.
+
+    channels: the stem's width, then one stage per further width
+    blocks_per_stage: residual blocks per stage
+    kernel_size: the convolutions' kernel size
+    batch_norm: batch norm after each convolution
+    """
     return CNN1d(num_classes, in_channels, list(channels), blocks_per_stage, kernel_size, batch_norm)
 
 
@@ -84,5 +90,9 @@ class MLP(ContractModel):
 @MODELS.register("mlp", input="any", family="mlp")
 def mlp(num_classes: int, input_shape: tuple[int, ...], hidden: Widths = (256, 256),
         batch_norm: bool = True) -> MLP:
-    """Multi-layer perceptron on the flattened input."""
+    """Multi-layer perceptron on the flattened input.
+
+    hidden: widths of the hidden layers (empty: a linear model)
+    batch_norm: batch norm after each hidden layer
+    """
     return MLP(num_classes, math.prod(input_shape), list(hidden), batch_norm)

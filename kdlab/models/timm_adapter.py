@@ -254,7 +254,12 @@ def _resolve_timm_params(params: BaseModel) -> BaseModel:
 def timm_model(num_classes: int, in_channels: int, input_shape: tuple[int, ...], arch: str,
                weights: WeightsFile = None, pretrained: TimmPretrained = False, stages: list[str] | None = None,
                kwargs: dict[str, Any] | None = None) -> ContractModel:
-    """Any timm model by name (arch), optionally with timm's released weights (pretrained) or a weights file."""
+    """Any timm model by name (arch), optionally with timm's released weights (pretrained) or a weights file.
+
+    arch: a timm model name, with a pretrained tag after a dot if any (resnet18.a1_in1k)
+    stages: names of timm's feature points used as the stages (default: all of them, forward_intermediates)
+    kwargs: keyword arguments of timm.create_model (those that download or load weights are refused)
+    """
     try:
         import timm
     except ImportError:

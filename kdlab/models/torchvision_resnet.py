@@ -131,6 +131,10 @@ def build_resnet(arch: str, num_classes: int, in_channels: int = 3, weights: str
 def _imagenet_preset(arch: str):
     def build(num_classes: int, in_channels: int = 3, weights: WeightsFile = None,
               pretrained: TorchvisionTag = None, small_input: bool = False) -> TorchvisionResNet:
+        """torchvision's ResNet.
+
+        small_input: a 3x3 stride-1 stem without max pool (CIFAR / Tiny-ImageNet sizes) instead of ImageNet's
+        """
         return build_resnet(arch, num_classes, in_channels, weights, small_input, what=f"imagenet_{arch}",
                             pretrained=pretrained)
 

@@ -77,7 +77,11 @@ for _depth in CONFIGS:
 @MODELS.register("vgg", input="image", family="vgg")
 def vgg(num_classes: int, in_channels: int = 3, input_shape: tuple[int, ...] = (3, 32, 32),
         depth: Annotated[int, Field(ge=min(CONFIGS), le=max(CONFIGS))] = 8, width: PositiveFloat = 1.0) -> VGG:
-    """VGG-depth (8, 11, 13, 16, 19) with BN and every conv's channels scaled by ``width``."""
+    """VGG-depth (8, 11, 13, 16, 19) with BN and every conv's channels scaled by ``width``.
+
+    depth: 8, 11, 13, 16 or 19 (the CRD benchmark's vgg8_bn ... vgg19_bn)
+    width: multiplier of every convolution's channels
+    """
     if depth not in CONFIGS:
         raise ValueError(f"depth must be one of {sorted(CONFIGS)}, got {depth}")
     blocks = [[max(1, round(c * width)) for c in b] for b in CONFIGS[depth]]

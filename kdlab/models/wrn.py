@@ -127,5 +127,10 @@ for _d, _w in ((16, 1), (16, 2), (40, 1), (40, 2), (16, 4), (28, 4)):
 @MODELS.register("wrn", input="image", family="wrn")
 def wrn(num_classes: int, in_channels: int = 3, depth: Annotated[int, Field(ge=10)] = 16, width: PositiveInt = 2,
         dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0) -> WideResNet:
-    """Wide ResNet with any depth (6n+4), width and dropout."""
+    """Wide ResNet with any depth (6n+4), width and dropout.
+
+    depth: layers, 6n+4 (n blocks per stage)
+    width: multiplier of the stages' widths 16, 32, 64
+    dropout: dropout probability between a block's two convolutions
+    """
     return WideResNet(depth, width, num_classes, in_channels, dropout)

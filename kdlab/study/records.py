@@ -58,6 +58,8 @@ class RunRecord:
     sweep_base: str | None = None
     trajectory_epoch: int | None = None
     metrics: Mapping[str, Any] = field(default_factory=dict)  # the run's summary.json
+    status: str = "finished"  # finished | failed | skipped (its teacher failed) | missing (neither finished nor failed)
+    reason: str | None = None  # why a run did not finish: its error's first line
 
     @classmethod
     def from_run(cls, planned_run: PlannedRun, summary: Mapping[str, Any]) -> RunRecord:
@@ -66,11 +68,21 @@ class RunRecord:
                    teacher_run_dir=Path(run.needs[0]) if run.needs else None, metrics=dict(summary))
 
     @classmethod
-    def from_entry(cls, entry: Mapping[str, Any], study_dir: Path, summary: Mapping[str, Any]) -> RunRecord:
+    def unfinished(cls, planned_run: PlannedRun, error: str | None) -> RunRecord:
+        """A planned run without results: ``error`` as the study's executor reports it (None: missing)."""
+        run = planned_run
+        status, reason = failure_status(error)
+        return cls(**plan_labels(run), run_dir=Path(run.run_dir),
+                   teacher_run_dir=Path(run.needs[0]) if run.needs else None, status=status, reason=reason)
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any], study_dir: Path, summary: Mapping[str, Any],
+                   status: str = "finished", reason: str | None = None) -> RunRecord:
         """A record from its ``runs.json`` entry (folders relative to ``study_dir``)."""
         teacher = entry.get("teacher_run_dir")
         return cls(**{k: entry.get(k) for k in LABEL_COLUMNS}, run_dir=study_dir / entry["run_dir"],
-                   teacher_run_dir=study_dir / teacher if teacher else None, metrics=dict(summary))
+                   teacher_run_dir=study_dir / teacher if teacher else None, metrics=dict(summary),
+                   status=status, reason=reason)
 
     @property
     def from_checkpoint(self) -> bool:
@@ -100,10 +112,72 @@ class RunRecord:
         run_dir = self.run_dir
         if relative_to is not None and run_dir.is_relative_to(relative_to):
             run_dir = run_dir.relative_to(relative_to)
-        return {**self.metrics, **self.labels(), "run_dir": str(run_dir)}
+        return {**self.metrics, **self.labels(), "run_dir": str(run_dir), "status": self.status,
+                "reason": self.reason or ""}
+
+    @property
+    def what(self) -> str:
+        """The run's method as the incomplete line names it: the label, with its kind unless a student."""
+        return self.method_label if self.kind == "student" else f"{self.kind} {self.method_label}"
 
 
 _FIELDS = frozenset(f.name for f in fields(RunRecord)) - {"metrics"}
+
+
+SKIPPED = "skipped: "  # how the executor's error of a run whose prerequisite failed begins
+
+
+def failure_status(error: str | None) -> tuple[str, str | None]:
+    """(status, reason) of a run that did not finish, from the executor's error (None: missing)."""
+    if error is None:
+        return "missing", "not run yet (the study was interrupted, or is still running)"
+    status = "skipped" if error.startswith(SKIPPED) else "failed"
+    text = error[len(SKIPPED):] if status == "skipped" else error
+    return status, (text.strip().splitlines() or [""])[0]
+
+
+def incomplete(records: Iterable[RunRecord]) -> list[str]:
+    """One entry per method (in plan order) with runs that did not finish, e.g. ``crd (3 of 3 runs failed:
+    method.nce_k: ...)``: how many of its planned runs failed, were skipped or are missing, and the first reason
+    of each."""
+    runs: dict[str, list[RunRecord]] = {}
+    for r in records:
+        runs.setdefault(r.what, []).append(r)
+    out = []
+    for what, rs in runs.items():
+        bad = [r for r in rs if r.status != "finished"]
+        if not bad:
+            continue
+        parts = []
+        for status in ("failed", "skipped", "missing"):
+            of = [r for r in bad if r.status == status]
+            if of:
+                parts.append(f"{len(of)} {status}: {of[0].reason}")
+        out.append(f"{what} ({len(bad)} of {len(rs)} runs did not finish: " + "; ".join(parts) + ")"
+                   if len(parts) > 1 else f"{what} ({len(bad)} of {len(rs)} runs {parts[0].split(' ', 1)[1]})")
+    return out
+
+
+FAILURES_FILE = "failures.json"
+
+
+def write_failures_file(records: Iterable[RunRecord], study_dir: str | Path) -> Path:
+    """``<study_dir>/failures.json``: the status and reason of each planned run that did not finish in the
+    study's last execution (folders relative to the study folder); a run that finishes later reads as finished."""
+    d = Path(study_dir)
+    runs = {_relative(r.run_dir, d): {"status": r.status, "reason": r.reason} for r in records
+            if r.status != "finished"}
+    path = d / FAILURES_FILE
+    atomic_write_text(path, json.dumps({"version": 1, "runs": runs}, indent=1) + "\n")
+    return path
+
+
+def _failures(d: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads((d / FAILURES_FILE).read_text())
+        return {k: v for k, v in data["runs"].items() if isinstance(v, dict)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}  # no failures recorded (an older study, or none failed): unfinished runs read as missing
 
 
 def plan_labels(run: PlannedRun) -> dict[str, Any]:
@@ -144,6 +218,7 @@ class StudyData:
     config: StudyConfig
     records: list[RunRecord]
     planned: int  # runs in the study's plan (finished or not)
+    unfinished: list[RunRecord] = field(default_factory=list)  # the others: failed, skipped or missing, with why
 
 
 def _check(run_dir: Path, *names: str) -> None:
@@ -205,14 +280,22 @@ def load_study(study_dir: str | Path) -> StudyData:
     raw["out_dir"] = str(d)
     cfg = load_config(StudyConfig, raw)
     entries = _entries(d, cfg)
-    records = []
+    records, unfinished, failures = [], [], _failures(d)
     for entry in entries:
         summary = _summary(d / entry["run_dir"])
         if summary is not None:
             records.append(RunRecord.from_entry(entry, d, summary))
+            continue
+        status, reason = failure_status(None)
+        known = failures.get(entry["run_dir"])
+        if known is not None and known.get("status") in ("failed", "skipped"):
+            status, reason = known["status"], str(known.get("reason") or "")
+        unfinished.append(RunRecord.from_entry(entry, d, {}, status, reason))
     if not records:
-        raise StudyDataError(f"{d} holds no finished runs yet; run `kdlab study {d / 'study.yaml'}`")
-    return StudyData(d, cfg, records, len(entries))
+        why = "; ".join(incomplete(unfinished))
+        raise StudyDataError(f"{d} holds no finished runs yet" + (f" (incomplete: {why})" if why else "") +
+                             f"; run `kdlab study {d / 'study.yaml'}`")
+    return StudyData(d, cfg, records, len(entries), unfinished)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

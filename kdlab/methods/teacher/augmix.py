@@ -47,10 +47,11 @@ class AugMix(Objective):
     """AugMix views + Jensen-Shannon consistency (images only)."""
 
     class Params(StrictParams):
-        alpha: float = Field(1.0, gt=0)
+        alpha: float = Field(1.0, gt=0, description="Dirichlet / Beta concentration of the chains' mixing weights")
         width: int = Field(3, ge=1, description="k: number of augmentation chains")
-        severity: int = Field(3, ge=1, le=10)
-        jsd_weight: float = Field(12.0, ge=0)
+        severity: int = Field(3, ge=1, le=10, description="strength of each augmentation operation (1-10)")
+        jsd_weight: float = Field(12.0, ge=0, description="weight of the Jensen-Shannon consistency term among "
+                                  "the clean image and two views (0: cross-entropy on the clean image only)")
 
     def __init__(self, params: Params, ctx: TeacherContext):
         super().__init__()

@@ -18,7 +18,7 @@ class LabelSmoothing(Objective):
     """Cross-entropy with targets (1 - eps) one-hot + eps / K."""
 
     class Params(StrictParams):
-        epsilon: float = Field(0.1, ge=0, lt=1)
+        epsilon: float = Field(0.1, ge=0, lt=1, description="probability mass spread uniformly over the classes")
 
     def __init__(self, params: Params, ctx: TeacherContext):
         super().__init__()

@@ -75,7 +75,7 @@ class Mixup(_Mixing):
     """Mixup: train on convex combinations of random pairs, lambda ~ Beta(alpha, alpha)."""
 
     class Params(StrictParams):
-        alpha: float = Field(0.2, ge=0)
+        alpha: float = Field(0.2, ge=0, description="lambda ~ Beta(alpha, alpha) (0: no mixing)")
 
     def mix(self, x: Tensor, lam: float, perm: Tensor) -> tuple[Tensor, float]:
         return mixup_batch(x, lam, perm), lam
@@ -86,7 +86,7 @@ class CutMix(_Mixing):
     """CutMix: paste a box from another sample; labels mixed by the box area, lambda ~ Beta(alpha, alpha)."""
 
     class Params(StrictParams):
-        alpha: float = Field(0.2, ge=0)
+        alpha: float = Field(0.2, ge=0, description="lambda ~ Beta(alpha, alpha) (0: no mixing)")
 
     def __init__(self, params: Params, ctx: TeacherContext):
         super().__init__(params, ctx)

@@ -121,13 +121,17 @@ class SFTN(Objective):
     class Params(StrictParams):
         student: ModelSpec | None = Field(None, description="architecture of the student branches (required; in a "
                                           "study it defaults to the pair's student)")
-        lambda_t: float = Field(1.0, ge=0)
+        lambda_t: float = Field(1.0, ge=0, description="weight of the teacher's own cross-entropy")
         lambda_kl: float = Field(3.0, ge=0, description="3 for CIFAR-100, 1 for ImageNet")
-        lambda_ce: float = Field(1.0, ge=0)
+        lambda_ce: float = Field(1.0, ge=0, description="weight of the student branches' cross-entropy")
         tau: float = Field(1.0, gt=0, description="temperature of the branch KL term")
-        kl_direction: Literal["branch_teacher", "teacher_branch"] = "branch_teacher"
+        kl_direction: Literal["branch_teacher", "teacher_branch"] = Field(
+            "branch_teacher", description="branch_teacher: KL(branch || teacher) as the paper writes it; "
+            "teacher_branch: the other direction")
         detach_teacher_features: bool = Field(False, description="ablation only: branch losses stop at T^i")
-        block_map: list[tuple[PositiveInt, PositiveInt]] | None = None  # stage 0, the stem, is never paired
+        block_map: list[tuple[PositiveInt, PositiveInt]] | None = Field(
+            None, description="[[teacher stage, student boundary], ...] pairs of the branches (default: matched by "
+            "feature size; stage 0, the stem, is never paired)")
         pretrained: str | None = Field(None, description="teacher run folder or checkpoint to fine-tune from")
         branch_only_epochs: int = Field(0, ge=0, description="fine-tuning: epochs training only the branches")
 

@@ -32,9 +32,12 @@ class SoTeacher(Objective):
     class Params(StrictParams):
         lambda_lr: float = Field(1e-5, ge=0, description="weight of the Lipschitz term (1e-6 for Tiny-ImageNet)")
         lambda_cr_max: float = Field(1.0, ge=0, description="maximum weight of the consistency term")
-        schedule: Literal["linear", "cosine", "cyclic", "piecewise", "step"] = "linear"
+        schedule: Literal["linear", "cosine", "cyclic", "piecewise", "step"] = Field(
+            "linear", description="how the consistency weight rises to lambda_cr_max over training")
         cr_start_epoch: int = Field(0, ge=0, description="first epoch with consistency weight (schedule: step)")
-        lipschitz: Literal["reference", "exact"] = "reference"
+        lipschitz: Literal["reference", "exact"] = Field(
+            "reference", description="reference: the released code's Lipschitz bound; exact: the induced 1-norm as "
+            "the paper writes it")
         buffer: Literal["memory", "memmap"] = Field("memory", description="where the consistency buffer lives")
         average: Literal["code", "mean"] = Field(
             "code", description="consistency average: code (released code: first epoch counted twice) or mean "
