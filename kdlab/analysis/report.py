@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlab.analysis import curves
+from kdlab.analysis.convergence import convergence_note
 from kdlab.analysis.correlation import correlation_table
 from kdlab.analysis.document import Document, Heading, Paragraph
 from kdlab.analysis.figure_names import FIGURE_SPECS, RESULTS_RANK, SPECS
@@ -122,6 +123,8 @@ def report_document(study: StudyData, figures: dict[str, Path]) -> Document:
     doc = Document([Heading(study.config.name, 1), Paragraph(_summary_line(study))])
     if (line := _incomplete_line(study)) is not None:
         doc.add(Paragraph(line))
+    if (note := convergence_note(r.run_dir for r in study.records)) is not None:
+        doc.add(Paragraph(note))
     for sec in sections(study):
         if sec.figure is not None and sec.figure not in figures and not sec.blocks:
             continue

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kdlab.analysis.convergence import convergence_note
 from kdlab.analysis.document import Document
 from kdlab.analysis.tables import render_tables
 from kdlab.config import StudyConfig, dump_yaml, load_config
@@ -125,6 +126,8 @@ def write_results(cfg: StudyConfig, outcomes: list[Outcome], log: Callable[[str]
     write_failures_file(every, out)
     missing = incomplete(every)
     top = f"**Incomplete**: {'; '.join(missing)}.\n\n" if missing else ""
+    unconverged = convergence_note(r.run_dir for r in records)
+    top += f"**{unconverged.replace(':', '**:', 1)}\n\n" if unconverged else ""
     atomic_write_text(out / "results.md", f"# {cfg.name}\n\n{top}{table}\n")
     ran = sum(1 for o in outcomes if o.summary is not None and not o.reused)
     reused = sum(1 for o in outcomes if o.reused)

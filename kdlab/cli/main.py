@@ -107,11 +107,15 @@ def cmd_study(a: argparse.Namespace) -> int:
 
 def _print_tables(res) -> None:
     """A study's tables, after the line naming the methods whose runs did not all finish (as results.md has it)."""
+    from kdlab.analysis.convergence import convergence_note
     from kdlab.study.records import incomplete
 
     missing = incomplete([*res.records, *res.unfinished])
     if missing:
         print(f"Incomplete: {'; '.join(missing)}.\n")
+    note = convergence_note(r.run_dir for r in res.records)
+    if note:
+        print(note + "\n")
     print(res.table)
 
 
