@@ -122,9 +122,10 @@ def test_another_runs_files_restored_over_a_finished_teacher_are_refused_by_name
     res = run_study(_two_seed_study(out), log=lambda s: None, allow_failures=True)
     assert len(res.failed) >= 1 and str(s0) in res.failed[0], res.failed
     assert "another run" in res.failed[0] and "seed: 1 -> 0" in res.failed[0], res.failed[0]
-    shown = {row["seed"]: row["top1"] for row in _teacher_rows(out)}
-    assert shown.get("0") != top1["1"] or top1["0"] == top1["1"]
-    assert "0" not in shown  # the seed-0 teacher is reported as failed, not with seed 1's numbers
+    rows = {row["seed"]: row for row in _teacher_rows(out)}
+    assert rows["1"]["status"] == "finished" and rows["1"]["top1"] == top1["1"]
+    # the seed-0 teacher is reported as failed, with its reason and without seed 1's (or any) numbers
+    assert rows["0"]["status"] == "failed" and "another run" in rows["0"]["reason"] and rows["0"]["top1"] == ""
 
 
 def test_results_without_checksums_are_recomputed_from_the_final_checkpoint(tmp_path, capsys):
