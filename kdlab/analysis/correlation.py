@@ -166,17 +166,30 @@ def correlation_table(records: list[RunRecord], method: str | None = None) -> Ta
     checkpoints = sum(r.from_checkpoint for r in students)
     final = [r for r in students if not r.from_checkpoint]
     final_corr = {c.measure: c for c in _correlations(final)}
-    rows = [[MEASURES[c.measure], Value(c.rho), Value(c.low), Value(c.high), str(c.n),
-             _cell(final_corr[c.measure]) if checkpoints else "-"] for c in correlations(records, method)]
+    # without checkpoint students, the column of trained teachers only would repeat the others
+    extra = (lambda c: [_cell(c)]) if checkpoints else (lambda c: [])  # noqa: E731
+    rows = [[MEASURES[c.measure], Value(c.rho), Value(c.low), Value(c.high), str(c.n), *extra(final_corr[c.measure])]
+            for c in correlations(records, method) if c.n]
     for (_, _, name), c, f in zip(PARTIAL, partial_correlations(students), partial_correlations(final)):
-        rows.append([name, Value(c.rho), Value(c.low), Value(c.high), str(c.n), _cell(f) if checkpoints else "-"])
+        if c.n:
+            rows.append([name, Value(c.rho), Value(c.low), Value(c.high), str(c.n), *extra(f)])
+    note = (f"95% percentile bootstrap intervals over students ({RESAMPLES} resamples, seed {SEED}). "
+            "A student bounded by its teacher's distance to p* has a negative rho with the L1 distances (SoTeacher).")
+    if not has_pstar(students):
+        note = f"{NO_PSTAR} {note}"
     return Table(["teacher measure", "Spearman rho", "CI low", "CI high", "n",
-                  "trained teachers only: rho [CI] (n)"], rows,
+                  *(["trained teachers only: rho [CI] (n)"] if checkpoints else [])], rows,
                  title=f"Spearman correlation of the {method} student's test top-1 with its teacher's measures "
                        f"({len(students)} students, {checkpoints} of them distilled from teacher checkpoints)",
-                 note=f"95% percentile bootstrap intervals over students ({RESAMPLES} resamples, seed {SEED}). "
-                      "A student bounded by its teacher's distance to p* has a negative rho with the L1 "
-                      "distances (SoTeacher).")
+                 note=note)
+
+
+NO_PSTAR = ("The teachers' distance to p* (its rows, the partial correlations and the figure's right panel) is left "
+            "out: the data have no known p* (real images); kdlab's mixed-feature data have one.")
+
+
+def has_pstar(students: list[RunRecord]) -> bool:
+    return any(r.get("teacher_pstar_l1_train") is not None for r in students)
 
 
 def _teacher(r: RunRecord) -> str:
@@ -194,26 +207,24 @@ def _panel(ax, students: list[RunRecord], key: str, colours: dict[str, str], met
     if any(r.from_checkpoint for r in pts):
         ax.scatter([], [], s=24, facecolors="none", edgecolors="0.3", label="hollow: teacher checkpoint")
     ax.set(xlabel=MEASURES[key], ylabel=f"{method} student test top-1 (%)")
-    if pts:
-        c = correlate(key, [r.get(key) for r in pts], [r.get("top1") for r in pts])
-        title(ax, f"student vs {MEASURES[key]}\n{c.text()}")
-    else:
-        title(ax, f"no {key} recorded (data without p*)")
+    c = correlate(key, [r.get(key) for r in pts], [r.get("top1") for r in pts])
+    title(ax, f"student vs {MEASURES[key]}\n{c.text()}")
 
 
 def plot_teacher_quality(records: list[RunRecord], out_path: str | Path, method: str | None = None) -> Path | None:
-    """Student top-1 against its teacher's test top-1 (left) and L1 to p* on training inputs (right), one point
-    per student; None with fewer than ``MIN_STUDENTS`` students."""
+    """Student top-1 against its teacher's test top-1 (left) and L1 to p* on training inputs (right; left out on data
+    without p*), one point per student; None with fewer than ``MIN_STUDENTS`` students."""
     method = method or distill_method(records)
     students = distilled_students(records, method)
     if len(students) < MIN_STUDENTS:
         return None
     labels = list(dict.fromkeys(plain_teacher_labels(records) + [_teacher(r) for r in students]))
     colours = {t: colour(i) for i, t in enumerate(labels) if any(_teacher(r) == t for r in students)}
-    fig, axes = new_figure(1, 2, width=5.4, height=3.8)
-    for ax, key in zip(axes[0], ("teacher_top1", "teacher_pstar_l1_train")):
+    keys = ("teacher_top1", "teacher_pstar_l1_train") if has_pstar(students) else ("teacher_top1",)
+    fig, axes = new_figure(1, len(keys), width=5.4, height=3.8)
+    for ax, key in zip(axes[0], keys):
         _panel(ax, students, key, colours, method)
-    legend(axes[0][1], loc="center left", bbox_to_anchor=(1.02, 0.5))  # one legend, off the points
+    legend(axes[0][-1], loc="center left", bbox_to_anchor=(1.02, 0.5))  # one legend, off the points
     suptitle(fig, f"Teacher quality and the {method} student: Spearman rho [95% bootstrap CI] over students")
     return save(fig, out_path)
 

@@ -295,7 +295,7 @@ class Table:
         """One line per cell: row label (the first cell), column, and the cell's numbers or text."""
         buf = io.StringIO()
         fields = ["row", "column", "text", "paper", "paper_std", "mean", "std", "n", "delta", "difference", "low",
-                  "high", "verdict"]
+                  "high", "verdict", "holm_p"]
         w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in self.rows:

@@ -135,9 +135,9 @@ SPECS: tuple[FigureSpec, ...] = (
               "their teachers' measures (teacher_top1, teacher_ece; teacher_pstar_l1_* on mixed-feature "
               "data)",
         caption="Each distilled student's test top-1 against its teacher's test top-1 (left) and its "
-                "teacher's mean L1 distance to p* on the training inputs (right); colours are teacher "
-                "methods, hollow markers students of a teacher checkpoint (trajectory). Spearman rho with a "
-                "95% bootstrap interval over students (SoTeacher: the student is bounded by its teacher's "
+                "teacher's mean L1 distance to p* on the training inputs (right, on data with a known p*); colours "
+                "are teacher methods, hollow markers students of a teacher checkpoint (trajectory). Spearman rho "
+                "with a 95% bootstrap interval over students (SoTeacher: the student is bounded by its teacher's "
                 "distance to p*, not by its accuracy).",
         section="Teacher quality and the student", rank=70,
         plot="kdlab.analysis.correlation:plot_teacher_quality", tables="kdlab.analysis.report:teacher_quality_tables"),

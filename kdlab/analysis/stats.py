@@ -17,6 +17,7 @@ import numpy as np
 LEVEL = 0.95
 MIN_PAIRS = 3
 NOT_SIGNIFICANT = "n.s."
+HOLM_MARK = "†"
 
 
 def _t(df: int) -> float:
@@ -45,6 +46,19 @@ class Interval:
     @property
     def excludes_zero(self) -> bool:
         return not math.isnan(self.low) and (self.low > 0 or self.high < 0)
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided p of the paired t test behind the interval (nan without an interval): the standard error is
+        the half-width over the t quantile."""
+        if self.n < 2 or math.isnan(self.low):
+            return math.nan
+        se = (self.high - self.low) / (2 * _t(self.n - 1))
+        if se == 0:
+            return 0.0 if self.estimate != 0 else 1.0
+        from scipy.stats import t
+
+        return float(2 * t.sf(abs(self.estimate) / se, self.n - 1))
 
     @property
     def verdict(self) -> str:
@@ -111,6 +125,18 @@ def paired_by_seed(a: Iterable[tuple[int, float | None]], b: Iterable[tuple[int,
     return paired_difference([(a[s], b[s]) for s in sorted(a.keys() & b.keys())])
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of ``p_values`` (a family of comparisons): the k-th smallest p times
+    (m - k + 1), made monotone, capped at 1; nan stays nan and does not count in m."""
+    known = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    out = [math.nan] * len(p_values)
+    running = 0.0
+    for k, (p, i) in enumerate(known):
+        running = max(running, min(1.0, (len(known) - k) * p))
+        out[i] = running
+    return out
+
+
 @dataclass(frozen=True)
 class LineFit:
     slope: Interval
@@ -145,15 +171,41 @@ class CI:
     interval: Interval
     digits: int = 2
     signed: bool = False
+    holm_p: float = math.nan  # the Holm-adjusted p within its table's family (nan: not adjusted)
+
+    @property
+    def loses_holm(self) -> bool:
+        """The interval excludes 0 but the difference is not significant once its family is adjusted for."""
+        return self.interval.excludes_zero and not math.isnan(self.holm_p) and self.holm_p >= 1 - LEVEL
 
     def text(self) -> str:
-        """A mean as ``estimate [low, high] (n=...)``; a difference (``signed``) with its mark (n.s., too few)."""
+        """A mean as ``estimate [low, high] (n=...)``; a difference (``signed``) with its mark (n.s., too few,
+        and :data:`HOLM_MARK` when it does not survive Holm's adjustment)."""
         if self.signed:
-            return self.interval.difference_text(self.digits)
+            return self.interval.difference_text(self.digits) + (f" {HOLM_MARK}" if self.loses_holm else "")
         return self.interval.text(self.digits)
 
     def csv_fields(self) -> dict:
         iv = self.interval
         num = lambda v: "" if math.isnan(v) else v  # noqa: E731
         out = {"mean": num(iv.estimate), "low": num(iv.low), "high": num(iv.high), "n": iv.n}
-        return out | ({"verdict": iv.verdict} if self.signed else {})
+        holm = {} if math.isnan(self.holm_p) else {"holm_p": self.holm_p}
+        return out | ({"verdict": iv.verdict} if self.signed else {}) | holm
+
+
+def familywise(cells: Sequence[CI]) -> tuple[list[CI], str]:
+    """The cells with their Holm-adjusted p over the family of those that have an interval, and the note that
+    says how many comparisons the family holds ("" with fewer than two)."""
+    from dataclasses import replace
+
+    ps = [c.interval.p_value for c in cells]
+    m = sum(not math.isnan(p) for p in ps)
+    if m < 2:
+        return list(cells), ""
+    adjusted = [replace(c, holm_p=q) for c, q in zip(cells, holm(ps))]
+    lost = sum(c.loses_holm for c in adjusted)
+    what = (f"{HOLM_MARK}: {lost} difference{'s' * (lost > 1)} whose interval excludes 0 but not significant once "
+            f"Holm's method adjusts for the {m} comparisons" if lost else
+            f"every difference whose interval excludes 0 stays significant after Holm's adjustment for the {m} "
+            "comparisons")
+    return adjusted, f"{m} intervals in this table, each at 95 %; {what} (family-wise error 5 %)."

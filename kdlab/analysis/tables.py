@@ -28,7 +28,7 @@ from typing import Any
 
 from kdlab.analysis.curves import is_data_sweep
 from kdlab.analysis.document import Document, Heading, Paragraph, Stat, Statement, Strong, Table, Value
-from kdlab.analysis.stats import CI, MIN_PAIRS, NOT_SIGNIFICANT, paired_by_seed
+from kdlab.analysis.stats import CI, HOLM_MARK, MIN_PAIRS, NOT_SIGNIFICANT, familywise, paired_by_seed
 from kdlab.config.schema import StudyConfig
 from kdlab.methods import needs_teacher
 from kdlab.study.plan import arch_label, data_label, pair_label
@@ -129,10 +129,14 @@ def distillation_table(records: list[RunRecord], pair: dict, teacher_labels: lis
                        for c, t in zip(row[1:], teacher_labels)]
         rows.append([Strong("Best")] + [Value(max(xs) if xs else None) for xs in means])
         rows.append([Strong("Average")] + [Value(sum(xs) / len(xs) if xs else None) for xs in means])
+    intervals = sum(isinstance(c, Stat) and c.difference is not None and c.difference.verdict in
+                    ("higher", "lower", "not significant") for row in rows for c in row[1:])
+    family = (f"{intervals} intervals in this table, each at 95 %: the paired-difference tables below adjust "
+              f"them for the number of comparisons (Holm, {HOLM_MARK})." if intervals > 1 else "")
     return Table(["", *teacher_labels], rows,
                  title="Test top-1 % (mean ± std over seeds, n runs); in parentheses the paired difference to the "
                        f"{teacher_labels[0]} teacher (same seed, same data) with its 95 % t interval.",
-                 note=_with_note(DIFFERENCE_NOTE if len(teacher_labels) > 1 else "", failures))
+                 note=_with_note(_notes(DIFFERENCE_NOTE if len(teacher_labels) > 1 else "", family), failures))
 
 
 TEACHER_QUALITY = [("top1", "top-1", 2), ("ece", "ECE", 2), ("nll", "NLL", 3), ("ece_ts", "ECE (TS)", 2),
@@ -186,9 +190,52 @@ def paired_table(records: list[RunRecord], pair: dict, teacher_labels: list[str]
         rows.append(row)
     if not any(c.interval.n >= 2 for row in rows for c in row[1:]):
         return None
+    rows, family = _adjusted(rows)
     return Table(["teacher method", *(name for _, _, name, _, _ in cols)], rows,
                  title=f"Paired differences to the {base} teacher of the same seed: mean [95 % t interval] "
-                       "(n seeds)", note=DIFFERENCE_NOTE)
+                       "(n seeds)", note=_notes(DIFFERENCE_NOTE, family))
+
+
+def _adjusted(rows: list[list]) -> tuple[list[list], str]:
+    """The rows with every interval of the table adjusted as one family (Holm), and the family's note."""
+    cells = [c for row in rows for c in row[1:] if isinstance(c, CI)]
+    adjusted, note = familywise(cells)
+    it = iter(adjusted)
+    return [[row[0], *(next(it) if isinstance(c, CI) else c for c in row[1:])] for row in rows], note
+
+
+def _notes(*notes: str) -> str:
+    return "\n\n".join(n for n in notes if n)
+
+
+def alone_table(records: list[RunRecord], pair: dict, teacher_labels: list[str], alone: str,
+                distill_labels: list[str]) -> Table | None:
+    """Against the student trained alone (``alone``, same seed): each teacher's lead over it (the room left for
+    distillation), and each distillation method's student, per teacher method.  None without a comparison."""
+    if not teacher_labels:
+        return None
+    t_recs = _teachers_of(records, pair)
+    if any(is_data_sweep(r) for r in t_recs):
+        return None
+    s_recs = [r for r in records if r.kind == "student"]
+    solo = _runs(s_recs, "top1", method_label=alone, arch=pair["student"], pair=None)
+    if not solo:
+        return None
+    mine = [r for r in s_recs if r.pair == pair["key"]]
+    rows: list[list] = [["teacher top-1", *(CI(paired_by_seed(solo, _runs(t_recs, "top1", teacher_label=t)), 2,
+                                              signed=True) for t in teacher_labels)]]
+    for m in distill_labels:
+        rows.append([f"{m} student top-1", *(CI(paired_by_seed(solo, _runs(mine, "top1", method_label=m,
+                                                                           teacher_label=t)), 2, signed=True)
+                                             for t in teacher_labels)])
+    if not any(c.interval.n >= 2 for row in rows for c in row[1:]):
+        return None
+    rows, family = _adjusted(rows)
+    return Table(["minus the student alone", *teacher_labels], rows,
+                 title=f"Paired differences to the student trained alone ({alone}) of the same seed, per teacher "
+                       "method: mean [95 % t interval] (n seeds). The teacher row is the teacher's lead over the "
+                       "student alone; a distilled student below 0 did worse than without its teacher.",
+                 note=_notes(DIFFERENCE_NOTE, family))
 
 
 def _said(name: str, ci: CI) -> str:
@@ -201,16 +248,40 @@ def _said(name: str, ci: CI) -> str:
     return f"{name} {iv.estimate:+.{d}f} from {iv.n} seed{'s' * (iv.n != 1)}, too few for an interval"
 
 
-def reading(paired: Table, base: str) -> Statement:
+def _alone_sentences(alone: Table) -> list[str]:
+    """Per distillation method and teacher method: whether distillation helped or hurt the student."""
+    out = []
+    for row in alone.rows[1:]:
+        method = str(row[0]).removesuffix(" student top-1")
+        for t, ci in zip(alone.header[1:], row[1:]):
+            iv = ci.interval
+            if iv.verdict == "no pairs":
+                continue
+            said = f"the {method} student of the {t} teacher against the student alone: " + _said("top-1", ci)
+            if iv.verdict in ("higher", "lower"):
+                said += ": distillation " + ("helped" if iv.verdict == "higher" else "hurt")
+                said += f" (not after Holm's adjustment {HOLM_MARK})" if ci.loses_holm else ""
+            out.append(said + ".")
+    return out
+
+
+def reading(paired: Table | None, base: str, alone: Table | None = None) -> Statement | None:
     """What the paired differences support, in words: per teacher method and column, higher or lower than the
-    baseline teacher when the 95 % interval excludes 0, else not significant (or too few seeds)."""
+    baseline teacher when the 95 % interval excludes 0, else not significant (or too few seeds); then whether each
+    distilled student did better or worse than the student alone (distillation helped or hurt)."""
     sentences = []
-    for row in paired.rows:
-        said = [_said(name, ci) for name, ci in zip(paired.header[1:], row[1:]) if ci.interval.verdict != "no pairs"]
+    for row in paired.rows if paired is not None else []:
+        said = [_said(name, ci) + (f" {HOLM_MARK}" if ci.loses_holm else "")
+                for name, ci in zip(paired.header[1:], row[1:]) if ci.interval.verdict != "no pairs"]
         if said:
             sentences.append(f"the {row[0]} teacher against the {base} teacher: " + "; ".join(said) + ".")
-    return Statement("Reading", "(paired differences, 95 % t intervals; a difference counts only when its "
-                     "interval excludes 0): " + " ".join(s[0].upper() + s[1:] for s in sentences))
+    if alone is not None:
+        sentences += _alone_sentences(alone)
+    if not sentences:
+        return None
+    return Statement("Reading", f"(paired differences, 95 % t intervals; a difference counts only when its "
+                     f"interval excludes 0; {HOLM_MARK}: not after Holm's adjustment within its table): "
+                     + " ".join(s[0].upper() + s[1:] for s in sentences))
 
 
 def study_tables(records: list[RunRecord], pairs: list[dict], teacher_labels: list[str], alone_labels: list[str],
@@ -229,13 +300,16 @@ def study_tables(records: list[RunRecord], pairs: list[dict], teacher_labels: li
         if distill_labels:
             doc.add(fidelity_table(records, pair, teacher_labels, distill_labels, unfinished))
         paired = paired_table(records, pair, teacher_labels, distill_labels)
-        if paired is not None:
-            doc.add(paired, reading(paired, teacher_labels[0]))
+        vs_alone = alone_table(records, pair, teacher_labels, alone_labels[0], distill_labels) if alone_labels \
+            else None
+        doc.add(paired, vs_alone)
+        if teacher_labels:
+            doc.add(reading(paired, teacher_labels[0], vs_alone))
     return doc
 
 
-__all__ = ["TEACHER_QUALITY", "distillation_table", "fidelity_table", "paired_table", "reading", "study_tables",
-           "teacher_quality_table"]
+__all__ = ["TEACHER_QUALITY", "alone_table", "distillation_table", "fidelity_table", "paired_table", "reading",
+           "study_tables", "teacher_quality_table"]
 
 
 def render_tables(cfg: StudyConfig, records: list[RunRecord], unfinished: Iterable[RunRecord] = ()) -> Document:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 
 import numpy as np
 import torch
@@ -48,8 +49,20 @@ def set_deterministic(enabled: bool) -> None:
             warnings.warn("train.deterministic: CUDA was used before kdlab could set CUBLAS_WORKSPACE_CONFIG; set it "
                           "(e.g. :4096:8) before any CUDA work for deterministic cuBLAS", stacklevel=2)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    # torch.use_deterministic_algorithms also imports torch._inductor.config (4 s of a CPU run's start) to set a
+    # flag only torch.compile reads: set it only where inductor is loaded, and compile_deterministic() after compile
+    torch._C._set_deterministic_algorithms(enabled, warn_only=True)
+    compile_deterministic(only_if_loaded=True)
     torch.backends.cudnn.benchmark = not enabled
+
+
+def compile_deterministic(only_if_loaded: bool = False) -> None:
+    """Give torch.compile (inductor) the deterministic setting of the process."""
+    if only_if_loaded and "torch._inductor.config" not in sys.modules:
+        return
+    import torch._inductor.config as inductor_config
+
+    inductor_config.deterministic = torch.are_deterministic_algorithms_enabled()
 
 
 def derive_seed(*parts: int) -> int:

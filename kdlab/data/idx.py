@@ -7,11 +7,20 @@ torchvision's ``download`` puts them: Name is MNIST, FashionMNIST or KMNIST) and
 zero bytes, a type byte, 0x08 for unsigned bytes, the number of dimensions, then one 32-bit size per dimension)
 followed by the values.  Images stay uint8 (N, 1, H, W) in memory; training augmentation is a random crop with
 zero padding, batched on the device; ``prepare`` normalises with the data set's mean and std.
+
+The Fashion-MNIST subset that ships inside kdlab (the quickstart's data), ``data: {name: fashion-mnist, root:
+shipped}``: 2,000 training and 2,000 test images, 200 of each class in each split, drawn with
+:func:`balanced_indices` and subset seed 0 (the full set's ``num_train=2000, num_test=2000, subset_seed=0``), kept at
+28x28 in the IDX layout (gzipped, 1.7 MB).  Fashion-MNIST is Copyright (c) 2017 Zalando SE, MIT licence: the notice
+is ``NOTICE`` beside the files.  ``python -m kdlab.data.idx [FULL_DIR]`` (:func:`write_subset`) rebuilds them from
+the full set (by default Debian's copy); a test checks that it gives the shipped bytes.
 """
 
 from __future__ import annotations
 
 import gzip
+import struct
+from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +48,9 @@ KMNIST_STATS = ((0.1918,), (0.3483,))
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
 KMNIST_CLASSES = ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]
+
+SHIPPED = "shipped"  # the data.root value that names the subset inside the package
+SHIPPED_COUNTS = {"train": 2000, "test": 2000}
 
 Count = Annotated[int, Field(ge=10, le=60_000)]
 ImageSize = Annotated[int, Field(ge=1, le=28)]
@@ -120,6 +132,11 @@ def idx_bundle(name: str, tv_name: str, root: str, download: bool, num_train: in
     if 28 % image_size:
         raise ConfigError(f"data.image_size: {image_size} must divide 28 (images are shrunk by average pooling): "
                           "one of 1, 2, 4, 7, 14, 28")
+    if root == SHIPPED:
+        if name != "fashion-mnist":
+            raise ConfigError(f"data.root: only fashion-mnist ships with kdlab (a 2,000 + 2,000 image subset); give "
+                              f"{name} the folder of its IDX files")
+        root = str(shipped_folder())
     root_path = Path(root).expanduser()
     folder = _locate(root_path, tv_name)
     if folder is None and download:
@@ -188,7 +205,8 @@ def mnist(root: str = "data", download: bool = False, num_train: Count | None = 
 @register_dataset("fashion-mnist", input_shape="1x28x28", classes=10)
 @_described("Fashion-MNIST (60,000 train / 10,000 test 28x28 grey clothing images), or Debian's copy.\n\n    "
             f"With the default root and no files there, Debian's dataset-fashion-mnist package ({DEBIAN_FASHION}) "
-            "is read.",
+            "is read.  root: shipped reads the 2,000 + 2,000 image subset (200 per class and split, MIT licence) "
+            "inside kdlab: the full set's num_train=2000, num_test=2000, subset_seed=0.",
             "FashionMNIST", FASHION_STATS)
 def fashion_mnist(root: str = "data", download: bool = False, num_train: Count | None = None,
                   num_test: Count | None = None, subset_seed: Seed = 0, image_size: ImageSize = 28,
@@ -205,3 +223,29 @@ def kmnist(root: str = "data", download: bool = False, num_train: Count | None =
            augment: bool = True) -> DataBundle:
     return idx_bundle("kmnist", "KMNIST", root, download, num_train, num_test, subset_seed, image_size, augment,
                       KMNIST_STATS, KMNIST_CLASSES)
+
+
+def shipped_folder() -> Path:
+    return Path(str(resources.files("kdlab") / "data" / "fashion_mnist_subset"))
+
+
+def idx_bytes(a: np.ndarray) -> bytes:
+    """``a`` (uint8) in the IDX layout: two zero bytes, type 0x08, the number of dimensions, big-endian sizes."""
+    return bytes([0, 0, 0x08, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape) + np.ascontiguousarray(a).tobytes()
+
+
+def write_subset(full: Path, out: Path) -> None:
+    """Write the shipped subset of the full Fashion-MNIST IDX files in ``full`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for which, (img_name, lab_name) in FILES.items():
+        x, y = _split(full, which, len(FASHION_CLASSES))
+        keep = balanced_indices(y, SHIPPED_COUNTS[which], int(which == "test"), f"num_{which}")  # as idx_bundle
+        for name, a in ((img_name, x[keep]), (lab_name, y[keep].astype(np.uint8))):
+            # mtime 0: the same bytes every time they are written
+            (out / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(a), compresslevel=9, mtime=0))
+
+
+if __name__ == "__main__":
+    import sys
+
+    write_subset(Path(sys.argv[1] if len(sys.argv) > 1 else DEBIAN_FASHION), shipped_folder())

@@ -44,7 +44,7 @@ from torch import Tensor
 
 from kdlab.config.schema import OptimConfig, ScheduleConfig, TrainConfig
 from kdlab.core import distributed
-from kdlab.core.device import derive_seed, resolve_device, seed_everything, set_deterministic
+from kdlab.core.device import compile_deterministic, derive_seed, resolve_device, seed_everything, set_deterministic
 from kdlab.core.distributed import DistEnv
 from kdlab.core.errors import ConfigError, DivergenceError
 from kdlab.core.metrics import topk_accuracy
@@ -191,6 +191,8 @@ def wrap(model: nn.Module, objective: Objective, train: TrainConfig, device: tor
     unused-parameter detection is on only where the model or the method says a step may leave parameters without
     a gradient.
     """
+    if train.compile:
+        compile_deterministic()
     run_model = torch.compile(model) if train.compile else model
     step: nn.Module = _Step(run_model, objective)
     if not world.active:
@@ -431,7 +433,7 @@ class _Run:
             self.test_logits, self.test_emb = _evaluate(m.model, test_loader, final=epoch + 1 == train.epochs)
             rec["test_top1"] = topk_accuracy(self.test_logits, data.test.y, 1)
             rec["test_nll"] = torch.nn.functional.cross_entropy(self.test_logits, data.test.y).item()
-        rec.update(m.objective.eval_metrics(m.model, self.state))
+            rec.update(m.objective.eval_metrics(m.model, self.state))  # on the same epochs as the test top-1
         on = self.best["selected_on"]
         is_best = rec.get(f"{on}_top1", -math.inf) > self.best[f"{on}_top1"]
         if is_best:

@@ -9,7 +9,7 @@ An :class:`Objective` is what the training loop minimises.  The loop (``kdlab.en
             out = objective(model, batch, state)   # StepOutput(loss, logits, parts)
             out.loss.backward(); optimizer.step()  # (loss weighted by the process's share of the global batch)
         on_epoch_end(model, state)                 # then evaluation and checkpointing
-        extra = eval_metrics(model, state)         # optional extra metrics for the epoch log
+        extra = eval_metrics(model, state)         # optional extra metrics, on the epochs the test set is evaluated
 
 With several processes (torchrun) every process runs this loop on its part of each global batch; see
 :mod:`kdlab.core.distributed` for what an objective must do to stay one run (average the gradients of an

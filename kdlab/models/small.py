@@ -92,7 +92,7 @@ def mlp(num_classes: int, input_shape: tuple[int, ...], hidden: Widths = (256, 2
         batch_norm: bool = True) -> MLP:
     """Multi-layer perceptron on the flattened input.
 
-    hidden: widths of the hidden layers (empty: a linear model)
+    hidden: widths of the hidden layers (one at least)
     batch_norm: batch norm after each hidden layer
     """
     return MLP(num_classes, math.prod(input_shape), list(hidden), batch_norm)

@@ -49,17 +49,24 @@ def test_study_and_quickstart_tiny(tmp_path, capsys):
     code, out, err = run(capsys, "quickstart", f"out_dir={tmp_path / 'qs'}", *shrink)
     assert code == 0
     header = next(ln for ln in out.splitlines() if ln.startswith("|"))
-    assert [c.strip() for c in header.split("|")[2:-1]] == ["standard", "soteacher", "sftn"]
-    assert "| Teacher resnet_cifar" in out and "| Student resnet8 (alone)" in out and "| kd " in out
-    assert "(n=3)" in out and "L1 to p* (train)" in out and "**Reading**" in out
-    assert "21 runs trained, 0 reused, 0 failed" in err  # 3 x 3 teachers, 3 alone, 3 x 3 KD students
+    assert [c.strip() for c in header.split("|")[2:-1]] == ["standard", "soteacher"]
+    assert "| Teacher resnet8" in out and "| Student mlp(hidden=[6]) (alone)" in out and "| kd " in out
+    assert "fashion-mnist: seeds [0, 1, 2]" in out and "L1 to p*" not in out.split("Teacher quality")[1][:400]
+    assert "(n=3)" in out and "**Reading**" in out and "minus the student alone" in out
+    assert "against the student alone: top-1" in out
+    assert "15 runs trained, 0 reused, 0 failed" in err  # 3 x 2 teachers, 3 alone, 3 x 2 KD students
     code, out2, err = run(capsys, "study", tmp_path / "qs" / "study.yaml")
-    assert code == 0 and "0 runs trained, 21 reused" in err
+    assert code == 0 and "0 runs trained, 15 reused" in err
     assert out2 == out
     code, out3, _ = run(capsys, "quickstart", f"out_dir={tmp_path / 'again'}", *shrink)
     results = [(tmp_path / d / "results.csv").read_bytes() for d in ("qs", "again")]
     assert code == 0 and results[0] == results[1] and out3 == out
     assert "train_time" not in results[0].decode() and b"train_time" in (tmp_path / "qs" / "timings.csv").read_bytes()
+    # the mixed-feature lab: three teacher methods and the distances to p*
+    code, out, err = run(capsys, "quickstart", "--lab", f"out_dir={tmp_path / 'lab'}", *shrink[1:], "seeds=[0]")
+    header = next(ln for ln in out.splitlines() if ln.startswith("|"))
+    assert code == 0 and [c.strip() for c in header.split("|")[2:-1]] == ["standard", "soteacher", "sftn"]
+    assert "mixed-feature: seeds [0]" in out and "L1 to p* (train)" in out and "7 runs trained" in err
 
 
 @pytest.mark.parametrize("argv, code, fragment", [
