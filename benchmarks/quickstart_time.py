@@ -1,6 +1,6 @@
 """Time ``kdlab quickstart`` from an empty folder: wall clock, CPU time of all its processes, peak memory.
 
-    python benchmarks/quickstart_time.py [--workers N] [--keep DIR] [-- key=value ...]
+    python benchmarks/quickstart_time.py [--lab] [--workers N] [--keep DIR] [-- key=value ...]
 
 It runs the installed ``kdlab`` command in a new empty folder (removed afterwards unless ``--keep``), so nothing
 is reused.  Peak memory is the largest sum of the resident memory of the command and its worker processes,
@@ -48,6 +48,7 @@ def _tree_rss(pid: int) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workers", type=int, help="kdlab quickstart --workers (default: the command's own)")
+    ap.add_argument("--lab", action="store_true", help="kdlab quickstart --lab (the mixed-feature lab)")
     ap.add_argument("--keep", type=Path, help="run in this (new, empty) folder and keep it")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the quickstart config")
     a = ap.parse_args()
@@ -56,7 +57,8 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if any(folder.iterdir()):
         sys.exit(f"benchmarks/quickstart_time.py: {folder} is not empty")
-    cmd = [kdlab, "quickstart", *a.overrides] + (["--workers", str(a.workers)] if a.workers else [])
+    cmd = [kdlab, "quickstart", *a.overrides] + (["--workers", str(a.workers)] if a.workers else []) + \
+        (["--lab"] if a.lab else [])
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -1,5 +1,8 @@
 """Models of a user's own, for the tests that train, export or load them through kdlab's module adapter."""
 
+import os
+from pathlib import Path
+
 import torch.nn as nn
 
 
@@ -15,3 +18,21 @@ class UserNet(nn.Module):
 
     def forward(self, x):
         return self.fc(self.down2(self.down1(self.stem(x))).mean((2, 3)))
+
+
+class DieOnceNet(UserNet):
+    """A UserNet whose process dies (``os._exit``, as a killed worker) at its ``die_at``-th training step, once:
+    only where ``KDLAB_TEST_DIE_ONCE`` names a file that does not exist yet (the death creates it)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 4, die_at: int = 5):
+        super().__init__(num_classes, in_channels, width)
+        self.die_at, self.steps = die_at, 0
+
+    def forward(self, x):
+        if self.training:
+            self.steps += 1
+            marker = os.environ.get("KDLAB_TEST_DIE_ONCE")
+            if marker and self.steps == self.die_at and not Path(marker).exists():
+                Path(marker).touch()
+                os._exit(1)
+        return super().forward(x)

@@ -16,6 +16,7 @@ from typing import Any
 
 from kdlab.core.errors import ConfigError, KdlabError, Terminated, interrupted_line, was_reported
 from kdlab.core.lifeline import tie_to_launcher
+from kdlab.study.placement import RAY_RETRIES
 
 # kdlab.config.describe's schemas (a test checks they agree), named here so that --help needs no pydantic import
 SCHEMA_KINDS = ("teacher", "distill", "study", "eval")
@@ -30,6 +31,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {n}")
     return n
 
 
@@ -97,7 +108,8 @@ def cmd_study(a: argparse.Namespace) -> int:
 
         print(dry_run.study(config, overrides, a.dry_run))
         return 0
-    ray_options = {"address": a.ray_address, "gpus_per_run": a.gpus_per_run, "cpus_per_run": a.cpus_per_run}
+    ray_options = {"address": a.ray_address, "gpus_per_run": a.gpus_per_run, "cpus_per_run": a.cpus_per_run,
+                   "retries": a.ray_retries}
     res = run_study(config, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options,
                     group_size=1 if a.no_group else None, allow_failures=True)
     _print_tables(res)
@@ -153,7 +165,8 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     if a.dry_run:
         print(dry_run(_experiment(exp_id), overrides, root, written=a.as_written, teacher_weights=teacher_weights))
         return 0
-    ray_options = {"address": a.ray_address, "gpus_per_run": a.gpus_per_run, "cpus_per_run": a.cpus_per_run}
+    ray_options = {"address": a.ray_address, "gpus_per_run": a.gpus_per_run, "cpus_per_run": a.cpus_per_run,
+                   "retries": a.ray_retries}
     res = reproduce(exp_id, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options, root=root,
                     group_size=1 if a.no_group else None, allow_failures=True, written=a.as_written,
                     teacher_weights=teacher_weights)
@@ -311,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Ray cluster address (default: a local Ray instance, or RAY_ADDRESS)")
     st.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs per Ray task (default 0)")
     st.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs per Ray task (default 1)")
+    st.add_argument("--ray-retries", type=_count, default=RAY_RETRIES, metavar="N",
+                    help=f"times Ray retries a task whose worker died (default {RAY_RETRIES}; every run resumes from "
+                         "its last checkpoint, so a retried run ends as an uninterrupted one)")
     st.add_argument("--no-group", action="store_true", help="train every student on its own (default: the "
                     "students of one teacher train together, up to group_size, sharing its forward pass)")
     rp_ = add("reproduce", cmd_reproduce, "run a table or figure of the SoTeacher or SFTN paper and print it in "
@@ -332,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp_.add_argument("--ray-address", default=None, metavar="ADDR", help="as kdlab study")
     rp_.add_argument("--gpus-per-run", type=float, default=0.0, help="as kdlab study")
     rp_.add_argument("--cpus-per-run", type=float, default=1.0, help="as kdlab study")
+    rp_.add_argument("--ray-retries", type=_count, default=RAY_RETRIES, metavar="N", help="as kdlab study")
     rp_.add_argument("--no-group", action="store_true", help="as kdlab study")
     e = add("eval", cmd_eval, "evaluate a checkpoint on the test split",
             "RUN_DIR | CHECKPOINT.pt | EVAL.yaml [key=value ...] (e.g. checkpoint=best teacher.path=runs/t)",

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlab.core.errors import KdlabError, Terminated
+from kdlab.study.placement import RAY_RETRIES, claim_gpu, visible_gpus
 from kdlab.study.plan import PlannedRun
 
 
@@ -72,7 +73,7 @@ def run_task(items: list[tuple[str, dict[str, Any]]]) -> list[Result]:
             else (r.summary, r.reused, None) for r in results]
 
 
-def _init_worker(threads: int, parent: int | None = None) -> None:
+def _init_worker(threads: int, parent: int | None = None, gpus: list[str] | None = None, counter=None) -> None:
     # SIGINT and SIGTERM were blocked while this process started (see _WorkerProcess): neither interrupted its
     # imports with a traceback.  Ctrl-C is the study's to answer (it stops its workers): ignored from now on, one
     # pending dropped; SIGTERM (the study stopping it) ends it quietly, one pending now
@@ -80,6 +81,8 @@ def _init_worker(threads: int, parent: int | None = None) -> None:
     signal.signal(signal.SIGTERM, _stop_worker)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED_WHILE_STARTING)
+    if gpus:  # before torch touches CUDA
+        claim_gpu(gpus, counter)
     import torch
 
     torch.set_num_threads(threads)
@@ -275,15 +278,28 @@ def _failed(e: Exception) -> tuple[None, bool, str]:
     return None, False, f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
 
 
+def worker_pool(workers: int, ctx: WorkerContext, threads: int, gpus: list[str] | None = None,
+                counter=None) -> ProcessPoolExecutor:
+    """``workers`` processes of ``threads`` threads each, tied to this process; with ``gpus``, each takes the
+    next of them as it starts (``counter``: a Value shared by every pool of the study, so that replacements go on
+    in turn)."""
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(threads, os.getpid(), gpus, counter))
+
+
 def _parallel(plan: list[PlannedRun], tasks: list[Task], workers: int, log) -> list[Outcome]:
     threads = max(1, (os.cpu_count() or 1) // workers)
     # a script's module-adapter model defined in the script itself is found only if the workers import it
     keep_main = any("__main__" in repr(c) for r in plan for c in [r.config])
 
+    gpus = visible_gpus()
+    counter = WorkerContext().Value("i", 0) if gpus else None
+    if gpus:
+        log(f"{workers} workers on GPUs {', '.join(gpus)} (CUDA_VISIBLE_DEVICES), one in turn each")
+
     def new_pool() -> tuple[ProcessPoolExecutor, WorkerContext]:
         ctx = WorkerContext(keep_main)
-        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(threads, os.getpid())), ctx
+        return worker_pool(workers, ctx, threads, gpus, counter), ctx
 
     pools = [new_pool()]
 
@@ -418,7 +434,7 @@ def _ended(p: mp.process.BaseProcess) -> bool:
 
 
 def _ray(plan: list[PlannedRun], tasks: list[Task], workers: int, log, address: str | None = None,
-         gpus_per_run: float = 0.0, cpus_per_run: float = 1.0) -> list[Outcome]:
+         gpus_per_run: float = 0.0, cpus_per_run: float = 1.0, retries: int = RAY_RETRIES) -> list[Outcome]:
     """One Ray task per run (or group), each started once the runs it needs have finished.  Workers must see the
     study folder (and data) at the driver's working directory: a shared file system on a cluster."""
     try:
@@ -432,7 +448,8 @@ def _ray(plan: list[PlannedRun], tasks: list[Task], workers: int, log, address: 
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise KdlabError(f"cannot reach the Ray cluster {address or '(local)'}: {e}") from None
-    task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(_call)
+    # a retried task resumes its runs from their checkpoints (a run's lock dies with the process that held it)
+    task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=retries)(_call)
     cwd = os.getcwd()
     cap = workers if workers > 1 else max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_run, 1e-9)))
 
