@@ -131,7 +131,8 @@ def test_each_cell_is_computed_once_and_shared_by_every_renderer(study, monkeypa
     monkeypatch.setattr(kdlab.analysis.document, "mean_std", counted)
     doc = render_tables(load_config(StudyConfig, small_cfg(out)), res.records)
     stats = _stats(doc.tables)
-    assert len(doc.tables) == 4 and len(calls) == len(stats) > 0  # 3 of Stats, and the paired differences
+    # 3 of Stats, and the paired differences to the standard teacher and to the student alone
+    assert len(doc.tables) == 5 and len(calls) == len(stats) > 0
     md, page = doc.to_markdown(), doc.to_html()
     for t in doc.tables:
         t.to_csv()
