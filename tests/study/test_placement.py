@@ -11,18 +11,22 @@ from kdlab.study import execute, placement
 from kdlab.study.execute import WorkerContext, worker_pool
 
 
-def _gpu_of_worker(_: int) -> tuple[int, str]:
-    time.sleep(0.5)  # every worker gets a task
+def _gpu_of_worker(folder: str, workers: int) -> tuple[int, str]:
+    # hold this task until every worker holds one: a worker that started early would otherwise take two
+    open(os.path.join(folder, str(os.getpid())), "w").close()
+    deadline = time.monotonic() + 120
+    while len(os.listdir(folder)) < workers and time.monotonic() < deadline:
+        time.sleep(0.05)
     return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES", "")
 
 
 @pytest.mark.parametrize("workers, expected", [(4, {"0": 1, "1": 1, "2": 1, "3": 1}),
                                                (6, {"0": 2, "1": 2, "2": 1, "3": 1})])
-def test_workers_take_the_gpus_in_turn(workers, expected):
+def test_workers_take_the_gpus_in_turn(workers, expected, tmp_path):
     ctx = WorkerContext()
     counter = ctx.Value("i", 0)
     with worker_pool(workers, ctx, 1, ["0", "1", "2", "3"], counter) as pool:
-        seen = dict(pool.map(_gpu_of_worker, range(workers)))
+        seen = dict(pool.map(_gpu_of_worker, [str(tmp_path)] * workers, [workers] * workers))
     assert len(seen) == workers and Counter(seen.values()) == expected
 
 
