@@ -26,8 +26,10 @@ from kdlab.core import log as kdlog
 from kdlab.core.checkpoint import atomic_write_text
 from kdlab.core.errors import ConfigError, KdlabError, StudyFailedError, interrupted_line, mark_reported
 from kdlab.core.text import to_csv
+from kdlab.engine.sinks import tensorboard_tag
+from kdlab.engine.trackers import Trackers
 from kdlab.runs.summary import RunSummary
-from kdlab.study.execute import Outcome, execute
+from kdlab.study.execute import Outcome, execute, processes_per_run
 from kdlab.study.plan import plan_study
 from kdlab.study.records import LABEL_COLUMNS, RunRecord, incomplete, write_failures_file, write_runs_file
 from kdlab.study.runner import build_problems, changed_runs, check_buildable, check_same_study
@@ -54,7 +56,8 @@ class StudyResult:
 
 def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None] | None = None,
               workers: int = 1, launcher: str = "local", ray_options: dict[str, Any] | None = None,
-              report: bool = True, group_size: int | None = None, allow_failures: bool = False) -> StudyResult:
+              report: bool = True, group_size: int | None = None, allow_failures: bool = False,
+              gpus_per_run: float | None = None) -> StudyResult:
     """Run what is missing of a study and write its results (and with ``report`` its figures, report.md and
     report.html); returns the records and the markdown tables.
 
@@ -65,11 +68,13 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     command SIGTERM too), it stops its worker processes, logs one line and raises the interrupt again.
 
     ``launcher``: ``local`` (in this process, or ``workers`` processes) or ``ray`` (one Ray task per run or group
-    of runs); ``group_size``: instead of the config's (1: every student on its own).
+    of runs); ``group_size``: instead of the config's (1: every student on its own); ``gpus_per_run``: GPUs of
+    each run, trained as one process per GPU from 2 on (see :func:`kdlab.study.execute.processes_per_run`).
     """
     log = log or kdlog.info
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers: must be a whole number >= 1, got {workers!r}")
+    processes_per_run(launcher, gpus_per_run)  # its error before anything is planned or written
     cfg = load_config(StudyConfig, config, overrides)
     out = Path(cfg.out_dir)
     plan = plan_study(cfg)
@@ -87,7 +92,7 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     t0 = time.perf_counter()
     try:
         outcomes = execute(plan, workers, log, launcher, ray_options,
-                           group_size=cfg.group_size if group_size is None else group_size)
+                           group_size=cfg.group_size if group_size is None else group_size, gpus_per_run=gpus_per_run)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM under the kdlab command: the workers are stopped by now
         log(interrupted_line(e, STUDY_CONTINUES))
         mark_reported(e)
@@ -95,6 +100,7 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     result = write_results(cfg, outcomes, log, time.perf_counter() - t0)
     if report:
         write_report_logged(out, log)
+    log_to_trackers(cfg, out)
     if not allow_failures:
         check_no_failures(result)
     return result
@@ -108,6 +114,22 @@ def write_report_logged(out: Path, log: Callable[[str], None]) -> None:
         log(f"report in {html} (figures in {out / 'figures'})")
     except KdlabError as e:  # e.g. every run failed: the study's own failure report says more
         log(f"report not written: {e}")
+
+
+def log_to_trackers(cfg: StudyConfig, out: Path) -> None:
+    """The study's tables, figures and report as artifacts of a tracker run of its own (named after ``out``, in
+    the project of its runs), for the W&B and MLflow trackers its runs use; its id is kept in ``out``, so a study
+    run again updates the same tracker run."""
+    names = [t for t in dict.fromkeys([*cfg.teacher.train.trackers, *cfg.student.train.trackers])
+             if t != "tensorboard"]
+    if not names:
+        return
+    train = cfg.student.train
+    trackers = Trackers(names, out, cfg.model_dump(mode="json"), train.tracker_project or cfg.name, train.mlflow_uri)
+    trackers.start([], tensorboard_tag)
+    files = [out / f for f in ("results.md", "results.csv", "report.md", "report.html")]
+    trackers.artifacts([f for f in files + sorted((out / "figures").glob("*.png")) if f.is_file()], out)
+    trackers.close(finished=True)
 
 
 def write_results(cfg: StudyConfig, outcomes: list[Outcome], log: Callable[[str], None],

@@ -135,10 +135,17 @@ class TrainConfig(Strict):
     progress: Literal["auto", "bar", "log", "off"] = Field(
         "auto", description="bar: a progress bar; log: a line per epoch (at most every 10 s); auto: bar on a "
                             "terminal, else log; off: quiet", json_schema_extra=VOLATILE_GROUP_FREE)
-    tensorboard: bool = Field(True, description="write TensorBoard logs when the tensorboard package is installed",
-                              json_schema_extra=VOLATILE_GROUP_FREE)
-    tensorboard_every_step: bool = Field(False, description="TensorBoard: also each step's loss, loss parts and lr "
-                                         "under step/ (a device synchronisation per step)", json_schema_extra=VOLATILE)
+    trackers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        ["tensorboard"], description="experiment trackers the run logs to (rank 0): tensorboard (when the package "
+        "is installed), wandb, mlflow; [] for none.  A resumed run continues its tracker runs (ids in "
+        "trackers.json); a tracker that fails warns and the run goes on", json_schema_extra=VOLATILE)
+    tracker_project: str | None = Field(None, description="W&B project and group, MLflow experiment (default: "
+                                        "the study's name, else kdlab)", json_schema_extra=VOLATILE)
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI, e.g. http://host:5000 (default: "
+                                   "MLFLOW_TRACKING_URI, else mlruns/ in the working folder)",
+                                   json_schema_extra=VOLATILE)
+    log_every_step: bool = Field(False, description="trackers: also each step's loss, loss parts and lr under "
+                                 "step/ (a device synchronisation per step)", json_schema_extra=VOLATILE)
     deterministic: bool = Field(True, description="true: deterministic kernels, exact repeats and resumes; false: "
                                 "cuDNN autotuning (faster on GPUs), runs may differ in the last bits")
     drop_last: bool = Field(False, description="skip the last, smaller training batch of each epoch")
@@ -150,6 +157,18 @@ class TrainConfig(Strict):
     compile: bool = Field(False, description="torch.compile the trained model")
     sync_bn: bool = Field(False, description="torchrun: batch norm over the global batch, for the model and the "
                           "method's connectors (nn.SyncBatchNorm on CUDA, kdlab's own elsewhere)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_names(cls, v):
+        # run folders of earlier versions say tensorboard: true|false and tensorboard_every_step
+        if isinstance(v, dict) and ("tensorboard" in v or "tensorboard_every_step" in v):
+            v = dict(v)
+            if v.pop("tensorboard", True) is False and "trackers" not in v:
+                v["trackers"] = []
+            if "tensorboard_every_step" in v:
+                v.setdefault("log_every_step", v.pop("tensorboard_every_step"))
+        return v
 
     @field_validator("progress", mode="before")
     @classmethod

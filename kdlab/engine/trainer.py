@@ -272,7 +272,7 @@ def fit_group(members: list[Member], data: DataBundle, *, train: TrainConfig, se
     finally:
         progress.close()
         for r in runs:
-            r.sink.close()
+            r.sink.close(r.summary())
     for r in runs:
         if r.member.error is None:
             r.guard(r.conclude, test_loader)
@@ -311,8 +311,9 @@ class _Run:
             else (0, [], {}))
         self.best = _best_of(best, selection_split(data))
         self.state.step = self.start_epoch * steps
-        self.sink = MetricSink(m.store, world.main, train.tensorboard, self.history, m.hooks,
-                               every_step=train.tensorboard_every_step)
+        self.sink = MetricSink(m.store, world.main, self.history, m.hooks, train.trackers, train.log_every_step,
+                               config=(m.meta or {}).get("config"), project=train.tracker_project,
+                               mlflow_uri=train.mlflow_uri)
         self.rng: RandomState | None = None
         self.test_logits: Tensor | None = None
         self.test_emb: Tensor | None = None
@@ -445,12 +446,21 @@ class _Run:
             self.sink.write(rec)
             m.store.save_epoch(m.model, m.objective, self.opt, epoch + 1, self.best, self.history, m.meta,
                        self.seed, is_best, train.save_every)
+            self.sink.commit(rec)
         distributed.barrier()
         if self.alone:
             progress.end_epoch(epoch + 1, rec)
         else:
             progress.end_epoch_of(m.desc, epoch + 1, rec)
         self.sink.notify(rec)
+
+    def summary(self) -> dict[str, Any] | None:
+        """What the trackers keep of a finished run (None: it stopped before its last epoch)."""
+        if self.member.error is not None or len(self.history) < self.train.epochs:
+            return None
+        last = self.history[-1]
+        return {"best_epoch": self.best.get("epoch"), "best_test_top1": self.best.get("test_top1"),
+                "test_top1": last.get("test_top1"), "train_time": sum(h.get("train_time", 0.0) for h in self.history)}
 
     def conclude(self, test_loader) -> None:
         if self.test_logits is None:  # resumed after the last epoch had finished

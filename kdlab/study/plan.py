@@ -250,8 +250,10 @@ def _plan(cfg: StudyConfig) -> list[PlannedRun]:
         own = role.overrides.get(label) if label is not None else None
         if lr is not None and not (own and "lr" in own.optim):  # a pair's student_lr, unless the label sets its own
             optim["lr"] = lr
+        train = train_cfg.model_dump()
+        train["tracker_project"] = train["tracker_project"] or cfg.name  # the study's runs together in a tracker
         return {"seed": seed, "out_dir": str(run_dir), "data": data, "holdout": cfg.holdout, "optim": optim,
-                "schedule": schedule_cfg.model_dump(), "train": train_cfg.model_dump()}
+                "schedule": schedule_cfg.model_dump(), "train": train}
 
     planned: dict[Path, PlannedRun] = {}
     root = out.resolve()

@@ -9,10 +9,10 @@ from kdlab.runs.resolve import GROUP_FREE_TRAIN_KEYS
 
 
 def test_the_declared_flags_are_the_settings_that_change_no_result():
-    assert {"out_dir", "train.progress", "train.device", "train.tensorboard",
-                             "train.tensorboard_every_step", "train.eval_batch_size"} == VOLATILE_KEYS
+    assert {"out_dir", "train.progress", "train.device", "train.trackers", "train.tracker_project",
+            "train.mlflow_uri", "train.log_every_step", "train.eval_batch_size"} == VOLATILE_KEYS
     assert flagged_keys(TeacherRunConfig, "volatile") == flagged_keys(DistillRunConfig, "volatile") == VOLATILE_KEYS
-    assert set(GROUP_FREE_TRAIN_KEYS) == {"save_every", "progress", "tensorboard"}
+    assert set(GROUP_FREE_TRAIN_KEYS) == {"save_every", "progress"}
     assert set(GROUP_FREE_TRAIN_KEYS) == flagged_keys(TrainConfig, "group_free")
 
 

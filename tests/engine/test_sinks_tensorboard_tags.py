@@ -1,12 +1,11 @@
-"""TensorBoard scalars are grouped (``train/``, ``test/``, ``time/``) and, with ``train.tensorboard_every_step``,
-also logged per optimisation step (``step/``).  The fake writer stands in for torch's SummaryWriter, which needs
-the optional tensorboard package; with the package installed, the event files themselves are read back."""
+"""TensorBoard scalars are grouped (``train/``, ``test/``, ``time/``) and, with ``train.log_every_step``, also
+logged per optimisation step (``step/``).  The fake writer stands in for torch's SummaryWriter to see the calls;
+the event files themselves are read back at the end."""
 
 import json
 
 import pytest
 
-import kdlab.engine.sinks as sinks
 from conftest import TINY_DATA, TINY_TRAIN, interrupt_training, teacher_cfg
 from kdlab.engine.sinks import MetricSink, tensorboard_tag
 from kdlab.runs.teacher import train_teacher
@@ -15,9 +14,9 @@ STEPS_PER_EPOCH = TINY_DATA["num_train"] // TINY_TRAIN["batch_size"]  # 192 / 32
 
 
 class FakeWriter:
-    def __init__(self, logged, where, purge_step):
-        self.logged, self.where = logged, where
-        logged.append(("open", where, purge_step))
+    def __init__(self, logged, log_dir, purge_step):
+        self.logged, self.where = logged, "steps" if log_dir.endswith("steps") else "epochs"
+        logged.append(("open", self.where, purge_step))
 
     def add_scalar(self, tag, value, step):
         self.logged.append((self.where, tag, step, value))
@@ -28,9 +27,11 @@ class FakeWriter:
 
 @pytest.fixture
 def logged(monkeypatch):
+    import torch.utils.tensorboard
+
     out = []
-    monkeypatch.setattr(sinks, "_tensorboard", lambda run_dir, purge_step=None, sub="":
-                        FakeWriter(out, sub or "epochs", purge_step))
+    monkeypatch.setattr(torch.utils.tensorboard, "SummaryWriter", lambda log_dir, purge_step=None:
+                        FakeWriter(out, log_dir, purge_step))
     return out
 
 
@@ -54,11 +55,12 @@ def test_epoch_scalars_are_grouped_and_equal_the_log(tmp_path, logged):
     assert {t for t, _, _ in got} >= {"train/loss", "train/top1", "train/ce", "train/lr", "test/top1", "test/nll"}
     assert all("/" in t for t, _, _ in got)
     assert ("open", "epochs", 1) in logged and logged[-1] == ("closed", "epochs", None)
+    assert json.loads((res.run_dir / "trackers.json").read_text()) == {"tensorboard": {"logged": 2, "run_id": None}}
     assert not scalars(logged, "steps")  # per step only when asked
 
 
 def test_every_step_logs_each_optimisation_step(tmp_path, logged):
-    train_teacher(teacher_cfg(tmp_path / "steps", train={**TINY_TRAIN, "tensorboard_every_step": True}))
+    train_teacher(teacher_cfg(tmp_path / "steps", train={**TINY_TRAIN, "log_every_step": True}))
     steps = scalars(logged, "steps")
     loss = [(step, v) for t, step, v in steps if t == "step/loss"]
     assert [s for s, _ in loss] == list(range(1, 2 * STEPS_PER_EPOCH + 1))
@@ -71,7 +73,7 @@ def test_every_step_logs_each_optimisation_step(tmp_path, logged):
 
 
 def test_a_resumed_run_purges_what_the_interrupted_one_logged_after_its_checkpoint(tmp_path, logged, monkeypatch):
-    cfg = teacher_cfg(tmp_path / "resume", train={**TINY_TRAIN, "tensorboard_every_step": True})
+    cfg = teacher_cfg(tmp_path / "resume", train={**TINY_TRAIN, "log_every_step": True})
     undo = interrupt_training(monkeypatch, epoch=1, step=2)
     with pytest.raises(KeyboardInterrupt):
         train_teacher(cfg)
@@ -83,17 +85,16 @@ def test_a_resumed_run_purges_what_the_interrupted_one_logged_after_its_checkpoi
     assert [s for t, s, _ in scalars(logged, "steps") if t == "step/loss"][0] == STEPS_PER_EPOCH + 1
 
 
-def test_nothing_per_step_without_tensorboard():
-    sink = MetricSink(None, writes=False, tensorboard=True, history=[], every_step=True)
+def test_nothing_per_step_without_a_tracker():
+    sink = MetricSink(None, writes=False, history=[], trackers=["tensorboard"], every_step=True)
     assert not sink.logs_steps
     sink.write_step(1, 0.5, {}, 0.1)  # no writer, no folder: nothing happens
 
 
 def test_event_files_hold_the_grouped_tags(tmp_path, monkeypatch):
-    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    res = train_teacher(teacher_cfg(tmp_path / "real", train={**TINY_TRAIN, "tensorboard_every_step": True}))
+    res = train_teacher(teacher_cfg(tmp_path / "real", train={**TINY_TRAIN, "log_every_step": True}))
     epochs = EventAccumulator(str(res.run_dir / "tensorboard"))
     epochs.Reload()
     tags = set(epochs.Tags()["scalars"])
