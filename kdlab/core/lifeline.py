@@ -17,6 +17,8 @@ for each worker); nothing happens in a plain run.  A launcher that is already go
 while the worker's interpreter was starting) is noticed when the worker's parent is init (pid 1) and init is no
 launcher; under a child-subreaper other than init such a worker is not noticed here and ends with the process
 group's timeout.
+The processes of kdlab's own launcher (:mod:`kdlab.core.processes`) are tied with :func:`tie_to_parent`, which
+is given the launcher's pid: one already gone is noticed whatever the process's new parent.
 Nothing is lost with a killed worker: checkpoints are written to a temporary file and renamed, and the run lock
 is a ``flock`` the kernel releases.
 """
@@ -61,6 +63,17 @@ def tie_to_launcher(poll_every: float = 0.5) -> bool:
     return True
 
 
+def tie_to_parent(parent: int, poll_every: float = 0.5) -> None:
+    """End this process when ``parent``, the process that started it, ends (SIGKILL of it included): how kdlab's
+    own launcher (:mod:`kdlab.core.processes`) ties the processes it starts.  Call it from the main thread, first
+    thing; exits at once (status 1) when ``parent`` is gone already."""
+    if not _kill_me_with_parent():
+        threading.Thread(target=_poll, args=(parent, poll_every, "kdlab"), name="kdlab-launcher-watch",
+                         daemon=True).start()
+    if os.getppid() != parent:
+        _launcher_gone("kdlab")
+
+
 def _init_is_a_launcher() -> bool:
     """Whether init (pid 1) may be this worker's launcher: torchrun itself (``docker run image torchrun ...``)
     or a Python program (``elastic_launch``) running this worker's interpreter."""
@@ -89,14 +102,14 @@ def _kill_me_with_parent() -> bool:
         return False
 
 
-def _poll(parent: int, every: float) -> None:
+def _poll(parent: int, every: float, launcher: str = "torchrun") -> None:
     while os.getppid() == parent:
         time.sleep(every)
-    _launcher_gone()
+    _launcher_gone(launcher)
 
 
-def _launcher_gone() -> None:
+def _launcher_gone(launcher: str = "torchrun") -> None:
     with contextlib.suppress(OSError):  # a raw write: no lock may be taken here, and the reader may be gone
         os.write(2, f"kdlab: process {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}: "
-                    "stopped: its launcher (torchrun) is gone\n".encode())
+                    f"stopped: its launcher ({launcher}) is gone\n".encode())
     os._exit(EXIT_LAUNCHER_GONE)
