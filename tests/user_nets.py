@@ -36,3 +36,17 @@ class DieOnceNet(UserNet):
                 Path(marker).touch()
                 os._exit(1)
         return super().forward(x)
+
+
+class RankNet(UserNet):
+    """A UserNet that records the process's place in its job as it is built, where ``KDLAB_TEST_RANKS`` names a
+    folder: a file ``rank<RANK>`` holding ``WORLD_SIZE LOCAL_RANK LOCAL_WORLD_SIZE CUDA_VISIBLE_DEVICES`` (nothing
+    in a process outside a job)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 4):
+        super().__init__(num_classes, in_channels, width)
+        folder, rank = os.environ.get("KDLAB_TEST_RANKS"), os.environ.get("RANK")
+        if folder and rank is not None:
+            values = [os.environ.get(k, "-") for k in ("WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+                                                       "CUDA_VISIBLE_DEVICES")]
+            (Path(folder) / f"rank{rank}").write_text(" ".join(values))

@@ -20,6 +20,10 @@ from kdlab.study.placement import RAY_RETRIES
 
 # kdlab.config.describe's schemas (a test checks they agree), named here so that --help needs no pydantic import
 SCHEMA_KINDS = ("teacher", "distill", "study", "eval")
+GPUS_PER_RUN = ("GPUs of each run; from 2 on a run trains as one process per GPU, one DDP run (as torchrun "
+                "--nproc_per_node=G). local: each worker owns G GPUs of CUDA_VISIBLE_DEVICES (worker k the k-th "
+                "block of G, round robin), a whole number, default 1; ray: the GPUs each task reserves, default 0, "
+                "a fraction of one GPU or a whole number")
 EPILOG = ("Overrides are dotted keys: optim.lr=0.01 seed=3 train.epochs=5 method.T=2 'seeds=[0,1]'. "
           "Values use YAML syntax.")
 
@@ -106,10 +110,9 @@ def cmd_study(a: argparse.Namespace) -> int:
 
         print(dry_run.study(config, overrides, a.dry_run))
         return 0
-    ray_options = {"address": a.ray_address, "gpus_per_run": a.gpus_per_run, "cpus_per_run": a.cpus_per_run,
-                   "retries": a.ray_retries}
+    ray_options = {"address": a.ray_address, "cpus_per_run": a.cpus_per_run, "retries": a.ray_retries}
     res = run_study(config, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options,
-                    group_size=1 if a.no_group else None, allow_failures=True)
+                    group_size=1 if a.no_group else None, allow_failures=True, gpus_per_run=a.gpus_per_run)
     _print_tables(res)
     check_no_failures(res)
     return 0
@@ -163,11 +166,10 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     if a.dry_run:
         print(dry_run(_experiment(exp_id), overrides, root, written=a.as_written, teacher_weights=teacher_weights))
         return 0
-    ray_options = {"address": a.ray_address, "gpus_per_run": a.gpus_per_run, "cpus_per_run": a.cpus_per_run,
-                   "retries": a.ray_retries}
+    ray_options = {"address": a.ray_address, "cpus_per_run": a.cpus_per_run, "retries": a.ray_retries}
     res = reproduce(exp_id, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options, root=root,
                     group_size=1 if a.no_group else None, allow_failures=True, written=a.as_written,
-                    teacher_weights=teacher_weights)
+                    teacher_weights=teacher_weights, gpus_per_run=a.gpus_per_run)
     for t in res.tables[:1]:
         print(t.to_markdown())
     check_reproduced(res)
@@ -320,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="local processes (default) or one Ray task per run")
     st.add_argument("--ray-address", default=None, metavar="ADDR",
                     help="Ray cluster address (default: a local Ray instance, or RAY_ADDRESS)")
-    st.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs per Ray task (default 0)")
+    st.add_argument("--gpus-per-run", type=float, default=None, metavar="G", help=GPUS_PER_RUN)
     st.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs per Ray task (default 1)")
     st.add_argument("--ray-retries", type=_count, default=RAY_RETRIES, metavar="N",
                     help=f"times Ray retries a task whose worker died (default {RAY_RETRIES}; every run resumes from "
@@ -344,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp_.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="runs at once (as kdlab study)")
     rp_.add_argument("--launcher", choices=["local", "ray"], default="local", help="as kdlab study")
     rp_.add_argument("--ray-address", default=None, metavar="ADDR", help="as kdlab study")
-    rp_.add_argument("--gpus-per-run", type=float, default=0.0, help="as kdlab study")
+    rp_.add_argument("--gpus-per-run", type=float, default=None, metavar="G", help=GPUS_PER_RUN)
     rp_.add_argument("--cpus-per-run", type=float, default=1.0, help="as kdlab study")
     rp_.add_argument("--ray-retries", type=_count, default=RAY_RETRIES, metavar="N", help="as kdlab study")
     rp_.add_argument("--no-group", action="store_true", help="as kdlab study")

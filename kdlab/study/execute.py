@@ -8,6 +8,11 @@ Interrupts: the worker processes ignore Ctrl-C (a terminal sends SIGINT to every
 answers it, or the SIGTERM the ``kdlab`` command turns into :class:`~kdlab.core.errors.Terminated`, by stopping its
 workers: each gets SIGTERM, which unwinds the run it trains as Ctrl-C would (``finally`` blocks run, the run folder
 stays resumable), then ends the worker quietly; the interrupt then goes on up to the caller.
+
+Several GPUs per run (``gpus_per_run``): each run is one DDP run of one process per GPU
+(:func:`~kdlab.core.processes.run_processes`).  Locally every worker owns a block of that many GPUs
+(:func:`~kdlab.study.placement.gpu_blocks`) and starts the processes of each run it trains on them; on Ray a task
+starts them on the GPUs Ray gave it.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ from multiprocessing import spawn
 from pathlib import Path
 from typing import Any
 
-from kdlab.core.errors import KdlabError, Terminated
-from kdlab.study.placement import RAY_RETRIES, claim_gpu, visible_gpus
+from kdlab.core.errors import ConfigError, KdlabError, Terminated
+from kdlab.study.placement import RAY_RETRIES, claim_gpu, gpu_blocks, visible_gpus
 from kdlab.study.plan import PlannedRun
 
 
@@ -126,12 +131,22 @@ def _exit_quietly() -> None:
     os._exit(_STOPPED_CODE)
 
 
-def _call(items: list[tuple[str, dict[str, Any]]], cwd: str | None = None) -> list[Result]:
+def _call(items: list[tuple[str, dict[str, Any]]], cwd: str | None = None, nproc: int = 1,
+          gpus: list[str] | None = None) -> list[Result]:
+    """Train a task in this worker, or with ``nproc > 1`` as that many processes of one DDP run, on ``gpus``
+    (default: the worker's ``CUDA_VISIBLE_DEVICES``)."""
     global _task_running
     if cwd is not None:  # a Ray worker: relative paths (runs, data roots) mean what they mean for the driver
         os.chdir(cwd)
     try:
         _task_running = True  # in the try: a SIGTERM on either side of this line is handled
+        if nproc > 1:
+            import torch
+
+            from kdlab.core.processes import run_processes
+
+            # a SIGTERM meanwhile stops the processes, and the run folder stays resumable
+            return run_processes(run_task, (items,), nproc, gpus, threads=max(1, torch.get_num_threads() // nproc))
         return run_task(items)
     except Terminated:
         if _stopping:  # this worker's own SIGTERM: the run has unwound; no multiprocessing lock is held here
@@ -142,16 +157,46 @@ def _call(items: list[tuple[str, dict[str, Any]]], cwd: str | None = None) -> li
 
 
 def execute(plan: list[PlannedRun], workers: int = 1, log: Callable[[str], None] = print,
-            launcher: str = "local", ray_options: dict[str, Any] | None = None, group_size: int = 1
-            ) -> list[Outcome]:
+            launcher: str = "local", ray_options: dict[str, Any] | None = None, group_size: int = 1,
+            gpus_per_run: float | None = None) -> list[Outcome]:
     """``launcher``: ``local`` (this process, or ``workers`` processes) or ``ray`` (one Ray task per run or
-    group); ``group_size``: train up to this many students of one teacher together (see :func:`make_tasks`)."""
+    group); ``group_size``: train up to this many students of one teacher together (see :func:`make_tasks`);
+    ``gpus_per_run``: see :func:`processes_per_run` (on Ray it may come in ``ray_options`` too)."""
     tasks = make_tasks(plan, group_size)
     if launcher == "ray":
-        return _ray(plan, tasks, workers, log, **(ray_options or {}))
-    if workers <= 1:
+        options = dict(ray_options or {})
+        if gpus_per_run is not None:
+            options["gpus_per_run"] = gpus_per_run
+        return _ray(plan, tasks, workers, log, **options)
+    nproc = processes_per_run(launcher, gpus_per_run)
+    if workers <= 1 and nproc == 1:
         return _sequential(plan, tasks, log)
-    return _parallel(plan, tasks, workers, log)
+    return _parallel(plan, tasks, workers, log, nproc)
+
+
+def processes_per_run(launcher: str, gpus_per_run: float | None) -> int:
+    """How many processes each run trains as, for ``gpus_per_run`` GPUs per run: one per GPU (a DDP run) from 2
+    GPUs on, else 1.  Local: a whole number of the GPUs visible here (default 1); Ray: what each task reserves
+    (default 0), a whole number from 2 on.  A :class:`~kdlab.core.errors.ConfigError` when it cannot be."""
+    if launcher == "ray":
+        g = 0.0 if gpus_per_run is None else float(gpus_per_run)
+        if g < 0 or (g > 1 and not g.is_integer()):
+            raise ConfigError(f"--gpus-per-run: a Ray task takes a fraction of one GPU or a whole number of GPUs, "
+                              f"got {gpus_per_run}")
+        return int(g) if g >= 2 else 1
+    g = 1.0 if gpus_per_run is None else float(gpus_per_run)
+    if not g.is_integer() or g < 1:
+        raise ConfigError(f"--gpus-per-run: the local launcher takes a whole number of GPUs, at least 1, got "
+                          f"{gpus_per_run}")
+    if g > 1:
+        gpus = visible_gpus()
+        if not gpus:
+            raise ConfigError(f"--gpus-per-run {g:.0f}: no CUDA GPU visible here (a run of several GPUs is one "
+                              "process per GPU)")
+        if g > len(gpus):
+            raise ConfigError(f"--gpus-per-run {g:.0f}: only {len(gpus)} GPU(s) visible here "
+                              f"({', '.join(gpus)})")
+    return int(g)
 
 
 @dataclass(eq=False)  # a task is its own handle in the sequential schedule: hashed by identity
@@ -287,19 +332,25 @@ def worker_pool(workers: int, ctx: WorkerContext, threads: int, gpus: list[str] 
                                initargs=(threads, os.getpid(), gpus, counter))
 
 
-def _parallel(plan: list[PlannedRun], tasks: list[Task], workers: int, log) -> list[Outcome]:
+def _parallel(plan: list[PlannedRun], tasks: list[Task], workers: int, log, nproc: int = 1) -> list[Outcome]:
+    """``workers`` worker processes; with ``nproc > 1`` each owns ``nproc`` GPUs and trains each of its runs as
+    ``nproc`` processes on them."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     # a script's module-adapter model defined in the script itself is found only if the workers import it
     keep_main = any("__main__" in repr(c) for r in plan for c in [r.config])
 
     gpus = visible_gpus()
-    counter = WorkerContext().Value("i", 0) if gpus else None
-    if gpus:
+    blocks = gpu_blocks(gpus, nproc)
+    counter = WorkerContext().Value("i", 0) if blocks else None
+    if nproc > 1:
+        log(f"{workers} worker{'s' if workers > 1 else ''} on GPUs {', '.join(gpus)} (CUDA_VISIBLE_DEVICES), "
+            f"{nproc} each in turn ({' / '.join(blocks)}); each run trains as {nproc} processes, one per GPU")
+    elif gpus:
         log(f"{workers} workers on GPUs {', '.join(gpus)} (CUDA_VISIBLE_DEVICES), one in turn each")
 
     def new_pool() -> tuple[ProcessPoolExecutor, WorkerContext]:
         ctx = WorkerContext(keep_main)
-        return worker_pool(workers, ctx, threads, gpus, counter), ctx
+        return worker_pool(workers, ctx, threads, blocks, counter), ctx
 
     pools = [new_pool()]
 
@@ -307,10 +358,10 @@ def _parallel(plan: list[PlannedRun], tasks: list[Task], workers: int, log) -> l
 
     def submit(task: Task) -> Future:
         try:
-            f = pools[-1][0].submit(_call, _items(task, quiet=True))
+            f = pools[-1][0].submit(_call, _items(task, quiet=True), None, nproc)
         except BrokenProcessPool:  # a worker died (killed, out of memory): carry on with fresh processes
             pools.append(new_pool())
-            f = pools[-1][0].submit(_call, _items(task, quiet=True))
+            f = pools[-1][0].submit(_call, _items(task, quiet=True), None, nproc)
         sizes[f] = (len(task.runs), pools[-1][1])
         return f
 
@@ -434,9 +485,13 @@ def _ended(p: mp.process.BaseProcess) -> bool:
 
 
 def _ray(plan: list[PlannedRun], tasks: list[Task], workers: int, log, address: str | None = None,
-         gpus_per_run: float = 0.0, cpus_per_run: float = 1.0, retries: int = RAY_RETRIES) -> list[Outcome]:
+         gpus_per_run: float | None = 0.0, cpus_per_run: float = 1.0, retries: int = RAY_RETRIES
+         ) -> list[Outcome]:
     """One Ray task per run (or group), each started once the runs it needs have finished.  Workers must see the
-    study folder (and data) at the driver's working directory: a shared file system on a cluster."""
+    study folder (and data) at the driver's working directory: a shared file system on a cluster.  A task of 2
+    GPUs or more trains its run as one process per GPU."""
+    nproc = processes_per_run("ray", gpus_per_run)
+    gpus_per_run = gpus_per_run or 0.0
     try:
         import ray
     except ImportError:
@@ -449,14 +504,14 @@ def _ray(plan: list[PlannedRun], tasks: list[Task], workers: int, log, address: 
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise KdlabError(f"cannot reach the Ray cluster {address or '(local)'}: {e}") from None
     # a retried task resumes its runs from their checkpoints (a run's lock dies with the process that held it)
-    task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=retries)(_call)
+    task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=retries)(_call_on_ray)
     cwd = os.getcwd()
     cap = workers if workers > 1 else max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_run, 1e-9)))
 
     sizes: dict[Any, int] = {}
 
     def submit(t: Task) -> Any:
-        ref = task.remote(_items(t, quiet=True), cwd)
+        ref = task.remote(_items(t, quiet=True), cwd, nproc)
         sizes[ref] = len(t.runs)
         return ref
 
@@ -475,6 +530,16 @@ def _ray(plan: list[PlannedRun], tasks: list[Task], workers: int, log, address: 
     finally:
         if started:
             ray.shutdown()
+
+
+def _call_on_ray(items: list[tuple[str, dict[str, Any]]], cwd: str, nproc: int) -> list[Result]:
+    """A Ray task: with ``nproc > 1`` its run trains as one process per GPU that Ray gave the task."""
+    gpus = None
+    if nproc > 1:
+        import ray
+
+        gpus = [str(g) for g in ray.get_gpu_ids()]
+    return _call(items, cwd, nproc, gpus)
 
 
 def _check_reachable(address: str | None) -> None:

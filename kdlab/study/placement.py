@@ -3,6 +3,8 @@
 * GPUs: with ``--workers N`` on a CUDA machine each worker process takes the next GPU of
   :func:`visible_gpus` in turn (``CUDA_VISIBLE_DEVICES`` set in the worker before it touches CUDA), so N workers
   on N GPUs train one run per GPU instead of N runs on GPU 0; more workers than GPUs share them round robin.
+  With ``--gpus-per-run G`` each worker takes the next block of G GPUs instead (:func:`gpu_blocks`), and each run
+  it trains is one DDP run of G processes, one per GPU of its block (:mod:`kdlab.core.processes`).
 * Ray: a task whose worker died (killed, out of memory, a lost node) is retried :data:`RAY_RETRIES` times by
   default.  Every run resumes from its last checkpoint, so a retried run ends as an uninterrupted one.
 """
@@ -27,9 +29,16 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
+def gpu_blocks(gpus: list[str], per_run: int = 1) -> list[str]:
+    """The GPUs as the ``CUDA_VISIBLE_DEVICES`` values of the workers: consecutive blocks of ``per_run`` (worker
+    ``k`` takes block ``k``, round robin when there are fewer blocks than workers; GPUs left over are unused)."""
+    return [",".join(gpus[i:i + per_run]) for i in range(0, len(gpus) - per_run + 1, per_run)]
+
+
 def claim_gpu(gpus: list[str], counter) -> str:
-    """The next GPU in turn for a starting worker: ``counter`` (a multiprocessing Value shared by the pool's
-    workers, replacements included) numbers the workers as they start."""
+    """The next GPU (or block of GPUs, see :func:`gpu_blocks`) in turn for a starting worker: ``counter`` (a
+    multiprocessing Value shared by the pool's workers, replacements included) numbers the workers as they
+    start."""
     with counter.get_lock():
         slot = counter.value
         counter.value += 1

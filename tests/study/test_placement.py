@@ -30,6 +30,22 @@ def test_workers_take_the_gpus_in_turn(workers, expected, tmp_path):
     assert len(seen) == workers and Counter(seen.values()) == expected
 
 
+@pytest.mark.parametrize("workers, expected", [(2, {"0,1": 1, "2,3": 1}), (3, {"0,1": 2, "2,3": 1})])
+def test_with_two_gpus_per_run_each_worker_takes_the_next_two(workers, expected, tmp_path):
+    ctx = WorkerContext()
+    counter = ctx.Value("i", 0)
+    with worker_pool(workers, ctx, 1, placement.gpu_blocks(["0", "1", "2", "3"], 2), counter) as pool:
+        seen = dict(pool.map(_gpu_of_worker, [str(tmp_path)] * workers, [workers] * workers))
+    assert len(seen) == workers and Counter(seen.values()) == expected
+
+
+def test_gpu_blocks():
+    gpus = ["0", "1", "2", "3", "4"]
+    assert placement.gpu_blocks(gpus) == gpus
+    assert placement.gpu_blocks(gpus, 2) == ["0,1", "2,3"]  # the fifth is left over
+    assert placement.gpu_blocks(gpus, 5) == ["0,1,2,3,4"] and placement.gpu_blocks(gpus, 6) == []
+
+
 def test_a_listed_cuda_visible_devices_is_what_the_workers_share(monkeypatch):
     import torch
 
