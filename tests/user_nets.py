@@ -1,6 +1,7 @@
 """Models of a user's own, for the tests that train, export or load them through kdlab's module adapter."""
 
 import os
+import time
 from pathlib import Path
 
 import torch.nn as nn
@@ -50,3 +51,24 @@ class RankNet(UserNet):
             values = [os.environ.get(k, "-") for k in ("WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
                                                        "CUDA_VISIBLE_DEVICES")]
             (Path(folder) / f"rank{rank}").write_text(" ".join(values))
+
+
+class PauseOnceNet(UserNet):
+    """A UserNet whose process, at its ``pause_at``-th training step, once, writes ``paused`` into the folder
+    ``KDLAB_TEST_PAUSE`` names and waits there (up to 10 minutes) until a file ``go`` appears: a job caught mid-run
+    for a test to stop it (the wait is skipped once ``paused`` exists, e.g. in the restarted job)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 4, pause_at: int = 5):
+        super().__init__(num_classes, in_channels, width)
+        self.pause_at, self.steps = pause_at, 0
+
+    def forward(self, x):
+        if self.training:
+            self.steps += 1
+            folder = os.environ.get("KDLAB_TEST_PAUSE")
+            if folder and self.steps == self.pause_at and not (Path(folder) / "paused").exists():
+                (Path(folder) / "paused").write_text(str(os.getpid()))
+                deadline = time.monotonic() + 600
+                while not (Path(folder) / "go").exists() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+        return super().forward(x)

@@ -29,10 +29,11 @@ from kdlab.core.text import to_csv
 from kdlab.engine.sinks import tensorboard_tag
 from kdlab.engine.trackers import Trackers
 from kdlab.runs.summary import RunSummary
-from kdlab.study.execute import Outcome, execute, processes_per_run
+from kdlab.study.execute import Outcome, execute, make_tasks, processes_per_run
 from kdlab.study.plan import plan_study
 from kdlab.study.records import LABEL_COLUMNS, RunRecord, incomplete, write_failures_file, write_runs_file
 from kdlab.study.runner import build_problems, changed_runs, check_buildable, check_same_study
+from kdlab.study.slurm import SlurmOptions, run_on_slurm
 
 METRIC_COLUMNS = [*RunSummary.keys("column"), "run_dir"]
 STATUS_COLUMNS = ["status", "reason"]  # finished | failed | skipped, and why a run did not finish
@@ -57,7 +58,7 @@ class StudyResult:
 def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None] | None = None,
               workers: int = 1, launcher: str = "local", ray_options: dict[str, Any] | None = None,
               report: bool = True, group_size: int | None = None, allow_failures: bool = False,
-              gpus_per_run: float | None = None) -> StudyResult:
+              gpus_per_run: float | None = None, slurm_options: dict[str, Any] | None = None) -> StudyResult:
     """Run what is missing of a study and write its results (and with ``report`` its figures, report.md and
     report.html); returns the records and the markdown tables.
 
@@ -67,14 +68,18 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     lists the runs that failed, each with its cause.  Interrupted (KeyboardInterrupt; under the ``kdlab``
     command SIGTERM too), it stops its worker processes, logs one line and raises the interrupt again.
 
-    ``launcher``: ``local`` (in this process, or ``workers`` processes) or ``ray`` (one Ray task per run or group
-    of runs); ``group_size``: instead of the config's (1: every student on its own); ``gpus_per_run``: GPUs of
+    ``launcher``: ``local`` (in this process, or ``workers`` processes), ``ray`` (one Ray task per run or group
+    of runs) or ``slurm`` (one Slurm job per run or group, ``slurm_options`` as :class:`kdlab.study.slurm.SlurmOptions`
+    takes them); ``group_size``: instead of the config's (1: every student on its own); ``gpus_per_run``: GPUs of
     each run, trained as one process per GPU from 2 on (see :func:`kdlab.study.execute.processes_per_run`).
     """
     log = log or kdlog.info
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers: must be a whole number >= 1, got {workers!r}")
-    processes_per_run(launcher, gpus_per_run)  # its error before anything is planned or written
+    if launcher == "slurm":  # its errors before anything is planned or written
+        slurm = SlurmOptions.of(slurm_options or {}, gpus_per_run)
+    else:
+        processes_per_run(launcher, gpus_per_run)
     cfg = load_config(StudyConfig, config, overrides)
     out = Path(cfg.out_dir)
     plan = plan_study(cfg)
@@ -90,9 +95,13 @@ def run_study(config: Any, overrides: list[str] = (), log: Callable[[str], None]
     atomic_write_text(out / "study.yaml", dump_yaml(cfg))
     write_runs_file(plan, out)  # what `kdlab report` reads back: the plan's labels and folders of every run
     t0 = time.perf_counter()
+    group_size = cfg.group_size if group_size is None else group_size
     try:
-        outcomes = execute(plan, workers, log, launcher, ray_options,
-                           group_size=cfg.group_size if group_size is None else group_size, gpus_per_run=gpus_per_run)
+        if launcher == "slurm":
+            outcomes = run_on_slurm(plan, make_tasks(plan, group_size), log, slurm, out, f"kdlab-{cfg.name}")
+        else:
+            outcomes = execute(plan, workers, log, launcher, ray_options, group_size=group_size,
+                               gpus_per_run=gpus_per_run)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM under the kdlab command: the workers are stopped by now
         log(interrupted_line(e, STUDY_CONTINUES))
         mark_reported(e)

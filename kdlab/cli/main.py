@@ -23,7 +23,7 @@ SCHEMA_KINDS = ("teacher", "distill", "study", "eval")
 GPUS_PER_RUN = ("GPUs of each run; from 2 on a run trains as one process per GPU, one DDP run (as torchrun "
                 "--nproc_per_node=G). local: each worker owns G GPUs of CUDA_VISIBLE_DEVICES (worker k the k-th "
                 "block of G, round robin), a whole number, default 1; ray: the GPUs each task reserves, default 0, "
-                "a fraction of one GPU or a whole number")
+                "a fraction of one GPU or a whole number; slurm: G GPUs of one node, one task per GPU, default 0")
 EPILOG = ("Overrides are dotted keys: optim.lr=0.01 seed=3 train.epochs=5 method.T=2 'seeds=[0,1]'. "
           "Values use YAML syntax.")
 
@@ -110,12 +110,54 @@ def cmd_study(a: argparse.Namespace) -> int:
 
         print(dry_run.study(config, overrides, a.dry_run))
         return 0
-    ray_options = {"address": a.ray_address, "cpus_per_run": a.cpus_per_run, "retries": a.ray_retries}
-    res = run_study(config, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options,
-                    group_size=1 if a.no_group else None, allow_failures=True, gpus_per_run=a.gpus_per_run)
+    res = run_study(config, overrides, **_launch(a), group_size=1 if a.no_group else None, allow_failures=True)
     _print_tables(res)
     check_no_failures(res)
     return 0
+
+
+def _launcher_options(p: argparse.ArgumentParser, workers_help: str | None = None) -> None:
+    """Where a study's (or an experiment's) runs train: the options of kdlab study and kdlab reproduce."""
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="N", help=workers_help or
+                   "train up to N runs at once (local worker processes, or Ray tasks in flight)")
+    p.add_argument("--launcher", choices=["local", "ray", "slurm"], default="local",
+                   help="local processes (default), one Ray task per run, or one Slurm job per run (submitit)")
+    p.add_argument("--gpus-per-run", type=float, default=None, metavar="G", help=GPUS_PER_RUN)
+    p.add_argument("--cpus-per-run", type=float, default=None, metavar="C",
+                   help="CPUs per Ray task or Slurm job (default 1; Slurm: a whole number, per process)")
+    ray = p.add_argument_group("Ray (--launcher ray)")
+    ray.add_argument("--ray-address", default=None, metavar="ADDR",
+                     help="Ray cluster address (default: a local Ray instance, or RAY_ADDRESS)")
+    ray.add_argument("--ray-retries", type=_count, default=RAY_RETRIES, metavar="N",
+                     help=f"times Ray retries a task whose worker died (default {RAY_RETRIES}; every run resumes "
+                          "from its last checkpoint, so a retried run ends as an uninterrupted one)")
+    slurm = p.add_argument_group("Slurm (--launcher slurm)", "one job per run or group, submitted from a login "
+                                 "node; students wait for their teacher's job; a requeued job resumes its runs; "
+                                 "logs in <study>/slurm")
+    slurm.add_argument("--partition", metavar="P", help="the jobs' partition (default: the cluster's)")
+    slurm.add_argument("--time", default="24:00:00", metavar="HH:MM:SS", help="each job's time limit (default "
+                       "24:00:00); a job that reaches it is requeued and resumes where its runs stopped")
+    slurm.add_argument("--account", metavar="A", help="the account charged")
+    slurm.add_argument("--qos", metavar="Q", help="the quality of service")
+    slurm.add_argument("--max-parallel", type=_positive_int, metavar="K",
+                       help="at most K jobs in the queue at once (default: all)")
+    slurm.add_argument("--mem-gb", type=float, metavar="M", help="memory per job in GB (default: the cluster's)")
+
+
+def _launch(a: argparse.Namespace) -> dict:
+    """The launcher keywords of run_study / reproduce from the options of :func:`_launcher_options`."""
+    cpus = a.cpus_per_run
+    ray_options = {"address": a.ray_address, "cpus_per_run": 1.0 if cpus is None else cpus,
+                   "retries": a.ray_retries}
+    slurm_options = None
+    if a.launcher == "slurm":
+        if cpus is not None and not float(cpus).is_integer():
+            raise ConfigError(f"--cpus-per-run: a Slurm job takes a whole number of CPUs, got {cpus}")
+        slurm_options = {"partition": a.partition, "time": a.time, "account": a.account, "qos": a.qos,
+                         "max_parallel": a.max_parallel, "mem_gb": a.mem_gb,
+                         "cpus_per_run": None if cpus is None else int(cpus)}
+    return {"workers": a.workers, "launcher": a.launcher, "ray_options": ray_options, "slurm_options": slurm_options,
+            "gpus_per_run": a.gpus_per_run}
 
 
 def _print_tables(res) -> None:
@@ -166,10 +208,8 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     if a.dry_run:
         print(dry_run(_experiment(exp_id), overrides, root, written=a.as_written, teacher_weights=teacher_weights))
         return 0
-    ray_options = {"address": a.ray_address, "cpus_per_run": a.cpus_per_run, "retries": a.ray_retries}
-    res = reproduce(exp_id, overrides, workers=a.workers, launcher=a.launcher, ray_options=ray_options, root=root,
-                    group_size=1 if a.no_group else None, allow_failures=True, written=a.as_written,
-                    teacher_weights=teacher_weights, gpus_per_run=a.gpus_per_run)
+    res = reproduce(exp_id, overrides, **_launch(a), root=root, group_size=1 if a.no_group else None,
+                    allow_failures=True, written=a.as_written, teacher_weights=teacher_weights)
     for t in res.tables[:1]:
         print(t.to_markdown())
     check_reproduced(res)
@@ -316,17 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = add("study", cmd_study, "run teacher methods x pairs x distillation methods x seeds and print the "
              "tables (finished runs are reused, interrupted ones resumed)", "CONFIG.yaml [key=value ...]",
              preview=True)
-    st.add_argument("--workers", type=_positive_int, default=1, metavar="N",
-                    help="train up to N runs at once (local worker processes, or Ray tasks in flight)")
-    st.add_argument("--launcher", choices=["local", "ray"], default="local",
-                    help="local processes (default) or one Ray task per run")
-    st.add_argument("--ray-address", default=None, metavar="ADDR",
-                    help="Ray cluster address (default: a local Ray instance, or RAY_ADDRESS)")
-    st.add_argument("--gpus-per-run", type=float, default=None, metavar="G", help=GPUS_PER_RUN)
-    st.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs per Ray task (default 1)")
-    st.add_argument("--ray-retries", type=_count, default=RAY_RETRIES, metavar="N",
-                    help=f"times Ray retries a task whose worker died (default {RAY_RETRIES}; every run resumes from "
-                         "its last checkpoint, so a retried run ends as an uninterrupted one)")
+    _launcher_options(st)
     st.add_argument("--no-group", action="store_true", help="train every student on its own (default: the "
                     "students of one teacher train together, up to group_size, sharing its forward pass)")
     rp_ = add("reproduce", cmd_reproduce, "run a table or figure of the SoTeacher or SFTN paper and print it in "
@@ -343,12 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp_.add_argument("--teacher-weights", metavar="DIR", help="a folder of published standard teachers (the CRD "
                      "benchmark's save/models: <arch>_vanilla/ckpt_epoch_240.pth, or <arch>.pth): the students "
                      "distil from them instead of trained ones (also: teacher_weights=DIR)")
-    rp_.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="runs at once (as kdlab study)")
-    rp_.add_argument("--launcher", choices=["local", "ray"], default="local", help="as kdlab study")
-    rp_.add_argument("--ray-address", default=None, metavar="ADDR", help="as kdlab study")
-    rp_.add_argument("--gpus-per-run", type=float, default=None, metavar="G", help=GPUS_PER_RUN)
-    rp_.add_argument("--cpus-per-run", type=float, default=1.0, help="as kdlab study")
-    rp_.add_argument("--ray-retries", type=_count, default=RAY_RETRIES, metavar="N", help="as kdlab study")
+    _launcher_options(rp_, "runs at once (as kdlab study)")
     rp_.add_argument("--no-group", action="store_true", help="as kdlab study")
     e = add("eval", cmd_eval, "evaluate a checkpoint on the test split",
             "RUN_DIR | CHECKPOINT.pt | EVAL.yaml [key=value ...] (e.g. checkpoint=best teacher.path=runs/t)",

@@ -225,7 +225,7 @@ def reproduce(exp_id: str, overrides: list[str] = (), workers: int = 1, launcher
               log: Callable[[str], None] | None = None, transform: Transform | None = None,
               report: bool = True, group_size: int | None = None, allow_failures: bool = False,
               written: bool = False, teacher_weights: str | Path | None = None,
-              gpus_per_run: float | None = None) -> ReproduceResult:
+              gpus_per_run: float | None = None, slurm_options: dict[str, Any] | None = None) -> ReproduceResult:
     """Run an experiment's studies and write its table in the paper's layout (``report``: also each study's
     report and figures; ``group_size``: instead of each study's, 1 trains every student on its own; ``written``:
     the text's rules where the released code differs; ``teacher_weights``: a folder of published teachers, see
@@ -246,7 +246,7 @@ def reproduce(exp_id: str, overrides: list[str] = (), workers: int = 1, launcher
     for part, cfg in zip(exp.parts, configs):
         res = run_study(cfg, workers=workers, launcher=launcher, ray_options=ray_options, log=log,
                         report=report or exp.cell is None, group_size=group_size,
-                        allow_failures=True, gpus_per_run=gpus_per_run)
+                        allow_failures=True, gpus_per_run=gpus_per_run, slurm_options=slurm_options)
         failed += res.failed
         labels = written_labels(part.study, exp.all_choices) if written else {}
         results[part.name] = PartResult(cfg, res.records, part.paper_pairs, labels=labels)

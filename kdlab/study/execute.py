@@ -74,7 +74,7 @@ def run_task(items: list[tuple[str, dict[str, Any]]]) -> list[Result]:
         results = distill_group([c for _, c in items], resume=True)
     except KdlabError as e:  # the group's own data or teacher: every member's error
         return [(None, False, str(e))] * len(items)
-    return [(None, False, str(r) if isinstance(r, KdlabError) else _failed(r)[2]) if isinstance(r, BaseException)
+    return [(None, False, str(r) if isinstance(r, KdlabError) else failed_result(r)[2]) if isinstance(r, BaseException)
             else (r.summary, r.reused, None) for r in results]
 
 
@@ -255,7 +255,7 @@ def _report(i: int, n: int, out: Outcome, t0: float, log: Callable[[str], None])
             f"{elapsed:.0f}s, ~{left:.0f}s left) -> {out.run.run_dir}")
 
 
-def _items(task: Task, quiet: bool = False) -> list[tuple[str, dict[str, Any]]]:
+def task_items(task: Task, quiet: bool = False) -> list[tuple[str, dict[str, Any]]]:
     items = []
     for run in task.runs:
         config = dict(run.config)
@@ -268,24 +268,28 @@ def _items(task: Task, quiet: bool = False) -> list[tuple[str, dict[str, Any]]]:
 def _sequential(plan: list[PlannedRun], tasks: list[Task], log) -> list[Outcome]:
     def submit(task: Task) -> list[Result]:
         try:
-            return run_task(_items(task))
+            return run_task(task_items(task))
         except Exception as e:  # noqa: BLE001 - a bug in one run (e.g. a user model) must not stop the study
-            return [_failed(e)] * len(task.runs)
+            return [failed_result(e)] * len(task.runs)
 
-    return _schedule(plan, tasks, 1, lambda task: task, lambda handles: [(h, submit(h)) for h in handles[:1]], log)
+    return schedule(plan, tasks, 1, lambda task: task, lambda handles: [(h, submit(h)) for h in handles[:1]], log)
 
 
-def _schedule(plan: list[PlannedRun], tasks: list[Task], cap: int, submit: Callable[[Task], Any],
-              wait_one: Callable[[list[Any]], list[tuple[Any, list[Result]]]], log) -> list[Outcome]:
+def schedule(plan: list[PlannedRun], tasks: list[Task], cap: int, submit: Callable[..., Any],
+             wait_one: Callable[[list[Any]], list[tuple[Any, list[Result]]]], log, early: bool = False
+             ) -> list[Outcome]:
     """Start each task once the runs it needs have finished, at most ``cap`` at a time.
 
     ``submit(task)`` starts a task and returns a handle; ``wait_one(handles)`` blocks until at least one
-    finished and returns ``(handle, [(summary, reused, error) per run])`` pairs.
+    finished and returns ``(handle, [(summary, reused, error) per run])`` pairs.  ``early``: the launcher orders
+    the tasks itself (Slurm's job dependencies): a task is submitted as soon as the tasks it needs are, with
+    ``submit(task, handles of the unfinished tasks it needs)``, and counts against ``cap`` while it waits.
     """
     outcomes: dict[Path, Outcome] = {}
     planned = {r.run_dir for r in plan}  # a run it needs from outside the plan is there already (or reports)
     pending = list(tasks)
     running: dict[Any, tuple[Task, float]] = {}
+    handle_of: dict[Path, Any] = {}  # a run's task's handle while it runs
     t0 = time.perf_counter()
     done_count = 0
 
@@ -301,13 +305,16 @@ def _schedule(plan: list[PlannedRun], tasks: list[Task], cap: int, submit: Calla
                 break
             deps = [outcomes.get(d) for d in task.needs if d in planned]
             failed = next((d for d in deps if d is not None and d.error), None)
+            waiting = [handle_of[d] for d in task.needs if d in planned and d not in outcomes and d in handle_of]
             if failed is not None:
                 pending.remove(task)
                 for run in task.runs:
                     finish(run, Outcome(run, None, error=f"skipped: {failed.run.run_dir} failed"))
-            elif all(d is not None for d in deps):
+            elif all(d is not None for d in deps) or (early and len(waiting) == sum(d is None for d in deps)):
                 pending.remove(task)
-                running[submit(task)] = (task, time.perf_counter())
+                handle = submit(task, list(dict.fromkeys(waiting))) if early else submit(task)
+                running[handle] = (task, time.perf_counter())
+                handle_of.update((r.run_dir, handle) for r in task.runs)
         if not running:
             continue
         for handle, results in wait_one(list(running)):
@@ -318,7 +325,7 @@ def _schedule(plan: list[PlannedRun], tasks: list[Task], cap: int, submit: Calla
     return [outcomes[r.run_dir] for r in plan]
 
 
-def _failed(e: Exception) -> tuple[None, bool, str]:
+def failed_result(e: Exception) -> tuple[None, bool, str]:
     """A crashed worker or a lost Ray task must not stop the study."""
     return None, False, f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
 
@@ -358,10 +365,10 @@ def _parallel(plan: list[PlannedRun], tasks: list[Task], workers: int, log, npro
 
     def submit(task: Task) -> Future:
         try:
-            f = pools[-1][0].submit(_call, _items(task, quiet=True), None, nproc)
+            f = pools[-1][0].submit(_call, task_items(task, quiet=True), None, nproc)
         except BrokenProcessPool:  # a worker died (killed, out of memory): carry on with fresh processes
             pools.append(new_pool())
-            f = pools[-1][0].submit(_call, _items(task, quiet=True), None, nproc)
+            f = pools[-1][0].submit(_call, task_items(task, quiet=True), None, nproc)
         sizes[f] = (len(task.runs), pools[-1][1])
         return f
 
@@ -376,11 +383,11 @@ def _parallel(plan: list[PlannedRun], tasks: list[Task], workers: int, log, npro
                 out.append((f, [(None, False, f"a worker process died during this run or one running beside it "
                                               f"({ctx.death_cause()}); rerun the study to retry it")] * n))
             except Exception as e:  # noqa: BLE001
-                out.append((f, [_failed(e)] * n))
+                out.append((f, [failed_result(e)] * n))
         return out
 
     try:
-        return _schedule(plan, tasks, workers, submit, wait_one, log)
+        return schedule(plan, tasks, workers, submit, wait_one, log)
     except BaseException:  # Ctrl-C, SIGTERM (the kdlab command's Terminated), a bug: stop the runs in training
         for pool, ctx in pools:
             pool.shutdown(wait=False, cancel_futures=True)  # nothing new starts
@@ -511,7 +518,7 @@ def _ray(plan: list[PlannedRun], tasks: list[Task], workers: int, log, address: 
     sizes: dict[Any, int] = {}
 
     def submit(t: Task) -> Any:
-        ref = task.remote(_items(t, quiet=True), cwd, nproc)
+        ref = task.remote(task_items(t, quiet=True), cwd, nproc)
         sizes[ref] = len(t.runs)
         return ref
 
@@ -522,11 +529,11 @@ def _ray(plan: list[PlannedRun], tasks: list[Task], workers: int, log, address: 
             try:
                 out.append((ref, ray.get(ref)))
             except Exception as e:  # noqa: BLE001
-                out.append((ref, [_failed(e)] * sizes[ref]))
+                out.append((ref, [failed_result(e)] * sizes[ref]))
         return out
 
     try:
-        return _schedule(plan, tasks, cap, submit, wait_one, log)
+        return schedule(plan, tasks, cap, submit, wait_one, log)
     finally:
         if started:
             ray.shutdown()
