@@ -237,7 +237,7 @@ def make_tasks(plan: list[PlannedRun], group_size: int = 1) -> list[Task]:
     return tasks
 
 
-def _label(run: PlannedRun) -> str:
+def run_label(run: PlannedRun) -> str:
     who = run.method_label if run.kind == "teacher" or run.teacher_label is None else \
         f"{run.teacher_label}/{run.method_label}"
     return f"{run.kind} {run.arch} {who} seed {run.seed}"
@@ -248,10 +248,10 @@ def _report(i: int, n: int, out: Outcome, t0: float, log: Callable[[str], None])
         return
     elapsed = time.perf_counter() - t0
     if out.error:
-        log(f"[{i}/{n}] {_label(out.run)}: FAILED: {out.error}")
+        log(f"[{i}/{n}] {run_label(out.run)}: FAILED: {out.error}")
     else:
         left = elapsed / i * (n - i)
-        log(f"[{i}/{n}] {_label(out.run)}: top-1 {out.summary['top1']:.2f}% ({out.seconds:.0f}s; study "
+        log(f"[{i}/{n}] {run_label(out.run)}: top-1 {out.summary['top1']:.2f}% ({out.seconds:.0f}s; study "
             f"{elapsed:.0f}s, ~{left:.0f}s left) -> {out.run.run_dir}")
 
 

@@ -36,7 +36,7 @@ from typing import Any
 from kdlab.core.checkpoint import atomic_write_text
 from kdlab.core.errors import ConfigError, KdlabError
 from kdlab.runs.folder import RunFolder
-from kdlab.study.execute import Outcome, Result, Task, run_task, schedule, task_items
+from kdlab.study.execute import Outcome, Result, Task, run_label, run_task, schedule, task_items
 from kdlab.study.plan import PlannedRun
 
 JOB_STATES_ALIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
@@ -120,6 +120,11 @@ class SlurmTask:
     def __call__(self) -> list[Result]:
         os.chdir(self.cwd)  # relative paths (runs, data roots) mean what they meant on the login node
         import submitit
+        import torch
+
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+        if cpus.isdigit():  # the job's CPUs, not the node's (jobs share a node; not every cluster confines them)
+            torch.set_num_threads(int(cpus))
 
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:  # one DDP run: torchrun's variables for kdlab.core.distributed
@@ -191,6 +196,7 @@ def run_on_slurm(plan: list[PlannedRun], tasks: list[Task], log: Callable[[str],
             job = executor.submit(SlurmTask(task_items(task, quiet=True), cwd))
             mine.append(job)
             record.add(key, job.job_id)
+            log(f"slurm: job {job.job_id} queued: {_what(task)}" + (f" (after job {', '.join(deps)})" if deps else ""))
         size[job] = len(task.runs)
         needed[job] = list(needs)
         return job
@@ -220,8 +226,8 @@ def run_on_slurm(plan: list[PlannedRun], tasks: list[Task], log: Callable[[str],
 
 
 def _what(task: Task) -> str:
-    r = task.runs[0]
-    return str(r.run_dir) if len(task.runs) == 1 else f"{len(task.runs)} runs from {r.run_dir.parent}"
+    first = run_label(task.runs[0])
+    return first if len(task.runs) == 1 else f"{first} and {len(task.runs) - 1} more of its group"
 
 
 def _succeeded(job: Any) -> bool:

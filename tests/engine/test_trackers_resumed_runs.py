@@ -99,7 +99,7 @@ def mlflow_server(tmp_path_factory):
 def test_mlflow_server_holds_one_run_equal_to_the_metrics_file(tmp_path, mlflow_server):
     from mlflow.tracking import MlflowClient
 
-    cfg = teacher_cfg(str(tmp_path / "run"), train={**TINY_TRAIN, "trackers": ["mlflow"],
+    cfg = teacher_cfg(str(tmp_path / "run"), train={**TINY_TRAIN, "trackers": ["mlflow"], "log_every_step": True,
                                                     "tracker_project": "resumed", "mlflow_uri": mlflow_server})
     log = _killed_then_resumed(cfg, "before-log", {})
     client = MlflowClient(mlflow_server)
@@ -115,6 +115,8 @@ def test_mlflow_server_holds_one_run_equal_to_the_metrics_file(tmp_path, mlflow_
         got = sorted((m.step, m.value) for m in history)
         assert [s for s, _ in got] == [s for s, _ in points], tag  # each epoch once
         assert [v for _, v in got] == pytest.approx([v for _, v in points], rel=1e-12), tag
+    # each step once: epoch 1's before the kill, epoch 2's after the resume (192 samples in batches of 32)
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "step/loss")) == list(range(1, 13))
     assert run.data.params["train.epochs"] == "2" and run.data.params["train.trackers"] == "['mlflow']"
     assert run.data.metrics["summary/best_test_top1"] == pytest.approx(max(r["test_top1"] for r in log))
 
