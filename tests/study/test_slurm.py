@@ -48,6 +48,15 @@ def test_a_study_as_jobs_equals_the_study_run_here(tmp_path):
     assert again.ran == 0 and len(list(logs.glob("*_0_log.out"))) == 3
 
 
+def test_max_parallel_caps_the_jobs_in_the_queue(tmp_path):
+    lines = []
+    run_study(teacher_and_students(tmp_path / "jobs"), log=lines.append, report=False, launcher="slurm",
+              slurm_options={"cluster": "local", "max_parallel": 1})
+    events = ["queued" if ln.startswith("slurm: job") else "done" for ln in lines
+              if ln.startswith("slurm: job") or ln.startswith("[")]
+    assert events == ["queued", "done"] * 3  # one job at a time
+
+
 def test_a_job_that_dies_is_reported_and_its_run_resumes_next_time(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(TESTS))
     monkeypatch.setenv("KDLAB_TEST_DIE_ONCE", str(tmp_path / "died"))

@@ -66,7 +66,8 @@ def test_a_study_on_slurm_equals_the_study_run_here(tmp_path):
     here = run_study(teacher_and_students(tmp_path / "here"), log=lambda s: None, report=False)
     lines = []
     jobs = run_study(teacher_and_students(tmp_path / "slurm"), log=lines.append, report=False, launcher="slurm",
-                     slurm_options=SLURM)
+                     slurm_options={**SLURM, "partition": "debug", "account": "proj", "qos": "normal",
+                                    "cpus_per_run": 1})
     assert not jobs.failed and jobs.ran == here.ran == 3
     a, b = run_dirs(tmp_path / "here"), run_dirs(tmp_path / "slurm")
     assert a.keys() == b.keys() and all(same_weights(a[k], b[k]) for k in a)
@@ -75,7 +76,12 @@ def test_a_study_on_slurm_equals_the_study_run_here(tmp_path):
     students = [v for k, v in ids.items() if "/students/" in k]
     # the students were queued at once, waiting for the teacher's job
     kd = next(v for k, v in ids.items() if k.endswith("/kd/seed0"))
-    assert f"--dependency=afterok:{teacher}" in (tmp_path / "slurm" / "slurm" / f"{kd}_submission.sh").read_text()
+    script = (tmp_path / "slurm" / "slurm" / f"{kd}_submission.sh").read_text()
+    for option in (f"--dependency=afterok:{teacher}", "--kill-on-invalid-dep=yes", "--partition=debug",
+                   "--account=proj", "--qos=normal", "--time=20", "--cpus-per-task=1", "--ntasks-per-node=1"):
+        assert f"#SBATCH {option}\n" in script, option
+    assert f"slurm: job {kd} queued: student mlp(hidden=[16]) standard/kd seed 0 (after job {teacher})" in lines
+    assert _scontrol(kd)["Account"] == "proj"
     _wait("the jobs to complete", lambda: all(_scontrol(j).get("JobState") == "COMPLETED"
                                               for j in [teacher, *students]), 60)
 
