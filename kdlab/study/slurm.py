@@ -60,6 +60,7 @@ class SlurmOptions:
     mem_gb: float | None = None
     cluster: str = "slurm"  # submitit's cluster: slurm, or local (submitit's local executor, for tests)
     processes_per_run: int | None = None  # default: max(1, gpus_per_run); on CPU nodes, a DDP run of N processes
+    signal_delay_s: int = 90  # the time-limit signal comes this long before the limit
 
     @classmethod
     def of(cls, options: dict[str, Any], gpus_per_run: float | None = None) -> SlurmOptions:
@@ -93,21 +94,23 @@ class SlurmOptions:
 
 def time_minutes(text: str) -> int:
     """Slurm's time formats (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``) in whole
-    minutes (at least 1)."""
+    minutes, rounded up (at least 1)."""
+    return max(1, -(-time_seconds(text) // 60))
+
+
+def time_seconds(text: str) -> int:
+    """Slurm's time formats in seconds."""
     m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
     if not m:
         raise ConfigError(f"--time: expected HH:MM:SS, MM:SS, D-HH:MM:SS or minutes, got {text!r}")
     days, a, b, c = m.groups()
     if days is not None:  # D-HH[:MM[:SS]]
-        h, mi, s = int(a), int(b or 0), int(c or 0)
-        total = int(days) * 1440 + h * 60 + mi + s / 60
-    elif c is not None:  # HH:MM:SS
-        total = int(a) * 60 + int(b) + int(c) / 60
-    elif b is not None:  # MM:SS
-        total = int(a) + int(b) / 60
-    else:
-        total = int(a)
-    return max(1, int(-(-total // 1)))
+        return ((int(days) * 24 + int(a)) * 60 + int(b or 0)) * 60 + int(c or 0)
+    if c is not None:  # HH:MM:SS
+        return (int(a) * 60 + int(b)) * 60 + int(c)
+    if b is not None:  # MM:SS
+        return int(a) * 60 + int(b)
+    return int(a) * 60
 
 
 class SlurmTask:
@@ -144,20 +147,21 @@ def _executor(options: SlurmOptions, folder: Path, name: str) -> tuple[Any, dict
     except ImportError:
         raise KdlabError("--launcher slurm needs submitit: pip install 'submitit>=1.5'") from None
     # a long run may reach its time limit many times, each time requeued and resumed (submitit's default: 3)
-    ex = submitit.AutoExecutor(folder=str(folder), cluster=options.cluster, slurm_max_num_timeout=REQUEUES)
+    extra: dict[str, str] = {}
+    if options.cluster == "local":  # the same jobs as processes here; its time limit to the second (tests)
+        ex = submitit.LocalExecutor(folder=str(folder), max_num_timeout=REQUEUES)
+        ex.update_parameters(timeout_min=time_seconds(options.time) / 60, tasks_per_node=options.tasks,
+                             gpus_per_node=options.gpus_per_run, signal_delay_s=options.signal_delay_s)
+        return ex, extra
+    ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm", slurm_max_num_timeout=REQUEUES)
     params: dict[str, Any] = {"timeout_min": options.minutes(), "nodes": 1, "tasks_per_node": options.tasks,
-                              "cpus_per_task": options.cpus_per_run, "name": name}
-    if options.gpus_per_run:
-        params["gpus_per_node"] = options.gpus_per_run
-    if options.mem_gb:
-        params["mem_gb"] = options.mem_gb
-    extra = {}
-    if options.cluster == "slurm":
-        if options.account:
-            extra["account"] = options.account
-        if options.qos:
-            extra["qos"] = options.qos
-        params["slurm_partition"] = options.partition
+                              "cpus_per_task": options.cpus_per_run, "name": name, "mem_gb": options.mem_gb,
+                              "gpus_per_node": options.gpus_per_run or None, "slurm_partition": options.partition,
+                              "slurm_signal_delay_s": options.signal_delay_s}
+    if options.account:
+        extra["account"] = options.account
+    if options.qos:
+        extra["qos"] = options.qos
     ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
     return ex, extra
 
@@ -310,4 +314,4 @@ def _queue_state(job_id: str) -> str:
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
 
 
-__all__ = ["SlurmOptions", "SlurmTask", "run_on_slurm", "time_minutes"]
+__all__ = ["SlurmOptions", "SlurmTask", "run_on_slurm", "time_minutes", "time_seconds"]

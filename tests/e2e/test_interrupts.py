@@ -34,8 +34,11 @@ def _config(tmp_path: Path) -> Path:
 
 def _start(tmp_path: Path, argv: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # a terminal's foreground job takes Ctrl-C even when these tests run in a background job (`cmd &` in a script
+    # starts with SIGINT ignored, which Python and its children would keep)
     return subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group, as a shell job has
+                            start_new_session=True,  # its own process group, as a shell job has
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_until_training(proc: subprocess.Popen, out: Path, timeout: float = 240) -> None:

@@ -21,6 +21,9 @@ class FakeWriter:
     def add_scalar(self, tag, value, step):
         self.logged.append((self.where, tag, step, value))
 
+    def flush(self):
+        pass
+
     def close(self):
         self.logged.append(("closed", self.where, None))
 

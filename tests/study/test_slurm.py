@@ -57,6 +57,27 @@ def test_max_parallel_caps_the_jobs_in_the_queue(tmp_path):
     assert events == ["queued", "done"] * 3  # one job at a time
 
 
+def test_a_job_at_its_time_limit_is_requeued_and_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
+    # the local executor signals the job (SIGUSR2) signal_delay_s before its limit, as Slurm does with submitit's
+    # --signal; the job checkpoints its task and starts again, and the run resumes from its last epoch
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    monkeypatch.setenv("KDLAB_TEST_PAUSE", str(pause))
+    model = {"name": "module", "target": "user_nets:PauseOnceNet", "kwargs": {"pause_at": 8}}  # epoch 2 of 3
+    cfg = teacher_and_students(tmp_path / "jobs", model)
+    cfg["teacher"]["methods"], cfg["student"]["methods"] = {}, {"alone": "none"}
+    res = run_study(cfg, log=lambda s: None, report=False, launcher="slurm",
+                    slurm_options={"cluster": "local", "time": "0:40", "signal_delay_s": 20})
+    assert not res.failed and res.ran == 1 and (pause / "paused").exists()
+    logs = "".join(p.read_text() for p in (tmp_path / "jobs" / "slurm").glob("*_log.*"))
+    assert "Caught signal SIGUSR2" in logs and logs.count("Starting with JobEnvironment") >= 2
+    monkeypatch.delenv("KDLAB_TEST_PAUSE")
+    plain = run_study({**cfg, "out_dir": str(tmp_path / "plain")}, log=lambda s: None, report=False)
+    a, b = run_dirs(tmp_path / "plain"), run_dirs(tmp_path / "jobs")
+    assert not plain.failed and a.keys() == b.keys() and all(same_weights(a[k], b[k]) for k in a)
+
+
 def test_a_job_that_dies_is_reported_and_its_run_resumes_next_time(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(TESTS))
     monkeypatch.setenv("KDLAB_TEST_DIE_ONCE", str(tmp_path / "died"))
