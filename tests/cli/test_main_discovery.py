@@ -225,7 +225,7 @@ def test_list_shows_each_method_parameter_with_type_and_meaning(capsys):
                 cells = "|" + "|".join(c.replace(" ", "") for c in row.cells()) + "|"
                 assert cells in lines, (entry.name, row)
     code, out, _ = run(capsys, "list", "distill-methods")
-    assert "| T             | float > 0          | 4.0      | KD temperature" in out
+    assert "| T                 | float > 0          | 4.0      | KD temperature" in out
     assert "crd (Tian et al. 2020): and the common parameters above" in out
     code, out, _ = run(capsys, "list", "soteacher")
     assert code == 0 and "| lambda_lr      | float >= 0" in out and "weight of the Lipschitz term" in out

@@ -53,6 +53,7 @@ DISTILL = {
     "cc": {"name": "cc"},
     "rkd": {"name": "rkd"},
     "pkt": {"name": "pkt"},
+    "dist": {"name": "dist"},
 }
 # students that share the loop settings, trained as one group too (a stateful memory, an initialisation stage,
 # own teacher passes, a second trained network)

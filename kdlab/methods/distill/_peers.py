@@ -18,12 +18,14 @@ from kdlab.core.errors import ConfigError
 from kdlab.core.registry import StrictParams
 from kdlab.methods.base import Objective
 from kdlab.methods.context import DistillContext
+from kdlab.methods.distiller import LOGIT_STANDARDISE
 
 
 class PeerParams(StrictParams):
     peer: str | None = Field(None, description="model of the peers (default: the student's architecture)")
     peer_params: dict[str, Any] = Field({}, description="parameters of the peer model")
     num_peers: int = Field(1, ge=1, description="peers trained with the student")
+    logit_standardise: bool = LOGIT_STANDARDISE
 
 
 class PeerObjective(Objective):
@@ -32,6 +34,7 @@ class PeerObjective(Objective):
         from kdlab.models import build_model
 
         student, data = ctx.student, ctx.data
+        self.standardise = params.logit_standardise
         peer, peer_params, num_peers = params.peer, params.peer_params, params.num_peers
         if data is None:
             raise ConfigError("a collaborative method needs the data set (to build its peers)")

@@ -31,11 +31,12 @@ from kdlab.methods.distiller import kd_loss
 __all__ = ["DML", "mutual_losses"]
 
 
-def mutual_losses(logits: list[Tensor], temperature: float = 1.0) -> list[Tensor]:
-    """For each network k: 1/(K-1) sum_{l != k} T^2 KL(softmax(z_l / T) || softmax(z_k / T)), targets detached."""
+def mutual_losses(logits: list[Tensor], temperature: float = 1.0, standardise: bool = False) -> list[Tensor]:
+    """For each network k: 1/(K-1) sum_{l != k} T^2 KL(softmax(z_l / T) || softmax(z_k / T)), targets detached
+    (``standardise``: logits z-scored first, see :func:`kdlab.methods.distiller.standardise_logits`)."""
     out = []
     for k, zk in enumerate(logits):
-        others = [kd_loss(zk, zl.detach(), temperature) for l_, zl in enumerate(logits) if l_ != k]
+        others = [kd_loss(zk, zl.detach(), temperature, standardise) for l_, zl in enumerate(logits) if l_ != k]
         out.append(torch.stack(others).mean())
     return out
 
@@ -58,7 +59,7 @@ class DML(PeerObjective):
     def forward(self, model: nn.Module, batch, state) -> StepOutput:
         logits = self.all_logits(model, batch.x)
         ces = [nn.functional.cross_entropy(z, batch.y) for z in logits]
-        kls = mutual_losses(logits, self.T)
+        kls = mutual_losses(logits, self.T, self.standardise)
         loss = sum(ce + self.weight * kl for ce, kl in zip(ces, kls))
         parts = {"ce": ces[0].detach(), "kl": kls[0].detach(),
                  "peer_ce": torch.stack(ces[1:]).mean().detach()}

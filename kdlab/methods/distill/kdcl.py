@@ -63,7 +63,7 @@ class KDCL(PeerObjective):
         logits = self.all_logits(model, batch.x)
         target = ensemble_logits([z.detach() for z in logits], batch.y, self.ensemble)
         ces = [F.cross_entropy(z, batch.y) for z in logits]
-        kds = [kd_loss(z, target, self.T) for z in logits]
+        kds = [kd_loss(z, target, self.T, self.standardise) for z in logits]
         loss = sum(ce + self.weight * kd for ce, kd in zip(ces, kds))
         parts = {"ce": ces[0].detach(), "kd": kds[0].detach(), "peer_ce": torch.stack(ces[1:]).mean().detach()}
         return StepOutput(loss, logits[0], parts)

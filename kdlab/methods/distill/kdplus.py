@@ -155,6 +155,8 @@ class KDPlus(DistillObjective):
         self.base = entry.build(base_params, ctx)  # the base method gets the same context
         self.needs_index = self.base.needs_index
         self.weight, self.T, self.mix_alpha = params.weight, params.T, params.mix_alpha
+        # the OOD term's logits as the base method treats its own (logit standardisation)
+        self.standardise = bool(getattr(self.base, "standardise", False))
         self.ratio, self.mix_across = params.ratio, params.mix_across
         self.mix_ids = [MIXES.index(m) for m in params.mix]
 
@@ -203,7 +205,7 @@ class KDPlus(DistillObjective):
         x_ood, weight = self.ood_inputs(x, state, part)
         with torch.no_grad():
             t = self.current_teacher()(x_ood)
-        return kd_loss(model(x_ood), t, self.T) * weight
+        return kd_loss(model(x_ood), t, self.T, self.standardise) * weight
 
     def forward(self, model: nn.Module, batch, state) -> StepOutput:
         out = self.base(model, batch, state)

@@ -168,9 +168,9 @@ class SSKD(Distiller):
         y = all_gather_cat(batch.y)
 
         ce = F.cross_entropy(s_out, batch.y)
-        kd = kd_loss(s_out, t_out, self.T)
+        kd = kd_loss(s_out, t_out, self.T, self.standardise)
         keep = keep_confident(t_aug, y.repeat_interleave(3), self.ratio_tf)
-        tf = kd_loss(s_aug[keep], t_aug[keep], self.tf_T) if keep.numel() else s_aug.sum() * 0
+        tf = kd_loss(s_aug[keep], t_aug[keep], self.tf_T, self.standardise) if keep.numel() else s_aug.sum() * 0
         own = torch.arange(y.shape[0], device=x4.device).repeat_interleave(3)
         keep = keep_confident(t_sim, own, self.ratio_ss)
         ss = kd_loss(s_sim[keep], t_sim[keep], self.ss_T) if keep.numel() else s_sim.sum() * 0
