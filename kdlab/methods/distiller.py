@@ -50,8 +50,8 @@ STANDARDISE_EPS = 1e-7
 def standardise_logits(z: Tensor) -> Tensor:
     """Each sample's logits z-scored over the classes, as logit standardisation's code computes it (Sun et al.
     2024, sunshangquan/logit-standardization-KD @ f6e5aa5, ``normalize``): ``(z - mean) / (1e-7 + std)`` with the
-    unbiased (N - 1) standard deviation, the 1e-7 added to the deviation (the paper's Z-score divides by the
-    population deviation; the code's, which made its tables, is kdlab's)."""
+    unbiased (N - 1) standard deviation and the 1e-7 added to the deviation, not inside a square root (the
+    code made the paper's tables; its values are the reference of kdlab's tests)."""
     return (z - z.mean(dim=-1, keepdim=True)) / (STANDARDISE_EPS + z.std(dim=-1, keepdim=True))
 
 
