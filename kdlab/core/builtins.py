@@ -45,6 +45,7 @@ BUILTINS: dict[str, tuple[str, ...]] = {
         "kdlab.methods.distill.at",
         "kdlab.methods.distill.cc",
         "kdlab.methods.distill.crd",
+        "kdlab.methods.distill.ctkd",
         "kdlab.methods.distill.dist",
         "kdlab.methods.distill.dkd",
         "kdlab.methods.distill.dml",

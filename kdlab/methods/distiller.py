@@ -239,6 +239,10 @@ class Distiller(DistillObjective):
     def initialize(self, model: nn.Module, state: LoopState) -> None:
         """Initialisation stage before distillation (AB, FT, FSP); ``state.train_loader`` gives the data."""
 
+    def kd_temperature(self, state: LoopState | None) -> float | Tensor:
+        """The temperature of the KD term this step (a learned one is a tensor: CTKD)."""
+        return self.T
+
     def method_loss(self, s: Features, t: Features, batch: Batch, state: LoopState) -> Tensor | dict[str, Tensor]:
         """The method's own term (weighted by beta); a dict of named terms is summed."""
         raise NotImplementedError
@@ -264,7 +268,7 @@ class Distiller(DistillObjective):
         parts = {"ce": ce.detach()}
         loss = self.gamma * ce
         if self.alpha:
-            kd = kd_loss(s_logits, t_logits, self.T, self.standardise)
+            kd = kd_loss(s_logits, t_logits, self.kd_temperature(state), self.standardise)
             loss = loss + self.alpha * kd
             parts["kd"] = kd.detach()
         if self.beta:

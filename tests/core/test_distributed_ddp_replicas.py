@@ -54,6 +54,7 @@ DISTILL = {
     "rkd": {"name": "rkd"},
     "pkt": {"name": "pkt"},
     "dist": {"name": "dist"},
+    "ctkd": {"name": "ctkd", "lambda_epochs": 1},  # a trained temperature, its gradient reversed
 }
 # students that share the loop settings, trained as one group too (a stateful memory, an initialisation stage,
 # own teacher passes, a second trained network)

@@ -1,4 +1,4 @@
-"""Settings of CRD, SSKD, OFD, DKD, DIST, KD+, RCO, DML and KDCL for the registry harness.
+"""Settings of CRD, SSKD, OFD, DKD, DIST, CTKD, KD+, RCO, DML and KDCL for the registry harness.
 
 The harness data set has 192 training samples in 10 classes and 4 epochs, so some defaults are scaled down:
 CRD draws 64 negatives (a sample has only ~170 samples of other classes) and uses memory momentum 0.9 (with the
@@ -17,6 +17,7 @@ SETTINGS = {
     "ofd": {"params": {}},
     "dkd": {"params": {"warmup": 2}},
     "dist": {"params": {}},
+    "ctkd": {"params": {"lambda_epochs": 2}},
     "kdplus": {"params": {"mix": ["mixup", "cutmix", "noise"]}},
     "rco": {"params": {"anchors": ["best", "last"]}},
     "dml": {"params": {}, "skip_pairs": ["heterogeneous"]},

@@ -37,7 +37,8 @@ METHODS = {"kd": "kd", "fitnet": {"name": "fitnet", "init_epochs": 1}, "crd": {"
            "kdplus": {"name": "kdplus", "mix": ["mixup", "cutmix", "noise"]},
            "ab": {"name": "ab", "init_epochs": 1}, "ft": {"name": "ft", "init_epochs": 1},
            "fsp": {"name": "fsp", "init_epochs": 1}, "ofd": "ofd", "vid": "vid", "sp": "sp", "cc": "cc",
-           "rkd": "rkd", "pkt": "pkt", "nst": "nst", "rco": "rco", "none": "none", "dml": "dml", "kdcl": "kdcl"}
+           "rkd": "rkd", "pkt": "pkt", "nst": "nst", "rco": "rco", "none": "none", "dml": "dml", "kdcl": "kdcl",
+           "dist": "dist", "ctkd": "ctkd"}
 NO_TEACHER = ("none", "dml", "kdcl")
 TRAIN = {"epochs": 2, "batch_size": 32, "progress": "off", "eval_batch_size": 64, "num_workers": 0,
          "tensorboard": False}
@@ -125,6 +126,12 @@ def assert_same_run(alone: Path, grouped: Path, ignore: tuple[str, ...] = ()) ->
     assert sa == sb
     for name in ("test_logits.npy", "test_labels.npy"):
         assert np.array_equal(np.load(alone / name), np.load(grouped / name))
+
+
+def test_every_registered_method_is_grouped_here():
+    from kdlab.core.registry import DISTILL_METHODS
+
+    assert set(METHODS) == set(DISTILL_METHODS.names())
 
 
 @pytest.mark.parametrize("method", list(METHODS))
