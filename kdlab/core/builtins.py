@@ -47,6 +47,7 @@ BUILTINS: dict[str, tuple[str, ...]] = {
         "kdlab.methods.distill.crd",
         "kdlab.methods.distill.ctkd",
         "kdlab.methods.distill.dist",
+        "kdlab.methods.distill.reviewkd",
         "kdlab.methods.distill.dkd",
         "kdlab.methods.distill.dml",
         "kdlab.methods.distill.fitnet",

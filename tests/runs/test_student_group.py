@@ -38,7 +38,7 @@ METHODS = {"kd": "kd", "fitnet": {"name": "fitnet", "init_epochs": 1}, "crd": {"
            "ab": {"name": "ab", "init_epochs": 1}, "ft": {"name": "ft", "init_epochs": 1},
            "fsp": {"name": "fsp", "init_epochs": 1}, "ofd": "ofd", "vid": "vid", "sp": "sp", "cc": "cc",
            "rkd": "rkd", "pkt": "pkt", "nst": "nst", "rco": "rco", "none": "none", "dml": "dml", "kdcl": "kdcl",
-           "dist": "dist", "ctkd": "ctkd"}
+           "dist": "dist", "ctkd": "ctkd", "reviewkd": "reviewkd"}
 NO_TEACHER = ("none", "dml", "kdcl")
 TRAIN = {"epochs": 2, "batch_size": 32, "progress": "off", "eval_batch_size": 64, "num_workers": 0,
          "tensorboard": False}
