@@ -5,8 +5,11 @@ one batch of 64 random 32x32 images.  Blocks of steps of KD and of the method al
 both alike; the ratio of the medians is printed, with the peak memory of each (CUDA: the allocator's peak; CPU:
 the growth of the process's peak resident set over the KD run, a rough figure).
 
-    python benchmarks/method_cost.py [--methods dist dkd] [--pairs resnet32x4:resnet8x4 wrn_40_2:wrn_16_2]
-                                     [--steps 10] [--blocks 5] [--device cpu]
+    python benchmarks/method_cost.py [--methods dist ctkd reviewkd kd:logit_standardise=true]
+                                     [--pairs resnet32x4:resnet8x4 wrn_40_2:wrn_16_2] [--steps 10] [--blocks 5]
+                                     [--device cpu]
+
+A method is a registered name, optionally with parameters: ``NAME:KEY=VALUE[,KEY=VALUE]`` (values read as YAML).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import resource
 import sys
 
 import torch
+import yaml
 from _steps import alternate, loop_state, step_timer
 
 from kdlab.config.components import Component
@@ -52,6 +56,13 @@ def _peak(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def method_spec(text: str) -> dict:
+    """``NAME[:KEY=VALUE,...]`` as a method's config mapping."""
+    name, _, rest = text.partition(":")
+    params = dict(item.split("=", 1) for item in rest.split(",") if item)
+    return {"name": name, **{k: yaml.safe_load(v) for k, v in params.items()}}
+
+
 def compare(pair: str, method: str, steps: int, blocks: int, batch_size: int, device: torch.device) -> dict:
     t_name, s_name = pair.split(":")
     torch.manual_seed(0)
@@ -62,7 +73,7 @@ def compare(pair: str, method: str, steps: int, blocks: int, batch_size: int, de
                   torch.randperm(N_TRAIN, device=device)[:batch_size])
     state = loop_state(N_TRAIN, CLASSES)
     kd = _objective({"name": "kd", "cache_teacher": "off"}, teacher, student, device)
-    other = _objective({"name": method, "cache_teacher": "off"}, teacher, student, device)
+    other = _objective({**method_spec(method), "cache_teacher": "off"}, teacher, student, device)
     params = list(student.parameters()) + [p for p in other.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
     if device.type == "cuda":

@@ -239,9 +239,9 @@ class Distiller(DistillObjective):
     def initialize(self, model: nn.Module, state: LoopState) -> None:
         """Initialisation stage before distillation (AB, FT, FSP); ``state.train_loader`` gives the data."""
 
-    def kd_temperature(self, state: LoopState | None) -> float | Tensor:
-        """The temperature of the KD term this step (a learned one is a tensor: CTKD)."""
-        return self.T
+    def kd_term(self, s_logits: Tensor, t_logits: Tensor, state: LoopState | None) -> Tensor:
+        """The KD term on class logits (CTKD overrides it: a learned temperature)."""
+        return kd_loss(s_logits, t_logits, self.T, self.standardise)
 
     def method_loss(self, s: Features, t: Features, batch: Batch, state: LoopState) -> Tensor | dict[str, Tensor]:
         """The method's own term (weighted by beta); a dict of named terms is summed."""
@@ -268,7 +268,7 @@ class Distiller(DistillObjective):
         parts = {"ce": ce.detach()}
         loss = self.gamma * ce
         if self.alpha:
-            kd = kd_loss(s_logits, t_logits, self.kd_temperature(state), self.standardise)
+            kd = self.kd_term(s_logits, t_logits, state)
             loss = loss + self.alpha * kd
             parts["kd"] = kd.detach()
         if self.beta:

@@ -55,6 +55,7 @@ DISTILL = {
     "pkt": {"name": "pkt"},
     "dist": {"name": "dist"},
     "ctkd": {"name": "ctkd", "lambda_epochs": 1},  # a trained temperature, its gradient reversed
+    "ctkd_instance": {"name": "ctkd", "variant": "instance", "lambda_epochs": 1},  # a temperature per sample
     "reviewkd": {"name": "reviewkd", "warmup_epochs": 1},  # fusion modules with their own batch norms
 }
 # students that share the loop settings, trained as one group too (a stateful memory, an initialisation stage,
