@@ -45,7 +45,7 @@ from pydantic import Field
 from torch import Tensor
 
 from kdlab.core.errors import ConfigError
-from kdlab.core.registry import register_distill_method
+from kdlab.core.registry import register_distill_method, unbounded
 from kdlab.core.state import LoopState
 from kdlab.methods.context import DistillContext
 from kdlab.methods.distiller import Distiller, LogitParams, kd_loss, standardise_logits
@@ -107,7 +107,9 @@ class CTKDParams(LogitParams):
     t_range: float = Field(20.0, gt=0, description="the width of the temperature's range: T in (t_start, t_start "
                                                    "+ t_range) (the code's t_end)")
     init: float = Field(1.0, description="the raw temperature parameter's initial value (T = t_start + t_range * "
-                                         "sigmoid(init) at the start: 15.62 with the defaults)")
+                                         "sigmoid(init) at the start: 15.62 with the defaults)",
+                        json_schema_extra=unbounded("a raw value before the sigmoid: every real number maps into "
+                                                    "the temperature's range"))
     lambda_max: float = Field(1.0, ge=0, description="the gradient reversal's final scale")
     lambda_epochs: int = Field(10, ge=0, description="epochs of the cosine curriculum of the reversal's scale "
                                                      "(0: lambda_max from the start)")
