@@ -30,8 +30,8 @@ Shape = tuple[int, ...]
 
 CONV_LAYERS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 CONV_TRANSPOSED = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
-_BN = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
-_POOL = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
+BATCH_NORMS = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+ADAPTIVE_POOLS = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
 
 
 def describe(shape: Sequence[int]) -> str:
@@ -65,7 +65,7 @@ def pool_to(x: Tensor, size: Sequence[int]) -> Tensor:
     size = tuple(size)
     if tuple(x.shape[2:]) == size:
         return x
-    return _POOL[len(size)](x, size)
+    return ADAPTIVE_POOLS[len(size)](x, size)
 
 
 def pool_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -87,7 +87,7 @@ def conv3(cin: int, cout: int, rank: int) -> nn.Module:
 
 
 def batch_norm(channels: int, rank: int) -> nn.Module:
-    return _BN[rank](channels)
+    return BATCH_NORMS[rank](channels)
 
 
 class Regressor(nn.Module):

@@ -45,15 +45,20 @@ from torch import Tensor
 from kdlab.core.errors import ConfigError
 from kdlab.core.registry import register_distill_method
 from kdlab.methods.context import DistillContext
-from kdlab.methods.distill._feature_tools import CONV_LAYERS, describe, pair_last, require_shapes
+from kdlab.methods.distill._feature_tools import (
+    ADAPTIVE_POOLS,
+    BATCH_NORMS,
+    CONV_LAYERS,
+    describe,
+    pair_last,
+    require_shapes,
+)
 from kdlab.methods.distiller import Distiller, DistillerParams
 from kdlab.models.contract import Features
 
 __all__ = ["ABF", "ReviewKD", "hcl_loss", "warmup_factor"]
 
 PYRAMID = (4, 2, 1)
-POOLS = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d}
-BATCH_NORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
 
 
 def hcl_loss(student: list[Tensor], teacher: list[Tensor], pyramid: tuple[int, ...] = PYRAMID) -> Tensor:
@@ -63,7 +68,7 @@ def hcl_loss(student: list[Tensor], teacher: list[Tensor], pyramid: tuple[int, .
     total = student[0].new_zeros(())
     for fs, ft in zip(student, teacher):
         loss, weight, weights = F.mse_loss(fs, ft), 1.0, 1.0
-        pool = POOLS[fs.dim() - 2]
+        pool = ADAPTIVE_POOLS[fs.dim() - 2]
         for size in pyramid:
             if size >= fs.shape[2]:
                 continue
@@ -137,7 +142,7 @@ class ReviewKD(Distiller):
             raise ConfigError("reviewkd: both networks need at least one stage after the stem")
         self.dims = len(s_shapes[0]) - 1
         for s, t in zip(s_shapes, t_shapes):
-            if len(s) != len(t) or self.dims not in POOLS or len(s) != self.dims + 1:
+            if len(s) != len(t) or self.dims not in (1, 2) or len(s) != self.dims + 1:
                 raise ConfigError(f"reviewkd: needs feature maps of images or sequences of the same kind after the "
                                   f"stem, got student {describe(s)}, teacher {describe(t)}")
         self.levels = len(s_shapes)
